@@ -1,0 +1,196 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_quackfs_global_optspecs
+    string join \n data-dir= catalog= store= r/repo= json v/verbose q/quiet h/help V/version
+end
+
+function __fish_quackfs_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_quackfs_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_quackfs_using_subcommand
+    set -l cmd (__fish_quackfs_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c quackfs -n "__fish_quackfs_needs_command" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_needs_command" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_needs_command" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_needs_command" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_needs_command" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_needs_command" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_needs_command" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c quackfs -n "__fish_quackfs_needs_command" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "init" -d 'Create a new, empty database with branch `main`; it becomes the current database'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "use" -d 'Set the current database (and branch) used when -r is not given'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "repos" -d 'List databases: name, branches, commits, logical size of `main`, stored bytes, creation time'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "import" -d 'Commit local files onto a branch (each under its base name)'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "export" -d 'Write every file of a revision into a directory, byte-identical to what a mount shows'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "commit" -d 'Seal everything synced on the branch into a commit and print its id'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "log" -d 'Show history, newest first: id, time, author, kind, message, bytes added'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "show" -d 'Show one commit: parent, files and sizes, layers, bytes'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "status" -d 'Show the current database and branch, its head, uncommitted bytes, and where data lives'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "branch" -d 'List, create or delete branches'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "tag" -d 'List, create or delete tags (immutable names for commits)'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "reflog" -d 'Show where a branch pointed, when, and why (newest first)'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c quackfs -n "__fish_quackfs_using_subcommand init" -l import -d 'Files to import as the first commit (stored under their base names)' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand init" -s m -l message -d 'Message of the import commit' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand init" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand init" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand init" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand init" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand init" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_using_subcommand init" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_using_subcommand init" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c quackfs -n "__fish_quackfs_using_subcommand init" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_using_subcommand use" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand use" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand use" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand use" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand use" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_using_subcommand use" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_using_subcommand use" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_using_subcommand use" -s h -l help -d 'Print help'
+complete -c quackfs -n "__fish_quackfs_using_subcommand use" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -s h -l help -d 'Print help'
+complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_using_subcommand import" -s b -l branch -d 'Branch to commit onto [default: the current branch]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand import" -s m -l message -d 'Commit message [default: "import FILE…"]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand import" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand import" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand import" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand import" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand import" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_using_subcommand import" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_using_subcommand import" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_using_subcommand import" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c quackfs -n "__fish_quackfs_using_subcommand import" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_using_subcommand export" -l at -d 'Where the branch pointed at this time (same as REV@{TIME})' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand export" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand export" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand export" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand export" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand export" -l force -d 'Overwrite existing files'
+complete -c quackfs -n "__fish_quackfs_using_subcommand export" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_using_subcommand export" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_using_subcommand export" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c quackfs -n "__fish_quackfs_using_subcommand export" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -s m -l message -d 'Commit message' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -s b -l branch -d 'Branch to commit [default: the current branch]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -l allow-empty -d 'Record a commit even if nothing changed'
+complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_using_subcommand log" -s n -l max-count -d 'Show at most N commits' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand log" -l at -d 'Start where the branch pointed at this time (same as REV@{TIME})' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand log" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand log" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand log" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand log" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand log" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_using_subcommand log" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_using_subcommand log" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_using_subcommand log" -s h -l help -d 'Print help'
+complete -c quackfs -n "__fish_quackfs_using_subcommand log" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_using_subcommand show" -l at -d 'Where the branch pointed at this time (same as REV@{TIME})' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand show" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand show" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand show" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand show" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand show" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_using_subcommand show" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_using_subcommand show" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_using_subcommand show" -s h -l help -d 'Print help'
+complete -c quackfs -n "__fish_quackfs_using_subcommand show" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_using_subcommand status" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand status" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand status" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand status" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand status" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_using_subcommand status" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_using_subcommand status" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_using_subcommand status" -s h -l help -d 'Print help'
+complete -c quackfs -n "__fish_quackfs_using_subcommand status" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -l at -d 'Start where REV pointed at this time (RFC 3339, YYYY-MM-DD, \'N hours ago\')' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -s d -l delete -d 'Delete the branch'
+complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -l at -d 'Tag where REV pointed at this time' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -s d -l delete -d 'Delete the tag'
+complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -s h -l help -d 'Print help'
+complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
+complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -l json -d 'Machine-readable JSON output'
+complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
+complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -s q -l quiet -d 'Only errors on stderr'
+complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "init" -d 'Create a new, empty database with branch `main`; it becomes the current database'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "use" -d 'Set the current database (and branch) used when -r is not given'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "repos" -d 'List databases: name, branches, commits, logical size of `main`, stored bytes, creation time'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "import" -d 'Commit local files onto a branch (each under its base name)'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "export" -d 'Write every file of a revision into a directory, byte-identical to what a mount shows'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "commit" -d 'Seal everything synced on the branch into a commit and print its id'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "log" -d 'Show history, newest first: id, time, author, kind, message, bytes added'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "show" -d 'Show one commit: parent, files and sizes, layers, bytes'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "status" -d 'Show the current database and branch, its head, uncommitted bytes, and where data lives'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "branch" -d 'List, create or delete branches'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "tag" -d 'List, create or delete tags (immutable names for commits)'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "reflog" -d 'Show where a branch pointed, when, and why (newest first)'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export commit log show status branch tag reflog completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

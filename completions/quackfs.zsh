@@ -1,0 +1,569 @@
+#compdef quackfs
+
+autoload -U is-at-least
+
+_quackfs() {
+    typeset -A opt_args
+    typeset -a _arguments_options
+    local ret=1
+
+    if is-at-least 5.2; then
+        _arguments_options=(-s -S -C)
+    else
+        _arguments_options=(-s -C)
+    fi
+
+    local context curcontext="$curcontext" state line
+    _arguments "${_arguments_options[@]}" : \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+":: :_quackfs_commands" \
+"*::: :->quackfs" \
+&& ret=0
+    case $state in
+    (quackfs)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:quackfs-command-$line[1]:"
+        case $line[1] in
+            (init)
+_arguments "${_arguments_options[@]}" : \
+'*--import=[Files to import as the first commit (stored under their base names)]:FILE:_files' \
+'-m+[Message of the import commit]:MESSAGE:_default' \
+'--message=[Message of the import commit]:MESSAGE:_default' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':name -- Name of the database\: letters, digits, '\''.'\'', '\''_'\'' and '\''-'\'', up to 64 characters:_default' \
+&& ret=0
+;;
+(use)
+_arguments "${_arguments_options[@]}" : \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':target -- REPO or REPO@BRANCH:_default' \
+&& ret=0
+;;
+(repos)
+_arguments "${_arguments_options[@]}" : \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(import)
+_arguments "${_arguments_options[@]}" : \
+'-b+[Branch to commit onto \[default\: the current branch\]]:BRANCH:_default' \
+'--branch=[Branch to commit onto \[default\: the current branch\]]:BRANCH:_default' \
+'-m+[Commit message \[default\: "import FILE…"\]]:MESSAGE:_default' \
+'--message=[Commit message \[default\: "import FILE…"\]]:MESSAGE:_default' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+'*::files -- Files to import, e.g. analytics.duckdb:_files' \
+&& ret=0
+;;
+(export)
+_arguments "${_arguments_options[@]}" : \
+'--at=[Where the branch pointed at this time (same as REV@{TIME})]:TIME:_default' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--force[Overwrite existing files]' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':rev -- Revision to export, e.g. main, v1, analytics@main~2, main@{2024-05-01}:_default' \
+':dir -- Directory to write into (created if missing):_files' \
+&& ret=0
+;;
+(commit)
+_arguments "${_arguments_options[@]}" : \
+'-m+[Commit message]:MESSAGE:_default' \
+'--message=[Commit message]:MESSAGE:_default' \
+'-b+[Branch to commit \[default\: the current branch\]]:BRANCH:_default' \
+'--branch=[Branch to commit \[default\: the current branch\]]:BRANCH:_default' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--allow-empty[Record a commit even if nothing changed]' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(log)
+_arguments "${_arguments_options[@]}" : \
+'-n+[Show at most N commits]:N:_default' \
+'--max-count=[Show at most N commits]:N:_default' \
+'--at=[Start where the branch pointed at this time (same as REV@{TIME})]:TIME:_default' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+'::rev -- Where to start \[default\: the current branch\]:_default' \
+&& ret=0
+;;
+(show)
+_arguments "${_arguments_options[@]}" : \
+'--at=[Where the branch pointed at this time (same as REV@{TIME})]:TIME:_default' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+'::rev -- The commit to show \[default\: the current branch\]:_default' \
+&& ret=0
+;;
+(status)
+_arguments "${_arguments_options[@]}" : \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(branch)
+_arguments "${_arguments_options[@]}" : \
+'--at=[Start where REV pointed at this time (RFC 3339, YYYY-MM-DD, '\''N hours ago'\'')]:TIME:_default' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'(--at)-d[Delete the branch]' \
+'(--at)--delete[Delete the branch]' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+'::name -- Branch to create (or delete with -d):_default' \
+'::rev -- Where the new branch starts \[default\: the current branch\]:_default' \
+&& ret=0
+;;
+(tag)
+_arguments "${_arguments_options[@]}" : \
+'--at=[Tag where REV pointed at this time]:TIME:_default' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'(--at)-d[Delete the tag]' \
+'(--at)--delete[Delete the tag]' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+'::name -- Tag to create (or delete with -d):_default' \
+'::rev -- The commit to tag \[default\: the current branch\]:_default' \
+&& ret=0
+;;
+(reflog)
+_arguments "${_arguments_options[@]}" : \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+'::branch -- Branch \[default\: the current branch\]:_default' \
+&& ret=0
+;;
+(completions)
+_arguments "${_arguments_options[@]}" : \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':shell -- The shell to generate completions for:(bash elvish fish powershell zsh)' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_quackfs__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:quackfs-help-command-$line[1]:"
+        case $line[1] in
+            (init)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(use)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(repos)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(import)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(export)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(commit)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(log)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(show)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(status)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(branch)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(tag)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(reflog)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(completions)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+}
+
+(( $+functions[_quackfs_commands] )) ||
+_quackfs_commands() {
+    local commands; commands=(
+'init:Create a new, empty database with branch \`main\`; it becomes the current database' \
+'use:Set the current database (and branch) used when -r is not given' \
+'repos:List databases\: name, branches, commits, logical size of \`main\`, stored bytes, creation time' \
+'import:Commit local files onto a branch (each under its base name)' \
+'export:Write every file of a revision into a directory, byte-identical to what a mount shows' \
+'commit:Seal everything synced on the branch into a commit and print its id' \
+'log:Show history, newest first\: id, time, author, kind, message, bytes added' \
+'show:Show one commit\: parent, files and sizes, layers, bytes' \
+'status:Show the current database and branch, its head, uncommitted bytes, and where data lives' \
+'branch:List, create or delete branches' \
+'tag:List, create or delete tags (immutable names for commits)' \
+'reflog:Show where a branch pointed, when, and why (newest first)' \
+'completions:Print a shell completion script (bash, zsh, fish, elvish, powershell)' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'quackfs commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__branch_commands] )) ||
+_quackfs__subcmd__branch_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs branch commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__commit_commands] )) ||
+_quackfs__subcmd__commit_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs commit commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__completions_commands] )) ||
+_quackfs__subcmd__completions_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs completions commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__export_commands] )) ||
+_quackfs__subcmd__export_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs export commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help_commands] )) ||
+_quackfs__subcmd__help_commands() {
+    local commands; commands=(
+'init:Create a new, empty database with branch \`main\`; it becomes the current database' \
+'use:Set the current database (and branch) used when -r is not given' \
+'repos:List databases\: name, branches, commits, logical size of \`main\`, stored bytes, creation time' \
+'import:Commit local files onto a branch (each under its base name)' \
+'export:Write every file of a revision into a directory, byte-identical to what a mount shows' \
+'commit:Seal everything synced on the branch into a commit and print its id' \
+'log:Show history, newest first\: id, time, author, kind, message, bytes added' \
+'show:Show one commit\: parent, files and sizes, layers, bytes' \
+'status:Show the current database and branch, its head, uncommitted bytes, and where data lives' \
+'branch:List, create or delete branches' \
+'tag:List, create or delete tags (immutable names for commits)' \
+'reflog:Show where a branch pointed, when, and why (newest first)' \
+'completions:Print a shell completion script (bash, zsh, fish, elvish, powershell)' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'quackfs help commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__branch_commands] )) ||
+_quackfs__subcmd__help__subcmd__branch_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help branch commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__commit_commands] )) ||
+_quackfs__subcmd__help__subcmd__commit_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help commit commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__completions_commands] )) ||
+_quackfs__subcmd__help__subcmd__completions_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help completions commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__export_commands] )) ||
+_quackfs__subcmd__help__subcmd__export_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help export commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__help_commands] )) ||
+_quackfs__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help help commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__import_commands] )) ||
+_quackfs__subcmd__help__subcmd__import_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help import commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__init_commands] )) ||
+_quackfs__subcmd__help__subcmd__init_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help init commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__log_commands] )) ||
+_quackfs__subcmd__help__subcmd__log_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help log commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__reflog_commands] )) ||
+_quackfs__subcmd__help__subcmd__reflog_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help reflog commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__repos_commands] )) ||
+_quackfs__subcmd__help__subcmd__repos_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help repos commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__show_commands] )) ||
+_quackfs__subcmd__help__subcmd__show_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help show commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__status_commands] )) ||
+_quackfs__subcmd__help__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help status commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__tag_commands] )) ||
+_quackfs__subcmd__help__subcmd__tag_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help tag commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__use_commands] )) ||
+_quackfs__subcmd__help__subcmd__use_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help use commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__import_commands] )) ||
+_quackfs__subcmd__import_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs import commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__init_commands] )) ||
+_quackfs__subcmd__init_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs init commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__log_commands] )) ||
+_quackfs__subcmd__log_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs log commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__reflog_commands] )) ||
+_quackfs__subcmd__reflog_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs reflog commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__repos_commands] )) ||
+_quackfs__subcmd__repos_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs repos commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__show_commands] )) ||
+_quackfs__subcmd__show_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs show commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__status_commands] )) ||
+_quackfs__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs status commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__tag_commands] )) ||
+_quackfs__subcmd__tag_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs tag commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__use_commands] )) ||
+_quackfs__subcmd__use_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs use commands' commands "$@"
+}
+
+if [ "$funcstack[1]" = "_quackfs" ]; then
+    _quackfs "$@"
+else
+    compdef _quackfs quackfs
+fi

@@ -1,0 +1,438 @@
+//! The catalog: the only mutable state of quackfs (databases, commits, refs, reflog, layers).
+//!
+//! One trait, two implementations sharing their SQL: SQLite (the embedded default) and
+//! PostgreSQL (production). Every state change that must be atomic is one trait method, done in one
+//! transaction by the implementation, so callers cannot leave the catalog half-updated.
+
+mod sql;
+/// A behaviour suite every catalog implementation must pass (used by unit and integration tests).
+pub mod testsuite;
+
+pub use sql::{PgCatalog, SqliteCatalog};
+
+use crate::layer::LayerKind;
+use async_trait::async_trait;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Millis = i64;
+
+/// Errors of the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{what} {name:?} not found")]
+    NotFound { what: &'static str, name: String },
+    #[error("{what} {name:?} already exists")]
+    Exists { what: &'static str, name: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("catalog {url}: {source}")]
+    Db {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("catalog {url}: migration failed: {source}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("catalog {url}: corrupt row: {why}")]
+    BadRow { url: String, why: String },
+    #[error(
+        "invalid catalog URL {0:?}: expected sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB"
+    )]
+    BadUrl(String),
+    #[error("branch {branch:?} is already mounted writable by {holder} (last heartbeat {age_secs}s ago)")]
+    LeaseHeld {
+        branch: String,
+        holder: String,
+        age_secs: i64,
+    },
+    #[error("this writer no longer holds branch {0:?}: another mount took it over (fenced)")]
+    Fenced(String),
+    #[error("nothing to commit")]
+    NothingPending,
+}
+
+/// A database (repository).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Repo {
+    pub id: i64,
+    pub name: String,
+    pub created_at: Millis,
+}
+
+/// Why a commit was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitKind {
+    Init,
+    Manual,
+    Checkpoint,
+    Import,
+    Merge,
+    Clone,
+}
+
+impl CommitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitKind::Init => "init",
+            CommitKind::Manual => "manual",
+            CommitKind::Checkpoint => "checkpoint",
+            CommitKind::Import => "import",
+            CommitKind::Merge => "merge",
+            CommitKind::Clone => "clone",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CommitKind> {
+        Some(match s {
+            "init" => CommitKind::Init,
+            "manual" => CommitKind::Manual,
+            "checkpoint" => CommitKind::Checkpoint,
+            "import" => CommitKind::Import,
+            "merge" => CommitKind::Merge,
+            "clone" => CommitKind::Clone,
+            _ => return None,
+        })
+    }
+}
+
+/// One commit of a database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Commit {
+    pub id: String,
+    pub repo_id: i64,
+    pub parent_id: Option<String>,
+    /// Number of ancestors (the root commit has depth 0).
+    pub depth: i64,
+    pub kind: CommitKind,
+    pub message: String,
+    pub author: String,
+    pub created_at: Millis,
+    /// Bytes of the layer objects this commit added.
+    pub bytes_added: i64,
+    /// Sum of the sizes of its files.
+    pub logical_size: i64,
+}
+
+/// One file of a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileRow {
+    pub path: String,
+    /// Identity of the file's contents across renames (extents in layers are keyed by it).
+    pub file_id: i64,
+    pub size: i64,
+}
+
+/// One layer object registered in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRow {
+    pub id: String,
+    pub repo_id: i64,
+    pub commit_id: Option<String>,
+    /// Order of the layer within its commit (later layers win).
+    pub seq: i64,
+    pub kind: LayerKind,
+    pub object_key: String,
+    pub size_bytes: i64,
+    /// Time range of the writes the layer holds.
+    pub min_time: Millis,
+    pub max_time: Millis,
+    pub created_at: Millis,
+}
+
+/// Branch or tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefKind {
+    Branch,
+    Tag,
+}
+
+impl RefKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefKind::Branch => "branch",
+            RefKind::Tag => "tag",
+        }
+    }
+}
+
+/// A branch or a tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefRow {
+    pub repo_id: i64,
+    pub name: String,
+    pub kind: RefKind,
+    pub commit_id: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// One move of a branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReflogEntry {
+    pub id: i64,
+    pub branch: String,
+    pub old_commit: Option<String>,
+    pub new_commit: Option<String>,
+    pub at: Millis,
+    pub reason: String,
+}
+
+/// The fields of a commit chosen by the caller.
+#[derive(Debug, Clone)]
+pub struct NewCommit {
+    pub id: String,
+    pub kind: CommitKind,
+    pub message: String,
+    pub author: String,
+    /// Wall-clock time; the catalog raises it to keep commit times monotonic along the branch.
+    pub time: Millis,
+}
+
+/// Everything a new commit on a branch consists of, applied in one transaction.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub repo_id: i64,
+    pub branch: String,
+    /// The head the caller built on; if the branch moved meanwhile the commit is refused.
+    pub expected_head: String,
+    pub commit: NewCommit,
+    /// The complete file list of the new commit.
+    pub files: Vec<FileRow>,
+    /// New layers owned by the commit (objects already stored).
+    pub layers: Vec<LayerRow>,
+    /// Reflog reason, e.g. "commit: load May".
+    pub reason: String,
+}
+
+/// A writable mount's hold on a branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub repo_id: i64,
+    pub branch: String,
+    /// Fencing generation: increases every time the lease changes hands.
+    pub generation: i64,
+    pub holder: String,
+    pub acquired_at: Millis,
+    pub heartbeat_at: Millis,
+}
+
+/// What was synced on a branch since its last commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The complete durable file table of the branch.
+    pub files: Vec<FileRow>,
+    /// Layers registered by syncs, in order.
+    pub layers: Vec<LayerRow>,
+    pub synced_at: Millis,
+}
+
+/// One sync of a writable mount: an optional new layer and the branch's durable file table.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub repo_id: i64,
+    pub branch: String,
+    /// The writer's fencing generation; the sync is refused if the lease moved on.
+    pub generation: i64,
+    /// The layer (already stored); its `seq` is assigned by the catalog.
+    pub layer: Option<LayerRow>,
+    pub files: Vec<FileRow>,
+    pub now: Millis,
+}
+
+/// Counters shown by `repos` and `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RepoStats {
+    pub branches: i64,
+    pub tags: i64,
+    pub commits: i64,
+    /// Bytes of the layer objects owned by this database's commits.
+    pub stored_bytes: i64,
+}
+
+/// The catalog interface.
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// Where the catalog lives, password masked.
+    fn describe(&self) -> String;
+
+    /// Creates a database with an empty root commit and branch `main` pointing at it.
+    async fn create_repo(
+        &self,
+        name: &str,
+        root: NewCommit,
+    ) -> Result<(Repo, Commit), CatalogError>;
+    async fn repo(&self, name: &str) -> Result<Option<Repo>, CatalogError>;
+    async fn repo_by_id(&self, id: i64) -> Result<Option<Repo>, CatalogError>;
+    async fn repos(&self) -> Result<Vec<Repo>, CatalogError>;
+    async fn repo_stats(&self, repo_id: i64) -> Result<RepoStats, CatalogError>;
+
+    async fn refs(&self, repo_id: i64) -> Result<Vec<RefRow>, CatalogError>;
+    async fn get_ref(&self, repo_id: i64, name: &str) -> Result<Option<RefRow>, CatalogError>;
+    /// Creates a branch or tag (one namespace); records a reflog entry for a branch.
+    async fn create_ref(
+        &self,
+        repo_id: i64,
+        name: &str,
+        kind: RefKind,
+        commit_id: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<RefRow, CatalogError>;
+    /// Deletes a branch or tag of that kind; records a reflog entry for a branch.
+    async fn delete_ref(
+        &self,
+        repo_id: i64,
+        name: &str,
+        kind: RefKind,
+        now: Millis,
+    ) -> Result<(), CatalogError>;
+
+    async fn commit(&self, id: &str) -> Result<Option<Commit>, CatalogError>;
+    /// Commits of the database whose id starts with `prefix` (at most `limit`).
+    async fn commits_by_prefix(
+        &self,
+        repo_id: i64,
+        prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<Commit>, CatalogError>;
+    /// The first-parent chain starting at `id`, newest first, at most `limit` commits.
+    async fn ancestors(&self, id: &str, limit: i64) -> Result<Vec<Commit>, CatalogError>;
+    async fn commit_files(&self, id: &str) -> Result<Vec<FileRow>, CatalogError>;
+    /// Layers of every commit of the first-parent chain from `id`, oldest commit first and in
+    /// `seq` order within a commit.
+    async fn chain_layers(&self, id: &str) -> Result<Vec<LayerRow>, CatalogError>;
+    /// Layers owned by one commit, in `seq` order.
+    async fn commit_layers(&self, id: &str) -> Result<Vec<LayerRow>, CatalogError>;
+
+    /// Records a commit on a branch (compare-and-swap of the branch head).
+    async fn make_commit(&self, req: CommitRequest) -> Result<Commit, CatalogError>;
+
+    /// Moves of a branch, newest first.
+    async fn reflog(&self, repo_id: i64, branch: &str) -> Result<Vec<ReflogEntry>, CatalogError>;
+
+    /// Takes the writer lease of a branch; refused while another holder's heartbeat is younger
+    /// than `stale_ms`. Taking over a stale lease increases the generation (fencing the old one).
+    async fn acquire_lease(
+        &self,
+        repo_id: i64,
+        branch: &str,
+        holder: &str,
+        now: Millis,
+        stale_ms: i64,
+    ) -> Result<Lease, CatalogError>;
+    /// Renews the lease; `Fenced` if it changed hands.
+    async fn heartbeat(
+        &self,
+        repo_id: i64,
+        branch: &str,
+        generation: i64,
+        now: Millis,
+    ) -> Result<(), CatalogError>;
+    /// Gives the lease up (no-op if it already changed hands).
+    async fn release_lease(
+        &self,
+        repo_id: i64,
+        branch: &str,
+        generation: i64,
+    ) -> Result<(), CatalogError>;
+    /// Leases not released, of every branch of the database.
+    async fn leases(&self, repo_id: i64) -> Result<Vec<Lease>, CatalogError>;
+
+    /// Registers a sync (fenced by the lease generation); returns the layer with its `seq`.
+    async fn register_sync(&self, req: SyncRequest) -> Result<Option<LayerRow>, CatalogError>;
+    /// The synced-but-uncommitted state of a branch, if any.
+    async fn pending(&self, repo_id: i64, branch: &str) -> Result<Option<Pending>, CatalogError>;
+    /// Seals the pending state of a branch into a commit on top of its head, in one transaction.
+    /// `NothingPending` if nothing was synced since the last commit and `allow_empty` is false.
+    async fn commit_pending(
+        &self,
+        repo_id: i64,
+        branch: &str,
+        commit: NewCommit,
+        allow_empty: bool,
+    ) -> Result<Commit, CatalogError>;
+}
+
+/// A shared catalog handle.
+pub type DynCatalog = Arc<dyn Catalog>;
+
+/// Opens the catalog named by `url` (`sqlite://PATH` or `postgres://…`), applying migrations.
+pub async fn open(url: &str) -> Result<DynCatalog, CatalogError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(SqliteCatalog::open(path).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgCatalog::open(url).await?))
+    } else {
+        Err(CatalogError::BadUrl(mask_url(url)))
+    }
+}
+
+/// Replaces the password of a URL with `***` so it can be printed.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_url("postgres://bob:s3cret@db:5432/q?sslmode=require"),
+            "postgres://bob:***@db:5432/q?sslmode=require"
+        );
+        assert_eq!(mask_url("postgres://bob@db/q"), "postgres://bob@db/q");
+        assert_eq!(mask_url("sqlite:///tmp/x.sqlite"), "sqlite:///tmp/x.sqlite");
+        assert_eq!(mask_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+    }
+}
+
+#[cfg(test)]
+mod sqlite_suite {
+    #[tokio::test]
+    async fn sqlite_passes_the_catalog_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let cat = super::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        super::testsuite::run(cat.clone(), "aaaa").await;
+        super::testsuite::concurrent_commits(cat, "bbbb").await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_reopens_with_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.sqlite").display());
+        let cat = super::open(&url).await.unwrap();
+        super::testsuite::run(cat, "cccc").await;
+        let cat = super::open(&url).await.unwrap();
+        assert!(cat.repo("suite-cccc").await.unwrap().is_some());
+    }
+}

@@ -1,0 +1,1026 @@
+//! SQL implementations of [`Catalog`] for SQLite and PostgreSQL.
+//!
+//! Both backends run the same SQL text (`$N` placeholders, `RETURNING`, `WITH RECURSIVE` and
+//! `ON CONFLICT` work in both), so one macro body implements the trait for each pool type; only
+//! connecting, migrating and opening a write transaction differ.
+
+use super::*;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+use std::str::FromStr;
+use std::time::Duration;
+
+const COMMIT_COLS: &str =
+    "id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size";
+const LAYER_COLS: &str =
+    "id, repo_id, commit_id, seq, kind, object_key, size_bytes, min_time, max_time, created_at";
+
+fn layer_kind_str(k: LayerKind) -> &'static str {
+    match k {
+        LayerKind::Delta => "delta",
+        LayerKind::Image => "image",
+    }
+}
+
+/// How long connecting keeps retrying before it gives up: `QUACKFS_CONNECT_TIMEOUT` (e.g. `5s`),
+/// default 30 seconds.
+fn connect_timeout() -> Duration {
+    std::env::var("QUACKFS_CONNECT_TIMEOUT")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .unwrap_or(Duration::from_secs(30))
+}
+
+/// The SQLite catalog (embedded default).
+pub struct SqliteCatalog {
+    pool: SqlitePool,
+    url: String,
+}
+
+/// The PostgreSQL catalog.
+pub struct PgCatalog {
+    pool: PgPool,
+    url: String,
+}
+
+impl SqliteCatalog {
+    /// Opens (creating if needed) the SQLite catalog at `path` and applies migrations.
+    pub async fn open(path: &str) -> Result<Self, CatalogError> {
+        let url = format!("sqlite://{path}");
+        let db = |source| CatalogError::Db {
+            url: url.clone(),
+            source,
+        };
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| db(sqlx::Error::Io(e)))?;
+            }
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(db)?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|source| CatalogError::Migrate {
+                url: url.clone(),
+                source,
+            })?;
+        Ok(SqliteCatalog { pool, url })
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        // IMMEDIATE takes the write lock up front, so a read-then-write transaction never fails
+        // half-way with SQLITE_BUSY when another process writes.
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl PgCatalog {
+    /// Connects to PostgreSQL and applies migrations (sqlx serialises them with an advisory lock).
+    pub async fn open(url: &str) -> Result<Self, CatalogError> {
+        let masked = mask_url(url);
+        let opts =
+            PgConnectOptions::from_str(url).map_err(|_| CatalogError::BadUrl(masked.clone()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(connect_timeout())
+            .connect_with(opts)
+            .await
+            .map_err(|source| CatalogError::Db {
+                url: masked.clone(),
+                source,
+            })?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|source| CatalogError::Migrate {
+                url: masked.clone(),
+                source,
+            })?;
+        Ok(PgCatalog { pool, url: masked })
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+}
+
+macro_rules! impl_catalog {
+    ($ty:ty, $row:ty, $db:ty, $lock:literal) => {
+        impl $ty {
+            fn db(&self, source: sqlx::Error) -> CatalogError {
+                CatalogError::Db { url: self.url.clone(), source }
+            }
+
+            fn bad(&self, why: String) -> CatalogError {
+                CatalogError::BadRow { url: self.url.clone(), why }
+            }
+
+            fn commit_row(&self, r: &$row) -> Result<Commit, CatalogError> {
+                let g = || -> Result<Commit, sqlx::Error> {
+                    let kind: String = r.try_get("kind")?;
+                    Ok(Commit {
+                        id: r.try_get("id")?,
+                        repo_id: r.try_get("repo_id")?,
+                        parent_id: r.try_get("parent_id")?,
+                        depth: r.try_get("depth")?,
+                        kind: CommitKind::parse(&kind).unwrap_or(CommitKind::Manual),
+                        message: r.try_get("message")?,
+                        author: r.try_get("author")?,
+                        created_at: r.try_get("created_at")?,
+                        bytes_added: r.try_get("bytes_added")?,
+                        logical_size: r.try_get("logical_size")?,
+                    })
+                };
+                g().map_err(|e| self.db(e))
+            }
+
+            fn layer_row(&self, r: &$row) -> Result<LayerRow, CatalogError> {
+                let kind: String = r.try_get("kind").map_err(|e| self.db(e))?;
+                let kind = match kind.as_str() {
+                    "delta" => LayerKind::Delta,
+                    "image" => LayerKind::Image,
+                    other => return Err(self.bad(format!("unknown layer kind {other:?}"))),
+                };
+                let g = || -> Result<LayerRow, sqlx::Error> {
+                    Ok(LayerRow {
+                        id: r.try_get("id")?,
+                        repo_id: r.try_get("repo_id")?,
+                        commit_id: r.try_get("commit_id")?,
+                        seq: r.try_get("seq")?,
+                        kind,
+                        object_key: r.try_get("object_key")?,
+                        size_bytes: r.try_get("size_bytes")?,
+                        min_time: r.try_get("min_time")?,
+                        max_time: r.try_get("max_time")?,
+                        created_at: r.try_get("created_at")?,
+                    })
+                };
+                g().map_err(|e| self.db(e))
+            }
+
+            fn ref_row(&self, r: &$row) -> Result<RefRow, CatalogError> {
+                let kind: String = r.try_get("kind").map_err(|e| self.db(e))?;
+                let kind = match kind.as_str() {
+                    "branch" => RefKind::Branch,
+                    "tag" => RefKind::Tag,
+                    other => return Err(self.bad(format!("unknown ref kind {other:?}"))),
+                };
+                let g = || -> Result<RefRow, sqlx::Error> {
+                    Ok(RefRow {
+                        repo_id: r.try_get("repo_id")?,
+                        name: r.try_get("name")?,
+                        kind,
+                        commit_id: r.try_get("commit_id")?,
+                        created_at: r.try_get("created_at")?,
+                        updated_at: r.try_get("updated_at")?,
+                    })
+                };
+                g().map_err(|e| self.db(e))
+            }
+
+            async fn commit_in(&self, tx: &mut sqlx::Transaction<'static, $db>, id: &str) -> Result<Option<Commit>, CatalogError> {
+                let sql = format!("SELECT {COMMIT_COLS} FROM commits WHERE id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                row.map(|r| self.commit_row(&r)).transpose()
+            }
+
+            /// Locks the branch row (PostgreSQL; SQLite holds the database write lock) and returns
+            /// the commit it points at.
+            async fn lock_branch(&self, tx: &mut sqlx::Transaction<'static, $db>, repo_id: i64, branch: &str) -> Result<String, CatalogError> {
+                let sql = concat!("SELECT commit_id FROM refs WHERE repo_id = $1 AND name = $2 AND kind = 'branch'", $lock);
+                let row = sqlx::query(sql)
+                    .bind(repo_id)
+                    .bind(branch)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let Some(row) = row else {
+                    return Err(CatalogError::NotFound { what: "branch", name: branch.to_string() });
+                };
+                row.try_get("commit_id").map_err(|e| self.db(e))
+            }
+
+            /// Checks the writer's fencing generation inside a transaction.
+            async fn check_fence(&self, tx: &mut sqlx::Transaction<'static, $db>, repo_id: i64, branch: &str, generation: i64) -> Result<(), CatalogError> {
+                let row = sqlx::query("SELECT generation, released FROM leases WHERE repo_id = $1 AND branch = $2")
+                    .bind(repo_id)
+                    .bind(branch)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let ok = match row {
+                    Some(r) => {
+                        let g: i64 = r.try_get("generation").map_err(|e| self.db(e))?;
+                        let released: i64 = r.try_get("released").map_err(|e| self.db(e))?;
+                        g == generation && released == 0
+                    }
+                    None => false,
+                };
+                if ok { Ok(()) } else { Err(CatalogError::Fenced(branch.to_string())) }
+            }
+
+            /// Inserts a commit on top of `parent`, its files and layers (or adopts the branch's
+            /// pending layers), moves the branch by compare-and-swap and logs the move.
+            #[allow(clippy::too_many_arguments)]
+            async fn write_commit(
+                &self,
+                tx: &mut sqlx::Transaction<'static, $db>,
+                repo_id: i64,
+                branch: &str,
+                parent: &Commit,
+                new: &NewCommit,
+                files: &[FileRow],
+                layers: &[LayerRow],
+                adopt_pending: bool,
+                reason: &str,
+            ) -> Result<Commit, CatalogError> {
+                // Commit times are monotonic along a branch even if the clock steps back.
+                let created_at = new.time.max(parent.created_at + 1);
+                // Compare-and-swap of the branch head: refused if someone else moved it.
+                let moved = sqlx::query(
+                    "UPDATE refs SET commit_id = $1, updated_at = $2 WHERE repo_id = $3 AND name = $4 AND kind = 'branch' AND commit_id = $5",
+                )
+                .bind(&new.id)
+                .bind(created_at)
+                .bind(repo_id)
+                .bind(branch)
+                .bind(&parent.id)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                if moved.rows_affected() != 1 {
+                    return Err(CatalogError::Conflict(format!(
+                        "branch {branch:?} moved while the commit was being made (it no longer points at {})",
+                        &parent.id[..parent.id.len().min(12)]
+                    )));
+                }
+                let mut bytes_added: i64 = layers.iter().map(|l| l.size_bytes).sum();
+                if adopt_pending {
+                    let r = sqlx::query(
+                        "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) AS b FROM layers WHERE repo_id = $1 AND branch = $2 AND commit_id IS NULL",
+                    )
+                    .bind(repo_id)
+                    .bind(branch)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                    bytes_added += r.try_get::<i64, _>("b").map_err(|e| self.db(e))?;
+                }
+                let commit = Commit {
+                    id: new.id.clone(),
+                    repo_id,
+                    parent_id: Some(parent.id.clone()),
+                    depth: parent.depth + 1,
+                    kind: new.kind,
+                    message: new.message.clone(),
+                    author: new.author.clone(),
+                    created_at,
+                    bytes_added,
+                    logical_size: files.iter().map(|f| f.size).sum(),
+                };
+                sqlx::query(
+                    "INSERT INTO commits (id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(&commit.id)
+                .bind(commit.repo_id)
+                .bind(&commit.parent_id)
+                .bind(commit.depth)
+                .bind(commit.kind.as_str())
+                .bind(&commit.message)
+                .bind(&commit.author)
+                .bind(commit.created_at)
+                .bind(commit.bytes_added)
+                .bind(commit.logical_size)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                for f in files {
+                    sqlx::query("INSERT INTO commit_files (commit_id, path, file_id, size) VALUES ($1, $2, $3, $4)")
+                        .bind(&commit.id)
+                        .bind(&f.path)
+                        .bind(f.file_id)
+                        .bind(f.size)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                }
+                if adopt_pending {
+                    sqlx::query("UPDATE layers SET commit_id = $1, branch = NULL WHERE repo_id = $2 AND branch = $3 AND commit_id IS NULL")
+                        .bind(&commit.id)
+                        .bind(repo_id)
+                        .bind(branch)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                    sqlx::query("DELETE FROM pending_files WHERE repo_id = $1 AND branch = $2")
+                        .bind(repo_id)
+                        .bind(branch)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                    sqlx::query("DELETE FROM pending WHERE repo_id = $1 AND branch = $2")
+                        .bind(repo_id)
+                        .bind(branch)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                }
+                for l in layers {
+                    self.insert_layer(tx, repo_id, Some(&commit.id), None, l).await?;
+                }
+                sqlx::query(
+                    "INSERT INTO reflog (repo_id, branch, old_commit, new_commit, at, reason) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(repo_id)
+                .bind(branch)
+                .bind(&parent.id)
+                .bind(&commit.id)
+                .bind(created_at)
+                .bind(reason)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                Ok(commit)
+            }
+
+            async fn insert_layer(
+                &self,
+                tx: &mut sqlx::Transaction<'static, $db>,
+                repo_id: i64,
+                commit_id: Option<&str>,
+                branch: Option<&str>,
+                l: &LayerRow,
+            ) -> Result<(), CatalogError> {
+                sqlx::query(
+                    "INSERT INTO layers (id, repo_id, commit_id, branch, seq, kind, object_key, size_bytes, min_time, max_time, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&l.id)
+                .bind(repo_id)
+                .bind(commit_id)
+                .bind(branch)
+                .bind(l.seq)
+                .bind(layer_kind_str(l.kind))
+                .bind(&l.object_key)
+                .bind(l.size_bytes)
+                .bind(l.min_time)
+                .bind(l.max_time)
+                .bind(l.created_at)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            fn repo_row(&self, r: &$row) -> Result<Repo, CatalogError> {
+                let g = || -> Result<Repo, sqlx::Error> {
+                    Ok(Repo {
+                        id: r.try_get("id")?,
+                        name: r.try_get("name")?,
+                        created_at: r.try_get("created_at")?,
+                    })
+                };
+                g().map_err(|e| self.db(e))
+            }
+        }
+
+        #[async_trait]
+        impl Catalog for $ty {
+            fn describe(&self) -> String {
+                self.url.clone()
+            }
+
+            async fn create_repo(&self, name: &str, root: NewCommit) -> Result<(Repo, Commit), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                let exists = sqlx::query("SELECT id FROM repos WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                if exists.is_some() {
+                    return Err(CatalogError::Exists { what: "database", name: name.to_string() });
+                }
+                let row = sqlx::query("INSERT INTO repos (name, created_at) VALUES ($1, $2) RETURNING id, name, created_at")
+                    .bind(name)
+                    .bind(root.time)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let repo = self.repo_row(&row)?;
+                let commit = Commit {
+                    id: root.id.clone(),
+                    repo_id: repo.id,
+                    parent_id: None,
+                    depth: 0,
+                    kind: root.kind,
+                    message: root.message.clone(),
+                    author: root.author.clone(),
+                    created_at: root.time,
+                    bytes_added: 0,
+                    logical_size: 0,
+                };
+                sqlx::query(
+                    "INSERT INTO commits (id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size) \
+                     VALUES ($1, $2, NULL, 0, $3, $4, $5, $6, 0, 0)",
+                )
+                .bind(&commit.id)
+                .bind(repo.id)
+                .bind(commit.kind.as_str())
+                .bind(&commit.message)
+                .bind(&commit.author)
+                .bind(commit.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                sqlx::query(
+                    "INSERT INTO refs (repo_id, name, kind, commit_id, created_at, updated_at) VALUES ($1, 'main', 'branch', $2, $3, $3)",
+                )
+                .bind(repo.id)
+                .bind(&commit.id)
+                .bind(root.time)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                sqlx::query(
+                    "INSERT INTO reflog (repo_id, branch, old_commit, new_commit, at, reason) VALUES ($1, 'main', NULL, $2, $3, 'init')",
+                )
+                .bind(repo.id)
+                .bind(&commit.id)
+                .bind(root.time)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok((repo, commit))
+            }
+
+            async fn repo(&self, name: &str) -> Result<Option<Repo>, CatalogError> {
+                let row = sqlx::query("SELECT id, name, created_at FROM repos WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                row.map(|r| self.repo_row(&r)).transpose()
+            }
+
+            async fn repo_by_id(&self, id: i64) -> Result<Option<Repo>, CatalogError> {
+                let row = sqlx::query("SELECT id, name, created_at FROM repos WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                row.map(|r| self.repo_row(&r)).transpose()
+            }
+
+            async fn repos(&self) -> Result<Vec<Repo>, CatalogError> {
+                let rows = sqlx::query("SELECT id, name, created_at FROM repos ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                rows.iter().map(|r| self.repo_row(r)).collect()
+            }
+
+            async fn repo_stats(&self, repo_id: i64) -> Result<RepoStats, CatalogError> {
+                let r = sqlx::query(
+                    "SELECT \
+                       (SELECT COUNT(*) FROM refs WHERE repo_id = $1 AND kind = 'branch') AS branches, \
+                       (SELECT COUNT(*) FROM refs WHERE repo_id = $1 AND kind = 'tag') AS tags, \
+                       (SELECT COUNT(*) FROM commits WHERE repo_id = $1) AS commits, \
+                       (SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM layers WHERE repo_id = $1) AS stored",
+                )
+                .bind(repo_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| self.db(e))?;
+                let g = || -> Result<RepoStats, sqlx::Error> {
+                    Ok(RepoStats {
+                        branches: r.try_get("branches")?,
+                        tags: r.try_get("tags")?,
+                        commits: r.try_get("commits")?,
+                        stored_bytes: r.try_get::<i64, _>("stored")?,
+                    })
+                };
+                g().map_err(|e| self.db(e))
+            }
+
+            async fn refs(&self, repo_id: i64) -> Result<Vec<RefRow>, CatalogError> {
+                let rows = sqlx::query(
+                    "SELECT repo_id, name, kind, commit_id, created_at, updated_at FROM refs WHERE repo_id = $1 ORDER BY kind, name",
+                )
+                .bind(repo_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.db(e))?;
+                rows.iter().map(|r| self.ref_row(r)).collect()
+            }
+
+            async fn get_ref(&self, repo_id: i64, name: &str) -> Result<Option<RefRow>, CatalogError> {
+                let row = sqlx::query(
+                    "SELECT repo_id, name, kind, commit_id, created_at, updated_at FROM refs WHERE repo_id = $1 AND name = $2",
+                )
+                .bind(repo_id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.db(e))?;
+                row.map(|r| self.ref_row(&r)).transpose()
+            }
+
+            async fn create_ref(
+                &self,
+                repo_id: i64,
+                name: &str,
+                kind: RefKind,
+                commit_id: &str,
+                reason: &str,
+                now: Millis,
+            ) -> Result<RefRow, CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                let existing = sqlx::query("SELECT kind FROM refs WHERE repo_id = $1 AND name = $2")
+                    .bind(repo_id)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                if let Some(row) = existing {
+                    let k: String = row.try_get("kind").map_err(|e| self.db(e))?;
+                    let what = if k == "tag" { "tag" } else { "branch" };
+                    return Err(CatalogError::Exists { what, name: name.to_string() });
+                }
+                let found = sqlx::query("SELECT id FROM commits WHERE id = $1")
+                    .bind(commit_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                if found.is_none() {
+                    return Err(CatalogError::NotFound { what: "commit", name: commit_id.to_string() });
+                }
+                sqlx::query(
+                    "INSERT INTO refs (repo_id, name, kind, commit_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+                )
+                .bind(repo_id)
+                .bind(name)
+                .bind(kind.as_str())
+                .bind(commit_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                if kind == RefKind::Branch {
+                    sqlx::query(
+                        "INSERT INTO reflog (repo_id, branch, old_commit, new_commit, at, reason) VALUES ($1, $2, NULL, $3, $4, $5)",
+                    )
+                    .bind(repo_id)
+                    .bind(name)
+                    .bind(commit_id)
+                    .bind(now)
+                    .bind(reason)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                }
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(RefRow {
+                    repo_id,
+                    name: name.to_string(),
+                    kind,
+                    commit_id: commit_id.to_string(),
+                    created_at: now,
+                    updated_at: now,
+                })
+            }
+
+            async fn delete_ref(&self, repo_id: i64, name: &str, kind: RefKind, now: Millis) -> Result<(), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                let row = sqlx::query("DELETE FROM refs WHERE repo_id = $1 AND name = $2 AND kind = $3 RETURNING commit_id")
+                    .bind(repo_id)
+                    .bind(name)
+                    .bind(kind.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let Some(row) = row else {
+                    return Err(CatalogError::NotFound { what: kind.as_str(), name: name.to_string() });
+                };
+                if kind == RefKind::Branch {
+                    let old: String = row.try_get("commit_id").map_err(|e| self.db(e))?;
+                    sqlx::query(
+                        "INSERT INTO reflog (repo_id, branch, old_commit, new_commit, at, reason) VALUES ($1, $2, $3, NULL, $4, 'branch deleted')",
+                    )
+                    .bind(repo_id)
+                    .bind(name)
+                    .bind(old)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                }
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn commit(&self, id: &str) -> Result<Option<Commit>, CatalogError> {
+                let sql = format!("SELECT {COMMIT_COLS} FROM commits WHERE id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                row.map(|r| self.commit_row(&r)).transpose()
+            }
+
+            async fn commits_by_prefix(&self, repo_id: i64, prefix: &str, limit: i64) -> Result<Vec<Commit>, CatalogError> {
+                // Prefixes are validated hex by the caller, so LIKE metacharacters cannot occur.
+                let sql = format!(
+                    "SELECT {COMMIT_COLS} FROM commits WHERE repo_id = $1 AND id LIKE $2 ORDER BY id LIMIT $3"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(repo_id)
+                    .bind(format!("{prefix}%"))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                rows.iter().map(|r| self.commit_row(r)).collect()
+            }
+
+            async fn ancestors(&self, id: &str, limit: i64) -> Result<Vec<Commit>, CatalogError> {
+                let sql = format!(
+                    "WITH RECURSIVE chain(cid, n) AS ( \
+                        SELECT id, 0 FROM commits WHERE id = $1 \
+                        UNION ALL \
+                        SELECT c.parent_id, chain.n + 1 FROM commits c JOIN chain ON c.id = chain.cid \
+                        WHERE c.parent_id IS NOT NULL AND chain.n + 1 < $2 \
+                     ) SELECT {COMMIT_COLS} FROM commits JOIN chain ON commits.id = chain.cid ORDER BY chain.n"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                rows.iter().map(|r| self.commit_row(r)).collect()
+            }
+
+            async fn commit_files(&self, id: &str) -> Result<Vec<FileRow>, CatalogError> {
+                let rows = sqlx::query("SELECT path, file_id, size FROM commit_files WHERE commit_id = $1 ORDER BY path")
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(FileRow {
+                            path: r.try_get("path")?,
+                            file_id: r.try_get("file_id")?,
+                            size: r.try_get("size")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(|e| self.db(e))
+            }
+
+            async fn chain_layers(&self, id: &str) -> Result<Vec<LayerRow>, CatalogError> {
+                let sql = format!(
+                    "WITH RECURSIVE chain(cid, n) AS ( \
+                        SELECT id, 0 FROM commits WHERE id = $1 \
+                        UNION ALL \
+                        SELECT c.parent_id, chain.n + 1 FROM commits c JOIN chain ON c.id = chain.cid \
+                        WHERE c.parent_id IS NOT NULL \
+                     ) SELECT {LAYER_COLS} FROM layers JOIN chain ON layers.commit_id = chain.cid \
+                     ORDER BY chain.n DESC, layers.seq ASC"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                rows.iter().map(|r| self.layer_row(r)).collect()
+            }
+
+            async fn commit_layers(&self, id: &str) -> Result<Vec<LayerRow>, CatalogError> {
+                let sql = format!("SELECT {LAYER_COLS} FROM layers WHERE commit_id = $1 ORDER BY seq");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                rows.iter().map(|r| self.layer_row(r)).collect()
+            }
+
+            async fn make_commit(&self, req: CommitRequest) -> Result<Commit, CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                let parent = self.commit_in(&mut tx, &req.expected_head).await?;
+                let Some(parent) = parent else {
+                    return Err(CatalogError::NotFound { what: "commit", name: req.expected_head.clone() });
+                };
+                let commit = self
+                    .write_commit(&mut tx, req.repo_id, &req.branch, &parent, &req.commit, &req.files, &req.layers, false, &req.reason)
+                    .await?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(commit)
+            }
+
+            async fn reflog(&self, repo_id: i64, branch: &str) -> Result<Vec<ReflogEntry>, CatalogError> {
+                let rows = sqlx::query(
+                    "SELECT id, branch, old_commit, new_commit, at, reason FROM reflog WHERE repo_id = $1 AND branch = $2 ORDER BY at DESC, id DESC",
+                )
+                .bind(repo_id)
+                .bind(branch)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.db(e))?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(ReflogEntry {
+                            id: r.try_get("id")?,
+                            branch: r.try_get("branch")?,
+                            old_commit: r.try_get("old_commit")?,
+                            new_commit: r.try_get("new_commit")?,
+                            at: r.try_get("at")?,
+                            reason: r.try_get("reason")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(|e| self.db(e))
+            }
+
+            async fn acquire_lease(
+                &self,
+                repo_id: i64,
+                branch: &str,
+                holder: &str,
+                now: Millis,
+                stale_ms: i64,
+            ) -> Result<Lease, CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                self.lock_branch(&mut tx, repo_id, branch).await?;
+                let row = sqlx::query("SELECT generation, holder, heartbeat_at, released FROM leases WHERE repo_id = $1 AND branch = $2")
+                    .bind(repo_id)
+                    .bind(branch)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let generation = match row {
+                    Some(r) => {
+                        let g: i64 = r.try_get("generation").map_err(|e| self.db(e))?;
+                        let old_holder: String = r.try_get("holder").map_err(|e| self.db(e))?;
+                        let hb: i64 = r.try_get("heartbeat_at").map_err(|e| self.db(e))?;
+                        let released: i64 = r.try_get("released").map_err(|e| self.db(e))?;
+                        if released == 0 && now - hb < stale_ms {
+                            return Err(CatalogError::LeaseHeld {
+                                branch: branch.to_string(),
+                                holder: old_holder,
+                                age_secs: (now - hb).max(0) / 1000,
+                            });
+                        }
+                        sqlx::query(
+                            "UPDATE leases SET generation = $1, holder = $2, acquired_at = $3, heartbeat_at = $3, released = 0 WHERE repo_id = $4 AND branch = $5",
+                        )
+                        .bind(g + 1)
+                        .bind(holder)
+                        .bind(now)
+                        .bind(repo_id)
+                        .bind(branch)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                        g + 1
+                    }
+                    None => {
+                        sqlx::query(
+                            "INSERT INTO leases (repo_id, branch, generation, holder, acquired_at, heartbeat_at, released) VALUES ($1, $2, 1, $3, $4, $4, 0)",
+                        )
+                        .bind(repo_id)
+                        .bind(branch)
+                        .bind(holder)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                        1
+                    }
+                };
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(Lease {
+                    repo_id,
+                    branch: branch.to_string(),
+                    generation,
+                    holder: holder.to_string(),
+                    acquired_at: now,
+                    heartbeat_at: now,
+                })
+            }
+
+            async fn heartbeat(&self, repo_id: i64, branch: &str, generation: i64, now: Millis) -> Result<(), CatalogError> {
+                let r = sqlx::query(
+                    "UPDATE leases SET heartbeat_at = $1 WHERE repo_id = $2 AND branch = $3 AND generation = $4 AND released = 0",
+                )
+                .bind(now)
+                .bind(repo_id)
+                .bind(branch)
+                .bind(generation)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.db(e))?;
+                if r.rows_affected() == 1 { Ok(()) } else { Err(CatalogError::Fenced(branch.to_string())) }
+            }
+
+            async fn release_lease(&self, repo_id: i64, branch: &str, generation: i64) -> Result<(), CatalogError> {
+                sqlx::query("UPDATE leases SET released = 1 WHERE repo_id = $1 AND branch = $2 AND generation = $3")
+                    .bind(repo_id)
+                    .bind(branch)
+                    .bind(generation)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn leases(&self, repo_id: i64) -> Result<Vec<Lease>, CatalogError> {
+                let rows = sqlx::query(
+                    "SELECT repo_id, branch, generation, holder, acquired_at, heartbeat_at FROM leases WHERE repo_id = $1 AND released = 0 ORDER BY branch",
+                )
+                .bind(repo_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.db(e))?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(Lease {
+                            repo_id: r.try_get("repo_id")?,
+                            branch: r.try_get("branch")?,
+                            generation: r.try_get("generation")?,
+                            holder: r.try_get("holder")?,
+                            acquired_at: r.try_get("acquired_at")?,
+                            heartbeat_at: r.try_get("heartbeat_at")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(|e| self.db(e))
+            }
+
+            async fn register_sync(&self, req: SyncRequest) -> Result<Option<LayerRow>, CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                self.lock_branch(&mut tx, req.repo_id, &req.branch).await?;
+                self.check_fence(&mut tx, req.repo_id, &req.branch, req.generation).await?;
+                let row = sqlx::query("SELECT next_seq FROM pending WHERE repo_id = $1 AND branch = $2")
+                    .bind(req.repo_id)
+                    .bind(&req.branch)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let seq: i64 = match row {
+                    Some(r) => r.try_get("next_seq").map_err(|e| self.db(e))?,
+                    None => 0,
+                };
+                let next = seq + i64::from(req.layer.is_some());
+                sqlx::query(
+                    "INSERT INTO pending (repo_id, branch, next_seq, synced_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (repo_id, branch) DO UPDATE SET next_seq = $3, synced_at = $4",
+                )
+                .bind(req.repo_id)
+                .bind(&req.branch)
+                .bind(next)
+                .bind(req.now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                let layer = match req.layer {
+                    Some(mut l) => {
+                        l.seq = seq;
+                        l.commit_id = None;
+                        self.insert_layer(&mut tx, req.repo_id, None, Some(&req.branch), &l).await?;
+                        Some(l)
+                    }
+                    None => None,
+                };
+                sqlx::query("DELETE FROM pending_files WHERE repo_id = $1 AND branch = $2")
+                    .bind(req.repo_id)
+                    .bind(&req.branch)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                for f in &req.files {
+                    sqlx::query("INSERT INTO pending_files (repo_id, branch, path, file_id, size) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(req.repo_id)
+                        .bind(&req.branch)
+                        .bind(&f.path)
+                        .bind(f.file_id)
+                        .bind(f.size)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                }
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(layer)
+            }
+
+            async fn pending(&self, repo_id: i64, branch: &str) -> Result<Option<Pending>, CatalogError> {
+                let row = sqlx::query("SELECT synced_at FROM pending WHERE repo_id = $1 AND branch = $2")
+                    .bind(repo_id)
+                    .bind(branch)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let Some(row) = row else { return Ok(None) };
+                let synced_at: i64 = row.try_get("synced_at").map_err(|e| self.db(e))?;
+                let rows = sqlx::query("SELECT path, file_id, size FROM pending_files WHERE repo_id = $1 AND branch = $2 ORDER BY path")
+                    .bind(repo_id)
+                    .bind(branch)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let files = rows
+                    .iter()
+                    .map(|r| Ok(FileRow { path: r.try_get("path")?, file_id: r.try_get("file_id")?, size: r.try_get("size")? }))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(|e| self.db(e))?;
+                let sql = format!("SELECT {LAYER_COLS} FROM layers WHERE repo_id = $1 AND branch = $2 AND commit_id IS NULL ORDER BY seq");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(repo_id)
+                    .bind(branch)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let layers = rows.iter().map(|r| self.layer_row(r)).collect::<Result<Vec<_>, _>>()?;
+                Ok(Some(Pending { files, layers, synced_at }))
+            }
+
+            async fn commit_pending(
+                &self,
+                repo_id: i64,
+                branch: &str,
+                commit: NewCommit,
+                allow_empty: bool,
+            ) -> Result<Commit, CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                let head = self.lock_branch(&mut tx, repo_id, branch).await?;
+                let Some(parent) = self.commit_in(&mut tx, &head).await? else {
+                    return Err(CatalogError::NotFound { what: "commit", name: head });
+                };
+                let pending = sqlx::query("SELECT next_seq FROM pending WHERE repo_id = $1 AND branch = $2")
+                    .bind(repo_id)
+                    .bind(branch)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let id = if pending.is_some() {
+                    None
+                } else if allow_empty {
+                    Some(head.clone())
+                } else {
+                    return Err(CatalogError::NothingPending);
+                };
+                let rows = match id {
+                    None => sqlx::query("SELECT path, file_id, size FROM pending_files WHERE repo_id = $1 AND branch = $2 ORDER BY path")
+                        .bind(repo_id)
+                        .bind(branch)
+                        .fetch_all(&mut *tx)
+                        .await,
+                    Some(id) => sqlx::query("SELECT path, file_id, size FROM commit_files WHERE commit_id = $1 ORDER BY path")
+                        .bind(id)
+                        .fetch_all(&mut *tx)
+                        .await,
+                }
+                .map_err(|e| self.db(e))?;
+                let files = rows
+                    .iter()
+                    .map(|r| Ok(FileRow { path: r.try_get("path")?, file_id: r.try_get("file_id")?, size: r.try_get("size")? }))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(|e| self.db(e))?;
+                let reason = format!("{}: {}", commit.kind.as_str(), commit.message);
+                let c = self.write_commit(&mut tx, repo_id, branch, &parent, &commit, &files, &[], true, &reason).await?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(c)
+            }
+        }
+    };
+}
+
+impl_catalog!(SqliteCatalog, sqlx::sqlite::SqliteRow, sqlx::Sqlite, "");
+impl_catalog!(
+    PgCatalog,
+    sqlx::postgres::PgRow,
+    sqlx::Postgres,
+    " FOR UPDATE"
+);

@@ -1,0 +1,54 @@
+use super::output::{print_json, size};
+use super::Ctx;
+use quackfs::engine::{export, short};
+use quackfs::error::Result;
+use std::path::PathBuf;
+
+/// Write every file of a revision into a directory, byte-identical to what a mount shows.
+///
+/// REV is `[REPO@]REV` (a database name alone means its `main`). Existing files are refused
+/// unless --force is given.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Revision to export, e.g. main, v1, analytics@main~2, main@{2024-05-01}
+    #[arg(value_name = "REV")]
+    pub rev: String,
+    /// Directory to write into (created if missing)
+    pub dir: PathBuf,
+    /// Overwrite existing files
+    #[arg(long)]
+    pub force: bool,
+    /// Where the branch pointed at this time (same as REV@{TIME})
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+}
+
+pub async fn run(ctx: &Ctx, a: ExportArgs) -> Result<()> {
+    let engine = ctx.engine().await?;
+    let spec = ctx.parse_spec(&a.rev, a.at.as_deref())?;
+    let current = ctx.current_repo()?;
+    let r = engine.resolve_spec(&spec, current.as_deref()).await?;
+    for n in &r.notes {
+        ctx.note(format!("note: {n}"));
+    }
+    let view = engine.view(&r.commit).await?;
+    let pb = ctx.progress("export");
+    let files = export::export(&view, &a.dir, a.force, &pb).await?;
+    pb.finish_and_clear();
+    if ctx.json {
+        return print_json(
+            &serde_json::json!({ "database": r.repo.name, "commit": r.commit.id, "files": files }),
+        );
+    }
+    for f in &files {
+        println!("{}", f.path.display());
+    }
+    ctx.note(format!(
+        "exported {} file(s), {} from {}@{}",
+        files.len(),
+        size(view.logical_size() as i64),
+        r.repo.name,
+        short(&r.commit.id)
+    ));
+    Ok(())
+}

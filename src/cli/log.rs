@@ -1,0 +1,51 @@
+use super::output::{print_json, print_table, size, table, time};
+use super::Ctx;
+use quackfs::engine::short;
+use quackfs::error::Result;
+
+/// Show history, newest first: id, time, author, kind, message, bytes added.
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Where to start [default: the current branch]
+    #[arg(value_name = "REV")]
+    pub rev: Option<String>,
+    /// Show at most N commits
+    #[arg(short = 'n', long, value_name = "N")]
+    pub max_count: Option<u32>,
+    /// Start where the branch pointed at this time (same as REV@{TIME})
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+}
+
+pub async fn run(ctx: &Ctx, a: LogArgs) -> Result<()> {
+    let engine = ctx.engine().await?;
+    let current = ctx.current_repo()?;
+    let rev = match (&a.rev, &current) {
+        (Some(r), _) => r.clone(),
+        (None, Some(repo)) => ctx.current_branch(repo)?,
+        (None, None) => return Err(quackfs::error::Error::NoRepoSelected),
+    };
+    let spec = ctx.parse_spec(&rev, a.at.as_deref())?;
+    let r = engine.resolve_spec(&spec, current.as_deref()).await?;
+    for n in &r.notes {
+        ctx.note(format!("note: {n}"));
+    }
+    let limit = a.max_count.map(i64::from).unwrap_or(i64::MAX);
+    let commits = engine.catalog.ancestors(&r.commit.id, limit).await?;
+    if ctx.json {
+        return print_json(&commits);
+    }
+    let mut t = table(&["COMMIT", "TIME", "AUTHOR", "KIND", "ADDED", "MESSAGE"]);
+    for c in &commits {
+        t.add_row(vec![
+            short(&c.id).to_string(),
+            time(c.created_at),
+            c.author.clone(),
+            c.kind.as_str().to_string(),
+            size(c.bytes_added),
+            c.message.clone(),
+        ]);
+    }
+    print_table(&t);
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! Command-line interface: one module per subcommand, each with an `Args` struct (its doc comment
+//! is the help text) and a `run` function. Data goes to stdout, everything else to stderr.
+
+mod branch;
+mod commit;
+mod completions;
+mod export;
+mod import;
+mod init;
+mod log;
+mod output;
+mod reflog;
+mod repos;
+mod show;
+mod status;
+mod tag;
+mod use_;
+
+use clap::{Args, Parser, Subcommand};
+use quackfs::config::{Config, LocalState, Overrides};
+use quackfs::engine::Engine;
+use quackfs::error::{Error, Result};
+use quackfs::refspec::{self, Rev, RevSpec};
+use std::path::PathBuf;
+
+pub use output::one_line;
+
+/// Git for DuckDB databases: versioned, differential storage with branches, tags and time travel.
+///
+/// Each database is a repository whose history is a chain of commits; each commit stores only the
+/// bytes that changed. Start with `quackfs init NAME`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "quackfs",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes (flag > environment > config file > default).
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Data directory: embedded catalog, objects, cache, local state
+    /// [default: $XDG_DATA_HOME/quackfs]
+    #[arg(long, global = true, env = "QUACKFS_HOME", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]
+    #[arg(
+        long,
+        global = true,
+        env = "QUACKFS_CATALOG",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub catalog: Option<String>,
+    /// Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]
+    #[arg(long, global = true, env = "QUACKFS_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// Which database [default: the current one, see `quackfs use`]
+    #[arg(
+        short = 'r',
+        long,
+        global = true,
+        env = "QUACKFS_REPO",
+        value_name = "NAME"
+    )]
+    pub repo: Option<String>,
+    /// Machine-readable JSON output
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging on stderr (repeat for more); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Init(init::InitArgs),
+    Use(use_::UseArgs),
+    Repos(repos::ReposArgs),
+    Import(import::ImportArgs),
+    Export(export::ExportArgs),
+    Commit(commit::CommitArgs),
+    Log(log::LogArgs),
+    Show(show::ShowArgs),
+    Status(status::StatusArgs),
+    Branch(branch::BranchArgs),
+    Tag(tag::TagArgs),
+    Reflog(reflog::ReflogArgs),
+    Completions(completions::CompletionsArgs),
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> Result<()> {
+    if let Command::Completions(a) = &cli.command {
+        return completions::run(a);
+    }
+    let g = &cli.global;
+    let cfg = Config::load(Overrides {
+        data_dir: g.data_dir.clone(),
+        catalog: g.catalog.clone(),
+        store: g.store.clone(),
+        repo: g.repo.clone(),
+    })?;
+    let ctx = Ctx {
+        cfg,
+        json: g.json,
+        quiet: g.quiet,
+    };
+    match cli.command {
+        Command::Init(a) => init::run(&ctx, a).await,
+        Command::Use(a) => use_::run(&ctx, a).await,
+        Command::Repos(a) => repos::run(&ctx, a).await,
+        Command::Import(a) => import::run(&ctx, a).await,
+        Command::Export(a) => export::run(&ctx, a).await,
+        Command::Commit(a) => commit::run(&ctx, a).await,
+        Command::Log(a) => log::run(&ctx, a).await,
+        Command::Show(a) => show::run(&ctx, a).await,
+        Command::Status(a) => status::run(&ctx, a).await,
+        Command::Branch(a) => branch::run(&ctx, a).await,
+        Command::Tag(a) => tag::run(&ctx, a).await,
+        Command::Reflog(a) => reflog::run(&ctx, a).await,
+        Command::Completions(_) => Ok(()),
+    }
+}
+
+/// What every command gets: configuration and output settings.
+pub struct Ctx {
+    pub cfg: Config,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Ctx {
+    pub async fn engine(&self) -> Result<Engine> {
+        Engine::open(&self.cfg).await
+    }
+
+    pub fn state(&self) -> Result<LocalState> {
+        LocalState::load(&self.cfg.state_path())
+    }
+
+    /// The database named by -r/QUACKFS_REPO/config, else the one chosen with `use`.
+    pub fn current_repo(&self) -> Result<Option<String>> {
+        if let Some(r) = &self.cfg.repo {
+            return Ok(Some(r.clone()));
+        }
+        Ok(self.state()?.repo)
+    }
+
+    pub fn require_repo(&self) -> Result<String> {
+        self.current_repo()?.ok_or(Error::NoRepoSelected)
+    }
+
+    /// The current branch of `repo` (from `use REPO@BRANCH`), else `main`.
+    pub fn current_branch(&self, repo: &str) -> Result<String> {
+        let st = self.state()?;
+        Ok(match (st.repo, st.branch) {
+            (Some(r), Some(b)) if r == repo => b,
+            _ => "main".to_string(),
+        })
+    }
+
+    /// Parses `[REPO@]REV`, applying `--at TIME` if given.
+    pub fn parse_spec(&self, text: &str, at: Option<&str>) -> Result<RevSpec> {
+        let now = chrono::Utc::now();
+        let mut spec = refspec::parse_revspec(text, now)?;
+        if let Some(at) = at {
+            apply_at(&mut spec.rev, at, now)?;
+        }
+        Ok(spec)
+    }
+
+    /// A progress bar on stderr when stdout is a terminal; hidden otherwise.
+    pub fn progress(&self, what: &str) -> indicatif::ProgressBar {
+        output::progress(what, self.quiet || self.json)
+    }
+
+    /// A status line on stderr (suppressed by -q).
+    pub fn note(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+}
+
+/// Applies `--at TIME` to a revision (same as writing `REV@{TIME}`).
+pub fn apply_at(rev: &mut Rev, at: &str, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+    let t = refspec::parse_time(at, now)?;
+    rev.suffixes.push(refspec::Suffix::At(refspec::TimeSpec {
+        text: at.to_string(),
+        at: t,
+    }));
+    Ok(())
+}

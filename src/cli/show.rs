@@ -1,0 +1,127 @@
+use super::output::{print_json, print_table, size, table, time};
+use super::Ctx;
+use quackfs::engine::short;
+use quackfs::error::Result;
+
+/// Show one commit: parent, files and sizes, layers, bytes.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The commit to show [default: the current branch]
+    #[arg(value_name = "REV")]
+    pub rev: Option<String>,
+    /// Where the branch pointed at this time (same as REV@{TIME})
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct FileOut {
+    name: String,
+    size: u64,
+    layers: usize,
+    extents: usize,
+}
+
+#[derive(serde::Serialize)]
+struct LayerOut {
+    id: String,
+    kind: &'static str,
+    bytes: i64,
+    object_key: String,
+}
+
+pub async fn run(ctx: &Ctx, a: ShowArgs) -> Result<()> {
+    let engine = ctx.engine().await?;
+    let current = ctx.current_repo()?;
+    let rev = match (&a.rev, &current) {
+        (Some(r), _) => r.clone(),
+        (None, Some(repo)) => ctx.current_branch(repo)?,
+        (None, None) => return Err(quackfs::error::Error::NoRepoSelected),
+    };
+    let spec = ctx.parse_spec(&rev, a.at.as_deref())?;
+    let r = engine.resolve_spec(&spec, current.as_deref()).await?;
+    let view = engine.view(&r.commit).await?;
+    let files: Vec<FileOut> = view
+        .files
+        .values()
+        .map(|f| FileOut {
+            name: f.path.clone(),
+            size: f.size,
+            layers: view.layers_per_file(f),
+            extents: f.map.len(),
+        })
+        .collect();
+    let own = engine.catalog.commit_layers(&r.commit.id).await?;
+    let layers: Vec<LayerOut> = own
+        .iter()
+        .map(|l| LayerOut {
+            id: l.id.clone(),
+            kind: match l.kind {
+                quackfs::layer::LayerKind::Delta => "delta",
+                quackfs::layer::LayerKind::Image => "image",
+            },
+            bytes: l.size_bytes,
+            object_key: l.object_key.clone(),
+        })
+        .collect();
+    let c = &r.commit;
+    if ctx.json {
+        return print_json(&serde_json::json!({
+            "database": r.repo.name, "commit": c, "files": files, "layers": layers,
+            "chain_layers": view.layers.len(),
+        }));
+    }
+    println!("commit   {}", c.id);
+    println!("database {}", r.repo.name);
+    println!("parent   {}", c.parent_id.as_deref().unwrap_or("(none)"));
+    println!("kind     {}", c.kind.as_str());
+    println!("author   {}", c.author);
+    println!("time     {}", time(c.created_at));
+    println!(
+        "size     {} in {} file(s)",
+        size(c.logical_size),
+        files.len()
+    );
+    println!(
+        "added    {} in {} layer(s); reads go through {} layer(s)",
+        size(c.bytes_added),
+        layers.len(),
+        view.layers.len()
+    );
+    println!();
+    println!(
+        "    {}",
+        if c.message.is_empty() {
+            "(no message)"
+        } else {
+            &c.message
+        }
+    );
+    if !files.is_empty() {
+        println!();
+        let mut t = table(&["FILE", "SIZE", "BYTES", "LAYERS", "EXTENTS"]);
+        for f in &files {
+            t.add_row(vec![
+                f.name.clone(),
+                size(f.size as i64),
+                f.size.to_string(),
+                f.layers.to_string(),
+                f.extents.to_string(),
+            ]);
+        }
+        print_table(&t);
+    }
+    if !layers.is_empty() {
+        println!();
+        let mut t = table(&["LAYER", "KIND", "BYTES"]);
+        for l in &layers {
+            t.add_row(vec![
+                short(&l.id).to_string(),
+                l.kind.to_string(),
+                size(l.bytes),
+            ]);
+        }
+        print_table(&t);
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Access to layer objects: footer indexes (cached forever: objects are immutable) and extent
+//! bytes (checksummed on every fetch from the store, then kept in a bounded in-memory cache).
+
+use crate::error::{Error, Result};
+use crate::layer::{self, LayerIndex, TRAILER_LEN};
+use crate::store::DynStore;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// How much of an object's tail is fetched first, hoping the whole footer is in it.
+const TAIL_GUESS: u64 = 64 * 1024;
+
+/// Reads layer objects through caches.
+pub struct LayerCache {
+    store: DynStore,
+    indexes: Mutex<HashMap<String, Arc<LayerIndex>>>,
+    extents: Mutex<Lru>,
+}
+
+impl LayerCache {
+    /// A cache over `store` keeping at most `extent_bytes` of extent data in memory.
+    pub fn new(store: DynStore, extent_bytes: u64) -> Self {
+        LayerCache {
+            store,
+            indexes: Mutex::new(HashMap::new()),
+            extents: Mutex::new(Lru::new(extent_bytes)),
+        }
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    /// The footer index of the object `key` of `size` bytes.
+    pub async fn index(&self, key: &str, size: u64) -> Result<Arc<LayerIndex>> {
+        if let Some(ix) = lock(&self.indexes).get(key) {
+            return Ok(ix.clone());
+        }
+        let corrupt = |e: layer::LayerError| Error::Corrupt(format!("layer object {key}: {e}"));
+        if size < TRAILER_LEN as u64 {
+            return Err(Error::Corrupt(format!(
+                "layer object {key}: {size} bytes is too short to be a layer"
+            )));
+        }
+        let tail_start = size.saturating_sub(TAIL_GUESS);
+        let tail = self.store.get_range(key, tail_start, size).await?;
+        if (tail.len() as u64) != size - tail_start {
+            return Err(Error::Corrupt(format!(
+                "layer object {key}: expected {size} bytes, the store has fewer"
+            )));
+        }
+        let trailer = layer::parse_trailer(&tail).map_err(corrupt)?;
+        let footer_end = trailer.footer_off + trailer.footer_len as u64;
+        if footer_end + TRAILER_LEN as u64 != size {
+            return Err(Error::Corrupt(format!(
+                "layer object {key}: footer does not end at the trailer"
+            )));
+        }
+        let footer = if trailer.footer_off >= tail_start {
+            let from = (trailer.footer_off - tail_start) as usize;
+            tail.slice(from..from + trailer.footer_len as usize)
+        } else {
+            self.store
+                .get_range(key, trailer.footer_off, footer_end)
+                .await?
+        };
+        let index = Arc::new(layer::parse_footer(&footer, &trailer).map_err(corrupt)?);
+        lock(&self.indexes).insert(key.to_string(), index.clone());
+        Ok(index)
+    }
+
+    /// The bytes of one whole extent, checksum verified.
+    pub async fn extent(&self, key: &str, data_off: u64, len: u32, crc: u32) -> Result<Bytes> {
+        let cache_key = (key.to_string(), data_off);
+        if let Some(b) = lock(&self.extents).get(&cache_key) {
+            return Ok(b);
+        }
+        let bytes = self
+            .store
+            .get_range(key, data_off, data_off + len as u64)
+            .await?;
+        let entry = layer::ExtentEntry {
+            offset: 0,
+            len,
+            data_off,
+            crc,
+        };
+        layer::verify_extent(&entry, &bytes).map_err(|e| {
+            Error::Corrupt(format!(
+                "layer object {key}: extent at object offset {data_off}: {e}"
+            ))
+        })?;
+        lock(&self.extents).put(cache_key, bytes.clone());
+        Ok(bytes)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a cache lock cannot leave it inconsistent in a harmful way: the caches
+    // only ever hold verified, immutable data.
+    m.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// A small byte-bounded LRU of extents.
+struct Lru {
+    cap: u64,
+    used: u64,
+    tick: u64,
+    map: HashMap<(String, u64), (Bytes, u64)>,
+}
+
+impl Lru {
+    fn new(cap: u64) -> Self {
+        Lru {
+            cap,
+            used: 0,
+            tick: 0,
+            map: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, k: &(String, u64)) -> Option<Bytes> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(k).map(|(b, t)| {
+            *t = tick;
+            b.clone()
+        })
+    }
+
+    fn put(&mut self, k: (String, u64), v: Bytes) {
+        let len = v.len() as u64;
+        if len > self.cap {
+            return;
+        }
+        self.tick += 1;
+        if let Some((old, _)) = self.map.insert(k, (v, self.tick)) {
+            self.used -= old.len() as u64;
+        }
+        self.used += len;
+        while self.used > self.cap {
+            let Some(victim) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some((b, _)) = self.map.remove(&victim) {
+                self.used -= b.len() as u64;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lru_evicts_least_recent() {
+        let mut l = Lru::new(10);
+        l.put(("a".into(), 0), Bytes::from(vec![0u8; 4]));
+        l.put(("b".into(), 0), Bytes::from(vec![0u8; 4]));
+        assert!(l.get(&("a".into(), 0)).is_some());
+        l.put(("c".into(), 0), Bytes::from(vec![0u8; 4]));
+        assert!(l.get(&("b".into(), 0)).is_none());
+        assert!(l.get(&("a".into(), 0)).is_some());
+        assert!(l.used <= 10);
+    }
+}

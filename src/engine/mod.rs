@@ -1,0 +1,424 @@
+//! The engine: resolves revisions, builds read views, and turns new bytes into layers and commits.
+//!
+//! Upload order (invariant 1): a layer object is fully stored before the catalog transaction that
+//! references it; if that transaction never happens the object is an orphan that `gc` removes.
+
+pub mod export;
+pub mod extent_map;
+pub mod import;
+pub mod layers;
+pub mod view;
+pub mod write_buffer;
+
+use crate::catalog::{
+    self, Commit, CommitKind, CommitRequest, DynCatalog, NewCommit, RefKind, Repo,
+};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::refspec::{Rev, RevSpec, Suffix};
+use crate::store::{self, DynStore};
+use chrono::{DateTime, Utc};
+use layers::LayerCache;
+use std::path::PathBuf;
+use std::sync::Arc;
+use view::ReadView;
+
+/// Bytes of verified extents kept in memory by the layer cache.
+const EXTENT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The object key of a layer.
+pub fn layer_key(layer_id: &str) -> String {
+    format!("layers/{layer_id}")
+}
+
+/// A fresh random id: 32 lowercase hex digits.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A fresh file identity (positive, fits the catalog's BIGINT).
+pub fn new_file_id() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0 & (i64::MAX as u64)
+}
+
+/// Current time in catalog milliseconds.
+pub fn now_millis() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Formats catalog milliseconds as an RFC 3339 UTC time.
+pub fn fmt_time(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// The first 12 hex digits of a commit id.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// Opens the object store named by `url` (`file://PATH`; S3 arrives with the production backends).
+pub fn open_store(url: &str) -> Result<DynStore> {
+    if let Some(path) = url.strip_prefix("file://") {
+        Ok(Arc::new(store::local::LocalStore::open(PathBuf::from(
+            path,
+        ))?))
+    } else if url.starts_with("s3://") {
+        Err(Error::Config(format!(
+            "object store {url}: the S3 backend is not available in this build"
+        )))
+    } else {
+        Err(Error::Config(format!(
+            "invalid object store URL {url:?}: expected file://PATH or s3://BUCKET[/PREFIX]"
+        )))
+    }
+}
+
+/// A revision resolved to a commit.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub repo: Repo,
+    pub commit: Commit,
+    /// Set when the revision is exactly a branch name (so it can be written to).
+    pub branch: Option<String>,
+    /// Remarks for the user (e.g. a time in the future).
+    pub notes: Vec<String>,
+}
+
+/// The engine: a catalog, an object store and caches.
+pub struct Engine {
+    pub catalog: DynCatalog,
+    pub store: DynStore,
+    pub layers: Arc<LayerCache>,
+    pub tmp_dir: PathBuf,
+    pub author: String,
+}
+
+impl Engine {
+    /// Opens the backends named by the configuration (creating the embedded ones if needed).
+    pub async fn open(cfg: &Config) -> Result<Engine> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::file(&cfg.data_dir, e))?;
+        let tmp_dir = cfg.tmp_dir();
+        std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::file(&tmp_dir, e))?;
+        let catalog = catalog::open(&cfg.catalog_url).await?;
+        let store = open_store(&cfg.store_url)?;
+        Ok(Engine::new(catalog, store, tmp_dir, cfg.author.clone()))
+    }
+
+    /// An engine over given backends.
+    pub fn new(catalog: DynCatalog, store: DynStore, tmp_dir: PathBuf, author: String) -> Engine {
+        let layers = Arc::new(LayerCache::new(store.clone(), EXTENT_CACHE_BYTES));
+        Engine {
+            catalog,
+            store,
+            layers,
+            tmp_dir,
+            author,
+        }
+    }
+
+    /// Creates a database with branch `main` at an empty root commit.
+    pub async fn init(&self, name: &str) -> Result<(Repo, Commit)> {
+        crate::names::validate_name("database", name)?;
+        let root = NewCommit {
+            id: new_id(),
+            kind: CommitKind::Init,
+            message: "init".into(),
+            author: self.author.clone(),
+            time: now_millis(),
+        };
+        self.catalog
+            .create_repo(name, root)
+            .await
+            .map_err(|e| match e {
+                catalog::CatalogError::Exists { .. } => Error::RepoExists(name.to_string()),
+                other => other.into(),
+            })
+    }
+
+    /// The database called `name`.
+    pub async fn repo(&self, name: &str) -> Result<Repo> {
+        crate::names::validate_name("database", name)?;
+        self.catalog
+            .repo(name)
+            .await?
+            .ok_or_else(|| Error::NoSuchRepo(name.to_string()))
+    }
+
+    /// The commit a branch points at.
+    pub async fn branch_head(&self, repo: &Repo, branch: &str) -> Result<Commit> {
+        let r = self.catalog.get_ref(repo.id, branch).await?;
+        match r {
+            Some(r) if r.kind == RefKind::Branch => self.commit(&r.commit_id).await,
+            Some(_) => Err(Error::Refused(format!(
+                "{branch:?} is a tag, not a branch; tags never move"
+            ))),
+            None => Err(Error::NoSuchRef {
+                kind: "branch",
+                name: branch.into(),
+                repo: repo.name.clone(),
+            }),
+        }
+    }
+
+    /// A commit by full id.
+    pub async fn commit(&self, id: &str) -> Result<Commit> {
+        self.catalog.commit(id).await?.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "the catalog references commit {id}, which does not exist"
+            ))
+        })
+    }
+
+    /// The read view of a commit.
+    pub async fn view(&self, commit: &Commit) -> Result<ReadView> {
+        ReadView::open(&self.catalog, self.layers.clone(), commit.clone()).await
+    }
+
+    /// Resolves `rev` in `repo`.
+    pub async fn resolve(&self, repo: &Repo, rev: &Rev) -> Result<Resolved> {
+        let unknown = || Error::UnknownRevision {
+            rev: rev.to_string(),
+            repo: repo.name.clone(),
+        };
+        let mut notes = Vec::new();
+        let mut branch = None;
+        let mut commit = match self.catalog.get_ref(repo.id, &rev.base).await? {
+            Some(r) => {
+                if r.kind == RefKind::Branch {
+                    branch = Some(r.name.clone());
+                }
+                self.commit(&r.commit_id).await?
+            }
+            None => {
+                let hex = rev.base.len() >= 4 && rev.base.chars().all(|c| c.is_ascii_hexdigit());
+                if !hex {
+                    return Err(unknown());
+                }
+                let prefix = rev.base.to_ascii_lowercase();
+                let found = self.catalog.commits_by_prefix(repo.id, &prefix, 10).await?;
+                match found.len() {
+                    0 => return Err(unknown()),
+                    1 => found.into_iter().next().ok_or_else(unknown)?,
+                    _ => {
+                        let mut candidates: Vec<&str> =
+                            found.iter().map(|c| short(&c.id)).collect();
+                        if found.len() == 10 {
+                            candidates.push("…");
+                        }
+                        return Err(Error::AmbiguousRevision {
+                            rev: rev.base.clone(),
+                            candidates: candidates.join(", "),
+                        });
+                    }
+                }
+            }
+        };
+        let mut applied = rev.base.clone();
+        for s in &rev.suffixes {
+            match s {
+                Suffix::At(t) => {
+                    let Some(b) = branch.take() else {
+                        return Err(Error::Invalid(format!(
+                            "{applied}@{{{}}}: only a branch has a history of where it pointed; {applied} is not a branch",
+                            t.text
+                        )));
+                    };
+                    commit = self.branch_at(repo, &b, t.at, &t.text, &mut notes).await?;
+                }
+                Suffix::Parent(n) => {
+                    branch = None;
+                    let chain = self.catalog.ancestors(&commit.id, *n as i64 + 1).await?;
+                    if chain.len() <= *n as usize {
+                        return Err(Error::Invalid(format!(
+                            "{applied}~{n}: {applied} has only {} commit(s) before it",
+                            chain.len().saturating_sub(1)
+                        )));
+                    }
+                    commit = chain.into_iter().last().ok_or_else(unknown)?;
+                }
+            }
+            applied = match s {
+                Suffix::At(t) => format!("{applied}@{{{}}}", t.text),
+                Suffix::Parent(n) => format!("{applied}~{n}"),
+            };
+        }
+        Ok(Resolved {
+            repo: repo.clone(),
+            commit,
+            branch,
+            notes,
+        })
+    }
+
+    /// Where `branch` pointed at `at` (reflog semantics).
+    async fn branch_at(
+        &self,
+        repo: &Repo,
+        branch: &str,
+        at: DateTime<Utc>,
+        text: &str,
+        notes: &mut Vec<String>,
+    ) -> Result<Commit> {
+        let at_ms = at.timestamp_millis();
+        let log = self.catalog.reflog(repo.id, branch).await?;
+        let Some(entry) = log.iter().find(|e| e.at <= at_ms) else {
+            let created = log
+                .last()
+                .map(|e| fmt_time(e.at))
+                .unwrap_or_else(|| "never".into());
+            return Err(Error::TimeOutOfRange(format!(
+                "branch {branch:?} did not exist at {} ({text}): it was created at {created}",
+                fmt_time(at_ms)
+            )));
+        };
+        let Some(id) = &entry.new_commit else {
+            return Err(Error::TimeOutOfRange(format!(
+                "branch {branch:?} had been deleted at {} ({text})",
+                fmt_time(at_ms)
+            )));
+        };
+        if at_ms > now_millis() {
+            notes.push(format!(
+                "{text} is in the future; using the head of {branch}"
+            ));
+        }
+        self.commit(id).await
+    }
+
+    /// Resolves a `[REPO@]REV` given on the command line. Without `@`, a name that is a database
+    /// (and not a revision of the current one) means that database's `main`.
+    pub async fn resolve_spec(&self, spec: &RevSpec, current: Option<&str>) -> Result<Resolved> {
+        if let Some(name) = &spec.repo {
+            let repo = self.repo(name).await?;
+            return self.resolve(&repo, &spec.rev).await;
+        }
+        if let Some(cur) = current {
+            let repo = self.repo(cur).await?;
+            match self.resolve(&repo, &spec.rev).await {
+                Err(Error::UnknownRevision { .. }) if spec.rev.suffixes.is_empty() => {}
+                other => return other,
+            }
+        }
+        if spec.rev.suffixes.is_empty() {
+            if let Some(repo) = self.catalog.repo(&spec.rev.base).await? {
+                let main = Rev {
+                    base: "main".into(),
+                    suffixes: vec![],
+                };
+                return self.resolve(&repo, &main).await;
+            }
+        }
+        match current {
+            Some(cur) => Err(Error::UnknownRevision {
+                rev: spec.rev.to_string(),
+                repo: cur.to_string(),
+            }),
+            None => Err(Error::NoRepoSelected),
+        }
+    }
+
+    /// Records an empty commit on a branch (same files, no layers).
+    pub async fn commit_empty(&self, repo: &Repo, branch: &str, message: &str) -> Result<Commit> {
+        let head = self.branch_head(repo, branch).await?;
+        let files = self.catalog.commit_files(&head.id).await?;
+        let req = CommitRequest {
+            repo_id: repo.id,
+            branch: branch.to_string(),
+            expected_head: head.id.clone(),
+            commit: NewCommit {
+                id: new_id(),
+                kind: CommitKind::Manual,
+                message: message.to_string(),
+                author: self.author.clone(),
+                time: now_millis(),
+            },
+            files,
+            layers: vec![],
+            reason: format!("commit: {message}"),
+        };
+        Ok(self.catalog.make_commit(req).await?)
+    }
+
+    /// Writes `buf` as a delta layer object and stores it; returns its (unregistered) catalog row.
+    pub async fn store_layer(
+        &self,
+        repo: &Repo,
+        buf: &write_buffer::WriteBuffer,
+        seq: i64,
+    ) -> Result<catalog::LayerRow> {
+        let id = new_id();
+        let tmp = self.tmp_dir.join(format!("layer-{id}.tmp"));
+        let write = || -> Result<u64> {
+            let f = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, e))?;
+            let (w, _index, len) = buf.write_layer(std::io::BufWriter::new(f))?;
+            let f = w
+                .into_inner()
+                .map_err(|e| Error::file(&tmp, e.into_error()))?;
+            f.sync_all().map_err(|e| Error::file(&tmp, e))?;
+            Ok(len)
+        };
+        let len = match write() {
+            Ok(len) => len,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let key = layer_key(&id);
+        if let Err(e) = self.store.put_file(&key, &tmp).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        let now = now_millis();
+        Ok(catalog::LayerRow {
+            id,
+            repo_id: repo.id,
+            commit_id: None,
+            seq,
+            kind: crate::layer::LayerKind::Delta,
+            object_key: key,
+            size_bytes: len as i64,
+            min_time: now,
+            max_time: now,
+            created_at: now,
+        })
+    }
+
+    /// Commits `buf` (stored as one layer first) with the complete file list `files` on `branch`,
+    /// which must still point at `expected_head`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit_buffer(
+        &self,
+        repo: &Repo,
+        branch: &str,
+        expected_head: &str,
+        files: Vec<catalog::FileRow>,
+        buf: &write_buffer::WriteBuffer,
+        kind: CommitKind,
+        message: &str,
+    ) -> Result<Commit> {
+        let layers = if buf.is_empty() {
+            vec![]
+        } else {
+            vec![self.store_layer(repo, buf, 0).await?]
+        };
+        let req = CommitRequest {
+            repo_id: repo.id,
+            branch: branch.to_string(),
+            expected_head: expected_head.to_string(),
+            commit: NewCommit {
+                id: new_id(),
+                kind,
+                message: message.to_string(),
+                author: self.author.clone(),
+                time: now_millis(),
+            },
+            files,
+            layers,
+            reason: format!("{}: {message}", kind.as_str()),
+        };
+        Ok(self.catalog.make_commit(req).await?)
+    }
+}

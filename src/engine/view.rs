@@ -1,0 +1,187 @@
+//! A read view of one commit: every file of the commit with its exact size and an extent map built
+//! from the layers of the commit's chain (down to the newest image layer).
+
+use super::extent_map::{ExtentMap, Piece, Source};
+use super::layers::LayerCache;
+use crate::catalog::{Commit, DynCatalog, FileRow, LayerRow};
+use crate::error::{Error, Result};
+use crate::layer::{LayerIndex, LayerKind};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// One file as of the view's commit.
+#[derive(Debug, Clone)]
+pub struct FileView {
+    pub path: String,
+    pub file_id: u64,
+    pub size: u64,
+    pub map: ExtentMap,
+}
+
+/// A layer the view reads from.
+#[derive(Debug, Clone)]
+pub struct ViewLayer {
+    pub row: LayerRow,
+    pub index: Arc<LayerIndex>,
+}
+
+/// What a commit contains, ready to be read.
+pub struct ReadView {
+    pub commit: Commit,
+    /// Files by name.
+    pub files: BTreeMap<String, FileView>,
+    /// The layers the extent maps point into (`Source::Layer::layer` indexes this).
+    pub layers: Vec<ViewLayer>,
+    cache: Arc<LayerCache>,
+}
+
+/// Applies one layer's index to the per-file maps (keyed by file id).
+pub fn apply_layer(maps: &mut HashMap<u64, ExtentMap>, layer_no: u32, index: &LayerIndex) {
+    if index.kind == LayerKind::Image {
+        maps.clear();
+    }
+    for f in &index.files {
+        let map = maps.entry(f.file_id).or_default();
+        if let Some(t) = f.truncate_to {
+            map.truncate(t);
+        }
+        for e in &f.extents {
+            map.insert(
+                e.offset,
+                e.len as u64,
+                Source::Layer {
+                    layer: layer_no,
+                    data_off: e.data_off,
+                    ext_len: e.len,
+                    crc: e.crc,
+                    skip: 0,
+                },
+            );
+        }
+    }
+}
+
+impl ReadView {
+    /// Builds the view of `commit`.
+    pub async fn open(
+        catalog: &DynCatalog,
+        cache: Arc<LayerCache>,
+        commit: Commit,
+    ) -> Result<ReadView> {
+        let rows = catalog.chain_layers(&commit.id).await?;
+        // Readers stop at the newest image layer: it holds every file in full.
+        let start = rows
+            .iter()
+            .rposition(|l| l.kind == LayerKind::Image)
+            .unwrap_or(0);
+        let mut layers = Vec::with_capacity(rows.len() - start);
+        let mut maps: HashMap<u64, ExtentMap> = HashMap::new();
+        for row in rows.into_iter().skip(start) {
+            let index = cache.index(&row.object_key, row.size_bytes as u64).await?;
+            apply_layer(&mut maps, layers.len() as u32, &index);
+            layers.push(ViewLayer { row, index });
+        }
+        let rows = catalog.commit_files(&commit.id).await?;
+        let files = Self::files_from(rows, &mut maps);
+        Ok(ReadView {
+            commit,
+            files,
+            layers,
+            cache,
+        })
+    }
+
+    fn files_from(
+        rows: Vec<FileRow>,
+        maps: &mut HashMap<u64, ExtentMap>,
+    ) -> BTreeMap<String, FileView> {
+        rows.into_iter()
+            .map(|f| {
+                let file_id = f.file_id as u64;
+                let size = f.size as u64;
+                let mut map = maps.remove(&file_id).unwrap_or_default();
+                map.truncate(size);
+                (
+                    f.path.clone(),
+                    FileView {
+                        path: f.path,
+                        file_id,
+                        size,
+                        map,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    pub fn file(&self, name: &str) -> Option<&FileView> {
+        self.files.get(name)
+    }
+
+    /// Total size of all files.
+    pub fn logical_size(&self) -> u64 {
+        self.files.values().map(|f| f.size).sum()
+    }
+
+    /// Reads `[off, off + buf.len())` of `file` into `buf`; bytes beyond the file size or in holes
+    /// are zeros. Returns how many bytes lie within the file.
+    pub async fn read(&self, file: &FileView, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let end = (off + buf.len() as u64).min(file.size);
+        buf.fill(0);
+        if off >= end {
+            return Ok(0);
+        }
+        for (start, piece) in file.map.range(off, end) {
+            let at = (start - off) as usize;
+            let dst = &mut buf[at..at + piece.len as usize];
+            self.piece_bytes(&piece, dst).await?;
+        }
+        Ok((end - off) as usize)
+    }
+
+    /// Copies the bytes of `piece` into `dst` (whose length is the piece's length).
+    pub async fn piece_bytes(&self, piece: &Piece, dst: &mut [u8]) -> Result<()> {
+        match &piece.src {
+            Source::Mem { buf } => dst.copy_from_slice(&buf[..dst.len()]),
+            Source::Layer {
+                layer,
+                data_off,
+                ext_len,
+                crc,
+                skip,
+            } => {
+                let l = self.layers.get(*layer as usize).ok_or_else(|| {
+                    Error::Corrupt(format!("extent refers to missing layer {layer}"))
+                })?;
+                let bytes = self
+                    .cache
+                    .extent(&l.row.object_key, *data_off, *ext_len, *crc)
+                    .await?;
+                let from = *skip as usize;
+                let src = bytes.get(from..from + dst.len()).ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "layer object {}: extent shorter than its index says",
+                        l.row.object_key
+                    ))
+                })?;
+                dst.copy_from_slice(src);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many distinct layers the file's extents come from (read amplification).
+    pub fn layers_per_file(&self, file: &FileView) -> usize {
+        let mut seen: Vec<u32> = file
+            .map
+            .iter()
+            .filter_map(|(_, p)| match p.src {
+                Source::Layer { layer, .. } => Some(layer),
+                Source::Mem { .. } => None,
+            })
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len()
+    }
+}

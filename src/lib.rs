@@ -1,0 +1,14 @@
+//! quackfs: Git for DuckDB databases.
+//!
+//! A repository is one database (its `.duckdb` file, WAL and siblings). Its history is a chain of
+//! commits; each commit owns immutable *layers* holding only the byte ranges that changed.
+//! See `docs/architecture.md` for the model.
+
+pub mod catalog;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod layer;
+pub mod names;
+pub mod refspec;
+pub mod store;

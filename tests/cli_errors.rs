@@ -1,0 +1,174 @@
+//! Bad input gives one clear `error:` line (maybe a `hint:`), exit 1, and changes nothing.
+
+mod common;
+use common::Env;
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let env = Env::new();
+    // Nothing selected yet.
+    let e = env.fails(&["log"]);
+    assert!(e.contains("error: no database selected"), "{e}");
+    assert!(e.contains("hint: pass -r NAME"), "{e}");
+
+    let e = env.fails(&["init", "bad name"]);
+    assert!(
+        e.contains("invalid database name \"bad name\": ' ' is not allowed"),
+        "{e}"
+    );
+    let e = env.fails(&["init", "--", "-x"]);
+    assert!(e.contains("must start with a letter or digit"), "{e}");
+
+    env.ok(&["init", "db"]);
+    let e = env.fails(&["init", "db"]);
+    assert!(e.contains("database \"db\" already exists"), "{e}");
+
+    let e = env.fails(&["-r", "nope", "log"]);
+    assert!(e.contains("database \"nope\" does not exist"), "{e}");
+    assert!(
+        e.contains("hint: `quackfs repos` lists the databases"),
+        "{e}"
+    );
+
+    let e = env.fails(&["import", "missing.duckdb"]);
+    assert!(
+        e.contains("missing.duckdb: No such file or directory"),
+        "{e}"
+    );
+
+    std::fs::create_dir_all(env.path("adir")).unwrap();
+    let e = env.fails(&["import", "adir"]);
+    assert!(e.contains("adir: not a regular file"), "{e}");
+
+    let e = env.fails(&["log", "nosuchrev"]);
+    assert!(
+        e.contains("unknown revision \"nosuchrev\" in database \"db\""),
+        "{e}"
+    );
+    let e = env.fails(&["log", "main~5"]);
+    assert!(
+        e.contains("main~5: main has only 0 commit(s) before it"),
+        "{e}"
+    );
+    let e = env.fails(&["log", "main^"]);
+    assert!(
+        e.contains("invalid revision \"main^\": unexpected '^'"),
+        "{e}"
+    );
+    let e = env.fails(&["log", "main@{next tuesday}"]);
+    assert!(e.contains("bad time \"next tuesday\""), "{e}");
+    let e = env.fails(&["log", "main", "--at", "1999-01-01"]);
+    assert!(e.contains("branch \"main\" did not exist at"), "{e}");
+    assert!(e.contains("it was created at"), "{e}");
+
+    let e = env.fails(&["commit", "-m", "x"]);
+    assert!(e.contains("error: nothing to commit"), "{e}");
+
+    let e = env.fails(&["branch", "-d", "main"]);
+    assert!(e.contains("last branch"), "{e}");
+    let e = env.fails(&["branch", "a/b"]);
+    assert!(e.contains("invalid branch name"), "{e}");
+    env.ok(&["tag", "v1"]);
+    let e = env.fails(&["branch", "v1"]);
+    assert!(e.contains("tag \"v1\" already exists"), "{e}");
+    let e = env.fails(&["tag", "-d", "v2"]);
+    assert!(e.contains("tag \"v2\" does not exist"), "{e}");
+    let e = env.fails(&["import", "-b", "v1", "Cargo.toml"]);
+    assert!(
+        e.contains("is a tag, not a branch") || e.contains("Cargo.toml"),
+        "{e}"
+    );
+
+    let e = env.fails(&["--store", "ftp://x", "repos"]);
+    assert!(e.contains("invalid object store URL"), "{e}");
+    let e = env.fails(&["--catalog", "mysql://x", "repos"]);
+    assert!(e.contains("invalid catalog URL"), "{e}");
+
+    // Usage errors exit 2.
+    let out = env.cmd().args(["frobnicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn credentials_never_printed() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .env("QUACKFS_CONNECT_TIMEOUT", "1s")
+        .args([
+            "--catalog",
+            "postgres://alice:hunter2@127.0.0.1:1/db",
+            "repos",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(stderr.contains("alice:***@127.0.0.1"), "{stderr}");
+}
+
+/// Unmounts a tmpfs when dropped (even if the test fails).
+struct TmpfsGuard(std::path::PathBuf);
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_is_a_clear_error_and_commits_nothing() {
+    let env = Env::new();
+    let small = env.dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("run mount");
+    assert!(
+        st.success(),
+        "this test mounts a 3 MiB tmpfs and needs root"
+    );
+    let _guard = TmpfsGuard(small.clone());
+    let home = small.join("home");
+    let run = |args: &[&str]| {
+        env.cmd()
+            .env("QUACKFS_HOME", &home)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    assert!(run(&["init", "full"]).status.success());
+    // 4 MiB of incompressible data cannot fit.
+    let mut x: u32 = 12345;
+    let data: Vec<u8> = (0..4 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    std::fs::write(env.path("big.bin"), &data).unwrap();
+    let out = run(&["import", "big.bin"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("No space left on device") || stderr.contains("no space left"),
+        "{stderr}"
+    );
+    // Nothing was committed and the space was given back.
+    let log = run(&["log", "--json"]);
+    let log: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
+    assert_eq!(log.as_array().unwrap().len(), 1);
+    std::fs::write(env.path("small.bin"), b"fits").unwrap();
+    let out = run(&["import", "small.bin"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
