@@ -8,6 +8,8 @@ pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod fs;
+pub mod fuse;
 pub mod layer;
 pub mod names;
 pub mod refspec;

@@ -42,7 +42,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("quackfs={level},warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("quackfs={level},fuser=error,warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -26,12 +26,22 @@ pub async fn run(ctx: &Ctx, a: CommitArgs) -> Result<()> {
         Some(b) => b,
         None => ctx.current_branch(&name)?,
     };
-    // Without a writable mount nothing can be synced-but-uncommitted on a branch.
+    let commit = quackfs::catalog::NewCommit {
+        id: quackfs::engine::new_id(),
+        kind: quackfs::catalog::CommitKind::Manual,
+        message: a.message.clone(),
+        author: engine.author.clone(),
+        time: quackfs::engine::now_millis(),
+    };
     engine.branch_head(&repo, &branch).await?;
-    if !a.allow_empty {
-        return Err(Error::NothingToCommit);
-    }
-    let c = engine.commit_empty(&repo, &branch, &a.message).await?;
+    let c = engine
+        .catalog
+        .commit_pending(repo.id, &branch, commit, a.allow_empty)
+        .await
+        .map_err(|e| match e {
+            quackfs::catalog::CatalogError::NothingPending => Error::NothingToCommit,
+            other => other.into(),
+        })?;
     if ctx.json {
         return super::output::print_json(&c);
     }

@@ -8,12 +8,14 @@ mod export;
 mod import;
 mod init;
 mod log;
+mod mount;
 mod output;
 mod reflog;
 mod repos;
 mod show;
 mod status;
 mod tag;
+mod umount;
 mod use_;
 
 use clap::{Args, Parser, Subcommand};
@@ -89,6 +91,8 @@ pub enum Command {
     Repos(repos::ReposArgs),
     Import(import::ImportArgs),
     Export(export::ExportArgs),
+    Mount(mount::MountArgs),
+    Umount(umount::UmountArgs),
     Commit(commit::CommitArgs),
     Log(log::LogArgs),
     Show(show::ShowArgs),
@@ -122,6 +126,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Repos(a) => repos::run(&ctx, a).await,
         Command::Import(a) => import::run(&ctx, a).await,
         Command::Export(a) => export::run(&ctx, a).await,
+        Command::Mount(a) => mount::run(&ctx, a).await,
+        Command::Umount(a) => umount::run(&ctx, a).await,
         Command::Commit(a) => commit::run(&ctx, a).await,
         Command::Log(a) => log::run(&ctx, a).await,
         Command::Show(a) => show::run(&ctx, a).await,

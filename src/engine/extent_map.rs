@@ -23,8 +23,9 @@ pub enum Source {
         /// Where this piece starts inside the extent.
         skip: u32,
     },
-    /// Bytes held in memory (not yet synced or just read).
-    Mem { buf: Bytes },
+    /// Bytes held in memory (written but not yet in a stored layer). `seq` orders writes, so a
+    /// sync can later swap exactly the pieces it stored for layer pieces.
+    Mem { buf: Bytes, seq: u64 },
 }
 
 impl Source {
@@ -44,8 +45,9 @@ impl Source {
                 crc: *crc,
                 skip: skip + n as u32,
             },
-            Source::Mem { buf } => Source::Mem {
+            Source::Mem { buf, seq } => Source::Mem {
                 buf: buf.slice(n as usize..),
+                seq: *seq,
             },
         }
     }
@@ -171,6 +173,31 @@ impl ExtentMap {
         self.pieces.iter().map(|(&k, p)| (k, p))
     }
 
+    /// Replaces memory pieces written at or before `seq` inside `[start, start+len)` with `src`
+    /// (the same bytes, now stored in a layer). Newer memory pieces are left alone.
+    pub fn settle(&mut self, start: u64, len: u64, seq: u64, src: &Source) {
+        for (off, piece) in self.range(start, start + len) {
+            if let Source::Mem { seq: s, .. } = piece.src {
+                if s <= seq {
+                    self.insert(off, piece.len, src.advance(off - start));
+                }
+            }
+        }
+    }
+
+    /// Drops memory pieces written at or before `seq`.
+    pub fn drop_settled(&mut self, seq: u64) {
+        let old: Vec<u64> = self
+            .pieces
+            .iter()
+            .filter(|(_, p)| matches!(p.src, Source::Mem { seq: s, .. } if s <= seq))
+            .map(|(&k, _)| k)
+            .collect();
+        for k in old {
+            self.pieces.remove(&k);
+        }
+    }
+
     /// Bytes covered by pieces.
     pub fn covered_bytes(&self) -> u64 {
         self.pieces.values().map(|p| p.len).sum()
@@ -186,7 +213,7 @@ mod tests {
     fn render(map: &ExtentMap, size: u64) -> Vec<u8> {
         let mut out = vec![0u8; size as usize];
         for (off, p) in map.range(0, size) {
-            let Source::Mem { buf } = &p.src else {
+            let Source::Mem { buf, .. } = &p.src else {
                 unreachable!()
             };
             out[off as usize..(off + p.len) as usize].copy_from_slice(&buf[..p.len as usize]);
@@ -202,6 +229,7 @@ mod tests {
             10,
             Source::Mem {
                 buf: Bytes::from(vec![1u8; 10]),
+                seq: 0,
             },
         );
         m.insert(
@@ -209,6 +237,7 @@ mod tests {
             4,
             Source::Mem {
                 buf: Bytes::from(vec![2u8; 4]),
+                seq: 0,
             },
         );
         assert_eq!(render(&m, 12), vec![1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 0, 0]);
@@ -218,6 +247,7 @@ mod tests {
             10,
             Source::Mem {
                 buf: Bytes::from(vec![3u8; 10]),
+                seq: 0,
             },
         );
         assert_eq!(m.len(), 1, "overwrites coalesce to the live pieces");
@@ -235,7 +265,7 @@ mod tests {
                     m.truncate(off);
                     for b in &mut model[off as usize..] { *b = 0; }
                 } else {
-                    m.insert(off, len, Source::Mem { buf: Bytes::from(vec![byte; len as usize]) });
+                    m.insert(off, len, Source::Mem { buf: Bytes::from(vec![byte; len as usize]), seq: 0 });
                     for b in &mut model[off as usize..(off + len) as usize] { *b = byte; }
                 }
                 // Pieces never overlap and are in order.
@@ -251,7 +281,7 @@ mod tests {
             let r = m.range(17, 123);
             for (k, p) in r {
                 prop_assert!(k >= 17 && k + p.len <= 123);
-                let Source::Mem { buf } = &p.src else { unreachable!() };
+                let Source::Mem { buf, .. } = &p.src else { unreachable!() };
                 prop_assert_eq!(&buf[..p.len as usize], &model[k as usize..(k + p.len) as usize]);
             }
         }

@@ -3,7 +3,7 @@
 
 use super::extent_map::{ExtentMap, Piece, Source};
 use super::layers::LayerCache;
-use crate::catalog::{Commit, DynCatalog, FileRow, LayerRow};
+use crate::catalog::{Commit, DynCatalog, FileRow, LayerRow, Pending};
 use crate::error::{Error, Result};
 use crate::layer::{LayerIndex, LayerKind};
 use std::collections::{BTreeMap, HashMap};
@@ -68,7 +68,25 @@ impl ReadView {
         cache: Arc<LayerCache>,
         commit: Commit,
     ) -> Result<ReadView> {
-        let rows = catalog.chain_layers(&commit.id).await?;
+        Self::open_with(catalog, cache, commit, None).await
+    }
+
+    /// Builds the view of `commit` with a branch's synced-but-uncommitted state on top: its
+    /// pending layers and durable file table (what a writable mount resumes from).
+    pub async fn open_with(
+        catalog: &DynCatalog,
+        cache: Arc<LayerCache>,
+        commit: Commit,
+        pending: Option<Pending>,
+    ) -> Result<ReadView> {
+        let mut rows = catalog.chain_layers(&commit.id).await?;
+        let files = match pending {
+            Some(p) => {
+                rows.extend(p.layers);
+                p.files
+            }
+            None => catalog.commit_files(&commit.id).await?,
+        };
         // Readers stop at the newest image layer: it holds every file in full.
         let start = rows
             .iter()
@@ -81,8 +99,7 @@ impl ReadView {
             apply_layer(&mut maps, layers.len() as u32, &index);
             layers.push(ViewLayer { row, index });
         }
-        let rows = catalog.commit_files(&commit.id).await?;
-        let files = Self::files_from(rows, &mut maps);
+        let files = Self::files_from(files, &mut maps);
         Ok(ReadView {
             commit,
             files,
@@ -142,7 +159,7 @@ impl ReadView {
     /// Copies the bytes of `piece` into `dst` (whose length is the piece's length).
     pub async fn piece_bytes(&self, piece: &Piece, dst: &mut [u8]) -> Result<()> {
         match &piece.src {
-            Source::Mem { buf } => dst.copy_from_slice(&buf[..dst.len()]),
+            Source::Mem { buf, .. } => dst.copy_from_slice(&buf[..dst.len()]),
             Source::Layer {
                 layer,
                 data_off,

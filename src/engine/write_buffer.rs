@@ -59,6 +59,7 @@ impl WriteBuffer {
             data.len() as u64,
             Source::Mem {
                 buf: Bytes::copy_from_slice(data),
+                seq: 0,
             },
         );
         f.size = f.size.max(off + data.len() as u64);
@@ -89,7 +90,7 @@ impl WriteBuffer {
         for (&id, f) in &self.files {
             lw.begin_file(id, f.truncate_to, f.size)?;
             for (off, piece) in f.dirty.iter() {
-                if let Source::Mem { buf } = &piece.src {
+                if let Source::Mem { buf, .. } = &piece.src {
                     lw.add_extent(off, &buf[..piece.len as usize])?;
                 }
             }

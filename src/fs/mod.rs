@@ -1,0 +1,1259 @@
+//! The filesystem a mount serves, as plain Rust (no fuser types): the FUSE adapter in
+//! `crate::fuse` only translates requests to these calls and results to replies, so tests drive
+//! this directly too.
+//!
+//! The root directory holds the database's versioned files. Directories created in the mount
+//! (DuckDB's `<db>.tmp/` spill directory) and everything inside them are local scratch in a
+//! private directory of the mount: never versioned, removed at unmount.
+//!
+//! Durability (writable mounts): writes land in memory; `fsync` turns the file's dirty ranges into
+//! a delta layer, stores it, then registers it in the catalog together with the branch's durable
+//! file table (one transaction, fenced by the writer's lease). Creating, renaming and removing a
+//! file are registered when they happen. What is registered is exactly what a crash leaves, and
+//! what `quackfs commit` seals.
+
+mod scratch;
+
+use crate::catalog::{CatalogError, CommitKind, FileRow, NewCommit, Repo, SyncRequest};
+use crate::engine::extent_map::{ExtentMap, Source};
+use crate::engine::view::{ReadView, ViewLayer};
+use crate::engine::{new_file_id, new_id, now_millis, Engine};
+use crate::error::Error;
+use crate::layer::{LayerKind, LayerWriter};
+use crate::store::StoreError;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Inode number of the root directory.
+pub const ROOT: u64 = 1;
+
+/// Dirty bytes held in memory before a background flush starts.
+const FLUSH_THRESHOLD: u64 = 64 * 1024 * 1024;
+
+/// A failed filesystem operation, as an errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsError(pub i32);
+
+impl FsError {
+    pub const NOENT: FsError = FsError(libc::ENOENT);
+    pub const EXIST: FsError = FsError(libc::EEXIST);
+    pub const ROFS: FsError = FsError(libc::EROFS);
+    pub const IO: FsError = FsError(libc::EIO);
+    pub const ISDIR: FsError = FsError(libc::EISDIR);
+    pub const NOTDIR: FsError = FsError(libc::ENOTDIR);
+    pub const INVAL: FsError = FsError(libc::EINVAL);
+    pub const XDEV: FsError = FsError(libc::EXDEV);
+    pub const BADF: FsError = FsError(libc::EBADF);
+    pub const NOTSUP: FsError = FsError(libc::EOPNOTSUPP);
+    pub const NAMETOOLONG: FsError = FsError(libc::ENAMETOOLONG);
+    pub const NOSPC: FsError = FsError(libc::ENOSPC);
+    pub const PERM: FsError = FsError(libc::EPERM);
+
+    fn from_io(e: &std::io::Error) -> FsError {
+        FsError(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+/// Maps library errors to errno at the filesystem edge.
+impl From<Error> for FsError {
+    fn from(e: Error) -> FsError {
+        tracing::warn!("I/O failed: {e}");
+        match e {
+            Error::Store(StoreError::NoSpace(_)) => FsError::NOSPC,
+            Error::File { source, .. } => FsError::from_io(&source),
+            _ => FsError::IO,
+        }
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+/// File type of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+}
+
+/// Attributes of a node.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub nlink: u32,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+}
+
+/// A directory entry.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: String,
+    pub kind: Kind,
+}
+
+/// How a mount behaves.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// Branch to write to, with the lease generation fencing every catalog write.
+    pub writer: Option<(String, i64)>,
+    /// Make a `checkpoint` commit when DuckDB completes a checkpoint.
+    pub autocommit: bool,
+    /// Private local directory for scratch (unversioned) entries.
+    pub scratch: PathBuf,
+}
+
+/// Counters for `status` and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub syncs: AtomicU64,
+    pub sync_micros: Mutex<Vec<u64>>,
+    pub layers_uploaded: AtomicU64,
+    pub bytes_uploaded: AtomicU64,
+    pub commits: AtomicU64,
+}
+
+/// A versioned file.
+#[derive(Debug)]
+struct FileNode {
+    file_id: u64,
+    /// None once unlinked (kept while open).
+    name: Option<String>,
+    size: u64,
+    /// Everything readable: layer pieces and memory pieces.
+    map: ExtentMap,
+    /// Memory pieces written since the last sync.
+    dirty: ExtentMap,
+    dirty_bytes: u64,
+    /// Smallest size cut to since the last successful sync.
+    truncate_to: Option<u64>,
+    /// Smallest size cut to since the current sync took its snapshot.
+    truncated_during_sync: Option<u64>,
+    perm: u16,
+    mtime: SystemTime,
+    ctime: SystemTime,
+    open: u32,
+}
+
+#[derive(Debug)]
+enum Node {
+    File(FileNode),
+    /// A scratch entry: path relative to the scratch directory.
+    Scratch(PathBuf),
+}
+
+#[derive(Debug)]
+enum Handle {
+    File { ino: u64 },
+    Scratch(Arc<std::fs::File>),
+}
+
+struct State {
+    nodes: HashMap<u64, Node>,
+    /// Root directory entries.
+    root: BTreeMap<String, u64>,
+    scratch_inos: HashMap<PathBuf, u64>,
+    next_ino: u64,
+    handles: HashMap<u64, Handle>,
+    next_fh: u64,
+    /// Layers that `Source::Layer::layer` indexes.
+    layers: Vec<ViewLayer>,
+    /// The durable file table as registered in the catalog: name -> (file id, size).
+    durable: BTreeMap<String, (u64, u64)>,
+    write_seq: u64,
+    dirty_bytes: u64,
+    /// Files whose data was synced since the last commit (for checkpoint detection).
+    synced_since_commit: HashSet<String>,
+}
+
+/// The filesystem of one mount.
+pub struct QuackFs {
+    engine: Arc<Engine>,
+    repo: Repo,
+    cfg: MountConfig,
+    state: Mutex<State>,
+    /// Serialises syncs and namespace registrations so the catalog sees them in order.
+    sync_lock: tokio::sync::Mutex<()>,
+    fenced: AtomicBool,
+    flushing: AtomicBool,
+    started: SystemTime,
+    rt: tokio::runtime::Handle,
+    pub stats: Stats,
+}
+
+/// Where the bytes of one piece of a read come from (resolved under the lock).
+enum ReadSrc {
+    Mem(Bytes),
+    Layer {
+        key: String,
+        data_off: u64,
+        ext_len: u32,
+        crc: u32,
+        skip: u32,
+    },
+}
+
+fn is_wal(name: &str) -> bool {
+    name.ends_with(".wal")
+}
+
+impl QuackFs {
+    /// A filesystem serving `view` (a commit, plus pending state for a writable branch).
+    pub fn new(
+        engine: Arc<Engine>,
+        repo: Repo,
+        view: ReadView,
+        cfg: MountConfig,
+    ) -> FsResult<QuackFs> {
+        std::fs::create_dir_all(&cfg.scratch).map_err(|e| FsError::from_io(&e))?;
+        let now = SystemTime::now();
+        let mtime =
+            SystemTime::UNIX_EPOCH + Duration::from_millis(view.commit.created_at.max(0) as u64);
+        let mut st = State {
+            nodes: HashMap::new(),
+            root: BTreeMap::new(),
+            scratch_inos: HashMap::new(),
+            next_ino: ROOT + 1,
+            handles: HashMap::new(),
+            next_fh: 1,
+            layers: view.layers.clone(),
+            durable: BTreeMap::new(),
+            write_seq: 0,
+            dirty_bytes: 0,
+            synced_since_commit: HashSet::new(),
+        };
+        for f in view.files.values() {
+            let ino = st.next_ino;
+            st.next_ino += 1;
+            st.durable.insert(f.path.clone(), (f.file_id, f.size));
+            st.root.insert(f.path.clone(), ino);
+            st.nodes.insert(
+                ino,
+                Node::File(FileNode {
+                    file_id: f.file_id,
+                    name: Some(f.path.clone()),
+                    size: f.size,
+                    map: f.map.clone(),
+                    dirty: ExtentMap::new(),
+                    dirty_bytes: 0,
+                    truncate_to: None,
+                    truncated_during_sync: None,
+                    perm: 0o644,
+                    mtime,
+                    ctime: mtime,
+                    open: 0,
+                }),
+            );
+        }
+        Ok(QuackFs {
+            engine,
+            repo,
+            cfg,
+            state: Mutex::new(st),
+            sync_lock: tokio::sync::Mutex::new(()),
+            fenced: AtomicBool::new(false),
+            flushing: AtomicBool::new(false),
+            started: now,
+            rt: tokio::runtime::Handle::try_current().map_err(|_| FsError::IO)?,
+            stats: Stats::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn writable(&self) -> bool {
+        self.cfg.writer.is_some()
+    }
+
+    fn check_writable(&self) -> FsResult<()> {
+        if !self.writable() {
+            return Err(FsError::ROFS);
+        }
+        if self.fenced.load(Ordering::SeqCst) {
+            return Err(FsError::IO);
+        }
+        Ok(())
+    }
+
+    /// Marks this writer as fenced: every later write fails with EIO.
+    pub fn fence(&self) {
+        if !self.fenced.swap(true, Ordering::SeqCst) {
+            tracing::error!("the writer lease was taken over: refusing all further writes");
+        }
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    fn scratch_path(&self, rel: &std::path::Path) -> PathBuf {
+        self.cfg.scratch.join(rel)
+    }
+
+    fn root_attr(&self, st: &State) -> Attr {
+        let dirs = st
+            .root
+            .values()
+            .filter(|i| matches!(st.nodes.get(i), Some(Node::Scratch(_))))
+            .count();
+        Attr {
+            ino: ROOT,
+            kind: Kind::Dir,
+            size: 4096,
+            perm: if self.writable() { 0o755 } else { 0o555 },
+            nlink: 2 + dirs as u32,
+            atime: self.started,
+            mtime: self.started,
+            ctime: self.started,
+        }
+    }
+
+    fn node_attr(&self, st: &State, ino: u64) -> FsResult<Attr> {
+        if ino == ROOT {
+            return Ok(self.root_attr(st));
+        }
+        match st.nodes.get(&ino) {
+            Some(Node::File(f)) => Ok(Attr {
+                ino,
+                kind: Kind::File,
+                size: f.size,
+                perm: if self.writable() {
+                    f.perm
+                } else {
+                    f.perm & 0o555
+                },
+                nlink: u32::from(f.name.is_some()),
+                atime: f.mtime,
+                mtime: f.mtime,
+                ctime: f.ctime,
+            }),
+            Some(Node::Scratch(rel)) => scratch::attr(ino, &self.scratch_path(rel)),
+            None => Err(FsError::NOENT),
+        }
+    }
+
+    fn scratch_ino(st: &mut State, rel: PathBuf) -> u64 {
+        if let Some(&ino) = st.scratch_inos.get(&rel) {
+            return ino;
+        }
+        let ino = st.next_ino;
+        st.next_ino += 1;
+        st.scratch_inos.insert(rel.clone(), ino);
+        st.nodes.insert(ino, Node::Scratch(rel));
+        ino
+    }
+
+    /// The scratch directory path of `parent` (which must be a scratch directory), joined with `name`.
+    fn scratch_child(st: &State, parent: u64, name: &str) -> FsResult<PathBuf> {
+        match st.nodes.get(&parent) {
+            Some(Node::Scratch(rel)) => Ok(rel.join(name)),
+            Some(Node::File(_)) => Err(FsError::NOTDIR),
+            None => Err(FsError::NOENT),
+        }
+    }
+
+    fn check_name(name: &str) -> FsResult<()> {
+        if name.len() > 255 {
+            return Err(FsError::NAMETOOLONG);
+        }
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return Err(FsError::INVAL);
+        }
+        Ok(())
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let st = self.lock();
+        self.node_attr(&st, ino)
+    }
+
+    pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let mut st = self.lock();
+        if parent == ROOT {
+            let ino = *st.root.get(name).ok_or(FsError::NOENT)?;
+            return self.node_attr(&st, ino);
+        }
+        let rel = Self::scratch_child(&st, parent, name)?;
+        std::fs::symlink_metadata(self.scratch_path(&rel)).map_err(|e| FsError::from_io(&e))?;
+        let ino = Self::scratch_ino(&mut st, rel);
+        self.node_attr(&st, ino)
+    }
+
+    pub fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
+        let mut st = self.lock();
+        let mut out = vec![
+            DirEntry {
+                ino,
+                name: ".".into(),
+                kind: Kind::Dir,
+            },
+            DirEntry {
+                ino: ROOT,
+                name: "..".into(),
+                kind: Kind::Dir,
+            },
+        ];
+        if ino == ROOT {
+            for (name, &i) in &st.root {
+                let kind = if matches!(st.nodes.get(&i), Some(Node::Scratch(_))) {
+                    Kind::Dir
+                } else {
+                    Kind::File
+                };
+                out.push(DirEntry {
+                    ino: i,
+                    name: name.clone(),
+                    kind,
+                });
+            }
+            return Ok(out);
+        }
+        let rel = match st.nodes.get(&ino) {
+            Some(Node::Scratch(rel)) => rel.clone(),
+            Some(Node::File(_)) => return Err(FsError::NOTDIR),
+            None => return Err(FsError::NOENT),
+        };
+        for (name, kind) in scratch::list(&self.scratch_path(&rel))? {
+            let i = Self::scratch_ino(&mut st, rel.join(&name));
+            out.push(DirEntry { ino: i, name, kind });
+        }
+        Ok(out)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
+        Self::check_name(name)?;
+        self.check_writable()?;
+        let mut st = self.lock();
+        let rel = if parent == ROOT {
+            if st.root.contains_key(name) {
+                return Err(FsError::EXIST);
+            }
+            PathBuf::from(name)
+        } else {
+            Self::scratch_child(&st, parent, name)?
+        };
+        scratch::mkdir(&self.scratch_path(&rel), mode)?;
+        let ino = Self::scratch_ino(&mut st, rel);
+        if parent == ROOT {
+            st.root.insert(name.to_string(), ino);
+        }
+        self.node_attr(&st, ino)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.check_writable()?;
+        let mut st = self.lock();
+        let rel = if parent == ROOT {
+            match st.root.get(name).and_then(|i| st.nodes.get(i)) {
+                Some(Node::Scratch(rel)) => rel.clone(),
+                Some(Node::File(_)) => return Err(FsError::NOTDIR),
+                None => return Err(FsError::NOENT),
+            }
+        } else {
+            Self::scratch_child(&st, parent, name)?
+        };
+        std::fs::remove_dir(self.scratch_path(&rel)).map_err(|e| FsError::from_io(&e))?;
+        if let Some(ino) = st.scratch_inos.remove(&rel) {
+            st.nodes.remove(&ino);
+        }
+        if parent == ROOT {
+            st.root.remove(name);
+        }
+        Ok(())
+    }
+
+    /// Creates (or opens, without O_EXCL) a file; returns its attributes and a handle.
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        flags: i32,
+    ) -> FsResult<(Attr, u64)> {
+        Self::check_name(name)?;
+        self.check_writable()?;
+        if parent != ROOT {
+            let mut st = self.lock();
+            let rel = Self::scratch_child(&st, parent, name)?;
+            let file = scratch::open(&self.scratch_path(&rel), flags | libc::O_CREAT, mode)?;
+            let ino = Self::scratch_ino(&mut st, rel);
+            let fh = Self::add_handle(&mut st, Handle::Scratch(Arc::new(file)));
+            return Ok((self.node_attr(&st, ino)?, fh));
+        }
+        let existing = self.lock().root.get(name).copied();
+        if let Some(ino) = existing {
+            if flags & libc::O_EXCL != 0 {
+                return Err(FsError::EXIST);
+            }
+            let fh = self.open(ino, flags).await?;
+            return Ok((self.getattr(ino)?, fh));
+        }
+        let (attr, fh) = {
+            let mut st = self.lock();
+            if st.root.contains_key(name) {
+                return Err(FsError::EXIST);
+            }
+            let ino = st.next_ino;
+            st.next_ino += 1;
+            let now = SystemTime::now();
+            let file_id = new_file_id();
+            st.nodes.insert(
+                ino,
+                Node::File(FileNode {
+                    file_id,
+                    name: Some(name.to_string()),
+                    size: 0,
+                    map: ExtentMap::new(),
+                    dirty: ExtentMap::new(),
+                    dirty_bytes: 0,
+                    truncate_to: None,
+                    truncated_during_sync: None,
+                    perm: (mode & 0o7777) as u16,
+                    mtime: now,
+                    ctime: now,
+                    open: 1,
+                }),
+            );
+            st.root.insert(name.to_string(), ino);
+            st.durable.insert(name.to_string(), (file_id, 0));
+            let fh = Self::add_handle(&mut st, Handle::File { ino });
+            (self.node_attr(&st, ino)?, fh)
+        };
+        self.register_namespace(None).await?;
+        Ok((attr, fh))
+    }
+
+    fn add_handle(st: &mut State, h: Handle) -> u64 {
+        let fh = st.next_fh;
+        st.next_fh += 1;
+        st.handles.insert(fh, h);
+        fh
+    }
+
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        let wants_write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if wants_write {
+            self.check_writable()?;
+        }
+        let mut st = self.lock();
+        match st.nodes.get_mut(&ino) {
+            Some(Node::File(f)) => {
+                f.open += 1;
+            }
+            Some(Node::Scratch(rel)) => {
+                let file = scratch::open(&self.scratch_path(rel), flags & !libc::O_CREAT, 0)?;
+                return Ok(Self::add_handle(&mut st, Handle::Scratch(Arc::new(file))));
+            }
+            None => return Err(FsError::NOENT),
+        }
+        let fh = Self::add_handle(&mut st, Handle::File { ino });
+        drop(st);
+        if flags & libc::O_TRUNC != 0 {
+            self.set_size(ino, 0)?;
+        }
+        Ok(fh)
+    }
+
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let mut st = self.lock();
+        match st.handles.remove(&fh) {
+            Some(Handle::File { ino }) => {
+                let gone = match st.nodes.get_mut(&ino) {
+                    Some(Node::File(f)) => {
+                        f.open = f.open.saturating_sub(1);
+                        f.open == 0 && f.name.is_none()
+                    }
+                    _ => false,
+                };
+                if gone {
+                    if let Some(Node::File(f)) = st.nodes.remove(&ino) {
+                        st.dirty_bytes = st.dirty_bytes.saturating_sub(f.dirty_bytes);
+                    }
+                }
+                Ok(())
+            }
+            Some(Handle::Scratch(_)) => Ok(()),
+            None => Err(FsError::BADF),
+        }
+    }
+
+    /// Reads up to `size` bytes at `off`.
+    pub async fn read(&self, ino: u64, fh: u64, off: u64, size: u32) -> FsResult<Vec<u8>> {
+        let (len, pieces) = {
+            let st = self.lock();
+            if let Some(Handle::Scratch(file)) = st.handles.get(&fh) {
+                let file = file.clone();
+                drop(st);
+                return scratch::read(&file, off, size);
+            }
+            let Some(Node::File(f)) = st.nodes.get(&ino) else {
+                return Err(FsError::NOENT);
+            };
+            let end = (off + size as u64).min(f.size);
+            if off >= end {
+                return Ok(Vec::new());
+            }
+            let mut pieces = Vec::new();
+            for (start, p) in f.map.range(off, end) {
+                let src = match p.src {
+                    Source::Mem { buf, .. } => ReadSrc::Mem(buf.slice(..p.len as usize)),
+                    Source::Layer {
+                        layer,
+                        data_off,
+                        ext_len,
+                        crc,
+                        skip,
+                    } => {
+                        let l = st.layers.get(layer as usize).ok_or(FsError::IO)?;
+                        ReadSrc::Layer {
+                            key: l.row.object_key.clone(),
+                            data_off,
+                            ext_len,
+                            crc,
+                            skip,
+                        }
+                    }
+                };
+                pieces.push((start - off, p.len, src));
+            }
+            (end - off, pieces)
+        };
+        let mut buf = vec![0u8; len as usize];
+        for (at, plen, src) in pieces {
+            let dst = &mut buf[at as usize..(at + plen) as usize];
+            match src {
+                ReadSrc::Mem(b) => dst.copy_from_slice(&b[..plen as usize]),
+                ReadSrc::Layer {
+                    key,
+                    data_off,
+                    ext_len,
+                    crc,
+                    skip,
+                } => {
+                    let bytes = self
+                        .engine
+                        .layers
+                        .extent(&key, data_off, ext_len, crc)
+                        .await?;
+                    let from = skip as usize;
+                    let src = bytes.get(from..from + plen as usize).ok_or(FsError::IO)?;
+                    dst.copy_from_slice(src);
+                }
+            }
+        }
+        Ok(buf)
+    }
+
+    /// Writes `data` at `off`; returns the bytes written.
+    pub fn write(
+        self: &Arc<Self>,
+        ino: u64,
+        fh: u64,
+        off: u64,
+        data: &[u8],
+        append: bool,
+    ) -> FsResult<u32> {
+        self.check_writable()?;
+        let flush = {
+            let mut st = self.lock();
+            if let Some(Handle::Scratch(file)) = st.handles.get(&fh) {
+                let file = file.clone();
+                drop(st);
+                return scratch::write(&file, off, data);
+            }
+            st.write_seq += 1;
+            let seq = st.write_seq;
+            let Some(Node::File(f)) = st.nodes.get_mut(&ino) else {
+                return Err(FsError::NOENT);
+            };
+            let off = if append { f.size } else { off };
+            let buf = Bytes::copy_from_slice(data);
+            let len = data.len() as u64;
+            f.map.insert(
+                off,
+                len,
+                Source::Mem {
+                    buf: buf.clone(),
+                    seq,
+                },
+            );
+            f.dirty.insert(off, len, Source::Mem { buf, seq });
+            f.dirty_bytes += len;
+            f.size = f.size.max(off + len);
+            let now = SystemTime::now();
+            f.mtime = now;
+            f.ctime = now;
+            st.dirty_bytes += len;
+            st.dirty_bytes > FLUSH_THRESHOLD
+        };
+        if flush && !self.flushing.swap(true, Ordering::SeqCst) {
+            // Bound memory: push dirty data to the store in the background.
+            let fs = self.clone();
+            self.rt.spawn(async move {
+                if let Err(e) = fs.sync_all().await {
+                    tracing::warn!(
+                        "background flush failed (will retry at the next sync): errno {}",
+                        e.0
+                    );
+                }
+                fs.flushing.store(false, Ordering::SeqCst);
+            });
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Changes the size of a file (truncate or extend).
+    pub fn set_size(&self, ino: u64, size: u64) -> FsResult<()> {
+        self.check_writable()?;
+        let mut st = self.lock();
+        let node = st.nodes.get_mut(&ino).ok_or(FsError::NOENT)?;
+        let f = match node {
+            Node::File(f) => f,
+            Node::Scratch(rel) => {
+                let path = self.cfg.scratch.join(&*rel);
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| FsError::from_io(&e))?;
+                return file.set_len(size).map_err(|e| FsError::from_io(&e));
+            }
+        };
+        if size < f.size {
+            f.map.truncate(size);
+            f.dirty.truncate(size);
+            f.truncate_to = Some(f.truncate_to.map_or(size, |t| t.min(size)));
+            f.truncated_during_sync = Some(f.truncated_during_sync.map_or(size, |t| t.min(size)));
+        }
+        f.size = size;
+        let now = SystemTime::now();
+        f.mtime = now;
+        f.ctime = now;
+        Ok(())
+    }
+
+    /// setattr: size, mode and times.
+    pub fn setattr(
+        &self,
+        ino: u64,
+        size: Option<u64>,
+        mode: Option<u32>,
+        mtime: Option<SystemTime>,
+    ) -> FsResult<Attr> {
+        if let Some(s) = size {
+            self.set_size(ino, s)?;
+        }
+        if mode.is_some() || mtime.is_some() {
+            let mut st = self.lock();
+            match st.nodes.get_mut(&ino) {
+                Some(Node::File(f)) => {
+                    if let Some(m) = mode {
+                        f.perm = (m & 0o7777) as u16;
+                    }
+                    if let Some(t) = mtime {
+                        f.mtime = t;
+                    }
+                    f.ctime = SystemTime::now();
+                }
+                Some(Node::Scratch(rel)) => {
+                    if let Some(m) = mode {
+                        use std::os::unix::fs::PermissionsExt;
+                        let p = std::fs::Permissions::from_mode(m & 0o7777);
+                        std::fs::set_permissions(self.cfg.scratch.join(&*rel), p)
+                            .map_err(|e| FsError::from_io(&e))?;
+                    }
+                }
+                None if ino == ROOT => {}
+                None => return Err(FsError::NOENT),
+            }
+        }
+        self.getattr(ino)
+    }
+
+    /// fallocate: mode 0 extends the size; KEEP_SIZE is a no-op; punching holes is refused.
+    pub fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> FsResult<()> {
+        self.check_writable()?;
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return Err(FsError::NOTSUP);
+        }
+        if mode & libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return Ok(());
+        }
+        let cur = self.getattr(ino)?.size;
+        if off + len > cur {
+            self.set_size(ino, off + len)?;
+        }
+        Ok(())
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.check_writable()?;
+        let wal = {
+            let mut st = self.lock();
+            if parent != ROOT {
+                let rel = Self::scratch_child(&st, parent, name)?;
+                std::fs::remove_file(self.scratch_path(&rel)).map_err(|e| FsError::from_io(&e))?;
+                if let Some(ino) = st.scratch_inos.remove(&rel) {
+                    st.nodes.remove(&ino);
+                }
+                return Ok(());
+            }
+            let ino = *st.root.get(name).ok_or(FsError::NOENT)?;
+            if matches!(st.nodes.get(&ino), Some(Node::Scratch(_))) {
+                return Err(FsError::ISDIR);
+            }
+            st.root.remove(name);
+            st.durable.remove(name);
+            Self::drop_name(&mut st, ino);
+            is_wal(name).then(|| name.to_string())
+        };
+        self.register_namespace(wal.as_deref()).await
+    }
+
+    /// The file at `ino` lost its name: forget it unless it is still open.
+    fn drop_name(st: &mut State, ino: u64) {
+        let remove = match st.nodes.get_mut(&ino) {
+            Some(Node::File(f)) => {
+                f.name = None;
+                f.open == 0
+            }
+            _ => false,
+        };
+        if remove {
+            if let Some(Node::File(f)) = st.nodes.remove(&ino) {
+                st.dirty_bytes = st.dirty_bytes.saturating_sub(f.dirty_bytes);
+            }
+        }
+    }
+
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        newparent: u64,
+        newname: &str,
+        flags: u32,
+    ) -> FsResult<()> {
+        Self::check_name(newname)?;
+        self.check_writable()?;
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            return Err(FsError::INVAL);
+        }
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let wal = {
+            let mut st = self.lock();
+            if parent != ROOT || newparent != ROOT {
+                // Scratch entries move within scratch only.
+                let from = if parent == ROOT {
+                    match st.root.get(name).and_then(|i| st.nodes.get(i)) {
+                        Some(Node::Scratch(rel)) => rel.clone(),
+                        Some(Node::File(_)) => return Err(FsError::XDEV),
+                        None => return Err(FsError::NOENT),
+                    }
+                } else {
+                    Self::scratch_child(&st, parent, name)?
+                };
+                let to = if newparent == ROOT {
+                    if st
+                        .root
+                        .get(newname)
+                        .is_some_and(|i| matches!(st.nodes.get(i), Some(Node::File(_))))
+                    {
+                        return Err(FsError::XDEV);
+                    }
+                    PathBuf::from(newname)
+                } else {
+                    Self::scratch_child(&st, newparent, newname)?
+                };
+                if noreplace && self.scratch_path(&to).exists() {
+                    return Err(FsError::EXIST);
+                }
+                std::fs::rename(self.scratch_path(&from), self.scratch_path(&to))
+                    .map_err(|e| FsError::from_io(&e))?;
+                // Forget cached inode numbers under both names; they are re-created on lookup.
+                st.scratch_inos
+                    .retain(|p, _| !p.starts_with(&from) && !p.starts_with(&to));
+                if parent == ROOT {
+                    st.root.remove(name);
+                }
+                if newparent == ROOT {
+                    let ino = Self::scratch_ino(&mut st, to);
+                    st.root.insert(newname.to_string(), ino);
+                }
+                return Ok(());
+            }
+            let ino = *st.root.get(name).ok_or(FsError::NOENT)?;
+            if name == newname {
+                return Ok(());
+            }
+            if let Some(&target) = st.root.get(newname) {
+                if noreplace {
+                    return Err(FsError::EXIST);
+                }
+                match (st.nodes.get(&ino), st.nodes.get(&target)) {
+                    (Some(Node::File(_)), Some(Node::Scratch(_))) => return Err(FsError::ISDIR),
+                    (Some(Node::Scratch(_)), Some(Node::File(_))) => return Err(FsError::NOTDIR),
+                    _ => {}
+                }
+                if let Some(Node::File(_)) = st.nodes.get(&target) {
+                    st.durable.remove(newname);
+                    Self::drop_name(&mut st, target);
+                }
+            }
+            if let Some(Node::Scratch(rel)) = st.nodes.get(&ino) {
+                let rel = rel.clone();
+                std::fs::rename(
+                    self.scratch_path(&rel),
+                    self.scratch_path(std::path::Path::new(newname)),
+                )
+                .map_err(|e| FsError::from_io(&e))?;
+                st.scratch_inos.retain(|p, _| !p.starts_with(&rel));
+                st.root.remove(name);
+                let ino = Self::scratch_ino(&mut st, PathBuf::from(newname));
+                st.root.insert(newname.to_string(), ino);
+                return Ok(());
+            }
+            st.root.remove(name);
+            st.root.insert(newname.to_string(), ino);
+            if let Some(Node::File(f)) = st.nodes.get_mut(&ino) {
+                f.name = Some(newname.to_string());
+                f.ctime = SystemTime::now();
+            }
+            if let Some(entry) = st.durable.remove(name) {
+                st.durable.insert(newname.to_string(), entry);
+            }
+            is_wal(newname).then(|| newname.to_string())
+        };
+        self.register_namespace(wal.as_deref()).await
+    }
+
+    /// Registers the durable file table after a namespace change (create, rename, unlink).
+    async fn register_namespace(&self, wal_changed: Option<&str>) -> FsResult<()> {
+        let Some((branch, generation)) = self.cfg.writer.clone() else {
+            return Err(FsError::ROFS);
+        };
+        let _g = self.sync_lock.lock().await;
+        let files = self.durable_rows(&self.lock().durable);
+        self.register(&branch, generation, None, files).await?;
+        if let Some(wal) = wal_changed {
+            self.maybe_autocommit(wal).await;
+        }
+        Ok(())
+    }
+
+    fn durable_rows(&self, durable: &BTreeMap<String, (u64, u64)>) -> Vec<FileRow> {
+        durable
+            .iter()
+            .map(|(p, (id, size))| FileRow {
+                path: p.clone(),
+                file_id: *id as i64,
+                size: *size as i64,
+            })
+            .collect()
+    }
+
+    async fn register(
+        &self,
+        branch: &str,
+        generation: i64,
+        layer: Option<crate::catalog::LayerRow>,
+        files: Vec<FileRow>,
+    ) -> FsResult<Option<crate::catalog::LayerRow>> {
+        if self.is_fenced() {
+            return Err(FsError::IO);
+        }
+        let req = SyncRequest {
+            repo_id: self.repo.id,
+            branch: branch.to_string(),
+            generation,
+            layer,
+            files,
+            now: now_millis(),
+        };
+        match self.engine.catalog.register_sync(req).await {
+            Ok(l) => Ok(l),
+            Err(CatalogError::Fenced(_)) => {
+                self.fence();
+                Err(FsError::IO)
+            }
+            Err(e) => {
+                tracing::warn!("registering a sync failed: {e}");
+                Err(FsError::IO)
+            }
+        }
+    }
+
+    /// After DuckDB removed, emptied or replaced its WAL: if the database file was synced since
+    /// the last commit, the checkpoint is complete; seal it as a `checkpoint` commit.
+    async fn maybe_autocommit(&self, wal: &str) {
+        if !self.cfg.autocommit {
+            return;
+        }
+        let Some((branch, _)) = &self.cfg.writer else {
+            return;
+        };
+        let db = wal.trim_end_matches(".wal");
+        if !self.lock().synced_since_commit.contains(db) {
+            return;
+        }
+        let commit = NewCommit {
+            id: new_id(),
+            kind: CommitKind::Checkpoint,
+            message: format!("checkpoint of {db}"),
+            author: self.engine.author.clone(),
+            time: now_millis(),
+        };
+        match self
+            .engine
+            .catalog
+            .commit_pending(self.repo.id, branch, commit, false)
+            .await
+        {
+            Ok(c) => {
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.lock().synced_since_commit.clear();
+                tracing::info!("checkpoint commit {}", crate::engine::short(&c.id));
+            }
+            Err(CatalogError::NothingPending) => {}
+            Err(e) => tracing::warn!("checkpoint commit failed: {e}"),
+        }
+    }
+
+    /// Makes everything written to `ino` durable: stored in a layer and registered.
+    pub async fn fsync(&self, ino: u64) -> FsResult<()> {
+        let Some((branch, generation)) = self.cfg.writer.clone() else {
+            return Ok(());
+        };
+        if self.is_fenced() {
+            return Err(FsError::IO);
+        }
+        let started = Instant::now();
+        let _g = self.sync_lock.lock().await;
+        // Snapshot the file's dirty state.
+        let (file_id, name, size, dirty, truncate_to, seq) = {
+            let mut st = self.lock();
+            let seq = st.write_seq;
+            let Some(Node::File(f)) = st.nodes.get_mut(&ino) else {
+                return match st.nodes.get(&ino) {
+                    Some(Node::Scratch(_)) => Ok(()),
+                    _ => Err(FsError::NOENT),
+                };
+            };
+            let Some(name) = f.name.clone() else {
+                // Unlinked: nothing of it is versioned any more.
+                return Ok(());
+            };
+            let durable = st.durable.get(&name).copied();
+            let Some(Node::File(f)) = st.nodes.get_mut(&ino) else {
+                return Err(FsError::NOENT);
+            };
+            if f.dirty.is_empty() && f.truncate_to.is_none() && durable == Some((f.file_id, f.size))
+            {
+                return Ok(());
+            }
+            f.truncated_during_sync = None;
+            (f.file_id, name, f.size, f.dirty.clone(), f.truncate_to, seq)
+        };
+        // Store the layer (outside the state lock).
+        let layer = if dirty.is_empty() && truncate_to.is_none() {
+            None
+        } else {
+            Some(
+                self.store_segment(file_id, size, &dirty, truncate_to)
+                    .await?,
+            )
+        };
+        let files = {
+            let st = self.lock();
+            let mut durable = st.durable.clone();
+            // The file may have been renamed meanwhile: update it by identity.
+            if let Some(entry) = durable.values_mut().find(|(id, _)| *id == file_id) {
+                entry.1 = size;
+            }
+            self.durable_rows(&durable)
+        };
+        let registered = self
+            .register(
+                &branch,
+                generation,
+                layer.as_ref().map(|(row, _)| row.clone()),
+                files,
+            )
+            .await?;
+        // Registered: the memory pieces it covered now read from the layer.
+        {
+            let mut st = self.lock();
+            let layer_no = st.layers.len() as u32;
+            if let (Some(row), Some((_, index))) = (registered, layer) {
+                if let Some(Node::File(f)) = st.nodes.get_mut(&ino) {
+                    if let Some(entry) = index.file(file_id) {
+                        for e in &entry.extents {
+                            let src = Source::Layer {
+                                layer: layer_no,
+                                data_off: e.data_off,
+                                ext_len: e.len,
+                                crc: e.crc,
+                                skip: 0,
+                            };
+                            f.map.settle(e.offset, e.len as u64, seq, &src);
+                        }
+                    }
+                }
+                st.layers.push(ViewLayer {
+                    row,
+                    index: Arc::new(index),
+                });
+            }
+            if let Some(entry) = st.durable.values_mut().find(|(id, _)| *id == file_id) {
+                entry.1 = size;
+            }
+            let mut freed = 0;
+            if let Some(Node::File(f)) = st.nodes.get_mut(&ino) {
+                f.dirty.drop_settled(seq);
+                let left = f.dirty.covered_bytes();
+                freed = f.dirty_bytes.saturating_sub(left);
+                f.dirty_bytes = left;
+                f.truncate_to = f.truncated_during_sync.take();
+            }
+            st.dirty_bytes = st.dirty_bytes.saturating_sub(freed);
+            st.synced_since_commit.insert(name.clone());
+        }
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut v) = self.stats.sync_micros.lock() {
+            v.push(started.elapsed().as_micros() as u64);
+        }
+        if is_wal(&name) && size == 0 {
+            self.maybe_autocommit(&name).await;
+        }
+        Ok(())
+    }
+
+    /// Writes one file's dirty state as a delta layer and stores it.
+    async fn store_segment(
+        &self,
+        file_id: u64,
+        size: u64,
+        dirty: &ExtentMap,
+        truncate_to: Option<u64>,
+    ) -> FsResult<(crate::catalog::LayerRow, crate::layer::LayerIndex)> {
+        let id = new_id();
+        let tmp = self.engine.tmp_dir.join(format!("segment-{id}.tmp"));
+        let dirty = dirty.clone();
+        let path = tmp.clone();
+        let written = tokio::task::spawn_blocking(
+            move || -> Result<(crate::layer::LayerIndex, u64), Error> {
+                let f = std::fs::File::create(&path).map_err(|e| Error::file(&path, e))?;
+                let mut w = LayerWriter::new(
+                    std::io::BufWriter::with_capacity(1 << 20, f),
+                    LayerKind::Delta,
+                );
+                w.begin_file(file_id, truncate_to, size)?;
+                for (off, piece) in dirty.iter() {
+                    if let Source::Mem { buf, .. } = &piece.src {
+                        w.add_extent(off, &buf[..piece.len as usize])?;
+                    }
+                }
+                let (bw, index, len) = w.finish()?;
+                let f = bw
+                    .into_inner()
+                    .map_err(|e| Error::file(&path, e.into_error()))?;
+                f.sync_data().map_err(|e| Error::file(&path, e))?;
+                Ok((index, len))
+            },
+        )
+        .await
+        .map_err(|_| FsError::IO)?;
+        let (index, len) = match written {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+        let key = crate::engine::layer_key(&id);
+        if let Err(e) = self.engine.store.put_file(&key, &tmp).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::from(e).into());
+        }
+        self.stats.layers_uploaded.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_uploaded.fetch_add(len, Ordering::Relaxed);
+        let now = now_millis();
+        let row = crate::catalog::LayerRow {
+            id,
+            repo_id: self.repo.id,
+            commit_id: None,
+            seq: 0,
+            kind: LayerKind::Delta,
+            object_key: key,
+            size_bytes: len as i64,
+            min_time: now,
+            max_time: now,
+            created_at: now,
+        };
+        Ok((row, index))
+    }
+
+    /// Syncs every file with unsynced changes (unmount, background flush).
+    pub async fn sync_all(&self) -> FsResult<()> {
+        if !self.writable() {
+            return Ok(());
+        }
+        let inos: Vec<u64> = {
+            let st = self.lock();
+            st.nodes
+                .iter()
+                .filter_map(|(&ino, n)| match n {
+                    Node::File(f) if f.name.is_some() => {
+                        let durable = st
+                            .durable
+                            .get(f.name.as_deref().unwrap_or_default())
+                            .copied();
+                        let changed = !f.dirty.is_empty()
+                            || f.truncate_to.is_some()
+                            || durable != Some((f.file_id, f.size));
+                        changed.then_some(ino)
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for ino in inos {
+            self.fsync(ino).await?;
+        }
+        Ok(())
+    }
+
+    /// Unsynced bytes held in memory.
+    pub fn dirty_bytes(&self) -> u64 {
+        self.lock().dirty_bytes
+    }
+
+    /// Removes the scratch directory (at unmount).
+    pub fn remove_scratch(&self) {
+        let _ = std::fs::remove_dir_all(&self.cfg.scratch);
+    }
+
+    /// Capacity numbers for statfs: (total blocks, free blocks, files) with 4 KiB blocks.
+    pub fn statfs(&self) -> (u64, u64, u64) {
+        let st = self.lock();
+        let used: u64 = st
+            .nodes
+            .values()
+            .map(|n| match n {
+                Node::File(f) => f.size.div_ceil(4096),
+                Node::Scratch(_) => 0,
+            })
+            .sum();
+        let free = scratch::free_blocks(&self.cfg.scratch).unwrap_or(1 << 30);
+        (used + free, free, st.nodes.len() as u64)
+    }
+}
