@@ -48,12 +48,12 @@ test:
 	set -x; \
 	$(CARGO) fmt --all -- --check; \
 	$(CARGO) clippy --all-targets -- -D warnings; \
-	$(CARGO) test
+	$(CARGO) test -- --include-ignored
 
 test-fast:
 	@$(load_services_env) \
 	set -x; \
-	$(CARGO) test
+	$(CARGO) test -- --include-ignored
 
 fmt:
 	$(CARGO) fmt --all

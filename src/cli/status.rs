@@ -27,6 +27,22 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
     let branch = ctx.current_branch(&name)?;
     let head = engine.branch_head(&repo, &branch).await?;
     let view = engine.view(&head).await?;
+    let pending = engine.catalog.pending(repo.id, &branch).await?;
+    let pending_bytes: i64 = pending
+        .as_ref()
+        .map(|p| p.layers.iter().map(|l| l.size_bytes).sum())
+        .unwrap_or(0);
+    let now = quackfs::engine::now_millis();
+    let mounts: Vec<_> = engine
+        .catalog
+        .leases(repo.id)
+        .await?
+        .into_iter()
+        .map(|l| {
+            serde_json::json!({ "branch": l.branch, "holder": l.holder, "writable": true,
+                "heartbeat_age_secs": (now - l.heartbeat_at).max(0) / 1000 })
+        })
+        .collect();
     let layers: Vec<_> = view
         .files
         .values()
@@ -35,7 +51,8 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
     if ctx.json {
         return print_json(&serde_json::json!({
             "database": repo.name, "branch": branch, "head": head,
-            "uncommitted_bytes": 0, "mounts": [], "files": layers,
+            "uncommitted": pending.is_some(), "uncommitted_bytes": pending_bytes,
+            "mounts": mounts, "files": layers,
             "catalog": catalog, "store": store,
         }));
     }
@@ -57,8 +74,25 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
         view.files.len(),
         view.layers.len()
     );
-    println!("pending  nothing synced-but-uncommitted");
-    println!("mounts   none");
+    match &pending {
+        Some(p) => println!(
+            "pending  {} synced but not committed in {} layer(s) (`quackfs commit` seals it)",
+            size(pending_bytes),
+            p.layers.len()
+        ),
+        None => println!("pending  nothing synced-but-uncommitted"),
+    }
+    if mounts.is_empty() {
+        println!("mounts   no writable mount");
+    }
+    for m in &mounts {
+        println!(
+            "mount    {} writable by {} (heartbeat {}s ago)",
+            m["branch"].as_str().unwrap_or(""),
+            m["holder"].as_str().unwrap_or(""),
+            m["heartbeat_age_secs"]
+        );
+    }
     println!("catalog  {catalog}");
     println!("store    {store}");
     Ok(())

@@ -123,3 +123,129 @@ pub fn duckdb_raw(db: &Path, sql: &str, flags: &[&str]) -> Output {
         .output()
         .expect("run duckdb")
 }
+
+/// A running `quackfs mount` (foreground child process). Dropping it unmounts (SIGTERM, then a
+/// lazy unmount if needed) and reaps the process, even when the test failed.
+pub struct Mount {
+    pub dir: PathBuf,
+    pub child: Option<std::process::Child>,
+}
+
+/// Whether `dir` is a mount point.
+pub fn is_mounted(dir: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = dir.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+impl Env {
+    /// Starts `quackfs [global args] mount REV DIR [extra]` and waits until it serves.
+    pub fn mount(&self, rev: &str, dir: &Path, extra: &[&str]) -> Mount {
+        self.mount_with(&[], rev, dir, extra)
+    }
+
+    pub fn mount_with(&self, global: &[&str], rev: &str, dir: &Path, extra: &[&str]) -> Mount {
+        std::fs::create_dir_all(dir).unwrap();
+        let dir = std::fs::canonicalize(dir).unwrap();
+        let bin = assert_cmd::cargo::cargo_bin("quackfs");
+        let log = std::fs::File::create(self.dir.path().join(format!(
+            "mount-{}.log",
+            dir.file_name().unwrap().to_string_lossy()
+        )))
+        .unwrap();
+        let child = std::process::Command::new(bin)
+            .current_dir(self.work())
+            .env("QUACKFS_HOME", self.home())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("QUACKFS_AUTHOR", "tester")
+            .env_remove("QUACKFS_REPO")
+            .args(global)
+            .arg("mount")
+            .arg(rev)
+            .arg(&dir)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start quackfs mount");
+        let mut m = Mount {
+            dir: dir.clone(),
+            child: Some(child),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !is_mounted(&dir) {
+            if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
+                let log = std::fs::read_to_string(self.dir.path().join(format!(
+                    "mount-{}.log",
+                    dir.file_name().unwrap().to_string_lossy()
+                )))
+                .unwrap_or_default();
+                m.child = None;
+                panic!("quackfs mount exited ({status}) before mounting: {log}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mount not ready after 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        m
+    }
+}
+
+impl Mount {
+    /// The pid of the mount process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Unmounts cleanly (SIGTERM) and waits; panics if the process reports an error.
+    pub fn unmount(mut self) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: sending SIGTERM to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert!(status.success(), "mount process exited with {status}");
+        assert!(
+            !is_mounted(&self.dir),
+            "still mounted after the process exited"
+        );
+    }
+
+    /// Kills the mount process with SIGKILL (a crash), leaving a dead mount behind.
+    pub fn crash(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The dead FUSE mount stays until detached; the next `quackfs mount` clears it.
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: sending SIGTERM to our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if std::time::Instant::now() > deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        }
+        if is_mounted(&self.dir) {
+            if let Ok(c) = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()) {
+                // SAFETY: valid path; detach whatever is left.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! End to end with real FUSE and the real duckdb CLI: a database created and changed on a mount,
+//! commits made from another process while it runs, every commit mounted read-only and queried;
+//! crash safety (kill -9 right after a transaction returned); DuckDB spilling to `<db>.tmp/`.
+
+mod common;
+use common::{duckdb, duckdb_raw, Env};
+
+const Q: &str = "SELECT count(*), sum(v), sum(length(s)) FROM t";
+
+#[test]
+fn duckdb_on_a_mount_and_every_commit_read_only() {
+    let env = Env::new();
+    env.ok(&["init", "e2e"]);
+    let mnt = env.path("mnt");
+    let m = env.mount("e2e", &mnt, &[]);
+    let db = mnt.join("e2e.duckdb");
+    let mut expected = Vec::new(); // (commit id, query result)
+
+    duckdb(
+        &db,
+        "CREATE TABLE t AS SELECT i AS id, i % 97 AS v, 'row ' || i AS s FROM range(1000000) r(i)",
+    );
+    duckdb(&db, "UPDATE t SET v = v + 1000 WHERE id % 10 = 0; DELETE FROM t WHERE id % 7 = 0; INSERT INTO t VALUES (-1, 5, 'extra'); CHECKPOINT;");
+    let r1 = duckdb(&db, Q);
+    // The completed CHECKPOINT already made a checkpoint commit: nothing is left to commit.
+    let log: serde_json::Value =
+        serde_json::from_str(&env.ok(&["log", "--json", "-n", "1"])).unwrap();
+    assert_eq!(log[0]["kind"], "checkpoint", "{log}");
+    let e = env.fails(&["commit", "-m", "nothing new"]);
+    assert!(e.contains("nothing to commit"), "{e}");
+    expected.push((log[0]["id"].as_str().unwrap().to_string(), r1));
+
+    // More changes, left in the WAL (no checkpoint), then a manual commit from another process.
+    duckdb(&db, "PRAGMA disable_checkpoint_on_shutdown; UPDATE t SET s = s || '!' WHERE id < 1000; DELETE FROM t WHERE id BETWEEN 5000 AND 6000;");
+    // Read-only, so DuckDB replays the WAL in memory instead of checkpointing it on open.
+    let r2 = duckdb_ro(&db, Q);
+    assert_ne!(r1_of(&expected), r2);
+    let c2 = env.ok(&["commit", "-m", "second state"]).trim().to_string();
+    expected.push((c2.clone(), r2.clone()));
+    let log: serde_json::Value =
+        serde_json::from_str(&env.ok(&["log", "--json", "-n", "1"])).unwrap();
+    assert_eq!(log[0]["id"], c2.as_str());
+
+    // Checkpoint commits are made automatically when DuckDB completes a checkpoint.
+    duckdb(
+        &db,
+        "INSERT INTO t SELECT i, 1, 'late' FROM range(2000000, 2010000) r(i); CHECKPOINT;",
+    );
+    let r3 = duckdb(&db, Q);
+    let log: serde_json::Value =
+        serde_json::from_str(&env.ok(&["log", "--json", "-n", "1"])).unwrap();
+    assert_eq!(log[0]["kind"], "checkpoint", "{log}");
+    expected.push((log[0]["id"].as_str().unwrap().to_string(), r3.clone()));
+
+    // The writer keeps working while read-only mounts of every commit serve their own state.
+    for (i, (id, want)) in expected.iter().enumerate() {
+        let dir = env.path(&format!("ro{i}"));
+        let ro = env.mount(&format!("e2e@{}", &id[..12]), &dir, &[]);
+        assert_eq!(&duckdb_ro(&dir.join("e2e.duckdb"), Q), want, "commit {i}");
+        // Read-only: writing is refused.
+        let err = std::fs::write(dir.join("x"), b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+        ro.unmount();
+    }
+    assert_eq!(duckdb(&db, Q), r3, "the writer still sees its latest state");
+    m.unmount();
+
+    // After a clean unmount the branch reads back the same.
+    let m = env.mount("e2e", &mnt, &[]);
+    assert_eq!(duckdb(&mnt.join("e2e.duckdb"), Q), r3);
+    m.unmount();
+}
+
+fn duckdb_ro(db: &std::path::Path, sql: &str) -> String {
+    let out = duckdb_raw(db, sql, &["-readonly"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn r1_of(v: &[(String, String)]) -> String {
+    v[0].1.clone()
+}
+
+/// One round of the crash test: a transaction returns, the mount process is killed, remount.
+fn crash_round(env: &Env, mnt: &std::path::Path, round: i64) {
+    let m = env.mount("crash", mnt, &["--autocommit", "off"]);
+    let db = mnt.join("crash.duckdb");
+    duckdb(
+        &db,
+        &format!("PRAGMA disable_checkpoint_on_shutdown; CREATE TABLE IF NOT EXISTS t (round BIGINT, payload VARCHAR); INSERT INTO t SELECT {round}, repeat('x', 100) FROM range(1000);"),
+    );
+    m.crash();
+    let m = env.mount("crash", mnt, &["--autocommit", "off"]);
+    let got = duckdb(
+        &mnt.join("crash.duckdb"),
+        "SELECT count(*), max(round) FROM t",
+    );
+    assert_eq!(
+        got,
+        format!("{},{round}", 1000 * (round + 1)),
+        "round {round}"
+    );
+    m.unmount();
+}
+
+#[test]
+fn kill_9_loses_no_synced_transaction() {
+    let env = Env::new();
+    env.ok(&["init", "crash"]);
+    let mnt = env.path("mnt");
+    crash_round(&env, &mnt, 0);
+    // The synced state is pending on the branch until someone commits it.
+    let c = env.ok(&["-r", "crash", "commit", "-m", "after crash"]);
+    assert_eq!(c.trim().len(), 32);
+}
+
+#[test]
+#[ignore = "long: run with --ignored (CI runs it via make test)"]
+fn kill_9_in_a_loop() {
+    let env = Env::new();
+    env.ok(&["init", "crash"]);
+    let mnt = env.path("mnt");
+    for round in 0..8 {
+        crash_round(&env, &mnt, round);
+    }
+}
+
+#[test]
+fn duckdb_spills_to_local_scratch() {
+    let env = Env::new();
+    env.ok(&["init", "spill"]);
+    let mnt = env.path("mnt");
+    let m = env.mount("spill", &mnt, &[]);
+    let db = mnt.join("spill.duckdb");
+    duckdb(&db, "CREATE TABLE t AS SELECT i AS id, md5(i::VARCHAR) AS h FROM range(2000000) r(i); CHECKPOINT;");
+    // A sort far bigger than the memory limit spills into <db>.tmp/ on the mount.
+    let out = duckdb(
+        &db,
+        "SET memory_limit = '64MB'; SET threads = 1; SET preserve_insertion_order = false; \
+         SELECT count(*), count(DISTINCT h) FROM (SELECT h FROM t ORDER BY h);",
+    );
+    assert_eq!(out, "2000000,2000000");
+    let stats = duckdb(&db, "SELECT count(*) FROM t");
+    assert_eq!(stats, "2000000");
+    m.unmount();
+    // Scratch is never versioned: only the database file is in the branch.
+    let show: serde_json::Value =
+        serde_json::from_str(&env.ok(&["show", "--json", "spill@main"])).unwrap();
+    let names: Vec<&str> = show["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+}
