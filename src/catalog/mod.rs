@@ -55,6 +55,8 @@ pub enum CatalogError {
     Fenced(String),
     #[error("nothing to commit")]
     NothingPending,
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A database (repository).
@@ -350,6 +352,40 @@ pub trait Catalog: Send + Sync + 'static {
     async fn register_sync(&self, req: SyncRequest) -> Result<Option<LayerRow>, CatalogError>;
     /// The synced-but-uncommitted state of a branch, if any.
     async fn pending(&self, repo_id: i64, branch: &str) -> Result<Option<Pending>, CatalogError>;
+    /// Creates database `name` whose `main` starts at a `clone` commit on top of `source` (any
+    /// database's commit), with the same files and no layers of its own: zero copy.
+    async fn create_clone(
+        &self,
+        name: &str,
+        source: &Commit,
+        root: NewCommit,
+    ) -> Result<(Repo, Commit), CatalogError>;
+    /// Moves a branch to `target` (reset), refused while a writable mount holds it or while it
+    /// has synced-but-uncommitted changes.
+    async fn move_branch(
+        &self,
+        repo_id: i64,
+        branch: &str,
+        target: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<(), CatalogError>;
+    /// Deletes a database: its branches, tags, reflog and pending state go and its name is freed.
+    /// Commits and layers stay (clones may build on them) until gc finds nothing needs them.
+    /// Refused while a writable mount holds one of its branches.
+    async fn delete_repo(&self, repo_id: i64, now: Millis) -> Result<(), CatalogError>;
+    /// Records a reader's pin on a commit (read-only mounts), refreshed by `heartbeat_pin`.
+    async fn add_pin(
+        &self,
+        id: &str,
+        repo_id: i64,
+        commit_id: &str,
+        holder: &str,
+        now: Millis,
+    ) -> Result<(), CatalogError>;
+    async fn heartbeat_pin(&self, id: &str, now: Millis) -> Result<(), CatalogError>;
+    async fn remove_pin(&self, id: &str) -> Result<(), CatalogError>;
+
     /// Seals the pending state of a branch into a commit on top of its head, in one transaction.
     /// `NothingPending` if nothing was synced since the last commit and `allow_empty` is false.
     async fn commit_pending(

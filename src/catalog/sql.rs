@@ -492,7 +492,7 @@ macro_rules! impl_catalog {
             }
 
             async fn repos(&self) -> Result<Vec<Repo>, CatalogError> {
-                let rows = sqlx::query("SELECT id, name, created_at FROM repos ORDER BY name")
+                let rows = sqlx::query("SELECT id, name, created_at FROM repos WHERE name NOT LIKE '.%' ORDER BY name")
                     .fetch_all(&self.pool)
                     .await
                     .map_err(|e| self.db(e))?;
@@ -964,6 +964,202 @@ macro_rules! impl_catalog {
                     .map_err(|e| self.db(e))?;
                 let layers = rows.iter().map(|r| self.layer_row(r)).collect::<Result<Vec<_>, _>>()?;
                 Ok(Some(Pending { files, layers, synced_at }))
+            }
+
+            async fn create_clone(&self, name: &str, source: &Commit, root: NewCommit) -> Result<(Repo, Commit), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                let exists = sqlx::query("SELECT id FROM repos WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                if exists.is_some() {
+                    return Err(CatalogError::Exists { what: "database", name: name.to_string() });
+                }
+                let row = sqlx::query("INSERT INTO repos (name, created_at) VALUES ($1, $2) RETURNING id, name, created_at")
+                    .bind(name)
+                    .bind(root.time)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let repo = self.repo_row(&row)?;
+                let created_at = root.time.max(source.created_at + 1);
+                let commit = Commit {
+                    id: root.id.clone(),
+                    repo_id: repo.id,
+                    parent_id: Some(source.id.clone()),
+                    depth: source.depth + 1,
+                    kind: root.kind,
+                    message: root.message.clone(),
+                    author: root.author.clone(),
+                    created_at,
+                    bytes_added: 0,
+                    logical_size: source.logical_size,
+                };
+                sqlx::query(
+                    "INSERT INTO commits (id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)",
+                )
+                .bind(&commit.id)
+                .bind(repo.id)
+                .bind(&source.id)
+                .bind(commit.depth)
+                .bind(commit.kind.as_str())
+                .bind(&commit.message)
+                .bind(&commit.author)
+                .bind(created_at)
+                .bind(commit.logical_size)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                sqlx::query(
+                    "INSERT INTO commit_files (commit_id, path, file_id, size) SELECT $1, path, file_id, size FROM commit_files WHERE commit_id = $2",
+                )
+                .bind(&commit.id)
+                .bind(&source.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                sqlx::query(
+                    "INSERT INTO refs (repo_id, name, kind, commit_id, created_at, updated_at) VALUES ($1, 'main', 'branch', $2, $3, $3)",
+                )
+                .bind(repo.id)
+                .bind(&commit.id)
+                .bind(created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                sqlx::query(
+                    "INSERT INTO reflog (repo_id, branch, old_commit, new_commit, at, reason) VALUES ($1, 'main', NULL, $2, $3, $4)",
+                )
+                .bind(repo.id)
+                .bind(&commit.id)
+                .bind(created_at)
+                .bind(format!("clone of {}", &source.id[..source.id.len().min(12)]))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok((repo, commit))
+            }
+
+            async fn move_branch(&self, repo_id: i64, branch: &str, target: &str, reason: &str, now: Millis) -> Result<(), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                let head = self.lock_branch(&mut tx, repo_id, branch).await?;
+                let lease = sqlx::query("SELECT holder, heartbeat_at FROM leases WHERE repo_id = $1 AND branch = $2 AND released = 0")
+                    .bind(repo_id)
+                    .bind(branch)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                if let Some(l) = lease {
+                    let holder: String = l.try_get("holder").map_err(|e| self.db(e))?;
+                    return Err(CatalogError::Refused(format!(
+                        "branch {branch:?} is mounted writable by {holder}; unmount it first"
+                    )));
+                }
+                let pending = sqlx::query("SELECT synced_at FROM pending WHERE repo_id = $1 AND branch = $2")
+                    .bind(repo_id)
+                    .bind(branch)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                if pending.is_some() {
+                    return Err(CatalogError::Refused(format!(
+                        "branch {branch:?} has synced changes that are not committed; `quackfs commit -b {branch}` them first"
+                    )));
+                }
+                if self.commit_in(&mut tx, target).await?.is_none() {
+                    return Err(CatalogError::NotFound { what: "commit", name: target.to_string() });
+                }
+                sqlx::query("UPDATE refs SET commit_id = $1, updated_at = $2 WHERE repo_id = $3 AND name = $4 AND kind = 'branch'")
+                    .bind(target)
+                    .bind(now)
+                    .bind(repo_id)
+                    .bind(branch)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                sqlx::query(
+                    "INSERT INTO reflog (repo_id, branch, old_commit, new_commit, at, reason) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(repo_id)
+                .bind(branch)
+                .bind(&head)
+                .bind(target)
+                .bind(now)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn delete_repo(&self, repo_id: i64, now: Millis) -> Result<(), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                let held = sqlx::query("SELECT branch, holder FROM leases WHERE repo_id = $1 AND released = 0")
+                    .bind(repo_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                if let Some(l) = held {
+                    let branch: String = l.try_get("branch").map_err(|e| self.db(e))?;
+                    let holder: String = l.try_get("holder").map_err(|e| self.db(e))?;
+                    return Err(CatalogError::Refused(format!(
+                        "branch {branch:?} is mounted writable by {holder}; unmount it first"
+                    )));
+                }
+                for sql in [
+                    "DELETE FROM refs WHERE repo_id = $1",
+                    "DELETE FROM reflog WHERE repo_id = $1",
+                    "DELETE FROM pending WHERE repo_id = $1",
+                    "DELETE FROM pending_files WHERE repo_id = $1",
+                    "DELETE FROM leases WHERE repo_id = $1",
+                ] {
+                    sqlx::query(sql).bind(repo_id).execute(&mut *tx).await.map_err(|e| self.db(e))?;
+                }
+                // The row stays (commits refer to it) under a name no user can choose.
+                sqlx::query("UPDATE repos SET name = $1 WHERE id = $2")
+                    .bind(format!(".deleted-{repo_id}-{now}"))
+                    .bind(repo_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn add_pin(&self, id: &str, repo_id: i64, commit_id: &str, holder: &str, now: Millis) -> Result<(), CatalogError> {
+                sqlx::query("INSERT INTO pins (id, repo_id, commit_id, holder, created_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $5)")
+                    .bind(id)
+                    .bind(repo_id)
+                    .bind(commit_id)
+                    .bind(holder)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn heartbeat_pin(&self, id: &str, now: Millis) -> Result<(), CatalogError> {
+                sqlx::query("UPDATE pins SET heartbeat_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn remove_pin(&self, id: &str) -> Result<(), CatalogError> {
+                sqlx::query("DELETE FROM pins WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                Ok(())
             }
 
             async fn commit_pending(

@@ -2,8 +2,11 @@
 //! is the help text) and a `run` function. Data goes to stdout, everything else to stderr.
 
 mod branch;
+mod clone;
 mod commit;
 mod completions;
+mod diff;
+mod drop;
 mod export;
 mod import;
 mod init;
@@ -12,11 +15,13 @@ mod mount;
 mod output;
 mod reflog;
 mod repos;
+mod reset;
 mod show;
 mod status;
 mod tag;
 mod umount;
 mod use_;
+mod verify;
 
 use clap::{Args, Parser, Subcommand};
 use quackfs::config::{Config, LocalState, Overrides};
@@ -100,6 +105,11 @@ pub enum Command {
     Branch(branch::BranchArgs),
     Tag(tag::TagArgs),
     Reflog(reflog::ReflogArgs),
+    Reset(reset::ResetArgs),
+    Clone(clone::CloneArgs),
+    Diff(diff::DiffArgs),
+    Verify(verify::VerifyArgs),
+    Drop(drop::DropArgs),
     Completions(completions::CompletionsArgs),
 }
 
@@ -135,6 +145,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Branch(a) => branch::run(&ctx, a).await,
         Command::Tag(a) => tag::run(&ctx, a).await,
         Command::Reflog(a) => reflog::run(&ctx, a).await,
+        Command::Reset(a) => reset::run(&ctx, a).await,
+        Command::Clone(a) => clone::run(&ctx, a).await,
+        Command::Diff(a) => diff::run(&ctx, a).await,
+        Command::Verify(a) => verify::run(&ctx, a).await,
+        Command::Drop(a) => drop::run(&ctx, a).await,
         Command::Completions(_) => Ok(()),
     }
 }

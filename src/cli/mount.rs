@@ -216,6 +216,20 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         }
     };
     let commit_id = view.commit.id.clone();
+    // A reader pins its commit so gc keeps what it reads (the pin's heartbeat proves it is alive).
+    let pin = if writer.is_none() {
+        let id = quackfs::engine::new_id();
+        if let Err(e) = engine
+            .catalog
+            .add_pin(&id, r.repo.id, &commit_id, &holder, now_millis())
+            .await
+        {
+            return Err(e.into());
+        }
+        Some(id)
+    } else {
+        None
+    };
     let cfg = MountConfig {
         writer: writer.clone().zip(lease),
         autocommit: a.autocommit == Autocommit::Checkpoint,
@@ -280,16 +294,26 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         let _ = std::fs::create_dir_all(parent);
     }
     let _ = std::fs::write(&runfile, std::process::id().to_string());
-    let heartbeat = writer.clone().zip(lease).map(|(branch, generation)| {
+    let heartbeat = {
         let engine = engine.clone();
         let fs = fs.clone();
         let repo_id = r.repo.id;
+        let lease = writer.clone().zip(lease);
+        let pin = pin.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(HEARTBEAT).await;
+                if let Some(pin) = &pin {
+                    if let Err(e) = engine.catalog.heartbeat_pin(pin, now_millis()).await {
+                        tracing::warn!("pin heartbeat failed: {e}");
+                    }
+                }
+                let Some((branch, generation)) = &lease else {
+                    continue;
+                };
                 match engine
                     .catalog
-                    .heartbeat(repo_id, &branch, generation, now_millis())
+                    .heartbeat(repo_id, branch, *generation, now_millis())
                     .await
                 {
                     Ok(()) => {}
@@ -301,7 +325,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
                 }
             }
         })
-    });
+    };
     let what = match &writer {
         Some(b) => format!("{}@{b} (writable)", r.repo.name),
         None => format!("{}@{} (read-only)", r.repo.name, short(&commit_id)),
@@ -332,10 +356,13 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     }
     // Everything written is in memory here; make it durable before letting the branch go.
     let flushed = fs.sync_all().await;
-    if let Some(h) = heartbeat {
-        h.abort();
-    }
+    heartbeat.abort();
     release(engine.clone()).await;
+    if let Some(pin) = &pin {
+        if let Err(e) = engine.catalog.remove_pin(pin).await {
+            tracing::warn!("removing the pin failed: {e}");
+        }
+    }
     fs.remove_scratch();
     let _ = std::fs::remove_file(&runfile);
     match flushed {

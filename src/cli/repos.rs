@@ -14,6 +14,7 @@ struct Row {
     commits: i64,
     logical_bytes: i64,
     stored_bytes: i64,
+    shared_bytes: i64,
     created_at: String,
 }
 
@@ -22,9 +23,18 @@ pub async fn run(ctx: &Ctx, _a: ReposArgs) -> Result<()> {
     let mut rows = Vec::new();
     for repo in engine.catalog.repos().await? {
         let stats = engine.catalog.repo_stats(repo.id).await?;
-        let logical = match engine.branch_head(&repo, "main").await {
-            Ok(c) => c.logical_size,
-            Err(_) => 0,
+        // Logical size and the bytes read from layers other databases own (clones share them).
+        let (logical, shared) = match engine.branch_head(&repo, "main").await {
+            Ok(c) => {
+                let layers = engine.catalog.chain_layers(&c.id).await?;
+                let shared = layers
+                    .iter()
+                    .filter(|l| l.repo_id != repo.id)
+                    .map(|l| l.size_bytes)
+                    .sum();
+                (c.logical_size, shared)
+            }
+            Err(_) => (0, 0),
         };
         rows.push(Row {
             name: repo.name,
@@ -33,6 +43,7 @@ pub async fn run(ctx: &Ctx, _a: ReposArgs) -> Result<()> {
             commits: stats.commits,
             logical_bytes: logical,
             stored_bytes: stats.stored_bytes,
+            shared_bytes: shared,
             created_at: quackfs::engine::fmt_time(repo.created_at),
         });
     }
@@ -63,6 +74,7 @@ pub async fn run(ctx: &Ctx, _a: ReposArgs) -> Result<()> {
             r.commits.to_string(),
             size(r.logical_bytes),
             size(r.stored_bytes),
+            size(r.shared_bytes),
             created,
         ]);
     }

@@ -5,6 +5,7 @@
 
 pub mod export;
 pub mod extent_map;
+pub mod history;
 pub mod import;
 pub mod layers;
 pub mod view;
@@ -58,16 +59,18 @@ pub fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// Opens the object store named by `url` (`file://PATH`; S3 arrives with the production backends).
-pub fn open_store(url: &str) -> Result<DynStore> {
+/// Opens the object store named by `url`: `file://PATH` or `s3://BUCKET[/PREFIX]` (endpoint,
+/// region and credentials from the environment; see [`store::s3`]). Contacts nothing yet.
+pub async fn open_store(url: &str) -> Result<DynStore> {
     if let Some(path) = url.strip_prefix("file://") {
         Ok(Arc::new(store::local::LocalStore::open(PathBuf::from(
             path,
         ))?))
     } else if url.starts_with("s3://") {
-        Err(Error::Config(format!(
-            "object store {url}: the S3 backend is not available in this build"
-        )))
+        let s3 = store::s3::S3Store::open(url)
+            .await
+            .map_err(|e| Error::Config(format!("object store {url}: {e}")))?;
+        Ok(Arc::new(s3))
     } else {
         Err(Error::Config(format!(
             "invalid object store URL {url:?}: expected file://PATH or s3://BUCKET[/PREFIX]"
@@ -102,7 +105,7 @@ impl Engine {
         let tmp_dir = cfg.tmp_dir();
         std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::file(&tmp_dir, e))?;
         let catalog = catalog::open(&cfg.catalog_url).await?;
-        let store = open_store(&cfg.store_url)?;
+        let store = open_store(&cfg.store_url).await?;
         Ok(Engine::new(catalog, store, tmp_dir, cfg.author.clone()))
     }
 
