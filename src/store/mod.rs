@@ -9,10 +9,12 @@
 pub mod faulty;
 pub mod local;
 pub mod memory;
+pub mod s3;
 
 pub use faulty::FaultyStore;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use s3::S3Store;
 
 use std::path::Path;
 use std::sync::Arc;
