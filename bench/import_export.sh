@@ -235,6 +235,14 @@ for mode in "${MODES[@]}"; do
         cmp -s "$SRC" "$WORK/export/$DB_NAME" || die "export of the first import differs from $SRC"
         log "  rep $rep: export $T_REAL s (user $T_USER, sys $T_SYS)"
         rm -rf "$WORK/export"
+
+        # The same import into an existing empty database: without the catalog's creation.
+        rm -rf "$QUACKFS_HOME"
+        q init bench >/dev/null 2>&1
+        prepare_cache "$mode"
+        timed q import "$SRC" -m "initial import"
+        add_time "import_existing.$mode"
+        log "  rep $rep: import into an existing empty database $T_REAL s (user $T_USER, sys $T_SYS)"
     done
 done
 
@@ -298,23 +306,26 @@ echo "database:    $DB_NAME, $DB_SIZE bytes ($(mib "$DB_SIZE")), $DATA_KIND"
 echo "repetitions: $BENCH_REPS per configuration, median shown; sync before every timed command"
 echo
 echo "-- time (seconds, median) --"
-printf '%-26s %8s %8s %8s  %-9s %-9s %s\n' "operation" "time" "vs cp" "vs cp+fs" "target" "(vs cp)" "throughput"
+printf '%-30s %8s %8s %8s  %-9s %-9s %s\n' "operation" "time" "vs cp" "vs cp+fs" "target" "(vs cp)" "throughput"
 for mode in "${MODES[@]}"; do
     cpm=${M[cp.$mode]} csm=${M[cpsync.$mode]}
-    printf '%-26s %8s %8s %8s  %-9s %-9s %s\n' "cp ($mode)" "$cpm" "1.000" "" "" "" "$(mbps "$DB_SIZE" "$cpm")"
-    printf '%-26s %8s %8s %8s  %-9s %-9s %s\n' "cp + sync FILE ($mode)" "$csm" "$(ratio "$csm" "$cpm")" "1.000" "" "" "$(mbps "$DB_SIZE" "$csm")"
-    for op in import export; do
+    printf '%-30s %8s %8s %8s  %-9s %-9s %s\n' "cp ($mode)" "$cpm" "1.000" "" "" "" "$(mbps "$DB_SIZE" "$cpm")"
+    printf '%-30s %8s %8s %8s  %-9s %-9s %s\n' "cp + sync FILE ($mode)" "$csm" "$(ratio "$csm" "$cpm")" "1.000" "" "" "$(mbps "$DB_SIZE" "$csm")"
+    for op in import import_existing export; do
         v=${M[$op.$mode]}
         r=$(ratio "$v" "$cpm") rs=$(ratio "$v" "$csm")
-        printf '%-26s %8s %8s %8s  %-9s %-9s %s\n' "$op ($mode)" "$v" "$r" "$rs" \
+        label="$op ($mode)"
+        if [ "$op" = import ]; then label="import: init --import ($mode)"; fi
+        if [ "$op" = import_existing ]; then label="import into empty db ($mode)"; fi
+        printf '%-30s %8s %8s %8s  %-9s %-9s %s\n' "$label" "$v" "$r" "$rs" \
             "$(verdict "$rs" "$TARGET_TIME")/fs" "$(verdict "$r" "$TARGET_TIME")" "$(mbps "$DB_SIZE" "$v")"
     done
 done
-printf '%-26s %8s %8s %8s  %-9s %-9s\n' "re-import, 1 change (warm)" "${M[reimport]}" \
+printf '%-30s %8s %8s %8s  %-9s %-9s %s\n' "re-import, 1 change (warm)" "${M[reimport]}" \
     "$(ratio "${M[reimport]}" "${M[cp.warm]}")" "$(ratio "${M[reimport]}" "${M[cpsync.warm]}")" \
     "$(verdict "$(ratio "${M[reimport]}" "${M[cpsync.warm]}")" "$TARGET_TIME")/fs" \
-    "$(verdict "$(ratio "${M[reimport]}" "${M[cp.warm]}")" "$TARGET_TIME")"
-printf '%-26s %8s %8s %8s  %s\n' "export of head (warm, 1 run)" "${M[export_head]}" \
+    "$(verdict "$(ratio "${M[reimport]}" "${M[cp.warm]}")" "$TARGET_TIME")" "$(mbps "$WC_SIZE" "${M[reimport]}")"
+printf '%-30s %8s %8s %8s  %s\n' "export of head (warm, 1 run)" "${M[export_head]}" \
     "$(ratio "${M[export_head]}" "${M[cp.warm]}")" "$(ratio "${M[export_head]}" "${M[cpsync.warm]}")" \
     "byte-identical to the working copy: $EXPORT_OK"
 echo "(target ${TARGET_TIME}x: the 'target' column judges against cp+sync (quackfs fsyncs what it writes), '(vs cp)' against plain cp)"
@@ -337,9 +348,9 @@ args=(
     "nproc=$(nproc)" "fs=$(fs_type "$BENCH_DIR")" "data=$DATA_KIND" "db_bytes=$DB_SIZE"
     "reps=$BENCH_REPS" "changes=$CHANGES"
 )
-for k in "${!M[@]}"; do args+=("median_s.${k}=${M[$k]}"); done
+while read -r k; do args+=("median_s.${k}=${M[$k]}"); done < <(printf '%s\n' "${!M[@]}" | sort)
 for mode in "${MODES[@]}"; do
-    for op in import export; do
+    for op in import import_existing export; do
         args+=("ratio.$op.$mode.vs_cp=$(ratio "${M[$op.$mode]}" "${M[cp.$mode]}")")
         args+=("ratio.$op.$mode.vs_cp_sync=$(ratio "${M[$op.$mode]}" "${M[cpsync.$mode]}")")
     done

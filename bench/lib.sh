@@ -122,6 +122,7 @@ machine_info() {
     echo "host:        $(hostname) ($(uname -sr))"
     echo "cpu:         $(nproc) cores${cpu:+, $cpu}"
     echo "memory:      $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+    echo "load:        $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min; other work on the machine skews the times)"
     echo "bench dir:   $BENCH_DIR ($(fs_type "$BENCH_DIR"), $(df -h --output=avail "$BENCH_DIR" | tail -n 1 | tr -d ' ') free)"
     echo "quackfs:     $QUACKFS ($("$QUACKFS" --version 2>/dev/null || echo '?'), git $(git_rev))"
     echo "page cache:  $(if [ -n "$CAN_DROP_CACHES" ]; then echo 'can be dropped (cold runs measured)'; else echo 'cannot be dropped (warm runs only)'; fi)"

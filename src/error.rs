@@ -62,6 +62,8 @@ pub enum Error {
     Refused(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Expired(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
     #[error("configuration: {0}")]

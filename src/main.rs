@@ -7,6 +7,9 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`quackfs log | head`), like other command-line tools.
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = cli::Cli::parse();
     init_logging(args.global.verbose, args.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -120,6 +120,8 @@ pub struct Commit {
     pub bytes_added: i64,
     /// Sum of the sizes of its files.
     pub logical_size: i64,
+    /// When gc expired it (its bytes may be gone).
+    pub expired_at: Option<Millis>,
 }
 
 /// One file of a commit.
@@ -249,6 +251,38 @@ pub struct SyncRequest {
     pub now: Millis,
 }
 
+/// A layer as gc sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcLayer {
+    pub row: LayerRow,
+    /// Set while the layer is a pending segment of a branch.
+    pub branch: Option<String>,
+    pub superseded_at: Option<Millis>,
+    pub doomed_at: Option<Millis>,
+}
+
+/// A reader's pin on a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pin {
+    pub id: String,
+    pub repo_id: i64,
+    pub commit_id: String,
+    pub holder: String,
+    pub created_at: Millis,
+    pub heartbeat_at: Millis,
+}
+
+/// Everything gc decides from, across all databases (layers are shared by clones).
+#[derive(Debug, Clone, Default)]
+pub struct GcSnapshot {
+    pub commits: Vec<Commit>,
+    pub layers: Vec<GcLayer>,
+    pub refs: Vec<RefRow>,
+    pub reflog: Vec<(i64, ReflogEntry)>,
+    pub pins: Vec<Pin>,
+    pub leases: Vec<Lease>,
+}
+
 /// Counters shown by `repos` and `status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RepoStats {
@@ -374,6 +408,25 @@ pub trait Catalog: Send + Sync + 'static {
     /// Commits and layers stay (clones may build on them) until gc finds nothing needs them.
     /// Refused while a writable mount holds one of its branches.
     async fn delete_repo(&self, repo_id: i64, now: Millis) -> Result<(), CatalogError>;
+    /// Reads everything gc needs (all databases).
+    async fn gc_snapshot(&self) -> Result<GcSnapshot, CatalogError>;
+    /// Adds a layer to an existing commit after its others (merge's image layers).
+    async fn add_layer(&self, commit_id: &str, layer: LayerRow) -> Result<LayerRow, CatalogError>;
+    /// Replaces layers of one commit by one merged layer taking the first one's place; the old
+    /// ones are marked superseded (readers that started before keep them).
+    async fn replace_layers(
+        &self,
+        commit_id: &str,
+        old: &[String],
+        new: LayerRow,
+        now: Millis,
+    ) -> Result<(), CatalogError>;
+    /// Marks layers doomed at `at`, or clears the mark with None.
+    async fn set_doomed(&self, ids: &[String], at: Option<Millis>) -> Result<(), CatalogError>;
+    /// Forgets layers whose objects were deleted.
+    async fn delete_layers(&self, ids: &[String]) -> Result<(), CatalogError>;
+    /// Marks commits expired.
+    async fn expire_commits(&self, ids: &[String], now: Millis) -> Result<(), CatalogError>;
     /// Records a reader's pin on a commit (read-only mounts), refreshed by `heartbeat_pin`.
     async fn add_pin(
         &self,

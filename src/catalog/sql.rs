@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 const COMMIT_COLS: &str =
-    "id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size";
+    "id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size, expired_at";
 const LAYER_COLS: &str =
     "id, repo_id, commit_id, seq, kind, object_key, size_bytes, min_time, max_time, created_at";
 
@@ -143,6 +143,7 @@ macro_rules! impl_catalog {
                         created_at: r.try_get("created_at")?,
                         bytes_added: r.try_get("bytes_added")?,
                         logical_size: r.try_get("logical_size")?,
+                        expired_at: r.try_get("expired_at")?,
                     })
                 };
                 g().map_err(|e| self.db(e))
@@ -295,6 +296,7 @@ macro_rules! impl_catalog {
                     created_at,
                     bytes_added,
                     logical_size: files.iter().map(|f| f.size).sum(),
+                    expired_at: None,
                 };
                 sqlx::query(
                     "INSERT INTO commits (id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size) \
@@ -437,6 +439,7 @@ macro_rules! impl_catalog {
                     created_at: root.time,
                     bytes_added: 0,
                     logical_size: 0,
+                    expired_at: None,
                 };
                 sqlx::query(
                     "INSERT INTO commits (id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size) \
@@ -707,7 +710,7 @@ macro_rules! impl_catalog {
                         SELECT c.parent_id, chain.n + 1 FROM commits c JOIN chain ON c.id = chain.cid \
                         WHERE c.parent_id IS NOT NULL \
                      ) SELECT {LAYER_COLS} FROM layers JOIN chain ON layers.commit_id = chain.cid \
-                     ORDER BY chain.n DESC, layers.seq ASC"
+                     WHERE layers.superseded_at IS NULL ORDER BY chain.n DESC, layers.seq ASC"
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(id)
@@ -718,7 +721,7 @@ macro_rules! impl_catalog {
             }
 
             async fn commit_layers(&self, id: &str) -> Result<Vec<LayerRow>, CatalogError> {
-                let sql = format!("SELECT {LAYER_COLS} FROM layers WHERE commit_id = $1 ORDER BY seq");
+                let sql = format!("SELECT {LAYER_COLS} FROM layers WHERE commit_id = $1 AND superseded_at IS NULL ORDER BY seq");
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(id)
                     .fetch_all(&self.pool)
@@ -995,6 +998,7 @@ macro_rules! impl_catalog {
                     created_at,
                     bytes_added: 0,
                     logical_size: source.logical_size,
+                    expired_at: None,
                 };
                 sqlx::query(
                     "INSERT INTO commits (id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size) \
@@ -1126,6 +1130,175 @@ macro_rules! impl_catalog {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| self.db(e))?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn gc_snapshot(&self) -> Result<GcSnapshot, CatalogError> {
+                let sql = format!("SELECT {COMMIT_COLS} FROM commits");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await.map_err(|e| self.db(e))?;
+                let commits = rows.iter().map(|r| self.commit_row(r)).collect::<Result<Vec<_>, _>>()?;
+                let sql = format!("SELECT {LAYER_COLS}, branch, superseded_at, doomed_at FROM layers");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await.map_err(|e| self.db(e))?;
+                let mut layers = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    layers.push(GcLayer {
+                        row: self.layer_row(r)?,
+                        branch: r.try_get("branch").map_err(|e| self.db(e))?,
+                        superseded_at: r.try_get("superseded_at").map_err(|e| self.db(e))?,
+                        doomed_at: r.try_get("doomed_at").map_err(|e| self.db(e))?,
+                    });
+                }
+                let rows = sqlx::query("SELECT repo_id, name, kind, commit_id, created_at, updated_at FROM refs")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let refs = rows.iter().map(|r| self.ref_row(r)).collect::<Result<Vec<_>, _>>()?;
+                let rows = sqlx::query("SELECT id, repo_id, branch, old_commit, new_commit, at, reason FROM reflog")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let reflog = rows
+                    .iter()
+                    .map(|r| {
+                        Ok((
+                            r.try_get("repo_id")?,
+                            ReflogEntry {
+                                id: r.try_get("id")?,
+                                branch: r.try_get("branch")?,
+                                old_commit: r.try_get("old_commit")?,
+                                new_commit: r.try_get("new_commit")?,
+                                at: r.try_get("at")?,
+                                reason: r.try_get("reason")?,
+                            },
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(|e| self.db(e))?;
+                let rows = sqlx::query("SELECT id, repo_id, commit_id, holder, created_at, heartbeat_at FROM pins")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let pins = rows
+                    .iter()
+                    .map(|r| {
+                        Ok(Pin {
+                            id: r.try_get("id")?,
+                            repo_id: r.try_get("repo_id")?,
+                            commit_id: r.try_get("commit_id")?,
+                            holder: r.try_get("holder")?,
+                            created_at: r.try_get("created_at")?,
+                            heartbeat_at: r.try_get("heartbeat_at")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(|e| self.db(e))?;
+                let rows = sqlx::query(
+                    "SELECT repo_id, branch, generation, holder, acquired_at, heartbeat_at FROM leases WHERE released = 0",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.db(e))?;
+                let leases = rows
+                    .iter()
+                    .map(|r| {
+                        Ok(Lease {
+                            repo_id: r.try_get("repo_id")?,
+                            branch: r.try_get("branch")?,
+                            generation: r.try_get("generation")?,
+                            holder: r.try_get("holder")?,
+                            acquired_at: r.try_get("acquired_at")?,
+                            heartbeat_at: r.try_get("heartbeat_at")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(|e| self.db(e))?;
+                Ok(GcSnapshot { commits, layers, refs, reflog, pins, leases })
+            }
+
+            async fn add_layer(&self, commit_id: &str, mut layer: LayerRow) -> Result<LayerRow, CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                let Some(c) = self.commit_in(&mut tx, commit_id).await? else {
+                    return Err(CatalogError::NotFound { what: "commit", name: commit_id.to_string() });
+                };
+                let r = sqlx::query("SELECT CAST(COALESCE(MAX(seq), -1) AS BIGINT) AS m FROM layers WHERE commit_id = $1")
+                    .bind(commit_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let max: i64 = r.try_get("m").map_err(|e| self.db(e))?;
+                layer.seq = max + 1;
+                layer.commit_id = Some(commit_id.to_string());
+                self.insert_layer(&mut tx, c.repo_id, Some(commit_id), None, &layer).await?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(layer)
+            }
+
+            async fn replace_layers(&self, commit_id: &str, old: &[String], mut new: LayerRow, now: Millis) -> Result<(), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                let Some(c) = self.commit_in(&mut tx, commit_id).await? else {
+                    return Err(CatalogError::NotFound { what: "commit", name: commit_id.to_string() });
+                };
+                let mut first = i64::MAX;
+                for id in old {
+                    let r = sqlx::query(
+                        "UPDATE layers SET superseded_at = $1 WHERE id = $2 AND commit_id = $3 AND superseded_at IS NULL RETURNING seq",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .bind(commit_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                    let Some(r) = r else {
+                        return Err(CatalogError::Conflict(format!("layer {id} changed while it was being merged")));
+                    };
+                    first = first.min(r.try_get::<i64, _>("seq").map_err(|e| self.db(e))?);
+                }
+                new.seq = first;
+                new.commit_id = Some(commit_id.to_string());
+                self.insert_layer(&mut tx, c.repo_id, Some(commit_id), None, &new).await?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn set_doomed(&self, ids: &[String], at: Option<Millis>) -> Result<(), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                for id in ids {
+                    sqlx::query("UPDATE layers SET doomed_at = $1 WHERE id = $2")
+                        .bind(at)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                }
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn delete_layers(&self, ids: &[String]) -> Result<(), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                for id in ids {
+                    sqlx::query("DELETE FROM layers WHERE id = $1 AND doomed_at IS NOT NULL")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                }
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn expire_commits(&self, ids: &[String], now: Millis) -> Result<(), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                for id in ids {
+                    sqlx::query("UPDATE commits SET expired_at = $1 WHERE id = $2 AND expired_at IS NULL")
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                }
                 tx.commit().await.map_err(|e| self.db(e))?;
                 Ok(())
             }

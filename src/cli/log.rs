@@ -41,7 +41,11 @@ pub async fn run(ctx: &Ctx, a: LogArgs) -> Result<()> {
             short(&c.id).to_string(),
             time(c.created_at),
             c.author.clone(),
-            c.kind.as_str().to_string(),
+            if c.expired_at.is_some() {
+                format!("{} (expired)", c.kind.as_str())
+            } else {
+                c.kind.as_str().to_string()
+            },
             size(c.bytes_added),
             c.message.clone(),
         ]);

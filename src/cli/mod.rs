@@ -8,9 +8,11 @@ mod completions;
 mod diff;
 mod drop;
 mod export;
+mod gc;
 mod import;
 mod init;
 mod log;
+mod merge;
 mod mount;
 mod output;
 mod reflog;
@@ -110,6 +112,8 @@ pub enum Command {
     Diff(diff::DiffArgs),
     Verify(verify::VerifyArgs),
     Drop(drop::DropArgs),
+    Merge(merge::MergeArgs),
+    Gc(gc::GcArgs),
     Completions(completions::CompletionsArgs),
 }
 
@@ -150,6 +154,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Diff(a) => diff::run(&ctx, a).await,
         Command::Verify(a) => verify::run(&ctx, a).await,
         Command::Drop(a) => drop::run(&ctx, a).await,
+        Command::Merge(a) => merge::run(&ctx, a).await,
+        Command::Gc(a) => gc::run(&ctx, a).await,
         Command::Completions(_) => Ok(()),
     }
 }

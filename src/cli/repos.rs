@@ -56,7 +56,7 @@ pub async fn run(ctx: &Ctx, _a: ReposArgs) -> Result<()> {
     }
     let current = ctx.current_repo()?.unwrap_or_default();
     let mut t = table(&[
-        "", "DATABASE", "BRANCHES", "TAGS", "COMMITS", "LOGICAL", "STORED", "CREATED",
+        "", "DATABASE", "BRANCHES", "TAGS", "COMMITS", "LOGICAL", "OWNED", "SHARED", "CREATED",
     ]);
     for r in &rows {
         let created = chrono::DateTime::parse_from_rfc3339(&r.created_at)

@@ -31,6 +31,14 @@ pub async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
         let spec = ctx.parse_spec(&rev, None)?;
         vec![engine.resolve_spec(&spec, current.as_deref()).await?.commit]
     };
+    let (commits, expired): (Vec<_>, Vec<_>) =
+        commits.into_iter().partition(|c| c.expired_at.is_none());
+    if commits.is_empty() && !expired.is_empty() {
+        return Err(Error::Expired(format!(
+            "commit {} expired: gc removed what it needed",
+            quackfs::engine::short(&expired[0].id)
+        )));
+    }
     let pb = ctx.progress("verify");
     let report = engine.verify(&commits, &pb).await?;
     pb.finish_and_clear();
@@ -44,5 +52,11 @@ pub async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
         report.extents,
         size(report.bytes as i64)
     );
+    if !expired.is_empty() {
+        ctx.note(format!(
+            "skipped {} expired commit(s) (gc removed their data)",
+            expired.len()
+        ));
+    }
     Ok(())
 }

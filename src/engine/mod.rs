@@ -8,6 +8,7 @@ pub mod extent_map;
 pub mod history;
 pub mod import;
 pub mod layers;
+pub mod maintenance;
 pub mod view;
 pub mod write_buffer;
 
@@ -176,6 +177,13 @@ impl Engine {
 
     /// The read view of a commit.
     pub async fn view(&self, commit: &Commit) -> Result<ReadView> {
+        if let Some(at) = commit.expired_at {
+            return Err(Error::Expired(format!(
+                "commit {} expired: gc removed what it needed at {} (it was outside the retention window)",
+                short(&commit.id),
+                fmt_time(at)
+            )));
+        }
         ReadView::open(&self.catalog, self.layers.clone(), commit.clone()).await
     }
 

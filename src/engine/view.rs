@@ -158,33 +158,7 @@ impl ReadView {
 
     /// Copies the bytes of `piece` into `dst` (whose length is the piece's length).
     pub async fn piece_bytes(&self, piece: &Piece, dst: &mut [u8]) -> Result<()> {
-        match &piece.src {
-            Source::Mem { buf, .. } => dst.copy_from_slice(&buf[..dst.len()]),
-            Source::Layer {
-                layer,
-                data_off,
-                ext_len,
-                crc,
-                skip,
-            } => {
-                let l = self.layers.get(*layer as usize).ok_or_else(|| {
-                    Error::Corrupt(format!("extent refers to missing layer {layer}"))
-                })?;
-                let bytes = self
-                    .cache
-                    .extent(&l.row.object_key, *data_off, *ext_len, *crc)
-                    .await?;
-                let from = *skip as usize;
-                let src = bytes.get(from..from + dst.len()).ok_or_else(|| {
-                    Error::Corrupt(format!(
-                        "layer object {}: extent shorter than its index says",
-                        l.row.object_key
-                    ))
-                })?;
-                dst.copy_from_slice(src);
-            }
-        }
-        Ok(())
+        piece_bytes(&self.cache, &self.layers, piece, dst).await
     }
 
     /// How many distinct layers the file's extents come from (read amplification).
@@ -201,4 +175,39 @@ impl ReadView {
         seen.dedup();
         seen.len()
     }
+}
+
+/// Copies the bytes of `piece` (whose layer numbers index `layers`) into `dst`.
+pub async fn piece_bytes(
+    cache: &LayerCache,
+    layers: &[ViewLayer],
+    piece: &Piece,
+    dst: &mut [u8],
+) -> Result<()> {
+    match &piece.src {
+        Source::Mem { buf, .. } => dst.copy_from_slice(&buf[..dst.len()]),
+        Source::Layer {
+            layer,
+            data_off,
+            ext_len,
+            crc,
+            skip,
+        } => {
+            let l = layers
+                .get(*layer as usize)
+                .ok_or_else(|| Error::Corrupt(format!("extent refers to missing layer {layer}")))?;
+            let bytes = cache
+                .extent(&l.row.object_key, *data_off, *ext_len, *crc)
+                .await?;
+            let from = *skip as usize;
+            let src = bytes.get(from..from + dst.len()).ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "layer object {}: extent shorter than its index says",
+                    l.row.object_key
+                ))
+            })?;
+            dst.copy_from_slice(src);
+        }
+    }
+    Ok(())
 }

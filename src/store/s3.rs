@@ -32,7 +32,7 @@ use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     SharedCredentialsProvider,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -251,7 +251,7 @@ impl Failure {
             SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
             SdkError::DispatchFailure(d) => d.is_io() || d.is_timeout(),
             SdkError::ServiceError(_) => {
-                matches!(status, Some(408 | 429 | 500..=599))
+                matches!(status, Some(408 | 429 | 500 | 502 | 503 | 504))
                     || matches!(
                         code.as_deref(),
                         Some(
@@ -273,10 +273,17 @@ impl Failure {
             (Some(c), Some(m)) => format!("{c}: {m}"),
             (Some(c), None) => c.to_string(),
             _ => match status {
-                Some(s) => format!("HTTP {s}: {}", DisplayErrorContext(e)),
-                None => DisplayErrorContext(e).to_string(),
+                Some(s) => format!("HTTP {s}: {}", error_chain(e)),
+                None => error_chain(e),
             },
         };
+        // One line: the credential chain reports each provider on a line of its own.
+        let text = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         Failure {
             status,
             code,
@@ -298,6 +305,21 @@ impl Failure {
     fn precondition_failed(&self) -> bool {
         self.status == Some(412) || self.is("PreconditionFailed")
     }
+}
+
+/// `e` and its sources joined by ": ", skipping a source already contained in the text before.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn modified_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
@@ -527,9 +549,10 @@ impl S3Store {
                 None => "check AWS_REGION".to_string(),
             };
             format!("{ep} refused {op} {target} ({}): {hint}", f.text)
-        } else if f.text.contains("credentials") || f.text.contains("identity") {
+        } else if f.text.contains("credential") {
             format!(
-                "{op} {target} at {ep}: {}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
+                "{op} {target} at {ep}: no usable AWS credentials ({}): set \
+                 AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
                 f.text
             )
         } else {
@@ -919,7 +942,7 @@ impl S3Store {
             Ok(Ok(_)) => {}
             Ok(Err(e)) if Failure::from_sdk(&e).is("NoSuchUpload") => {}
             Ok(Err(e)) => tracing::warn!(
-                key = full, upload_id, error = %DisplayErrorContext(&e),
+                key = full, upload_id, error = %error_chain(&e),
                 "cannot abort multipart upload (a bucket lifecycle rule can clean it up)"
             ),
             Err(_) => tracing::warn!(
@@ -973,7 +996,7 @@ impl S3Store {
                     Ok(Err(e)) => {
                         return Err(Fail::Transient(format!(
                             "reading the body: {}",
-                            DisplayErrorContext(&e)
+                            error_chain(&e)
                         )))
                     }
                     Ok(Ok(body)) => body.into_bytes(),

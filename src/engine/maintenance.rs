@@ -1,0 +1,513 @@
+//! `merge` and `gc`: bound read amplification and prune what nothing needs, beside live mounts.
+//!
+//! Both only add objects and change catalog rows in single transactions. Objects are deleted only
+//! after a layer has been *doomed* (nothing needed it) for longer than the grace period, so a
+//! reader that resolved its layers before the mark still reads; superseded layers (replaced by a
+//! merge) stay live while any mount that started before the merge is alive. See
+//! `docs/merge-and-gc.md` for the safety argument.
+
+use super::extent_map::{ExtentMap, Source};
+use super::view::{piece_bytes, ViewLayer};
+use super::{layer_key, new_id, now_millis, Engine};
+use crate::catalog::{Commit, CommitKind, GcSnapshot, LayerRow, Millis, Repo};
+use crate::error::{Error, Result};
+use crate::layer::{LayerIndex, LayerKind, LayerWriter};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// A head whose chain has more layers than this gets an image layer.
+pub const IMAGE_THRESHOLD: usize = 4;
+/// A pin or lease is alive while its heartbeat is younger than this (or the grace, if longer).
+pub const HEARTBEAT_STALE_MS: i64 = 30_000;
+/// Pages of zeros are left out of image and merged layers.
+const PAGE: usize = 4096;
+
+/// What `merge` did (or would do).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MergeReport {
+    /// Commits whose delta segments were merged into one layer: (commit, layers before).
+    pub merged_segments: Vec<(String, usize)>,
+    /// Commits that got an image layer: (commit, chain layers before).
+    pub images: Vec<(String, usize)>,
+    pub bytes_written: u64,
+}
+
+/// What `gc` did (or would do).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GcReport {
+    pub readable_commits: usize,
+    pub expired_commits: usize,
+    pub images_written: usize,
+    pub live_layers: usize,
+    pub newly_doomed: usize,
+    pub revived: usize,
+    pub deleted_layers: usize,
+    pub deleted_bytes: u64,
+    pub waiting_layers: usize,
+    pub waiting_bytes: u64,
+    pub orphans_deleted: usize,
+    pub orphan_bytes: u64,
+}
+
+/// A layer's extents with file truncations, folded from several layers.
+struct Folded {
+    maps: BTreeMap<u64, (ExtentMap, Option<u64>, u64)>,
+}
+
+impl Folded {
+    fn new() -> Folded {
+        Folded {
+            maps: BTreeMap::new(),
+        }
+    }
+
+    /// Applies a delta layer (numbered `no` in the layer table) on top.
+    fn apply(&mut self, no: u32, index: &LayerIndex) {
+        for f in &index.files {
+            let (map, trunc, size) = self
+                .maps
+                .entry(f.file_id)
+                .or_insert_with(|| (ExtentMap::new(), None, 0));
+            if let Some(t) = f.truncate_to {
+                map.truncate(t);
+                *trunc = Some(trunc.map_or(t, |old: u64| old.min(t)));
+            }
+            for e in &f.extents {
+                map.insert(
+                    e.offset,
+                    e.len as u64,
+                    Source::Layer {
+                        layer: no,
+                        data_off: e.data_off,
+                        ext_len: e.len,
+                        crc: e.crc,
+                        skip: 0,
+                    },
+                );
+            }
+            *size = f.size;
+        }
+    }
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
+}
+
+impl Engine {
+    /// Writes a layer of `kind` holding, per file id, (truncate_to, size, map) with bytes read
+    /// through `layers`; zero pages are left out. Stores it and returns its (unregistered) row.
+    async fn write_folded(
+        &self,
+        repo_id: i64,
+        kind: LayerKind,
+        files: &BTreeMap<u64, (ExtentMap, Option<u64>, u64)>,
+        layers: &[ViewLayer],
+    ) -> Result<LayerRow> {
+        let id = new_id();
+        let tmp = self.tmp_dir.join(format!("merge-{id}.tmp"));
+        let result = async {
+            let f = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, e))?;
+            let mut w = LayerWriter::new(std::io::BufWriter::with_capacity(1 << 20, f), kind);
+            let mut buf = Vec::new();
+            for (&file_id, (map, trunc, size)) in files {
+                w.begin_file(file_id, *trunc, *size)?;
+                for (off, piece) in map.iter() {
+                    if off >= *size {
+                        break;
+                    }
+                    let len = piece.len.min(size - off) as usize;
+                    buf.resize(piece.len as usize, 0);
+                    piece_bytes(&self.layers, layers, piece, &mut buf).await?;
+                    // Write runs of non-zero pages (page grid relative to the piece).
+                    let mut p = 0;
+                    while p < len {
+                        let end = (p + PAGE).min(len);
+                        if is_zero(&buf[p..end]) {
+                            p = end;
+                            continue;
+                        }
+                        let mut run_end = end;
+                        while run_end < len {
+                            let e = (run_end + PAGE).min(len);
+                            if is_zero(&buf[run_end..e]) {
+                                break;
+                            }
+                            run_end = e;
+                        }
+                        w.add_extent(off + p as u64, &buf[p..run_end])?;
+                        p = run_end;
+                    }
+                }
+            }
+            let (bw, _index, len) = w.finish()?;
+            let f = bw
+                .into_inner()
+                .map_err(|e| Error::file(&tmp, e.into_error()))?;
+            f.sync_all().map_err(|e| Error::file(&tmp, e))?;
+            Ok::<u64, Error>(len)
+        }
+        .await;
+        let len = match result {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let key = layer_key(&id);
+        if let Err(e) = self.store.put_file(&key, &tmp).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        let min_time = layers
+            .iter()
+            .map(|l| l.row.min_time)
+            .min()
+            .unwrap_or_else(now_millis);
+        let max_time = layers
+            .iter()
+            .map(|l| l.row.max_time)
+            .max()
+            .unwrap_or_else(now_millis);
+        Ok(LayerRow {
+            id,
+            repo_id,
+            commit_id: None,
+            seq: 0,
+            kind,
+            object_key: key,
+            size_bytes: len as i64,
+            min_time,
+            max_time,
+            created_at: now_millis(),
+        })
+    }
+
+    /// Writes and registers an image layer holding every file of `commit` in full.
+    pub async fn write_image(&self, commit: &Commit) -> Result<LayerRow> {
+        let view = self.view(commit).await?;
+        let files: BTreeMap<u64, (ExtentMap, Option<u64>, u64)> = view
+            .files
+            .values()
+            .map(|f| (f.file_id, (f.map.clone(), None, f.size)))
+            .collect();
+        let row = self
+            .write_folded(commit.repo_id, LayerKind::Image, &files, &view.layers)
+            .await?;
+        Ok(self.catalog.add_layer(&commit.id, row).await?)
+    }
+
+    /// Merges the delta segments of one commit into one layer.
+    async fn merge_segments(&self, commit: &Commit, rows: Vec<LayerRow>) -> Result<u64> {
+        let mut layers = Vec::new();
+        let mut folded = Folded::new();
+        for row in rows {
+            let index = self
+                .layers
+                .index(&row.object_key, row.size_bytes as u64)
+                .await?;
+            folded.apply(layers.len() as u32, &index);
+            layers.push(ViewLayer { row, index });
+        }
+        let new = self
+            .write_folded(commit.repo_id, LayerKind::Delta, &folded.maps, &layers)
+            .await?;
+        let bytes = new.size_bytes as u64;
+        let old: Vec<String> = layers.iter().map(|l| l.row.id.clone()).collect();
+        self.catalog
+            .replace_layers(&commit.id, &old, new, now_millis())
+            .await?;
+        Ok(bytes)
+    }
+
+    /// Compacts the database's layers: merges each commit's delta segments into one layer and
+    /// writes image layers for heads (branches, tags) whose chains are long.
+    pub async fn merge(
+        &self,
+        repo: &Repo,
+        dry_run: bool,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<MergeReport> {
+        let mut report = MergeReport::default();
+        let commits = self.reachable_commits(repo).await?;
+        progress.set_length(commits.len() as u64);
+        for c in commits
+            .iter()
+            .filter(|c| c.repo_id == repo.id && c.expired_at.is_none())
+        {
+            let rows = self.catalog.commit_layers(&c.id).await?;
+            let segments = rows.iter().filter(|l| l.kind == LayerKind::Delta).count();
+            if segments > 1 && rows.iter().all(|l| l.kind == LayerKind::Delta) {
+                report.merged_segments.push((c.id.clone(), segments));
+                if !dry_run {
+                    report.bytes_written += self.merge_segments(c, rows).await?;
+                }
+            }
+            progress.inc(1);
+        }
+        let mut heads = BTreeSet::new();
+        for r in self.catalog.refs(repo.id).await? {
+            heads.insert(r.commit_id);
+        }
+        for id in heads {
+            let c = self.commit(&id).await?;
+            let chain = self.catalog.chain_layers(&c.id).await?;
+            let from_image = chain
+                .iter()
+                .rposition(|l| l.kind == LayerKind::Image)
+                .unwrap_or(0);
+            let depth = chain.len() - from_image;
+            if depth > IMAGE_THRESHOLD {
+                report.images.push((c.id.clone(), depth));
+                if !dry_run {
+                    report.bytes_written += self.write_image(&c).await?.size_bytes as u64;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Prunes what nothing needs. See the module documentation and `docs/merge-and-gc.md`.
+    pub async fn gc(
+        &self,
+        retain_ms: i64,
+        grace_ms: i64,
+        dry_run: bool,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<GcReport> {
+        let now = now_millis();
+        let mut report = GcReport::default();
+        let mut snap = self.catalog.gc_snapshot().await?;
+        let readable = readable_commits(&snap, now, retain_ms, grace_ms);
+        report.readable_commits = readable.len();
+
+        // Images at the retention boundary let older deltas go.
+        if !dry_run {
+            let by_id: HashMap<&str, &Commit> =
+                snap.commits.iter().map(|c| (c.id.as_str(), c)).collect();
+            let mut order: Vec<&Commit> = readable
+                .iter()
+                .filter_map(|id| by_id.get(id.as_str()).copied())
+                .collect();
+            order.sort_by_key(|c| c.depth);
+            let mut imaged: HashSet<String> = HashSet::new();
+            for c in order {
+                let chain = needed_chain(&snap, &c.id, &imaged);
+                let reaches_expired = chain.iter().any(|(owner, _)| !readable.contains(owner));
+                if reaches_expired {
+                    self.write_image(c).await?;
+                    imaged.insert(c.id.clone());
+                    report.images_written += 1;
+                }
+            }
+            if report.images_written > 0 {
+                snap = self.catalog.gc_snapshot().await?;
+            }
+        }
+
+        // Live layers: what readable commits need, pending segments, and superseded layers a
+        // mount that started before the merge may still read.
+        let mut live: HashSet<String> = HashSet::new();
+        for id in &readable {
+            for (_, layer) in needed_chain(&snap, id, &HashSet::new()) {
+                live.insert(layer);
+            }
+        }
+        let fresh = |hb: Millis| now - hb <= grace_ms.max(HEARTBEAT_STALE_MS);
+        let oldest_reader = snap
+            .pins
+            .iter()
+            .filter(|p| fresh(p.heartbeat_at))
+            .map(|p| p.created_at)
+            .chain(
+                snap.leases
+                    .iter()
+                    .filter(|l| fresh(l.heartbeat_at))
+                    .map(|l| l.acquired_at),
+            )
+            .min();
+        for l in &snap.layers {
+            let pending = l.row.commit_id.is_none();
+            let in_use = matches!((l.superseded_at, oldest_reader), (Some(s), Some(r)) if r <= s);
+            if pending || in_use {
+                live.insert(l.row.id.clone());
+            }
+        }
+        report.live_layers = live.len();
+
+        let mut doom = Vec::new();
+        let mut revive = Vec::new();
+        let mut delete: Vec<&crate::catalog::GcLayer> = Vec::new();
+        for l in &snap.layers {
+            match (live.contains(&l.row.id), l.doomed_at) {
+                (true, Some(_)) => revive.push(l.row.id.clone()),
+                (false, None) => doom.push(l.row.id.clone()),
+                (false, Some(at)) if now - at >= grace_ms => delete.push(l),
+                (false, Some(_)) => {
+                    report.waiting_layers += 1;
+                    report.waiting_bytes += l.row.size_bytes as u64;
+                }
+                (true, None) => {}
+            }
+        }
+        report.newly_doomed = doom.len();
+        report.revived = revive.len();
+        report.deleted_layers = delete.len();
+        report.deleted_bytes = delete.iter().map(|l| l.row.size_bytes as u64).sum();
+        // Newly doomed layers wait for the grace period like the others.
+        if grace_ms <= 0 {
+            report.deleted_layers += doom.len();
+            report.deleted_bytes += snap
+                .layers
+                .iter()
+                .filter(|l| doom.contains(&l.row.id))
+                .map(|l| l.row.size_bytes as u64)
+                .sum::<u64>();
+        } else {
+            report.waiting_layers += doom.len();
+            report.waiting_bytes += snap
+                .layers
+                .iter()
+                .filter(|l| doom.contains(&l.row.id))
+                .map(|l| l.row.size_bytes as u64)
+                .sum::<u64>();
+        }
+        let expired: Vec<String> = snap
+            .commits
+            .iter()
+            .filter(|c| c.expired_at.is_none() && !readable.contains(&c.id))
+            .map(|c| c.id.clone())
+            .collect();
+        report.expired_commits = expired.len();
+
+        // Objects no catalog row ever named (an upload whose transaction never happened).
+        let known: HashSet<&str> = snap
+            .layers
+            .iter()
+            .map(|l| l.row.object_key.as_str())
+            .collect();
+        let objects = self.store.list("layers/").await?;
+        let orphans: Vec<_> = objects
+            .into_iter()
+            .filter(|o| {
+                !known.contains(o.key.as_str()) && now - o.modified.timestamp_millis() >= grace_ms
+            })
+            .collect();
+        report.orphans_deleted = orphans.len();
+        report.orphan_bytes = orphans.iter().map(|o| o.size).sum();
+        if dry_run {
+            return Ok(report);
+        }
+
+        self.catalog.set_doomed(&revive, None).await?;
+        self.catalog.set_doomed(&doom, Some(now)).await?;
+        self.catalog.expire_commits(&expired, now).await?;
+        let mut victims: Vec<(String, String)> = delete
+            .iter()
+            .map(|l| (l.row.id.clone(), l.row.object_key.clone()))
+            .collect();
+        if grace_ms <= 0 {
+            victims.extend(
+                snap.layers
+                    .iter()
+                    .filter(|l| doom.contains(&l.row.id))
+                    .map(|l| (l.row.id.clone(), l.row.object_key.clone())),
+            );
+        }
+        progress.set_length((victims.len() + orphans.len()) as u64);
+        for (_, key) in &victims {
+            self.store.delete(key).await?;
+            progress.inc(1);
+        }
+        let ids: Vec<String> = victims.into_iter().map(|(id, _)| id).collect();
+        self.catalog.delete_layers(&ids).await?;
+        for o in &orphans {
+            self.store.delete(&o.key).await?;
+            progress.inc(1);
+        }
+        Ok(report)
+    }
+}
+
+/// Commits that must stay readable: ref heads, everything a branch pointed to or a commit made
+/// inside the retention window, clone sources and pinned commits (fresh heartbeat).
+pub fn readable_commits(
+    snap: &GcSnapshot,
+    now: Millis,
+    retain_ms: i64,
+    grace_ms: i64,
+) -> HashSet<String> {
+    let since = now - retain_ms;
+    let mut keep: HashSet<String> = snap.refs.iter().map(|r| r.commit_id.clone()).collect();
+    // Where each branch pointed at the start of the window, and every move inside it.
+    let mut at_start: HashMap<(i64, &str), (Millis, Option<&String>)> = HashMap::new();
+    for (repo, e) in &snap.reflog {
+        if e.at >= since {
+            if let Some(c) = &e.new_commit {
+                keep.insert(c.clone());
+            }
+        } else {
+            let slot = at_start
+                .entry((*repo, e.branch.as_str()))
+                .or_insert((Millis::MIN, None));
+            if e.at >= slot.0 {
+                *slot = (e.at, e.new_commit.as_ref());
+            }
+        }
+    }
+    keep.extend(at_start.into_values().filter_map(|(_, c)| c.cloned()));
+    for c in &snap.commits {
+        if c.created_at >= since && c.expired_at.is_none() {
+            keep.insert(c.id.clone());
+        }
+        if c.kind == CommitKind::Clone {
+            if let Some(p) = &c.parent_id {
+                keep.insert(p.clone());
+            }
+        }
+    }
+    for p in &snap.pins {
+        if now - p.heartbeat_at <= grace_ms.max(HEARTBEAT_STALE_MS) {
+            keep.insert(p.commit_id.clone());
+        }
+    }
+    // Only commits that exist.
+    let exists: HashSet<&str> = snap.commits.iter().map(|c| c.id.as_str()).collect();
+    keep.retain(|c| exists.contains(c.as_str()));
+    keep
+}
+
+/// The layers reading `id` needs, as (owning commit, layer id), newest commit first: down to and
+/// including the nearest image (or stopping at a commit in `imaged`, which has one now).
+fn needed_chain(snap: &GcSnapshot, id: &str, imaged: &HashSet<String>) -> Vec<(String, String)> {
+    let commits: HashMap<&str, &Commit> = snap.commits.iter().map(|c| (c.id.as_str(), c)).collect();
+    let mut by_commit: HashMap<&str, Vec<&crate::catalog::GcLayer>> = HashMap::new();
+    for l in &snap.layers {
+        if let (Some(c), None) = (&l.row.commit_id, l.superseded_at) {
+            by_commit.entry(c.as_str()).or_default().push(l);
+        }
+    }
+    let mut out = Vec::new();
+    let mut cur = Some(id);
+    let mut guard = 0usize;
+    while let Some(cid) = cur {
+        guard += 1;
+        if guard > 10_000_000 {
+            break;
+        }
+        let mut ls = by_commit.get(cid).cloned().unwrap_or_default();
+        ls.sort_by_key(|l| l.row.seq);
+        if imaged.contains(cid) && cid != id {
+            break;
+        }
+        if let Some(img) = ls.iter().rev().find(|l| l.row.kind == LayerKind::Image) {
+            out.push((cid.to_string(), img.row.id.clone()));
+            break;
+        }
+        for l in ls {
+            out.push((cid.to_string(), l.row.id.clone()));
+        }
+        cur = commits.get(cid).and_then(|c| c.parent_id.as_deref());
+    }
+    out
+}
