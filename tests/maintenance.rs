@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use quackfs::catalog::{self, CommitKind, FileRow, RefKind};
 use quackfs::engine::write_buffer::WriteBuffer;
 use quackfs::engine::{new_file_id, now_millis, Engine};
-use quackfs::store::{DynStore, MemoryStore, ObjectStore};
+use quackfs::store::{DynStore, MemoryStore};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 

@@ -71,12 +71,17 @@ async fn write_file(
     f.set_len(file.size).map_err(|e| Error::file(tmp, e))?;
     let mut buf = Vec::new();
     let mut covered = 0;
+    let mut kicked = 0;
     for (off, piece) in file.map.iter() {
         buf.resize(piece.len as usize, 0);
         view.piece_bytes(piece, &mut buf).await?;
         f.write_all_at(&buf, off).map_err(|e| Error::file(tmp, e))?;
         progress.inc(piece.len);
         covered += piece.len;
+        if covered - kicked >= 16 * 1024 * 1024 {
+            super::start_writeback(&f, 0, 0);
+            kicked = covered;
+        }
     }
     progress.inc(file.size.saturating_sub(covered));
     f.sync_all().map_err(|e| Error::file(tmp, e))?;

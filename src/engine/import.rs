@@ -116,7 +116,10 @@ impl Engine {
         let tmp_path = self.tmp_dir.join(format!("import-{layer_id}.layer"));
         let mut guard = TempGuard(Some(tmp_path.clone()));
         let tmp = std::fs::File::create(&tmp_path).map_err(|e| Error::file(&tmp_path, e))?;
-        let mut writer = LayerWriter::new(BufWriter::with_capacity(CHUNK, tmp), LayerKind::Delta);
+        let mut writer = LayerWriter::new(
+            BufWriter::with_capacity(CHUNK, super::WritebackFile::new(tmp)),
+            LayerKind::Delta,
+        );
 
         progress.set_length(inputs.iter().map(|(_, _, s)| *s).sum());
         let mut report = Vec::new();
@@ -209,7 +212,8 @@ impl Engine {
         let (buffered, _index, object_len) = writer.finish()?;
         let file = buffered
             .into_inner()
-            .map_err(|e| Error::file(&tmp_path, e.into_error()))?;
+            .map_err(|e| Error::file(&tmp_path, e.into_error()))?
+            .into_inner();
         file.sync_all().map_err(|e| Error::file(&tmp_path, e))?;
         drop(file);
 

@@ -5,16 +5,24 @@ use crate::error::{Error, Result};
 use crate::layer::{self, LayerIndex, TRAILER_LEN};
 use crate::store::DynStore;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// How much of an object's tail is fetched first, hoping the whole footer is in it.
 const TAIL_GUESS: u64 = 64 * 1024;
+/// On a miss, following extents stored contiguously in the same object are fetched in the same
+/// request, up to this many bytes (readahead and request coalescing for sequential reads).
+const FETCH_WINDOW: u64 = 1024 * 1024;
+
+/// Extents of one object by their offset in it: (length, crc).
+type ExtentOffsets = BTreeMap<u64, (u32, u32)>;
 
 /// Reads layer objects through caches.
 pub struct LayerCache {
     store: DynStore,
     indexes: Mutex<HashMap<String, Arc<LayerIndex>>>,
+    /// Per object: extents by their offset in the object -> (length, crc), for coalescing.
+    by_offset: Mutex<HashMap<String, Arc<ExtentOffsets>>>,
     extents: Mutex<Lru>,
 }
 
@@ -24,6 +32,7 @@ impl LayerCache {
         LayerCache {
             store,
             indexes: Mutex::new(HashMap::new()),
+            by_offset: Mutex::new(HashMap::new()),
             extents: Mutex::new(Lru::new(extent_bytes)),
         }
     }
@@ -66,6 +75,12 @@ impl LayerCache {
                 .await?
         };
         let index = Arc::new(layer::parse_footer(&footer, &trailer).map_err(corrupt)?);
+        let offsets: ExtentOffsets = index
+            .files
+            .iter()
+            .flat_map(|f| f.extents.iter().map(|e| (e.data_off, (e.len, e.crc))))
+            .collect();
+        lock(&self.by_offset).insert(key.to_string(), Arc::new(offsets));
         lock(&self.indexes).insert(key.to_string(), index.clone());
         Ok(index)
     }
@@ -76,23 +91,57 @@ impl LayerCache {
         if let Some(b) = lock(&self.extents).get(&cache_key) {
             return Ok(b);
         }
-        let bytes = self
-            .store
-            .get_range(key, data_off, data_off + len as u64)
-            .await?;
-        let entry = layer::ExtentEntry {
-            offset: 0,
-            len,
-            data_off,
-            crc,
-        };
-        layer::verify_extent(&entry, &bytes).map_err(|e| {
-            Error::Corrupt(format!(
-                "layer object {key}: extent at object offset {data_off}: {e}"
-            ))
-        })?;
-        lock(&self.extents).put(cache_key, bytes.clone());
-        Ok(bytes)
+        // The extent, and the ones right after it in the object while they fit the window.
+        let mut run = vec![(data_off, len, crc)];
+        let offsets = lock(&self.by_offset).get(key).cloned();
+        if let (Some(offsets), true) = (offsets, lock(&self.extents).cap > 0) {
+            let mut end = data_off + len as u64;
+            for (&off, &(l, c)) in offsets.range(end..) {
+                if off != end || end + l as u64 - data_off > FETCH_WINDOW {
+                    break;
+                }
+                run.push((off, l, c));
+                end += l as u64;
+            }
+        }
+        let end = run
+            .last()
+            .map(|(o, l, _)| o + *l as u64)
+            .unwrap_or(data_off);
+        let all = self.store.get_range(key, data_off, end).await?;
+        let mut first = None;
+        for (off, l, c) in run {
+            let from = (off - data_off) as usize;
+            let Some(bytes) =
+                (from + l as usize <= all.len()).then(|| all.slice(from..from + l as usize))
+            else {
+                return Err(Error::Corrupt(format!(
+                    "layer object {key}: shorter than its index says"
+                )));
+            };
+            let entry = layer::ExtentEntry {
+                offset: 0,
+                len: l,
+                data_off: off,
+                crc: c,
+            };
+            let checked = layer::verify_extent(&entry, &bytes);
+            if off == data_off {
+                checked.map_err(|e| {
+                    Error::Corrupt(format!(
+                        "layer object {key}: extent at object offset {data_off}: {e}"
+                    ))
+                })?;
+                first = Some(bytes.clone());
+                lock(&self.extents).put(cache_key.clone(), bytes);
+            } else if checked.is_ok() {
+                // Read ahead; a damaged neighbour is reported when it is itself read.
+                lock(&self.extents).put((key.to_string(), off), bytes);
+            }
+        }
+        first.ok_or_else(|| {
+            Error::Corrupt(format!("layer object {key}: extent at {data_off} missing"))
+        })
     }
 }
 

@@ -433,3 +433,59 @@ impl Engine {
         Ok(self.catalog.make_commit(req).await?)
     }
 }
+
+/// A file being written sequentially that starts write-back every few MiB, so the final fsync
+/// has little left to do (the disk works while we keep producing bytes).
+pub struct WritebackFile {
+    file: std::fs::File,
+    written: u64,
+    flushed: u64,
+}
+
+/// Bytes between two write-back kicks.
+const WRITEBACK_EVERY: u64 = 16 * 1024 * 1024;
+
+impl WritebackFile {
+    pub fn new(file: std::fs::File) -> WritebackFile {
+        WritebackFile {
+            file,
+            written: 0,
+            flushed: 0,
+        }
+    }
+
+    /// The file, for the final sync.
+    pub fn into_inner(self) -> std::fs::File {
+        self.file
+    }
+}
+
+/// Asks the kernel to start writing `[off, off+len)` of `file` to disk, without waiting.
+pub fn start_writeback(file: &std::fs::File, off: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open fd; SYNC_FILE_RANGE_WRITE only initiates write-out.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            off as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+impl std::io::Write for WritebackFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.flushed >= WRITEBACK_EVERY {
+            start_writeback(&self.file, self.flushed, self.written - self.flushed);
+            self.flushed = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
