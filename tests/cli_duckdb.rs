@@ -10,9 +10,7 @@ fn summary(db: &std::path::Path) -> String {
     duckdb(db, "SELECT count(*), sum(v), max(s) FROM t")
 }
 
-#[test]
-fn import_versions_then_export_each_byte_identical() {
-    let env = Env::new();
+fn import_versions_then_export_each_byte_identical(env: Env) {
     let db = env.path("shop.duckdb");
     duckdb(
         &db,
@@ -133,3 +131,9 @@ fn export_refuses_existing_files_unless_forced() {
         .collect();
     assert_eq!(names, vec!["a.duckdb".to_string()]);
 }
+
+on_both_backends!(
+    import_versions_then_export_each_byte_identical_embedded,
+    import_versions_then_export_each_byte_identical_pg_s3,
+    import_versions_then_export_each_byte_identical
+);

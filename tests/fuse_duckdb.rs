@@ -7,9 +7,7 @@ use common::{duckdb, duckdb_raw, Env};
 
 const Q: &str = "SELECT count(*), sum(v), sum(length(s)) FROM t";
 
-#[test]
-fn duckdb_on_a_mount_and_every_commit_read_only() {
-    let env = Env::new();
+fn duckdb_on_a_mount_and_every_commit_read_only(env: Env) {
     env.ok(&["init", "e2e"]);
     let mnt = env.path("mnt");
     let m = env.mount("e2e", &mnt, &[]);
@@ -107,9 +105,7 @@ fn crash_round(env: &Env, mnt: &std::path::Path, round: i64) {
     m.unmount();
 }
 
-#[test]
-fn kill_9_loses_no_synced_transaction() {
-    let env = Env::new();
+fn kill_9_loses_no_synced_transaction(env: Env) {
     env.ok(&["init", "crash"]);
     let mnt = env.path("mnt");
     crash_round(&env, &mnt, 0);
@@ -129,9 +125,7 @@ fn kill_9_in_a_loop() {
     }
 }
 
-#[test]
-fn duckdb_spills_to_local_scratch() {
-    let env = Env::new();
+fn duckdb_spills_to_local_scratch(env: Env) {
     env.ok(&["init", "spill"]);
     let mnt = env.path("mnt");
     let m = env.mount("spill", &mnt, &[]);
@@ -158,3 +152,21 @@ fn duckdb_spills_to_local_scratch() {
         .collect();
     assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
 }
+
+on_both_backends!(
+    duckdb_on_a_mount_and_every_commit_read_only_embedded,
+    duckdb_on_a_mount_and_every_commit_read_only_pg_s3,
+    duckdb_on_a_mount_and_every_commit_read_only
+);
+
+on_both_backends!(
+    kill_9_loses_no_synced_transaction_embedded,
+    kill_9_loses_no_synced_transaction_pg_s3,
+    kill_9_loses_no_synced_transaction
+);
+
+on_both_backends!(
+    duckdb_spills_to_local_scratch_embedded,
+    duckdb_spills_to_local_scratch_pg_s3,
+    duckdb_spills_to_local_scratch
+);

@@ -21,9 +21,7 @@ fn head(env: &Env, rev: &str) -> serde_json::Value {
     log[0].clone()
 }
 
-#[test]
-fn time_travel_branches_tags_clones() {
-    let env = Env::new();
+fn time_travel_branches_tags_clones(env: Env) {
     env.ok(&["init", "h"]);
     let mnt = env.path("mnt");
     let m = env.mount("h", &mnt, &[]);
@@ -199,3 +197,9 @@ fn diff_and_verify() {
     let name = victim.file_name().unwrap().to_str().unwrap();
     assert!(e.contains(&format!("layers/{name}")), "{e}");
 }
+
+on_both_backends!(
+    time_travel_branches_tags_clones_embedded,
+    time_travel_branches_tags_clones_pg_s3,
+    time_travel_branches_tags_clones
+);

@@ -346,9 +346,7 @@ fn layers_per_file(env: &Env, rev: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn two_hundred_checkpoints_then_merge() {
-    let env = Env::new();
+fn two_hundred_checkpoints_then_merge(env: Env) {
     env.ok(&["init", "m"]);
     let mnt = env.path("mnt");
     let m = env.mount("m", &mnt, &[]);
@@ -398,9 +396,7 @@ fn two_hundred_checkpoints_then_merge() {
     env.ok(&["verify", "--all"]);
 }
 
-#[test]
-fn gc_beside_a_pinned_reader_then_after_it() {
-    let env = Env::new();
+fn gc_beside_a_pinned_reader_then_after_it(env: Env) {
     let f = env.path("f.bin");
     std::fs::write(&f, vec![1u8; 300_000]).unwrap();
     env.ok(&["init", "g", "--import", f.to_str().unwrap()]);
@@ -464,3 +460,15 @@ fn orphan_objects_go_after_the_grace_and_never_before() {
     env.ok(&["gc", "--grace", "0s"]);
     assert!(!orphan.exists());
 }
+
+on_both_backends!(
+    two_hundred_checkpoints_then_merge_embedded,
+    two_hundred_checkpoints_then_merge_pg_s3,
+    two_hundred_checkpoints_then_merge
+);
+
+on_both_backends!(
+    gc_beside_a_pinned_reader_then_after_it_embedded,
+    gc_beside_a_pinned_reader_then_after_it_pg_s3,
+    gc_beside_a_pinned_reader_then_after_it
+);

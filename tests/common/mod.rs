@@ -8,6 +8,18 @@ use std::process::Output;
 /// A throwaway quackfs home (catalog, objects, state, config) and a work directory.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// Catalog and store URLs when testing the production backends.
+    pub backend: Vec<(String, String)>,
+}
+
+/// Which backend pair a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite catalog + local objects (the default).
+    Embedded,
+    /// PostgreSQL catalog + S3 (SeaweedFS) from `scripts/services.sh` (QUACKFS_TEST_PG_URL,
+    /// QUACKFS_TEST_S3_BUCKET, AWS_*): a fresh database and object prefix per test.
+    PgS3,
 }
 
 impl Env {
@@ -17,7 +29,51 @@ impl Env {
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("work")).unwrap();
-        Env { dir }
+        Env {
+            dir,
+            backend: Vec::new(),
+        }
+    }
+
+    /// An environment on `backend`; None (test skipped) when PostgreSQL/S3 are not configured,
+    /// which is an error under CI.
+    pub fn on(backend: Backend) -> Option<Env> {
+        let mut env = Env::new();
+        if backend == Backend::Embedded {
+            return Some(env);
+        }
+        let (Ok(pg), Ok(bucket)) = (
+            std::env::var("QUACKFS_TEST_PG_URL"),
+            std::env::var("QUACKFS_TEST_S3_BUCKET"),
+        ) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must provide PostgreSQL and S3 (scripts/services.sh up)"
+            );
+            eprintln!(
+                "skipped: QUACKFS_TEST_PG_URL / QUACKFS_TEST_S3_BUCKET not set (make services-up)"
+            );
+            return None;
+        };
+        let name = format!("qfs_{}", uuid_like());
+        let out = std::process::Command::new("psql")
+            .arg(&pg)
+            .args(["-q", "-c", &format!("CREATE DATABASE {name}")])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "CREATE DATABASE failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (base, _) = pg
+            .rsplit_once('/')
+            .expect("a database in QUACKFS_TEST_PG_URL");
+        env.backend = vec![
+            ("QUACKFS_CATALOG".into(), format!("{base}/{name}")),
+            ("QUACKFS_STORE".into(), format!("s3://{bucket}/{name}")),
+        ];
+        Some(env)
     }
 
     pub fn home(&self) -> PathBuf {
@@ -42,7 +98,8 @@ impl Env {
             .env_remove("QUACKFS_REPO")
             .env_remove("QUACKFS_CATALOG")
             .env_remove("QUACKFS_STORE")
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .envs(self.backend.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -80,6 +137,37 @@ impl Env {
         assert!(!stderr.contains("panicked"), "{stderr}");
         stderr
     }
+}
+
+/// 16 random hex digits (for unique database names and prefixes).
+pub fn uuid_like() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// Defines one `#[test]` per backend pair calling `$body(env)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($embedded:ident, $pgs3:ident, $body:ident) => {
+        #[test]
+        fn $embedded() {
+            $body(common::Env::on(common::Backend::Embedded).unwrap());
+        }
+        #[test]
+        fn $pgs3() {
+            if let Some(env) = common::Env::on(common::Backend::PgS3) {
+                $body(env);
+            }
+        }
+    };
 }
 
 /// The duckdb CLI (from PyPI `duckdb-cli`); tests need it, CI installs it.
@@ -160,6 +248,9 @@ impl Env {
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("QUACKFS_AUTHOR", "tester")
             .env_remove("QUACKFS_REPO")
+            .env_remove("QUACKFS_CATALOG")
+            .env_remove("QUACKFS_STORE")
+            .envs(self.backend.iter().map(|(k, v)| (k, v)))
             .args(global)
             .arg("mount")
             .arg(rev)
