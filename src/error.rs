@@ -104,6 +104,12 @@ impl Error {
                 "use RFC 3339 (2024-05-01T12:00:00Z), YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' or 'N hours ago'".into(),
             ),
             Error::Store(StoreError::NoSpace(_)) => Some("free disk space and run the command again; nothing was committed".into()),
+            Error::Catalog(CatalogError::Conflict(_)) => {
+                Some("someone else committed to the branch meanwhile; run the command again".into())
+            }
+            Error::Catalog(CatalogError::Db { .. }) => {
+                Some("check that the catalog server is up and the URL is right (QUACKFS_CATALOG / --catalog)".into())
+            }
             Error::Corrupt(_) | Error::Layer(_) => Some("run `quackfs verify --all` to find every damaged object".into()),
             _ => None,
         }

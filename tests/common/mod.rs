@@ -90,7 +90,12 @@ impl Env {
 
     /// `quackfs` with an isolated environment, run in the work directory.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("quackfs").expect("binary");
+        Command::from_std(self.std_cmd())
+    }
+
+    /// The same as a plain `std::process::Command` (to spawn it in the background).
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("quackfs"));
         c.current_dir(self.work())
             .env("QUACKFS_HOME", self.home())
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
