@@ -142,6 +142,51 @@ _arguments "${_arguments_options[@]}" : \
 ':dir -- Directory to write into (created if missing):_files' \
 && ret=0
 ;;
+(mount)
+_arguments "${_arguments_options[@]}" : \
+'--autocommit=[Make a \`checkpoint\` commit whenever DuckDB completes a checkpoint]:AUTOCOMMIT:(checkpoint off)' \
+'--at=[Where the branch pointed at this time (same as REV@{TIME}; read-only)]:TIME:_default' \
+'--cache-size=[Memory for cached layer data, e.g. 512MiB]:SIZE:_default' \
+'--ready-file=[(internal) file to report readiness to, used by --daemon]:READY_FILE:_files' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--read-only[Serve a branch read-only]' \
+'--daemon[Return once the mount is ready and keep serving in the background]' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':rev -- What to serve\: \[DB@\]REV, e.g. analytics, analytics@exp, analytics@v1, main~3:_default' \
+':dir -- Empty directory to mount on:_files' \
+&& ret=0
+;;
+(umount)
+_arguments "${_arguments_options[@]}" : \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':dir -- The mount point:_files' \
+&& ret=0
+;;
 (commit)
 _arguments "${_arguments_options[@]}" : \
 '-m+[Commit message]:MESSAGE:_default' \
@@ -290,6 +335,149 @@ _arguments "${_arguments_options[@]}" : \
 '::branch -- Branch \[default\: the current branch\]:_default' \
 && ret=0
 ;;
+(reset)
+_arguments "${_arguments_options[@]}" : \
+'--at=[Move it to where REV pointed at this time]:TIME:_default' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':branch -- The branch to move:_default' \
+':rev -- Where it should point\: a revision of the same database:_default' \
+&& ret=0
+;;
+(clone)
+_arguments "${_arguments_options[@]}" : \
+'--at=[Clone where REV pointed at this time (same as REV@{TIME})]:TIME:_default' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':rev -- What to clone\: \[DB@\]REV, e.g. analytics@v1, analytics@main@{2024-05-01}:_default' \
+':name -- Name of the new database:_default' \
+&& ret=0
+;;
+(diff)
+_arguments "${_arguments_options[@]}" : \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--tables[Also compare tables and row counts (exports both sides and queries them with duckdb)]' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':rev -- The old side:_default' \
+'::rev2 -- The new side \[default\: the head of the current branch\]:_default' \
+&& ret=0
+;;
+(verify)
+_arguments "${_arguments_options[@]}" : \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--all[Check every commit reachable from a branch or tag]' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+'::rev -- The revision to check \[default\: the current branch\]:_default' \
+&& ret=0
+;;
+(drop)
+_arguments "${_arguments_options[@]}" : \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--yes[Confirm the deletion]' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':name -- The database to delete:_default' \
+&& ret=0
+;;
+(merge)
+_arguments "${_arguments_options[@]}" : \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--dry-run[Show what would be done without writing anything]' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(gc)
+_arguments "${_arguments_options[@]}" : \
+'--retain=[Keep history this long, e.g. 7d, 12h, 0s]:DURATION:_default' \
+'--grace=[Wait this long between marking a layer and deleting it, e.g. 1h, 0s]:DURATION:_default' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'--dry-run[Show what would go, and how many bytes, without deleting anything]' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
@@ -341,6 +529,14 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(mount)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(umount)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (commit)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -369,6 +565,34 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(reset)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(clone)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(diff)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(verify)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(drop)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(merge)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(gc)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -394,6 +618,8 @@ _quackfs_commands() {
 'repos:List databases\: name, branches, commits, logical size of \`main\`, stored bytes, creation time' \
 'import:Commit local files onto a branch (each under its base name)' \
 'export:Write every file of a revision into a directory, byte-identical to what a mount shows' \
+'mount:Serve a revision through FUSE so that DuckDB (or anything) works on DIR/*.duckdb' \
+'umount:Flush, release the branch and unmount a quackfs mount; waits until the mount process is done' \
 'commit:Seal everything synced on the branch into a commit and print its id' \
 'log:Show history, newest first\: id, time, author, kind, message, bytes added' \
 'show:Show one commit\: parent, files and sizes, layers, bytes' \
@@ -401,6 +627,13 @@ _quackfs_commands() {
 'branch:List, create or delete branches' \
 'tag:List, create or delete tags (immutable names for commits)' \
 'reflog:Show where a branch pointed, when, and why (newest first)' \
+'reset:Move a branch to another revision (recorded in the reflog)' \
+'clone:Create a new database whose \`main\` starts at REV, sharing all its layers (zero copy)' \
+'diff:Show what changed between two revisions, per file, from the extent maps (no data read)' \
+'verify:Re-read every byte of a revision (or of every commit) and check it against its checksums' \
+'drop:Delete a database\: its branches, tags and history names go' \
+'merge:Compact the current database'\''s layers offline, beside live mounts' \
+'gc:Delete layers and objects nothing needs any more (all databases of the catalog)' \
 'completions:Print a shell completion script (bash, zsh, fish, elvish, powershell)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -410,6 +643,11 @@ _quackfs_commands() {
 _quackfs__subcmd__branch_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs branch commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__clone_commands] )) ||
+_quackfs__subcmd__clone_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs clone commands' commands "$@"
 }
 (( $+functions[_quackfs__subcmd__commit_commands] )) ||
 _quackfs__subcmd__commit_commands() {
@@ -421,10 +659,25 @@ _quackfs__subcmd__completions_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs completions commands' commands "$@"
 }
+(( $+functions[_quackfs__subcmd__diff_commands] )) ||
+_quackfs__subcmd__diff_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs diff commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__drop_commands] )) ||
+_quackfs__subcmd__drop_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs drop commands' commands "$@"
+}
 (( $+functions[_quackfs__subcmd__export_commands] )) ||
 _quackfs__subcmd__export_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs export commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__gc_commands] )) ||
+_quackfs__subcmd__gc_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs gc commands' commands "$@"
 }
 (( $+functions[_quackfs__subcmd__help_commands] )) ||
 _quackfs__subcmd__help_commands() {
@@ -434,6 +687,8 @@ _quackfs__subcmd__help_commands() {
 'repos:List databases\: name, branches, commits, logical size of \`main\`, stored bytes, creation time' \
 'import:Commit local files onto a branch (each under its base name)' \
 'export:Write every file of a revision into a directory, byte-identical to what a mount shows' \
+'mount:Serve a revision through FUSE so that DuckDB (or anything) works on DIR/*.duckdb' \
+'umount:Flush, release the branch and unmount a quackfs mount; waits until the mount process is done' \
 'commit:Seal everything synced on the branch into a commit and print its id' \
 'log:Show history, newest first\: id, time, author, kind, message, bytes added' \
 'show:Show one commit\: parent, files and sizes, layers, bytes' \
@@ -441,6 +696,13 @@ _quackfs__subcmd__help_commands() {
 'branch:List, create or delete branches' \
 'tag:List, create or delete tags (immutable names for commits)' \
 'reflog:Show where a branch pointed, when, and why (newest first)' \
+'reset:Move a branch to another revision (recorded in the reflog)' \
+'clone:Create a new database whose \`main\` starts at REV, sharing all its layers (zero copy)' \
+'diff:Show what changed between two revisions, per file, from the extent maps (no data read)' \
+'verify:Re-read every byte of a revision (or of every commit) and check it against its checksums' \
+'drop:Delete a database\: its branches, tags and history names go' \
+'merge:Compact the current database'\''s layers offline, beside live mounts' \
+'gc:Delete layers and objects nothing needs any more (all databases of the catalog)' \
 'completions:Print a shell completion script (bash, zsh, fish, elvish, powershell)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -450,6 +712,11 @@ _quackfs__subcmd__help_commands() {
 _quackfs__subcmd__help__subcmd__branch_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs help branch commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__clone_commands] )) ||
+_quackfs__subcmd__help__subcmd__clone_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help clone commands' commands "$@"
 }
 (( $+functions[_quackfs__subcmd__help__subcmd__commit_commands] )) ||
 _quackfs__subcmd__help__subcmd__commit_commands() {
@@ -461,10 +728,25 @@ _quackfs__subcmd__help__subcmd__completions_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs help completions commands' commands "$@"
 }
+(( $+functions[_quackfs__subcmd__help__subcmd__diff_commands] )) ||
+_quackfs__subcmd__help__subcmd__diff_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help diff commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__drop_commands] )) ||
+_quackfs__subcmd__help__subcmd__drop_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help drop commands' commands "$@"
+}
 (( $+functions[_quackfs__subcmd__help__subcmd__export_commands] )) ||
 _quackfs__subcmd__help__subcmd__export_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs help export commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__gc_commands] )) ||
+_quackfs__subcmd__help__subcmd__gc_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help gc commands' commands "$@"
 }
 (( $+functions[_quackfs__subcmd__help__subcmd__help_commands] )) ||
 _quackfs__subcmd__help__subcmd__help_commands() {
@@ -486,6 +768,16 @@ _quackfs__subcmd__help__subcmd__log_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs help log commands' commands "$@"
 }
+(( $+functions[_quackfs__subcmd__help__subcmd__merge_commands] )) ||
+_quackfs__subcmd__help__subcmd__merge_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help merge commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__mount_commands] )) ||
+_quackfs__subcmd__help__subcmd__mount_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help mount commands' commands "$@"
+}
 (( $+functions[_quackfs__subcmd__help__subcmd__reflog_commands] )) ||
 _quackfs__subcmd__help__subcmd__reflog_commands() {
     local commands; commands=()
@@ -495,6 +787,11 @@ _quackfs__subcmd__help__subcmd__reflog_commands() {
 _quackfs__subcmd__help__subcmd__repos_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs help repos commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__reset_commands] )) ||
+_quackfs__subcmd__help__subcmd__reset_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help reset commands' commands "$@"
 }
 (( $+functions[_quackfs__subcmd__help__subcmd__show_commands] )) ||
 _quackfs__subcmd__help__subcmd__show_commands() {
@@ -511,10 +808,20 @@ _quackfs__subcmd__help__subcmd__tag_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs help tag commands' commands "$@"
 }
+(( $+functions[_quackfs__subcmd__help__subcmd__umount_commands] )) ||
+_quackfs__subcmd__help__subcmd__umount_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help umount commands' commands "$@"
+}
 (( $+functions[_quackfs__subcmd__help__subcmd__use_commands] )) ||
 _quackfs__subcmd__help__subcmd__use_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs help use commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__verify_commands] )) ||
+_quackfs__subcmd__help__subcmd__verify_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help verify commands' commands "$@"
 }
 (( $+functions[_quackfs__subcmd__import_commands] )) ||
 _quackfs__subcmd__import_commands() {
@@ -531,6 +838,16 @@ _quackfs__subcmd__log_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs log commands' commands "$@"
 }
+(( $+functions[_quackfs__subcmd__merge_commands] )) ||
+_quackfs__subcmd__merge_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs merge commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__mount_commands] )) ||
+_quackfs__subcmd__mount_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs mount commands' commands "$@"
+}
 (( $+functions[_quackfs__subcmd__reflog_commands] )) ||
 _quackfs__subcmd__reflog_commands() {
     local commands; commands=()
@@ -540,6 +857,11 @@ _quackfs__subcmd__reflog_commands() {
 _quackfs__subcmd__repos_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs repos commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__reset_commands] )) ||
+_quackfs__subcmd__reset_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs reset commands' commands "$@"
 }
 (( $+functions[_quackfs__subcmd__show_commands] )) ||
 _quackfs__subcmd__show_commands() {
@@ -556,10 +878,20 @@ _quackfs__subcmd__tag_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs tag commands' commands "$@"
 }
+(( $+functions[_quackfs__subcmd__umount_commands] )) ||
+_quackfs__subcmd__umount_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs umount commands' commands "$@"
+}
 (( $+functions[_quackfs__subcmd__use_commands] )) ||
 _quackfs__subcmd__use_commands() {
     local commands; commands=()
     _describe -t commands 'quackfs use commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__verify_commands] )) ||
+_quackfs__subcmd__verify_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs verify commands' commands "$@"
 }
 
 if [ "$funcstack[1]" = "_quackfs" ]; then
