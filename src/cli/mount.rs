@@ -174,6 +174,12 @@ pub async fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
 
 async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     let dir = check_mount_point(&a.dir)?;
+    // Watch for Ctrl-C and SIGTERM before mounting, so a signal that arrives as soon as the mount
+    // appears still unmounts cleanly.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::Invalid(format!("cannot watch signals: {e}")))?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Error::Invalid(format!("cannot watch signals: {e}")))?;
     let engine = Arc::new(ctx.engine().await?);
     let spec = ctx.parse_spec(&a.rev, a.at.as_deref())?;
     let current = ctx.current_repo()?;
@@ -339,10 +345,8 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         let _ = std::fs::write(ready, "ok");
     }
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::Invalid(format!("cannot watch signals: {e}")))?;
     let ended_by_itself = tokio::select! {
-        _ = tokio::signal::ctrl_c() => false,
+        _ = sigint.recv() => false,
         _ = sigterm.recv() => false,
         _ = &mut done_rx => true,
     };

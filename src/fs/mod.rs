@@ -353,6 +353,28 @@ impl QuackFs {
         ino
     }
 
+    /// After a rename in scratch: inodes under `from` now live under `to` (open handles and the
+    /// kernel keep their inode numbers); whatever `to` named before is gone.
+    fn move_scratch(st: &mut State, from: &std::path::Path, to: &std::path::Path) {
+        st.scratch_inos.retain(|p, _| !p.starts_with(to));
+        let moved: Vec<(PathBuf, u64)> = st
+            .scratch_inos
+            .iter()
+            .filter(|(p, _)| p.starts_with(from))
+            .map(|(p, &i)| (p.clone(), i))
+            .collect();
+        for (old, ino) in moved {
+            let new = match old.strip_prefix(from) {
+                Ok(rest) if rest.as_os_str().is_empty() => to.to_path_buf(),
+                Ok(rest) => to.join(rest),
+                Err(_) => continue,
+            };
+            st.scratch_inos.remove(&old);
+            st.scratch_inos.insert(new.clone(), ino);
+            st.nodes.insert(ino, Node::Scratch(new));
+        }
+    }
+
     /// The scratch directory path of `parent` (which must be a scratch directory), joined with `name`.
     fn scratch_child(st: &State, parent: u64, name: &str) -> FsResult<PathBuf> {
         match st.nodes.get(&parent) {
@@ -373,8 +395,22 @@ impl QuackFs {
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        self.getattr_fh(ino, None)
+    }
+
+    /// getattr through an open handle when there is one (a scratch file may have lost its name).
+    pub fn getattr_fh(&self, ino: u64, fh: Option<u64>) -> FsResult<Attr> {
         let st = self.lock();
-        self.node_attr(&st, ino)
+        match (
+            self.node_attr(&st, ino),
+            fh.and_then(|h| st.handles.get(&h)),
+        ) {
+            (Err(FsError::NOENT), Some(Handle::Scratch(file))) => {
+                let m = file.metadata().map_err(|e| FsError::from_io(&e))?;
+                scratch::attr_of(ino, &m)
+            }
+            (r, _) => r,
+        }
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
@@ -463,9 +499,7 @@ impl QuackFs {
             Self::scratch_child(&st, parent, name)?
         };
         std::fs::remove_dir(self.scratch_path(&rel)).map_err(|e| FsError::from_io(&e))?;
-        if let Some(ino) = st.scratch_inos.remove(&rel) {
-            st.nodes.remove(&ino);
-        }
+        st.scratch_inos.remove(&rel);
         if parent == ROOT {
             st.root.remove(name);
         }
@@ -562,6 +596,24 @@ impl QuackFs {
             self.set_size(ino, 0)?;
         }
         Ok(fh)
+    }
+
+    /// Opens a directory: scratch directories get a handle (fstat works after rmdir).
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let mut st = self.lock();
+        match st.nodes.get(&ino) {
+            _ if ino == ROOT => Ok(0),
+            Some(Node::Scratch(rel)) => {
+                let file = std::fs::File::open(self.scratch_path(rel))
+                    .map_err(|e| FsError::from_io(&e))?;
+                if !file.metadata().map_err(|e| FsError::from_io(&e))?.is_dir() {
+                    return Err(FsError::NOTDIR);
+                }
+                Ok(Self::add_handle(&mut st, Handle::Scratch(Arc::new(file))))
+            }
+            Some(Node::File(_)) => Err(FsError::NOTDIR),
+            None => Err(FsError::NOENT),
+        }
     }
 
     pub fn release(&self, fh: u64) -> FsResult<()> {
@@ -714,8 +766,16 @@ impl QuackFs {
 
     /// Changes the size of a file (truncate or extend).
     pub fn set_size(&self, ino: u64, size: u64) -> FsResult<()> {
+        self.set_size_fh(ino, size, None)
+    }
+
+    /// Changes the size, through an open handle when there is one.
+    pub fn set_size_fh(&self, ino: u64, size: u64, fh: Option<u64>) -> FsResult<()> {
         self.check_writable()?;
         let mut st = self.lock();
+        if let Some(Handle::Scratch(file)) = fh.and_then(|h| st.handles.get(&h)) {
+            return file.set_len(size).map_err(|e| FsError::from_io(&e));
+        }
         let node = st.nodes.get_mut(&ino).ok_or(FsError::NOENT)?;
         let f = match node {
             Node::File(f) => f,
@@ -745,12 +805,13 @@ impl QuackFs {
     pub fn setattr(
         &self,
         ino: u64,
+        fh: Option<u64>,
         size: Option<u64>,
         mode: Option<u32>,
         mtime: Option<SystemTime>,
     ) -> FsResult<Attr> {
         if let Some(s) = size {
-            self.set_size(ino, s)?;
+            self.set_size_fh(ino, s, fh)?;
         }
         if mode.is_some() || mtime.is_some() {
             let mut st = self.lock();
@@ -776,7 +837,7 @@ impl QuackFs {
                 None => return Err(FsError::NOENT),
             }
         }
-        self.getattr(ino)
+        self.getattr_fh(ino, fh)
     }
 
     /// fallocate: mode 0 extends the size; KEEP_SIZE is a no-op; punching holes is refused.
@@ -802,9 +863,8 @@ impl QuackFs {
             if parent != ROOT {
                 let rel = Self::scratch_child(&st, parent, name)?;
                 std::fs::remove_file(self.scratch_path(&rel)).map_err(|e| FsError::from_io(&e))?;
-                if let Some(ino) = st.scratch_inos.remove(&rel) {
-                    st.nodes.remove(&ino);
-                }
+                // The node stays: open handles keep working on the unlinked file.
+                st.scratch_inos.remove(&rel);
                 return Ok(());
             }
             let ino = *st.root.get(name).ok_or(FsError::NOENT)?;
@@ -877,11 +937,14 @@ impl QuackFs {
                 if noreplace && self.scratch_path(&to).exists() {
                     return Err(FsError::EXIST);
                 }
+                // Root entries are versioned files or scratch directories: a scratch file cannot
+                // become a root entry (it would look versioned and vanish at unmount).
+                if newparent == ROOT && !self.scratch_path(&from).is_dir() {
+                    return Err(FsError::XDEV);
+                }
                 std::fs::rename(self.scratch_path(&from), self.scratch_path(&to))
                     .map_err(|e| FsError::from_io(&e))?;
-                // Forget cached inode numbers under both names; they are re-created on lookup.
-                st.scratch_inos
-                    .retain(|p, _| !p.starts_with(&from) && !p.starts_with(&to));
+                Self::move_scratch(&mut st, &from, &to);
                 if parent == ROOT {
                     st.root.remove(name);
                 }
@@ -916,9 +979,8 @@ impl QuackFs {
                     self.scratch_path(std::path::Path::new(newname)),
                 )
                 .map_err(|e| FsError::from_io(&e))?;
-                st.scratch_inos.retain(|p, _| !p.starts_with(&rel));
+                Self::move_scratch(&mut st, &rel, std::path::Path::new(newname));
                 st.root.remove(name);
-                let ino = Self::scratch_ino(&mut st, PathBuf::from(newname));
                 st.root.insert(newname.to_string(), ino);
                 return Ok(());
             }

@@ -20,6 +20,10 @@ fn time(secs: i64, nsecs: i64) -> SystemTime {
 
 pub(super) fn attr(ino: u64, path: &Path) -> FsResult<Attr> {
     let m = std::fs::symlink_metadata(path).map_err(io)?;
+    attr_of(ino, &m)
+}
+
+pub(super) fn attr_of(ino: u64, m: &std::fs::Metadata) -> FsResult<Attr> {
     Ok(Attr {
         ino,
         kind: if m.is_dir() { Kind::Dir } else { Kind::File },
