@@ -55,7 +55,7 @@ fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().chars().next() != Some('Z'))
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
             .unwrap_or(true),
         Err(_) => false,
     }

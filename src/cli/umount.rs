@@ -21,7 +21,7 @@ fn process_running(pid: i32) -> bool {
         // The state follows the parenthesised command name.
         Ok(stat) => stat
             .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().chars().next() != Some('Z'))
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
             .unwrap_or(true),
         Err(_) => false,
     }
