@@ -172,6 +172,8 @@ struct State {
     dirty_bytes: u64,
     /// Files whose data was synced since the last commit (for checkpoint detection).
     synced_since_commit: HashSet<String>,
+    /// Last attributes of removed scratch entries (fstat on an open descriptor still works).
+    removed: HashMap<u64, Attr>,
 }
 
 /// The filesystem of one mount.
@@ -229,6 +231,7 @@ impl QuackFs {
             write_seq: 0,
             dirty_bytes: 0,
             synced_since_commit: HashSet::new(),
+            removed: HashMap::new(),
         };
         for f in view.files.values() {
             let ino = st.next_ino;
@@ -337,8 +340,21 @@ impl QuackFs {
                 mtime: f.mtime,
                 ctime: f.ctime,
             }),
-            Some(Node::Scratch(rel)) => scratch::attr(ino, &self.scratch_path(rel)),
+            Some(Node::Scratch(rel)) => match scratch::attr(ino, &self.scratch_path(rel)) {
+                Err(FsError::NOENT) => st.removed.get(&ino).cloned().ok_or(FsError::NOENT),
+                other => other,
+            },
             None => Err(FsError::NOENT),
+        }
+    }
+
+    /// Remembers the attributes of a scratch entry about to be removed.
+    fn remember_removed(&self, st: &mut State, rel: &std::path::Path) {
+        if let Some(&ino) = st.scratch_inos.get(rel) {
+            if let Ok(mut a) = scratch::attr(ino, &self.scratch_path(rel)) {
+                a.nlink = 0;
+                st.removed.insert(ino, a);
+            }
         }
     }
 
@@ -401,16 +417,11 @@ impl QuackFs {
     /// getattr through an open handle when there is one (a scratch file may have lost its name).
     pub fn getattr_fh(&self, ino: u64, fh: Option<u64>) -> FsResult<Attr> {
         let st = self.lock();
-        match (
-            self.node_attr(&st, ino),
-            fh.and_then(|h| st.handles.get(&h)),
-        ) {
-            (Err(FsError::NOENT), Some(Handle::Scratch(file))) => {
-                let m = file.metadata().map_err(|e| FsError::from_io(&e))?;
-                scratch::attr_of(ino, &m)
-            }
-            (r, _) => r,
+        if let Some(Handle::Scratch(file)) = fh.and_then(|h| st.handles.get(&h)) {
+            let m = file.metadata().map_err(|e| FsError::from_io(&e))?;
+            return scratch::attr_of(ino, &m);
         }
+        self.node_attr(&st, ino)
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
@@ -498,6 +509,7 @@ impl QuackFs {
         } else {
             Self::scratch_child(&st, parent, name)?
         };
+        self.remember_removed(&mut st, &rel);
         std::fs::remove_dir(self.scratch_path(&rel)).map_err(|e| FsError::from_io(&e))?;
         st.scratch_inos.remove(&rel);
         if parent == ROOT {
@@ -862,6 +874,7 @@ impl QuackFs {
             let mut st = self.lock();
             if parent != ROOT {
                 let rel = Self::scratch_child(&st, parent, name)?;
+                self.remember_removed(&mut st, &rel);
                 std::fs::remove_file(self.scratch_path(&rel)).map_err(|e| FsError::from_io(&e))?;
                 // The node stays: open handles keep working on the unlinked file.
                 st.scratch_inos.remove(&rel);

@@ -345,3 +345,118 @@ impl Drop for Mount {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// Processes with extra environment variables (added for tests/backend_faults.rs). Setting
+// variables on the test process itself would leak into tests running in parallel.
+
+impl Env {
+    /// `cmd()` with extra environment variables.
+    pub fn cmd_env(&self, envs: &[(&str, &str)]) -> Command {
+        let mut c = self.cmd();
+        c.envs(envs.iter().copied());
+        c
+    }
+
+    /// The log file of a mount started on `dir` (stdout and stderr of the mount process).
+    pub fn mount_log(&self, dir: &Path) -> PathBuf {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        self.dir.path().join(format!("mount-{name}.log"))
+    }
+
+    /// Like `mount_with`, with extra environment variables for the mount process.
+    pub fn mount_env(
+        &self,
+        envs: &[(&str, &str)],
+        global: &[&str],
+        rev: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Mount {
+        match self.try_mount_env(envs, global, rev, dir, extra) {
+            Ok(m) => m,
+            Err(log) => panic!("{log}"),
+        }
+    }
+
+    /// Like `mount_env`, but a mount process that exits before mounting is an `Err` with its log.
+    pub fn try_mount_env(
+        &self,
+        envs: &[(&str, &str)],
+        global: &[&str],
+        rev: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Result<Mount, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let dir = std::fs::canonicalize(dir).unwrap();
+        let log_path = self.mount_log(&dir);
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("quackfs"))
+            .current_dir(self.work())
+            .env("QUACKFS_HOME", self.home())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("QUACKFS_AUTHOR", "tester")
+            .env_remove("QUACKFS_REPO")
+            .env_remove("QUACKFS_CATALOG")
+            .env_remove("QUACKFS_STORE")
+            .env_remove("RUST_LOG")
+            .envs(envs.iter().copied())
+            .args(global)
+            .arg("mount")
+            .arg(rev)
+            .arg(&dir)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start quackfs mount");
+        let mut m = Mount {
+            dir: dir.clone(),
+            child: Some(child),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !is_mounted(&dir) {
+            if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
+                m.child = None;
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!(
+                    "quackfs mount exited ({status}) before mounting: {log}"
+                ));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mount not ready after 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(m)
+    }
+}
+
+impl Mount {
+    /// Stops the mount process with SIGTERM and waits for it (at most 60 s, then SIGKILL);
+    /// returns its exit status whatever it is, detaching a mount it left behind.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: sending SIGTERM to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        // Drop detaches whatever is left.
+        status
+    }
+}
