@@ -91,6 +91,18 @@ impl Services {
             .expect("run scripts/services.sh")
     }
 
+    /// `down --purge`: stops both services and deletes the directory.
+    fn script_purge(&self) -> Output {
+        Command::new("bash")
+            .arg(SERVICES)
+            .args(["down", "--purge"])
+            .arg(&self.dir)
+            .env_remove("QUACKFS_SERVICES_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/services.sh")
+    }
+
     /// Reads DIR/env (rewritten by every `up`: the pids change on a restart).
     fn read_env(&mut self) {
         let env = std::fs::read_to_string(self.dir.join("env")).expect("services env file");
@@ -200,7 +212,7 @@ impl Services {
             "postgres://postgres@127.0.0.1:{}/postgres",
             self.var("QUACKFS_SERVICES_PG_PORT")
         );
-        let out = Command::new("psql")
+        let out = Command::new(pg_tool("psql"))
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &url, "-c", sql])
             .stdin(Stdio::null())
             .output()
@@ -211,20 +223,34 @@ impl Services {
 
 impl Drop for Services {
     fn drop(&mut self) {
-        let out = self.script("down");
+        let out = self.script_purge();
         if !out.status.success() {
             eprintln!(
                 "services.sh down failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let _ = Command::new("bash")
-            .arg(SERVICES)
-            .args(["down", "--purge"])
-            .arg(&self.dir)
-            .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A PostgreSQL client tool: from the newest /usr/lib/postgresql/*/bin (as services.sh picks
+/// its server), else from PATH.
+fn pg_tool(name: &str) -> PathBuf {
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse().ok()?;
+            Some((v, e.path().join("bin").join(name)))
+        })
+        .filter(|(_, p)| p.is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 fn alive(pid: i32) -> bool {
@@ -826,14 +852,9 @@ fn stale_writer_is_fenced_after_a_takeover() {
 // ------------------------------------------------------------------------------------------------
 // 4. Credentials are never printed.
 
-#[test]
-fn credentials_never_appear_in_output_or_logs() {
-    let test = "credentials";
-    let Some(svc) = Services::up(test) else {
-        return;
-    };
-    let t0 = Instant::now();
-    // A role that must authenticate with a password (the services trust loopback otherwise).
+/// A PostgreSQL role and database that authenticate with a password (the services trust
+/// loopback otherwise); returns (password, catalog URL with it, the same URL with a wrong one).
+fn password_role(svc: &Services) -> (String, String, String) {
     let password = format!("pw{}", tag());
     let wrong = format!("wrong{}", tag());
     let user = "qfs_secret_user";
@@ -850,6 +871,35 @@ fn credentials_never_appear_in_output_or_logs() {
     let port = svc.var("QUACKFS_SERVICES_PG_PORT");
     let url = format!("postgres://{user}:{password}@127.0.0.1:{port}/secretdb");
     let bad_url = format!("postgres://{user}:{wrong}@127.0.0.1:{port}/secretdb");
+    (password, url, bad_url)
+}
+
+fn assert_absent(seen: &str, needles: &[(&str, &str)]) {
+    for (what, needle) in needles {
+        assert!(
+            !seen.contains(needle),
+            "the {what} appears in the output:\n{}",
+            seen.lines()
+                .filter(|l| l.contains(needle))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+#[test]
+fn credentials_never_appear_in_output_or_logs() {
+    let test = "credentials";
+    let Some(svc) = Services::up(test) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let (password, url, bad_url) = password_role(&svc);
+    let wrong = bad_url
+        .split_once("qfs_secret_user:")
+        .and_then(|(_, r)| r.split_once('@'))
+        .map(|(pw, _)| pw.to_string())
+        .unwrap();
     let secret = svc.var("AWS_SECRET_ACCESS_KEY");
     let wrong_secret = format!("{secret}-wrong{}", tag());
     let store = svc.store_url();
@@ -864,6 +914,11 @@ fn credentials_never_appear_in_output_or_logs() {
     let mut bad_s3 = envs.clone();
     bad_s3.retain(|(k, _)| *k != "AWS_SECRET_ACCESS_KEY");
     bad_s3.push(("AWS_SECRET_ACCESS_KEY", &wrong_secret));
+    // Everything at trace level, the dependencies (SQL driver, AWS SDK) included.
+    let mut traced = envs.clone();
+    traced.push(("RUST_LOG", "trace"));
+    let mut traced_bad_s3 = bad_s3.clone();
+    traced_bad_s3.push(("RUST_LOG", "trace"));
 
     let mut seen = String::new();
     let mut run = |envs: &[(&str, &str)], catalog: &str, args: &[&str], ok: bool| {
@@ -895,11 +950,20 @@ fn credentials_never_appear_in_output_or_logs() {
     );
     run(&envs, &url, &["log"], true);
     run(&envs, &url, &["show", "main"], true);
-    run(&envs, &url, &["repos"], true);
-    run(&envs, &url, &["export", "main", "out"], true);
+    run(&envs, &url, &["repos", "--json"], true);
+    run(&traced, &url, &["status", "--json"], true);
+    run(&traced, &url, &["export", "main", "out"], true);
     let refused = run(&envs, &bad_url, &["status"], false);
     assert!(refused.contains("password"), "{refused}");
+    eprintln!(
+        "{test}: wrong password: {}",
+        refused
+            .lines()
+            .find(|l| l.starts_with("error"))
+            .unwrap_or("")
+    );
     run(&envs, &bad_url, &["log", "--json"], false);
+    run(&traced, &bad_url, &["status", "--json"], false);
     let denied = run(&bad_s3, &url, &["export", "main", "out2"], false);
     eprintln!(
         "{test}: wrong S3 secret: {}",
@@ -908,6 +972,7 @@ fn credentials_never_appear_in_output_or_logs() {
             .find(|l| l.starts_with("error"))
             .unwrap_or("")
     );
+    run(&traced_bad_s3, &url, &["export", "main", "out3"], false);
 
     // A verbose mount, written through.
     let global = ["-vvv", "--catalog", url.as_str(), "--store", store.as_str()];
@@ -919,39 +984,100 @@ fn credentials_never_appear_in_output_or_logs() {
     let mnt_dir = m.dir.clone();
     m.unmount();
     let mount_log = std::fs::read_to_string(env.mount_log(&mnt_dir)).unwrap();
-    assert!(!mount_log.is_empty());
+    assert!(mount_log.contains("mounted"), "{mount_log}");
     seen.push_str(&mount_log);
     // A mount that cannot authenticate.
+    let bad_global = ["-vvv", "--catalog", &bad_url, "--store", &store];
     let failed = env
-        .try_mount_env(
-            &envs,
-            &["-vvv", "--catalog", &bad_url, "--store", &store],
-            "shop@main",
-            &env.path("mnt-bad"),
-            &[],
-        )
+        .try_mount_env(&envs, &bad_global, "shop@main", &env.path("mnt-bad"), &[])
         .err()
         .expect("a mount with a wrong password must fail");
     seen.push_str(&failed);
 
-    for (what, needle) in [
-        ("PostgreSQL password", password.as_str()),
-        ("wrong PostgreSQL password", wrong.as_str()),
-        ("AWS secret key", secret.as_str()),
-        ("wrong AWS secret key", wrong_secret.as_str()),
-    ] {
-        assert!(
-            !seen.contains(needle),
-            "the {what} was printed:\n{}",
-            seen.lines()
-                .filter(|l| l.contains(needle))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    assert_absent(
+        &seen,
+        &[
+            ("PostgreSQL password", &password),
+            ("wrong PostgreSQL password", &wrong),
+            ("AWS secret key", &secret),
+            ("wrong AWS secret key", &wrong_secret),
+        ],
+    );
     eprintln!(
         "{test}: {} bytes of output checked in {:.1?}",
         seen.len(),
         t0.elapsed()
     );
+}
+
+/// A `--daemon` mount whose process must be stopped at the end, whatever happens.
+struct Daemon {
+    pid: i32,
+    dir: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: the mount process this test started (in its own process group).
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while alive(self.pid) && !is_zombie(self.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if alive(self.pid) && !is_zombie(self.pid) {
+            // SAFETY: as above.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+        if common::is_mounted(&self.dir) {
+            detach(&self.dir);
+        }
+    }
+}
+
+/// `mount --daemon` re-runs quackfs with the global options on its command line, so a catalog
+/// URL given through QUACKFS_CATALOG (or the config file) ends up in the argv of a long-lived
+/// process: world-readable in /proc/PID/cmdline, printed by `ps` to every local user.
+#[test]
+fn daemon_mount_keeps_the_catalog_password_off_the_command_line() {
+    let test = "daemon_argv";
+    let Some(svc) = Services::up(test) else {
+        return;
+    };
+    let (password, url, _) = password_role(&svc);
+    let env = Env::new();
+    let mut envs = svc.envs(&[("QUACKFS_CONNECT_TIMEOUT", "5s")]);
+    envs.push(("QUACKFS_CATALOG".into(), url.clone()));
+    envs.push(("QUACKFS_STORE".into(), svc.store_url()));
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let ok = |args: &[&str]| {
+        let out = env.cmd_env(&envs).args(args).output().unwrap();
+        assert!(out.status.success(), "quackfs {args:?}: {}", text(&out));
+        text(&out)
+    };
+    ok(&["init", "shop"]);
+    let mnt = env.path("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let said = ok(&["mount", "shop", mnt.to_str().unwrap(), "--daemon"]);
+    let pid: i32 = said
+        .split("(pid ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in: {said}"));
+    let daemon = Daemon {
+        pid,
+        dir: std::fs::canonicalize(&mnt).unwrap(),
+    };
+    assert_absent(&said, &[("PostgreSQL password", &password)]);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default();
+    let mut logs = String::new();
+    for e in std::fs::read_dir(env.home().join("logs")).unwrap() {
+        logs.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap_or_default());
+    }
+    ok(&["umount", mnt.to_str().unwrap()]);
+    drop(daemon);
+    assert_absent(&logs, &[("PostgreSQL password", &password)]);
+    assert_absent(&cmdline, &[("PostgreSQL password", &password)]);
 }

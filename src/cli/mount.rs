@@ -412,12 +412,11 @@ async fn daemonize(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     if let Some(p) = ready.parent() {
         std::fs::create_dir_all(p).map_err(|e| Error::file(p, e))?;
     }
-    // Re-run this command without --daemon, in its own session, with the global options.
+    // Re-run this command without --daemon, in its own session, with the same configuration.
     let mut args: Vec<std::ffi::OsString> = Vec::new();
     let g = &ctx.cfg;
     args.extend(["--data-dir".into(), g.data_dir.clone().into_os_string()]);
-    args.extend(["--catalog".into(), g.catalog_url.clone().into()]);
-    args.extend(["--store".into(), g.store_url.clone().into()]);
+
     if let Some(repo) = ctx.current_repo()? {
         args.extend(["--repo".into(), repo.into()]);
     }
@@ -437,6 +436,10 @@ async fn daemonize(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     }
     args.extend(["--ready-file".into(), ready.clone().into_os_string()]);
     let mut cmd = std::process::Command::new(exe);
+    // Catalog and store go through the environment: a password in a URL must not be visible in
+    // the process list.
+    cmd.env("QUACKFS_CATALOG", &g.catalog_url)
+        .env("QUACKFS_STORE", &g.store_url);
     cmd.args(&args)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(|e| Error::file(&log_path, e))?)
