@@ -1034,9 +1034,9 @@ impl Drop for Daemon {
     }
 }
 
-/// `mount --daemon` re-runs quackfs with the global options on its command line, so a catalog
-/// URL given through QUACKFS_CATALOG (or the config file) ends up in the argv of a long-lived
-/// process: world-readable in /proc/PID/cmdline, printed by `ps` to every local user.
+/// `mount --daemon` re-runs quackfs in the background: the catalog URL (with its password) must
+/// not be in that long-lived process's argv, which /proc/PID/cmdline and `ps` show to every
+/// local user (it goes through the environment instead).
 #[test]
 fn daemon_mount_keeps_the_catalog_password_off_the_command_line() {
     let test = "daemon_argv";
