@@ -164,3 +164,170 @@ with open(out, "a") as f:
     f.write(json.dumps(obj, sort_keys=False) + "\n")
 PY
 }
+
+# --- Mounts (duckdb_workload.sh, merge_gc.sh) ------------------------------------------------
+# Every mount made with bench_mount is remembered ("DIR|PID|QUACKFS_HOME") so that the exit trap
+# unmounts it before the work directory is removed, even on error or Ctrl-C.
+BENCH_MOUNTS=()
+
+# Replaces setup_workdir's exit trap: unmount everything still mounted, then remove $WORK.
+trap_mounts() {
+    trap 'cleanup_mounts; cleanup_workdir' EXIT
+}
+
+# Mounts REV at DIR with `quackfs mount --daemon` (further arguments are passed on), timed like
+# `timed` (T_REAL: until the mount is ready). Sets MOUNT_PID.
+bench_mount() { # REV DIR [ARGS…]
+    local rev=$1 dir=$2 key
+    shift 2
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd -P)
+    BENCH_MOUNTS+=("$dir||${QUACKFS_HOME:-}")
+    timed "$QUACKFS" mount "$rev" "$dir" --daemon "$@"
+    # The mount records its pid in DATA_DIR/run/mount<DIR, non-alphanumerics as _>.pid.
+    key=${dir//[^A-Za-z0-9]/_}
+    MOUNT_PID=$(cat "$QUACKFS_HOME/run/mount$key.pid" 2>/dev/null || true)
+    BENCH_MOUNTS[${#BENCH_MOUNTS[@]} - 1]="$dir|$MOUNT_PID|${QUACKFS_HOME:-}"
+}
+
+# `quackfs umount DIR` (flushes and waits for the mount process), timed like `timed`.
+bench_umount() { # DIR
+    local dir i
+    dir=$(cd "$1" && pwd -P)
+    timed "$QUACKFS" umount "$dir"
+    for i in "${!BENCH_MOUNTS[@]}"; do
+        if [ "${BENCH_MOUNTS[$i]%%|*}" = "$dir" ]; then unset "BENCH_MOUNTS[$i]"; fi
+    done
+}
+
+# Unmounts whatever bench_mount mounted and is still mounted: `quackfs umount`, else a lazy
+# unmount; then ends the mount process (by its recorded pid) if it is still running.
+cleanup_mounts() {
+    local m dir pid home n
+    for m in "${BENCH_MOUNTS[@]}"; do
+        IFS='|' read -r dir pid home <<<"$m"
+        if mountpoint -q "$dir" 2>/dev/null; then
+            log "cleanup: unmounting $dir"
+            QUACKFS_HOME=$home timeout 120 "$QUACKFS" umount "$dir" >/dev/null 2>&1 ||
+                umount -l "$dir" 2>/dev/null || umount -l -f "$dir" 2>/dev/null || true
+        fi
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
+            tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- " $dir"; then
+            n=0
+            while kill -0 "$pid" 2>/dev/null && [ "$n" -lt 100 ]; do
+                sleep 0.1
+                n=$((n + 1))
+            done
+            if kill -0 "$pid" 2>/dev/null; then
+                log "cleanup: ending mount process $pid"
+                kill "$pid" 2>/dev/null || true
+            fi
+        fi
+        if mountpoint -q "$dir" 2>/dev/null; then
+            log "cleanup: $dir is still mounted; keeping $WORK"
+            BENCH_KEEP=1
+        fi
+    done
+    BENCH_MOUNTS=()
+}
+
+# Drops the page cache if possible (root), after writing dirty pages back; otherwise only syncs.
+drop_caches() {
+    sync
+    if [ -n "$CAN_DROP_CACHES" ]; then echo 3 >/proc/sys/vm/drop_caches; fi
+}
+
+# Median and 99th percentile (nearest rank) of the numbers in a file, one a line: "MEDIAN P99 N".
+quantiles() { # FILE
+    sort -g "$1" | awk '{a[NR] = $1} END {
+        if (NR == 0) { print "nan nan 0"; exit }
+        m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+        r = int(0.99 * NR); if (r < 0.99 * NR) r++; if (r < 1) r = 1
+        printf "%.6f %.6f %d\n", m, a[r], NR }'
+}
+
+# One machine-load line (other work on the machine skews the times).
+load_now() { echo "$(cut -d' ' -f1-3 /proc/loadavg) (load 1/5/15 min at $(date +%H:%M:%S))"; }
+
+# Prints the path of a cached test database in $BENCH_DIR/cache, generating it first if missing:
+# TPC-H (tpch-sf<SF>.duckdb, `CALL dbgen(sf=SF); CHECKPOINT` with the Python duckdb module and
+# its tpch extension) or, if that is unavailable or DATA=synthetic, a lineitem-like table of about
+# SYNTH_MB MB (synthetic-<SYNTH_MB>mb.duckdb). Same names as import_export.sh, so the cache is shared.
+bench_database() { # DATA SF SYNTH_MB
+    "$PYTHON" - "$BENCH_DIR/cache" "$@" <<'PY'
+import os, sys, time
+import duckdb
+cache, data, sf, synth_mb = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+os.makedirs(cache, exist_ok=True)
+tpch = False
+if data == "tpch":
+    try:
+        import duckdb_ext
+        duckdb_ext.init(duckdb.connect()).load_extension("tpch")
+        tpch = True
+    except Exception as e:
+        print(f"tpch extension unavailable ({e}); using synthetic tables", file=sys.stderr)
+name = f"tpch-sf{sf}.duckdb" if tpch else f"synthetic-{synth_mb}mb.duckdb"
+path = os.path.join(cache, name)
+if not os.path.exists(path):
+    tmp = path + ".tmp"
+    for p in (tmp, tmp + ".wal"):
+        if os.path.exists(p):
+            os.remove(p)
+    t = time.time()
+    con = duckdb.connect(tmp)
+    if tpch:
+        import duckdb_ext
+        duckdb_ext.init(con)
+        con.load_extension("tpch")
+        con.execute(f"CALL dbgen(sf={sf})")
+    else:
+        rows = synth_mb * 1_000_000 // 26
+        con.execute("SELECT setseed(0.42)")
+        con.execute(f"""
+            CREATE TABLE lineitem AS SELECT
+                range // 4 + 1 AS l_orderkey,
+                (range % 4 + 1)::INTEGER AS l_linenumber,
+                (random() * 50)::INTEGER AS l_quantity,
+                random() * 100000 AS l_extendedprice,
+                md5(range::VARCHAR) AS l_comment
+            FROM range({rows})""")
+    con.execute("CHECKPOINT")
+    con.close()
+    os.replace(tmp, path)
+    print(f"generated {name} in {time.time() - t:.1f} s", file=sys.stderr)
+print(path)
+PY
+}
+
+# Compares two files byte for byte. Returns 0 if identical; otherwise prints one line: how many
+# bytes differ, the first and last differing offsets, and how many of them are zero in REF (all of
+# them zero in REF means zeros written over older data were lost) — and returns 1.
+compare_files() { # REF OTHER
+    "$PYTHON" - "$1" "$2" <<'PY'
+import sys
+ref, other = sys.argv[1], sys.argv[2]
+CHUNK = 1 << 20
+n = zero = 0
+first = last = None
+with open(ref, "rb") as a, open(other, "rb") as b:
+    off = 0
+    while True:
+        x, y = a.read(CHUNK), b.read(CHUNK)
+        if not x and not y:
+            break
+        if x != y:
+            m = max(len(x), len(y))
+            x, y = x.ljust(m, b"\0"), y.ljust(m, b"\0")
+            for i in range(m):
+                if x[i] != y[i]:
+                    n += 1
+                    zero += x[i] == 0
+                    first = off + i if first is None else first
+                    last = off + i
+        off += max(len(x), len(y))
+if n:
+    print(f"{n} bytes differ at offsets {first}..{last}; {zero} of them are zero in the reference")
+    sys.exit(1)
+PY
+}

@@ -95,7 +95,8 @@ fn is_zero(b: &[u8]) -> bool {
 
 impl Engine {
     /// Writes a layer of `kind` holding, per file id, (truncate_to, size, map) with bytes read
-    /// through `layers`; zero pages are left out. Stores it and returns its (unregistered) row.
+    /// through `layers`; an image leaves zero pages out. Stores it and returns its (unregistered)
+    /// row.
     async fn write_folded(
         &self,
         repo_id: i64,
@@ -118,6 +119,12 @@ impl Engine {
                     let len = piece.len.min(size - off) as usize;
                     buf.resize(piece.len as usize, 0);
                     piece_bytes(&self.layers, layers, piece, &mut buf).await?;
+                    // A delta must keep zeros: they hide older bytes. An image replaces everything,
+                    // so its zero pages read the same as holes and are left out.
+                    if kind == LayerKind::Delta {
+                        w.add_extent(off, &buf[..len])?;
+                        continue;
+                    }
                     // Write runs of non-zero pages (page grid relative to the piece).
                     let mut p = 0;
                     while p < len {

@@ -1238,10 +1238,9 @@ impl QuackFs {
                     }
                 }
                 let (bw, index, len) = w.finish()?;
-                let f = bw
-                    .into_inner()
+                // The store makes the object durable (the local store fsyncs it as it links it in).
+                bw.into_inner()
                     .map_err(|e| Error::file(&path, e.into_error()))?;
-                f.sync_data().map_err(|e| Error::file(&path, e))?;
                 Ok((index, len))
             },
         )

@@ -53,12 +53,11 @@ impl FuseAdapter {
         .make(a)
     }
 
+    /// Keep the kernel page cache across opens: every write goes through this mount (no writeback
+    /// caching, one writer per branch), so cached pages never go stale; read-only revisions never
+    /// change at all.
     fn open_flags(&self) -> FopenFlags {
-        if self.fs.writable() {
-            FopenFlags::empty()
-        } else {
-            FopenFlags::FOPEN_KEEP_CACHE
-        }
+        FopenFlags::FOPEN_KEEP_CACHE
     }
 }
 
