@@ -61,7 +61,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn pattern(seed: u8, off: u64, len: usize) -> Vec<u8> {
     // Some writes are zeros over older data: merged layers must keep them.
-    if seed % 4 == 0 {
+    if seed.is_multiple_of(4) {
         return vec![0; len];
     }
     (0..len as u64)
