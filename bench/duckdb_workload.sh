@@ -14,9 +14,14 @@
 #   BENCH_COLD=0                     1 = drop the page cache before every reopen (both sides)
 #   BENCH_STRACE=1                   0 = skip the strace'd extra transaction run (fsync latency)
 #   BENCH_KEEP=1                     keep the temp directory for inspection
+#   BENCH_BACKEND=embedded|pgs3      where the mount keeps its data: the embedded catalog and local
+#                                    objects (default), or PostgreSQL + S3 (SeaweedFS) on 127.0.0.1,
+#                                    started for this run with scripts/services.sh and purged after
 #
 # Issue targets (mount / local disk): whole workload <= 1.15x, the transaction phase <= 1.5x,
 # queries <= 1.2x; stored bytes after the run <= 1.05x the logical bytes that survive.
+# With BENCH_BACKEND=pgs3 (issue "PostgreSQL + S3"): whole workload <= 1.5x, the transaction
+# phase <= 2x, bytes uploaded to S3 during the workload <= 1.1x the bytes DuckDB wrote.
 set -euo pipefail
 
 BENCH_NAME=duckdb_workload
@@ -35,10 +40,36 @@ TARGET_TOTAL=1.15
 TARGET_TXNS=1.5
 TARGET_QUERIES=1.2
 TARGET_STORED=1.05
+BACKEND=${BENCH_BACKEND:-embedded}
+TARGET_UPLOAD=1.1
+case "$BACKEND" in
+    embedded) ;;
+    pgs3)
+        TARGET_TOTAL=1.5
+        TARGET_TXNS=2
+        TARGET_QUERIES=""
+        ;;
+    *) die "BENCH_BACKEND must be embedded or pgs3, not '$BACKEND'" ;;
+esac
 
 resolve_quackfs
 setup_workdir
 trap_mounts
+SVC=
+if [ "$BACKEND" = pgs3 ]; then
+    # Throwaway PostgreSQL + SeaweedFS, stopped and purged on exit (after the mounts are gone).
+    SVC=$(mktemp -d /tmp/qfs-bench-svc.XXXXXX)
+    trap 'cleanup_mounts; cleanup_services; cleanup_workdir' EXIT
+    log "starting PostgreSQL + S3 in $SVC"
+    bash "$BENCH_ROOT/scripts/services.sh" up "$SVC" >/dev/null 2>"$WORK/services.log" ||
+        { cat "$WORK/services.log" >&2; die "scripts/services.sh up failed"; }
+    # shellcheck source=/dev/null
+    . "$SVC/env"
+    S3_PREFIX=bench-$(date +%s)-$RANDOM
+    export QUACKFS_CATALOG=$QUACKFS_TEST_PG_URL
+    export QUACKFS_STORE=s3://$QUACKFS_TEST_S3_BUCKET/$S3_PREFIX
+    log "catalog $QUACKFS_CATALOG, store $QUACKFS_STORE ($AWS_ENDPOINT_URL)"
+fi
 probe_drop_caches
 if [ "$COLD" = 1 ] && [ -z "$CAN_DROP_CACHES" ]; then
     log "warning: BENCH_COLD=1 but the page cache cannot be dropped: warm runs only"
@@ -124,7 +155,31 @@ def load(path, kind, sf, synth_mb):
             FROM range({rows})""")
     con.execute("CHECKPOINT")
     con.close()
-    print(json.dumps({"s": time.perf_counter() - t}))
+    print(json.dumps({"s": time.perf_counter() - t, "wchar": wchar()}))
+
+
+def wchar():
+    """Bytes this process has passed to write-type system calls so far (/proc/self/io)."""
+    try:
+        with open("/proc/self/io") as f:
+            return int(next(l for l in f if l.startswith("wchar:")).split()[1])
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def s3_list(bucket, prefix):
+    """Objects and bytes under s3://BUCKET/PREFIX/ (endpoint and keys from AWS_* variables)."""
+    import os
+    import boto3
+    from botocore.config import Config
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+                      config=Config(s3={"addressing_style": "path"}))
+    n = b = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        for o in page.get("Contents", []):
+            n += 1
+            b += o["Size"]
+    print(n, b)
 
 
 def queries(path, kind):
@@ -141,7 +196,7 @@ def queries(path, kind):
         per[f"q{QUERIES[n]}"] = round(time.perf_counter() - tq, 4)
         assert rows, f"query {n} returned no rows"
     con.close()
-    print(json.dumps({"s": time.perf_counter() - t, "queries": per}))
+    print(json.dumps({"s": time.perf_counter() - t, "queries": per, "wchar": wchar()}))
 
 
 def txns(path, n, seed):
@@ -172,7 +227,7 @@ def txns(path, n, seed):
         per.append((round(tc - ti, 4), round(time.perf_counter() - tc, 4)))
     con.close()
     print(json.dumps({"s": time.perf_counter() - t, "txn_s": [a for a, _ in per],
-                      "checkpoint_s": [b for _, b in per]}))
+                      "checkpoint_s": [b for _, b in per], "wchar": wchar()}))
 
 
 def verify(path):
@@ -187,7 +242,7 @@ def verify(path):
         c, h = con.execute(f'SELECT count(*), sum(hash(t))::VARCHAR FROM "{name}" t').fetchone()
         out[name] = [c, h]
     con.close()
-    print(json.dumps({"s": time.perf_counter() - t, "tables": out}, sort_keys=True))
+    print(json.dumps({"s": time.perf_counter() - t, "tables": out, "wchar": wchar()}, sort_keys=True))
 
 
 def fsync_times(path):
@@ -230,6 +285,8 @@ if __name__ == "__main__":
         verify(a[0])
     elif cmd == "fsyncs":
         fsync_times(a[0])
+    elif cmd == "s3ls":
+        s3_list(a[0], a[1])
     elif cmd == "field":
         field(*a)
     else:
@@ -262,6 +319,24 @@ phase() { # PHASE SIDE DRIVER-ARGS…
     OUT[$name.$side]="$WORK/$name.$side.json"
     S[$name.$side]=$(field "$WORK/$name.$side.json" s)
     log "  $name on $side: ${S[$name.$side]} s (process wall $T_REAL s, user $T_USER, sys $T_SYS)"
+    if [ "$side" = mount ]; then account "${name%%[0-9]*}" "$(field "$WORK/$name.$side.json" wchar)"; fi
+}
+# Per mount-side phase: bytes the driver passed to write calls (/proc/self/io wchar: what DuckDB
+# wrote to the mount, plus a few bytes of stdout) and, with pgs3, the objects and bytes that
+# appeared under the S3 prefix since the previous phase (listed after the phase's process ended;
+# layer objects are written once, so new bytes = bytes uploaded).
+declare -A W=() PUTS=() UP=()
+S3_OBJS=0 S3_BYTES=0
+s3_list() { drv s3ls "$QUACKFS_TEST_S3_BUCKET" "$S3_PREFIX"; }
+account() { # GROUP WCHAR
+    local n b
+    W[$1]=$((${W[$1]:-0} + $2))
+    if [ "$BACKEND" = pgs3 ]; then
+        read -r n b <<<"$(s3_list)"
+        PUTS[$1]=$((${PUTS[$1]:-0} + n - S3_OBJS))
+        UP[$1]=$((${UP[$1]:-0} + b - S3_BYTES))
+        S3_OBJS=$n S3_BYTES=$b
+    fi
 }
 reopen_cache() { if [ "$COLD" = 1 ]; then drop_caches; fi; }
 path_of() { if [ "$1" = local ]; then echo "$LOCAL/$DB"; else echo "$MNT/$DB"; fi; }
@@ -304,6 +379,7 @@ if [ "$STRACE" = 1 ]; then
             "$PYTHON" "$DRIVER" txns "$(path_of "$side")" "$TXNS" 2
         drv fsyncs "$WORK/strace.$side" >"$WORK/fsync.$side"
         log "  under strace on $side: $T_REAL s wall, $(wc -l <"$WORK/fsync.$side") fsync/fdatasync calls"
+        if [ "$side" = mount ]; then account txns_strace "$(field "$WORK/last.out" wchar)"; fi
     done
     FSYNC_LOCAL=$(quantiles "$WORK/fsync.local")
     FSYNC_MOUNT=$(quantiles "$WORK/fsync.mount")
@@ -339,9 +415,22 @@ q --json log -n 1000000 >"$WORK/log.json"
 COMMITS=$(field "$WORK/log.json" len)
 UNCOMMITTED=$(field "$WORK/status.json" uncommitted_bytes)
 HEAD_LOGICAL=$(field "$WORK/repos.json" 0 logical_bytes)
-STORED=$(dir_bytes "$QUACKFS_HOME/objects/layers")
+# Stored bytes and layer objects: objects/layers in the data dir, or the objects under the S3
+# prefix (pgs3). Prints "BYTES OBJECTS".
+stored() {
+    if [ "$BACKEND" = pgs3 ]; then
+        s3_list | awk '{print $2, $1}'
+    else
+        echo "$(dir_bytes "$QUACKFS_HOME/objects/layers")" "$(find "$QUACKFS_HOME/objects/layers" -type f | wc -l)"
+    fi
+}
+read -r STORED LAYERS <<<"$(stored)"
 STORED_CATALOG=$(field "$WORK/repos.json" 0 stored_bytes)
-LAYERS=$(find "$QUACKFS_HOME/objects/layers" -type f | wc -l)
+if [ "$BACKEND" = pgs3 ]; then
+    # Everything under the prefix was uploaded during the workload (nothing is rewritten before
+    # merge); the unmount may have uploaded a last piece after the verify phase.
+    account unmount 0
+fi
 
 # Exports the head and compares it with what DuckDB left on the mount. Sets SAME.
 same_head() { # AFTER-WHAT
@@ -369,9 +458,8 @@ cp "$WORK/last.out" "$WORK/gc.json"
 GC_S=$T_REAL
 GC_DELETED=$(field "$WORK/gc.json" deleted_bytes)
 q --json repos >"$WORK/repos.json"
-STORED_GC=$(dir_bytes "$QUACKFS_HOME/objects/layers")
+read -r STORED_GC LAYERS_GC <<<"$(stored)"
 STORED_GC_CATALOG=$(field "$WORK/repos.json" 0 stored_bytes)
-LAYERS_GC=$(find "$QUACKFS_HOME/objects/layers" -type f | wc -l)
 LOGICAL_GC=$(field "$WORK/repos.json" 0 logical_bytes)
 same_head gc
 HEAD_SAME_GC=$SAME
@@ -403,6 +491,11 @@ ms() { awk -v s="$1" 'BEGIN { if (s == "nan") print "-"; else printf "%.2f ms\n"
 
 echo
 echo "== quackfs DuckDB workload benchmark: local disk vs mount ($(date -u +%Y-%m-%dT%H:%M:%SZ)) =="
+if [ "$BACKEND" = pgs3 ]; then
+    echo "backend:     pgs3: catalog PostgreSQL 127.0.0.1:$QUACKFS_SERVICES_PG_PORT, store $QUACKFS_STORE (SeaweedFS $AWS_ENDPOINT_URL), both throwaway"
+else
+    echo "backend:     embedded catalog + local objects ($QUACKFS_HOME)"
+fi
 machine_info | grep -v '^page cache:'
 echo "load before: $LOAD_START"
 echo "load after:  $(load_now)"
@@ -455,12 +548,40 @@ echo
 echo "-- storage ($COMMITS commits, $LAYERS layer objects before gc, $LAYERS_GC after) --"
 printf '%-52s %14s %s\n' "logical bytes that survive (files on the mount)" "$LOGICAL_MOUNT" "($(mib "$LOGICAL_MOUNT"); local disk $LOGICAL_LOCAL; head commit says $HEAD_LOGICAL, after gc $LOGICAL_GC)"
 printf '%-52s %14s %s\n' "uncommitted after unmount (status)" "$UNCOMMITTED" ""
-printf '%-52s %14s %s\n' "stored after the run (objects/layers)" "$STORED" "($(mib "$STORED"); catalog says $STORED_CATALOG)"
+WHERE_STORED=objects/layers
+if [ "$BACKEND" = pgs3 ]; then WHERE_STORED="S3 prefix"; fi
+printf '%-52s %14s %s\n' "stored after the run ($WHERE_STORED)" "$STORED" "($(mib "$STORED"); catalog says $STORED_CATALOG)"
 printf '%-52s %14s  %s\n' "ratio stored / logical, after the run" "$R_STORED" "$(verdict "$R_STORED" "$TARGET_STORED") (target <= $TARGET_STORED; includes all history)"
 printf '%-52s %14s %s\n' "merge: bytes written" "$MERGE_BYTES" "in $MERGE_S s ($(mbps "$MERGE_BYTES" "$MERGE_S"))"
 printf '%-52s %14s %s\n' "gc --retain 0s --grace 0s: bytes deleted" "$GC_DELETED" "in $GC_S s"
-printf '%-52s %14s %s\n' "stored after merge + gc (objects/layers)" "$STORED_GC" "($(mib "$STORED_GC"); catalog says $STORED_GC_CATALOG)"
+printf '%-52s %14s %s\n' "stored after merge + gc ($WHERE_STORED)" "$STORED_GC" "($(mib "$STORED_GC"); catalog says $STORED_GC_CATALOG)"
 printf '%-52s %14s  %s\n' "ratio stored / logical, after merge + gc" "$R_STORED_GC" "$(verdict "$R_STORED_GC" "$TARGET_STORED") (target <= $TARGET_STORED)"
+W_TOTAL=0 UP_TOTAL=0 PUT_TOTAL=0
+GROUPS_ALL=(load queries txns txns_strace verify unmount)
+for g in "${GROUPS_ALL[@]}"; do
+    W_TOTAL=$((W_TOTAL + ${W[$g]:-0}))
+    UP_TOTAL=$((UP_TOTAL + ${UP[$g]:-0}))
+    PUT_TOTAL=$((PUT_TOTAL + ${PUTS[$g]:-0}))
+done
+R_UPLOAD=nan
+if [ "$BACKEND" = pgs3 ]; then R_UPLOAD=$(ratio "$UP_TOTAL" "$W_TOTAL"); fi
+if [ "$BACKEND" = pgs3 ]; then
+    echo
+    echo "-- S3 traffic per mount-side phase (objects and bytes new under the prefix after each phase) --"
+    printf '%-34s %16s %10s %16s %8s\n' "phase" "DuckDB wrote" "objects" "bytes uploaded" "up/wrote"
+    declare -A GLABEL=([load]="load" [queries]="queries ($BENCH_REPS runs)" [txns]="$TXNS txns"
+        [txns_strace]="$TXNS txns under strace" [verify]="verify" [unmount]="unmount (final flush)")
+    for g in "${GROUPS_ALL[@]}"; do
+        if [ "$g" = txns_strace ] && [ "$STRACE" != 1 ]; then continue; fi
+        printf '%-34s %16s %10s %16s %8s\n' "${GLABEL[$g]}" "${W[$g]:-0}" "${PUTS[$g]:-0}" "${UP[$g]:-0}" "$(ratio "${UP[$g]:-0}" "${W[$g]:-0}")"
+    done
+    printf '%-34s %16s %10s %16s %8s  %s\n' "whole workload" "$W_TOTAL" "$PUT_TOTAL" "$UP_TOTAL" "$R_UPLOAD" "$(verdict "$R_UPLOAD" "$TARGET_UPLOAD") (<= $TARGET_UPLOAD)"
+    echo "(DuckDB wrote = bytes the driver process passed to write/pwrite calls, /proc/self/io wchar; bytes"
+    echo " uploaded = sizes of the objects new under the prefix (objects are written once). Requests are not"
+    echo " counted: scripts/services.sh does not enable SeaweedFS' metrics port; each new object is one PUT, or"
+    echo " a multipart upload of 16 MiB parts above 64 MiB; GET/LIST/HEAD are not seen. Uploads still in"
+    echo " flight when a phase ends count for the next phase.)"
+fi
 echo "elapsed: $((SECONDS - T0)) s; results appended to $BENCH_DIR/results.jsonl"
 
 args=(
@@ -478,6 +599,7 @@ args+=(
     "uncommitted_bytes=$UNCOMMITTED" "stored_bytes=$STORED" "stored_bytes_catalog=$STORED_CATALOG"
     "ratio.stored=$R_STORED" "merge_s=$MERGE_S" "merge_bytes=$MERGE_BYTES" "gc_s=$GC_S"
     "gc_deleted_bytes=$GC_DELETED" "stored_bytes_gc=$STORED_GC" "ratio.stored_gc=$R_STORED_GC"
+    "backend=$BACKEND" "duckdb_wrote_bytes=$W_TOTAL" "s3_objects=$PUT_TOTAL" "s3_uploaded_bytes=$UP_TOTAL" "ratio.upload=$R_UPLOAD"
     "umount_s=$UMOUNT_S" "head_same.umount=$HEAD_SAME_UMOUNT" "head_same.merge=$HEAD_SAME_MERGE" "head_same.gc=$HEAD_SAME_GC"
 )
 append_result "${args[@]}"

@@ -331,3 +331,14 @@ if n:
     sys.exit(1)
 PY
 }
+
+# --- Throwaway services (duckdb_workload.sh with BENCH_BACKEND=pgs3) --------------------------
+# Stops the PostgreSQL + SeaweedFS that `scripts/services.sh up $SVC` started and deletes $SVC.
+# Call it after cleanup_mounts (a mount still running needs its catalog and store to flush).
+cleanup_services() {
+    if [ -n "${SVC:-}" ] && [ -d "$SVC" ]; then
+        log "cleanup: stopping the services in $SVC"
+        bash "$BENCH_ROOT/scripts/services.sh" down "$SVC" --purge >/dev/null 2>&1 ||
+            log "cleanup: scripts/services.sh down $SVC --purge failed"
+    fi
+}
