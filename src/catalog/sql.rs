@@ -393,6 +393,27 @@ macro_rules! impl_catalog {
                 Ok(())
             }
 
+            fn lease_row(&self, r: &$row) -> Result<Lease, CatalogError> {
+                let g = || -> Result<Lease, sqlx::Error> {
+                    Ok(Lease {
+                        repo_id: r.try_get("repo_id")?,
+                        branch: r.try_get("branch")?,
+                        generation: r.try_get("generation")?,
+                        holder: r.try_get("holder")?,
+                        acquired_at: r.try_get("acquired_at")?,
+                        heartbeat_at: r.try_get("heartbeat_at")?,
+                    })
+                };
+                g().map_err(|e| self.db(e))
+            }
+
+            fn file_row(&self, r: &$row) -> Result<FileRow, CatalogError> {
+                let g = || -> Result<FileRow, sqlx::Error> {
+                    Ok(FileRow { path: r.try_get("path")?, file_id: r.try_get("file_id")?, size: r.try_get("size")? })
+                };
+                g().map_err(|e| self.db(e))
+            }
+
             fn repo_row(&self, r: &$row) -> Result<Repo, CatalogError> {
                 let g = || -> Result<Repo, sqlx::Error> {
                     Ok(Repo {
@@ -691,15 +712,8 @@ macro_rules! impl_catalog {
                     .await
                     .map_err(|e| self.db(e))?;
                 rows.iter()
-                    .map(|r| {
-                        Ok(FileRow {
-                            path: r.try_get("path")?,
-                            file_id: r.try_get("file_id")?,
-                            size: r.try_get("size")?,
-                        })
-                    })
-                    .collect::<Result<_, sqlx::Error>>()
-                    .map_err(|e| self.db(e))
+                    .map(|r| self.file_row(r))
+                    .collect()
             }
 
             async fn chain_layers(&self, id: &str) -> Result<Vec<LayerRow>, CatalogError> {
@@ -867,19 +881,7 @@ macro_rules! impl_catalog {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| self.db(e))?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(Lease {
-                            repo_id: r.try_get("repo_id")?,
-                            branch: r.try_get("branch")?,
-                            generation: r.try_get("generation")?,
-                            holder: r.try_get("holder")?,
-                            acquired_at: r.try_get("acquired_at")?,
-                            heartbeat_at: r.try_get("heartbeat_at")?,
-                        })
-                    })
-                    .collect::<Result<_, sqlx::Error>>()
-                    .map_err(|e| self.db(e))
+                rows.iter().map(|r| self.lease_row(r)).collect()
             }
 
             async fn register_sync(&self, req: SyncRequest) -> Result<Option<LayerRow>, CatalogError> {
@@ -955,9 +957,8 @@ macro_rules! impl_catalog {
                     .map_err(|e| self.db(e))?;
                 let files = rows
                     .iter()
-                    .map(|r| Ok(FileRow { path: r.try_get("path")?, file_id: r.try_get("file_id")?, size: r.try_get("size")? }))
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-                    .map_err(|e| self.db(e))?;
+                    .map(|r| self.file_row(r))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let sql = format!("SELECT {LAYER_COLS} FROM layers WHERE repo_id = $1 AND branch = $2 AND commit_id IS NULL ORDER BY seq");
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(repo_id)
@@ -1201,18 +1202,8 @@ macro_rules! impl_catalog {
                 .map_err(|e| self.db(e))?;
                 let leases = rows
                     .iter()
-                    .map(|r| {
-                        Ok(Lease {
-                            repo_id: r.try_get("repo_id")?,
-                            branch: r.try_get("branch")?,
-                            generation: r.try_get("generation")?,
-                            holder: r.try_get("holder")?,
-                            acquired_at: r.try_get("acquired_at")?,
-                            heartbeat_at: r.try_get("heartbeat_at")?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-                    .map_err(|e| self.db(e))?;
+                    .map(|r| self.lease_row(r))
+                    .collect::<Result<Vec<_>, _>>()?;
                 Ok(GcSnapshot { commits, layers, refs, reflog, pins, leases })
             }
 
@@ -1374,9 +1365,8 @@ macro_rules! impl_catalog {
                 .map_err(|e| self.db(e))?;
                 let files = rows
                     .iter()
-                    .map(|r| Ok(FileRow { path: r.try_get("path")?, file_id: r.try_get("file_id")?, size: r.try_get("size")? }))
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-                    .map_err(|e| self.db(e))?;
+                    .map(|r| self.file_row(r))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let reason = format!("{}: {}", commit.kind.as_str(), commit.message);
                 let c = self.write_commit(&mut tx, repo_id, branch, &parent, &commit, &files, &[], true, &reason).await?;
                 tx.commit().await.map_err(|e| self.db(e))?;

@@ -298,8 +298,9 @@ impl Engine {
                 .collect();
             order.sort_by_key(|c| c.depth);
             let mut imaged: HashSet<String> = HashSet::new();
+            let chains = Chains::new(&snap);
             for c in order {
-                let chain = needed_chain(&snap, &c.id, &imaged);
+                let chain = chains.needed(&c.id, &imaged);
                 let reaches_expired = chain.iter().any(|(owner, _)| !readable.contains(owner));
                 if reaches_expired {
                     self.write_image(c).await?;
@@ -315,8 +316,9 @@ impl Engine {
         // Live layers: what readable commits need, pending segments, and superseded layers a
         // mount that started before the merge may still read.
         let mut live: HashSet<String> = HashSet::new();
+        let chains = Chains::new(&snap);
         for id in &readable {
-            for (_, layer) in needed_chain(&snap, id, &HashSet::new()) {
+            for (_, layer) in chains.needed(id, &HashSet::new()) {
                 live.insert(layer);
             }
         }
@@ -484,37 +486,45 @@ pub fn readable_commits(
     keep
 }
 
-/// The layers reading `id` needs, as (owning commit, layer id), newest commit first: down to and
-/// including the nearest image (or stopping at a commit in `imaged`, which has one now).
-fn needed_chain(snap: &GcSnapshot, id: &str, imaged: &HashSet<String>) -> Vec<(String, String)> {
-    let commits: HashMap<&str, &Commit> = snap.commits.iter().map(|c| (c.id.as_str(), c)).collect();
-    let mut by_commit: HashMap<&str, Vec<&crate::catalog::GcLayer>> = HashMap::new();
-    for l in &snap.layers {
-        if let (Some(c), None) = (&l.row.commit_id, l.superseded_at) {
-            by_commit.entry(c.as_str()).or_default().push(l);
+/// Commits and their current (not superseded) layers in `seq` order, indexed once per snapshot.
+struct Chains<'a> {
+    commits: HashMap<&'a str, &'a Commit>,
+    layers: HashMap<&'a str, Vec<&'a crate::catalog::GcLayer>>,
+}
+
+impl<'a> Chains<'a> {
+    fn new(snap: &'a GcSnapshot) -> Chains<'a> {
+        let commits = snap.commits.iter().map(|c| (c.id.as_str(), c)).collect();
+        let mut layers: HashMap<&str, Vec<&crate::catalog::GcLayer>> = HashMap::new();
+        for l in &snap.layers {
+            if let (Some(c), None) = (&l.row.commit_id, l.superseded_at) {
+                layers.entry(c.as_str()).or_default().push(l);
+            }
         }
+        for ls in layers.values_mut() {
+            ls.sort_by_key(|l| l.row.seq);
+        }
+        Chains { commits, layers }
     }
-    let mut out = Vec::new();
-    let mut cur = Some(id);
-    let mut guard = 0usize;
-    while let Some(cid) = cur {
-        guard += 1;
-        if guard > 10_000_000 {
-            break;
+
+    /// The layers reading `id` needs, as (owning commit, layer id), newest commit first: down to
+    /// and including the nearest image (or stopping at a commit in `imaged`, which has one now).
+    fn needed(&self, id: &str, imaged: &HashSet<String>) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut cur = Some(id);
+        let mut seen = HashSet::new();
+        while let Some(cid) = cur {
+            if !seen.insert(cid) || (imaged.contains(cid) && cid != id) {
+                break;
+            }
+            let ls = self.layers.get(cid).map(Vec::as_slice).unwrap_or_default();
+            if let Some(img) = ls.iter().rev().find(|l| l.row.kind == LayerKind::Image) {
+                out.push((cid.to_string(), img.row.id.clone()));
+                break;
+            }
+            out.extend(ls.iter().map(|l| (cid.to_string(), l.row.id.clone())));
+            cur = self.commits.get(cid).and_then(|c| c.parent_id.as_deref());
         }
-        let mut ls = by_commit.get(cid).cloned().unwrap_or_default();
-        ls.sort_by_key(|l| l.row.seq);
-        if imaged.contains(cid) && cid != id {
-            break;
-        }
-        if let Some(img) = ls.iter().rev().find(|l| l.row.kind == LayerKind::Image) {
-            out.push((cid.to_string(), img.row.id.clone()));
-            break;
-        }
-        for l in ls {
-            out.push((cid.to_string(), l.row.id.clone()));
-        }
-        cur = commits.get(cid).and_then(|c| c.parent_id.as_deref());
+        out
     }
-    out
 }

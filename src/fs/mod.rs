@@ -143,6 +143,34 @@ struct FileNode {
     open: u32,
 }
 
+impl FileNode {
+    /// A file with no unsynced changes.
+    fn new(
+        file_id: u64,
+        name: &str,
+        size: u64,
+        map: ExtentMap,
+        perm: u16,
+        time: SystemTime,
+        open: u32,
+    ) -> FileNode {
+        FileNode {
+            file_id,
+            name: Some(name.to_string()),
+            size,
+            map,
+            dirty: ExtentMap::new(),
+            dirty_bytes: 0,
+            truncate_to: None,
+            truncated_during_sync: None,
+            perm,
+            mtime: time,
+            ctime: time,
+            open,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Node {
     File(FileNode),
@@ -240,20 +268,15 @@ impl QuackFs {
             st.root.insert(f.path.clone(), ino);
             st.nodes.insert(
                 ino,
-                Node::File(FileNode {
-                    file_id: f.file_id,
-                    name: Some(f.path.clone()),
-                    size: f.size,
-                    map: f.map.clone(),
-                    dirty: ExtentMap::new(),
-                    dirty_bytes: 0,
-                    truncate_to: None,
-                    truncated_during_sync: None,
-                    perm: 0o644,
+                Node::File(FileNode::new(
+                    f.file_id,
+                    &f.path,
+                    f.size,
+                    f.map.clone(),
+                    0o644,
                     mtime,
-                    ctime: mtime,
-                    open: 0,
-                }),
+                    0,
+                )),
             );
         }
         Ok(QuackFs {
@@ -555,20 +578,15 @@ impl QuackFs {
             let file_id = new_file_id();
             st.nodes.insert(
                 ino,
-                Node::File(FileNode {
+                Node::File(FileNode::new(
                     file_id,
-                    name: Some(name.to_string()),
-                    size: 0,
-                    map: ExtentMap::new(),
-                    dirty: ExtentMap::new(),
-                    dirty_bytes: 0,
-                    truncate_to: None,
-                    truncated_during_sync: None,
-                    perm: (mode & 0o7777) as u16,
-                    mtime: now,
-                    ctime: now,
-                    open: 1,
-                }),
+                    name,
+                    0,
+                    ExtentMap::new(),
+                    (mode & 0o7777) as u16,
+                    now,
+                    1,
+                )),
             );
             st.root.insert(name.to_string(), ino);
             st.durable.insert(name.to_string(), (file_id, 0));

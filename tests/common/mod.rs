@@ -239,55 +239,8 @@ impl Env {
     }
 
     pub fn mount_with(&self, global: &[&str], rev: &str, dir: &Path, extra: &[&str]) -> Mount {
-        std::fs::create_dir_all(dir).unwrap();
-        let dir = std::fs::canonicalize(dir).unwrap();
-        let bin = assert_cmd::cargo::cargo_bin("quackfs");
-        let log = std::fs::File::create(self.dir.path().join(format!(
-            "mount-{}.log",
-            dir.file_name().unwrap().to_string_lossy()
-        )))
-        .unwrap();
-        let child = std::process::Command::new(bin)
-            .current_dir(self.work())
-            .env("QUACKFS_HOME", self.home())
-            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
-            .env("QUACKFS_AUTHOR", "tester")
-            .env_remove("QUACKFS_REPO")
-            .env_remove("QUACKFS_CATALOG")
-            .env_remove("QUACKFS_STORE")
-            .envs(self.backend.iter().map(|(k, v)| (k, v)))
-            .args(global)
-            .arg("mount")
-            .arg(rev)
-            .arg(&dir)
-            .args(extra)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start quackfs mount");
-        let mut m = Mount {
-            dir: dir.clone(),
-            child: Some(child),
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !is_mounted(&dir) {
-            if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
-                let log = std::fs::read_to_string(self.dir.path().join(format!(
-                    "mount-{}.log",
-                    dir.file_name().unwrap().to_string_lossy()
-                )))
-                .unwrap_or_default();
-                m.child = None;
-                panic!("quackfs mount exited ({status}) before mounting: {log}");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "mount not ready after 60 s"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        m
+        self.try_mount_env(&[], global, rev, dir, extra)
+            .unwrap_or_else(|log| panic!("{log}"))
     }
 }
 
@@ -395,15 +348,8 @@ impl Env {
         let dir = std::fs::canonicalize(dir).unwrap();
         let log_path = self.mount_log(&dir);
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("quackfs"))
-            .current_dir(self.work())
-            .env("QUACKFS_HOME", self.home())
-            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
-            .env("QUACKFS_AUTHOR", "tester")
-            .env_remove("QUACKFS_REPO")
-            .env_remove("QUACKFS_CATALOG")
-            .env_remove("QUACKFS_STORE")
-            .env_remove("RUST_LOG")
+        let child = self
+            .std_cmd()
             .envs(envs.iter().copied())
             .args(global)
             .arg("mount")
