@@ -48,12 +48,12 @@ test:
 	set -x; \
 	$(CARGO) fmt --all -- --check; \
 	$(CARGO) clippy --all-targets -- -D warnings; \
-	$(CARGO) test -- --include-ignored
+	$(CARGO) test --no-fail-fast -- --include-ignored
 
 test-fast:
 	@$(load_services_env) \
 	set -x; \
-	$(CARGO) test -- --include-ignored
+	$(CARGO) test --no-fail-fast -- --include-ignored
 
 fmt:
 	$(CARGO) fmt --all

@@ -229,6 +229,9 @@ start_weed() {
         socks=(-filer.localSocket="$DIR/weed-filer.sock" -s3.localSocket="$DIR/weed-s3.sock")
         rm -f "$DIR/weed-filer.sock" "$DIR/weed-s3.sock"
     fi
+    # gRPC sockets a SIGKILLed weed left in /tmp for these ports (the ports are free: nobody uses them).
+    local v
+    for v in "${WEED_PORT_VARS[@]}"; do rm -f /tmp/seaweedfs-*-grpc-$((${!v} + GRPC_OFFSET)).sock; done
     log "starting SeaweedFS S3 on 127.0.0.1:$S3_PORT"
     # Every listening port is set explicitly so several instances can run side by side;
     # WebDAV, the admin UI, Iceberg and Lance endpoints and telemetry are off.
@@ -249,9 +252,12 @@ start_weed() {
 }
 
 wait_weed() {
-    local deadline=$((SECONDS + WAIT_SECS)) code=0
+    local deadline=$((SECONDS + WAIT_SECS)) code=0 pid
+    pid=$(weed_pid)
     while true; do
-        if ! weed_running; then
+        # Liveness by pid alone: right after the fork the child may not have exec'd `weed` yet
+        # (its cmdline is still this script's), so weed_running's cmdline check would misfire.
+        if ! kill -0 "$pid" 2>/dev/null; then
             tail_log "$DIR/weed.log"
             die "SeaweedFS exited during start"
         fi
