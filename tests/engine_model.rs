@@ -2,6 +2,7 @@
 //! overwrites, truncates, creates, deletes, renames and commits over several files; then every
 //! commit is re-read through a fresh engine and compared byte for byte, sizes included.
 
+use indicatif::ProgressBar;
 use proptest::prelude::*;
 use quackfs::catalog::{self, CommitKind, FileRow};
 use quackfs::engine::write_buffer::WriteBuffer;
@@ -197,13 +198,35 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 buf[n..].iter().all(|&b| b == 0),
                 "reads past the end are zeros"
             );
-            // An unaligned read in the middle.
+            // An unaligned read in the middle, through the cache and through the bulk path.
             if data.len() > 10 {
                 let (a, b) = (data.len() / 3, data.len() / 3 + data.len() / 2);
                 let mut part = vec![0u8; b - a];
                 view.read(f, a as u64, &mut part).await.unwrap();
                 prop_assert!(part[..] == data[a..b]);
+                let mut part = vec![0xAAu8; b - a + 7];
+                let mut scratch = Vec::new();
+                let n = view
+                    .read_bulk(f, a as u64, &mut part, &mut scratch)
+                    .await
+                    .unwrap();
+                prop_assert_eq!(n, (b - a + 7).min(data.len() - a));
+                prop_assert!(part[..b - a] == data[a..b], "bulk read of {}", name);
             }
+        }
+        // Export writes exactly the model's files.
+        let out = tempfile::tempdir().unwrap();
+        quackfs::engine::export::export(&view, out.path(), false, &ProgressBar::hidden())
+            .await
+            .unwrap();
+        for (name, data) in model {
+            let got = std::fs::read(out.path().join(name)).unwrap();
+            prop_assert!(
+                got == *data,
+                "export of {} at commit {}",
+                name,
+                commit.depth
+            );
         }
     }
     Ok(())

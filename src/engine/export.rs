@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use indicatif::ProgressBar;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where one file went.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -69,21 +70,52 @@ async fn write_file(
     let f = std::fs::File::create(tmp).map_err(|e| Error::file(tmp, e))?;
     // Holes stay holes: only covered ranges are written.
     f.set_len(file.size).map_err(|e| Error::file(tmp, e))?;
-    let mut buf = Vec::new();
-    let mut covered = 0;
-    let mut kicked = 0;
-    for (off, piece) in file.map.iter() {
-        buf.resize(piece.len as usize, 0);
-        view.piece_bytes(piece, &mut buf).await?;
-        f.write_all_at(&buf, off).map_err(|e| Error::file(tmp, e))?;
-        progress.inc(piece.len);
-        covered += piece.len;
-        if covered - kicked >= 16 * 1024 * 1024 {
-            super::start_writeback(&f, 0, 0);
+    let f = Arc::new(f);
+    // Reading the next chunk from the store overlaps writing the previous one (two buffers).
+    let mut spare = Vec::new();
+    let mut writing: Option<tokio::task::JoinHandle<std::io::Result<Vec<u8>>>> = None;
+    let (mut covered, mut kicked) = (0u64, 0u64);
+    for chunk in view.bulk_chunks(file, 0, file.size) {
+        let bytes = view.fetch_chunk(&chunk, std::mem::take(&mut spare)).await?;
+        if let Some(w) = writing.take() {
+            spare = join_write(w, tmp).await?;
+        }
+        let (f2, off) = (f.clone(), chunk.file_off());
+        let kick = covered + chunk.len() - kicked >= WRITEBACK_EVERY;
+        writing = Some(tokio::task::spawn_blocking(move || {
+            f2.write_all_at(&bytes, off)?;
+            if kick {
+                super::start_writeback(&f2, 0, 0);
+            }
+            Ok(bytes)
+        }));
+        covered += chunk.len();
+        if kick {
             kicked = covered;
         }
+        progress.inc(chunk.len());
+    }
+    if let Some(w) = writing.take() {
+        join_write(w, tmp).await?;
     }
     progress.inc(file.size.saturating_sub(covered));
     f.sync_all().map_err(|e| Error::file(tmp, e))?;
     Ok(())
+}
+
+/// Bytes written between two requests to start writeback (so the final fsync is short).
+const WRITEBACK_EVERY: u64 = 16 * 1024 * 1024;
+
+async fn join_write(
+    w: tokio::task::JoinHandle<std::io::Result<Vec<u8>>>,
+    tmp: &Path,
+) -> Result<Vec<u8>> {
+    match w.await {
+        Ok(r) => r.map_err(|e| Error::file(tmp, e)),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Error::file(
+            tmp,
+            std::io::Error::other(format!("writer task cancelled: {e}")),
+        )),
+    }
 }

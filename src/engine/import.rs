@@ -91,6 +91,58 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8], path: &Path) -> Result<usize
     Ok(n)
 }
 
+/// Reads a file chunk by chunk on its own thread, one chunk ahead of the consumer, so reading the
+/// source overlaps comparing and writing the layer. Buffers go back through [`ReadAhead::recycle`].
+struct ReadAhead {
+    chunks: tokio::sync::mpsc::Receiver<Result<Vec<u8>>>,
+    spare: std::sync::mpsc::Sender<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReadAhead {
+    fn start(mut src: std::fs::File, path: PathBuf) -> ReadAhead {
+        let (tx, chunks) = tokio::sync::mpsc::channel(2);
+        let (spare, spares) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::spawn(move || loop {
+            let mut buf = spares.try_recv().unwrap_or_default();
+            buf.resize(CHUNK, 0);
+            let msg = read_full(&mut src, &mut buf, &path).map(|n| {
+                buf.truncate(n);
+                buf
+            });
+            let last = !matches!(&msg, Ok(b) if !b.is_empty());
+            if tx.blocking_send(msg).is_err() || last {
+                return;
+            }
+        });
+        ReadAhead {
+            chunks,
+            spare,
+            thread: Some(thread),
+        }
+    }
+
+    /// The next chunk; empty at end of file.
+    async fn next(&mut self) -> Result<Vec<u8>> {
+        self.chunks.recv().await.unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    fn recycle(&self, buf: Vec<u8>) {
+        let _ = self.spare.send(buf);
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        // Closing the channel stops the thread at its next send.
+        self.chunks.close();
+        while self.chunks.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Engine {
     /// Imports `paths` (each stored under its base name) onto `branch` as one commit.
     pub async fn import(
@@ -124,11 +176,13 @@ impl Engine {
         progress.set_length(inputs.iter().map(|(_, _, s)| *s).sum());
         let mut report = Vec::new();
         let mut any_change = false;
-        let mut new_buf = vec![0u8; CHUNK];
         let mut old_buf = vec![0u8; CHUNK];
+        let zeros = vec![0u8; CHUNK];
+        let mut scratch = Vec::new();
         for (name, path, _) in &inputs {
-            let mut src = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
+            let src = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
             let size = src.metadata().map_err(|e| Error::file(path, e))?.len();
+            let mut reader = ReadAhead::start(src, path.clone());
             let old = view.file(name);
             let file_id = old.map(|f| f.file_id).unwrap_or_else(new_file_id);
             let old_size = old.map(|f| f.size);
@@ -137,16 +191,20 @@ impl Engine {
             let (mut changed_bytes, mut changed_ranges) = (0u64, 0u64);
             let mut off = 0u64;
             loop {
-                let n = read_full(&mut src, &mut new_buf, path)?;
+                let new_buf = reader.next().await?;
+                let n = new_buf.len();
                 if n == 0 {
                     break;
                 }
-                match old {
+                let old_buf: &[u8] = match old {
                     Some(f) => {
-                        view.read(f, off, &mut old_buf[..n]).await?;
+                        view.read_bulk(f, off, &mut old_buf[..n], &mut scratch)
+                            .await?;
+                        &old_buf[..n]
                     }
-                    None => old_buf[..n].fill(0),
-                }
+                    // A new file is compared with zeros: pages of zeros stay holes.
+                    None => &zeros[..n],
+                };
                 // Runs of differing pages become extents.
                 let mut page = 0;
                 while page < n {
@@ -175,6 +233,7 @@ impl Engine {
                 }
                 off += n as u64;
                 progress.inc(n as u64);
+                reader.recycle(new_buf);
             }
             if off != size {
                 return Err(Error::Invalid(format!(

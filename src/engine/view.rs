@@ -177,6 +177,173 @@ impl ReadView {
     }
 }
 
+/// Most bytes one bulk request fetches from the store.
+const BULK_MAX: u64 = 8 << 20;
+
+/// A stretch of a file for a bulk pass (export, import's comparison).
+#[derive(Debug, Clone)]
+pub enum BulkChunk {
+    /// Whole extents stored back to back in one layer object and contiguous in the file: fetched
+    /// in one request and verified extent by extent from those bytes, bypassing the extent cache.
+    Run {
+        file_off: u64,
+        layer: u32,
+        obj_off: u64,
+        len: u64,
+        /// (length, crc32c) of each extent, in order.
+        extents: Vec<(u32, u32)>,
+    },
+    /// Anything else (part of an extent, bytes in memory): read through the cache.
+    Piece { file_off: u64, piece: Piece },
+}
+
+impl BulkChunk {
+    pub fn file_off(&self) -> u64 {
+        match self {
+            BulkChunk::Run { file_off, .. } | BulkChunk::Piece { file_off, .. } => *file_off,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            BulkChunk::Run { len, .. } => *len,
+            BulkChunk::Piece { piece, .. } => piece.len,
+        }
+    }
+}
+
+impl ReadView {
+    /// The covered parts of `[off, end)` of `file` as bulk chunks, in file order (holes omitted).
+    pub fn bulk_chunks(&self, file: &FileView, off: u64, end: u64) -> Vec<BulkChunk> {
+        let mut out: Vec<BulkChunk> = Vec::new();
+        for (start, piece) in file.map.range(off, end.min(file.size)) {
+            if let Source::Layer {
+                layer,
+                data_off,
+                ext_len,
+                crc,
+                skip: 0,
+            } = piece.src
+            {
+                if piece.len == ext_len as u64 {
+                    if let Some(BulkChunk::Run {
+                        file_off,
+                        layer: run_layer,
+                        obj_off,
+                        len,
+                        extents,
+                    }) = out.last_mut()
+                    {
+                        if *run_layer == layer
+                            && *file_off + *len == start
+                            && *obj_off + *len == data_off
+                            && *len + piece.len <= BULK_MAX
+                        {
+                            *len += piece.len;
+                            extents.push((ext_len, crc));
+                            continue;
+                        }
+                    }
+                    out.push(BulkChunk::Run {
+                        file_off: start,
+                        layer,
+                        obj_off: data_off,
+                        len: piece.len,
+                        extents: vec![(ext_len, crc)],
+                    });
+                    continue;
+                }
+            }
+            out.push(BulkChunk::Piece {
+                file_off: start,
+                piece,
+            });
+        }
+        out
+    }
+
+    /// The bytes of `chunk`, in `buf` (resized to the chunk's length and handed back).
+    pub async fn fetch_chunk(&self, chunk: &BulkChunk, mut buf: Vec<u8>) -> Result<Vec<u8>> {
+        buf.resize(chunk.len() as usize, 0);
+        match chunk {
+            BulkChunk::Piece { piece, .. } => {
+                self.piece_bytes(piece, &mut buf).await?;
+                Ok(buf)
+            }
+            BulkChunk::Run {
+                layer,
+                obj_off,
+                extents,
+                ..
+            } => {
+                let l = self.layers.get(*layer as usize).ok_or_else(|| {
+                    Error::Corrupt(format!("extent refers to missing layer {layer}"))
+                })?;
+                let key = &l.row.object_key;
+                let buf = self
+                    .cache
+                    .store()
+                    .read_into(key, *obj_off, buf)
+                    .await
+                    .map_err(|e| match e {
+                        crate::store::StoreError::Io { source, .. }
+                            if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+                        {
+                            Error::Corrupt(format!(
+                                "layer object {key}: shorter than its index says"
+                            ))
+                        }
+                        e => e.into(),
+                    })?;
+                let mut at = 0usize;
+                let mut data_off = *obj_off;
+                for &(len, crc) in extents {
+                    let entry = crate::layer::ExtentEntry {
+                        offset: 0,
+                        len,
+                        data_off,
+                        crc,
+                    };
+                    crate::layer::verify_extent(&entry, &buf[at..at + len as usize]).map_err(
+                        |e| {
+                            Error::Corrupt(format!(
+                                "layer object {key}: extent at object offset {data_off}: {e}"
+                            ))
+                        },
+                    )?;
+                    at += len as usize;
+                    data_off += len as u64;
+                }
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Reads `[off, off + dst.len())` of `file` into `dst` like [`read`](Self::read), for
+    /// sequential whole-file passes: contiguous extents come in one store request each through
+    /// `scratch` instead of the extent cache. Returns how many bytes lie within the file.
+    pub async fn read_bulk(
+        &self,
+        file: &FileView,
+        off: u64,
+        dst: &mut [u8],
+        scratch: &mut Vec<u8>,
+    ) -> Result<usize> {
+        let end = (off + dst.len() as u64).min(file.size);
+        dst.fill(0);
+        if off >= end {
+            return Ok(0);
+        }
+        for chunk in self.bulk_chunks(file, off, end) {
+            let at = (chunk.file_off() - off) as usize;
+            let bytes = self.fetch_chunk(&chunk, std::mem::take(scratch)).await?;
+            dst[at..at + bytes.len()].copy_from_slice(&bytes);
+            *scratch = bytes;
+        }
+        Ok((end - off) as usize)
+    }
+}
+
 /// Copies the bytes of `piece` (whose layer numbers index `layers`) into `dst`.
 pub async fn piece_bytes(
     cache: &LayerCache,

@@ -138,6 +138,11 @@ impl ObjectStore for FaultyStore {
         self.inner.get_range(key, start, end).await
     }
 
+    async fn read_into(&self, key: &str, start: u64, buf: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        self.check(Op::GetRange, key)?;
+        self.inner.read_into(key, start, buf).await
+    }
+
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         self.check(Op::Head, key)?;
         self.inner.head(key).await

@@ -286,6 +286,26 @@ impl ObjectStore for LocalStore {
         .await
     }
 
+    async fn read_into(
+        &self,
+        key: &str,
+        start: u64,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        validate_key(key)?;
+        let (path, key) = (self.path(key), key.to_string());
+        blocking(move || {
+            let f = File::open(&path).map_err(|e| read_error(&key, e))?;
+            if !f.metadata().map_err(|e| read_error(&key, e))?.is_file() {
+                return Err(StoreError::NotFound(key));
+            }
+            f.read_exact_at(&mut buf, start)
+                .map_err(|e| StoreError::from_io(&key, e))?;
+            Ok(buf)
+        })
+        .await
+    }
+
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         validate_key(key)?;
         let (path, key) = (self.path(key), key.to_string());
