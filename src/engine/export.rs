@@ -81,7 +81,7 @@ async fn write_file(
             spare = join_write(w, tmp).await?;
         }
         let (f2, off) = (f.clone(), chunk.file_off());
-        let kick = covered + chunk.len() - kicked >= WRITEBACK_EVERY;
+        let kick = covered + chunk.byte_len() - kicked >= WRITEBACK_EVERY;
         writing = Some(tokio::task::spawn_blocking(move || {
             f2.write_all_at(&bytes, off)?;
             if kick {
@@ -89,11 +89,11 @@ async fn write_file(
             }
             Ok(bytes)
         }));
-        covered += chunk.len();
+        covered += chunk.byte_len();
         if kick {
             kicked = covered;
         }
-        progress.inc(chunk.len());
+        progress.inc(chunk.byte_len());
     }
     if let Some(w) = writing.take() {
         join_write(w, tmp).await?;

@@ -204,7 +204,8 @@ impl BulkChunk {
         }
     }
 
-    pub fn len(&self) -> u64 {
+    /// Length in bytes (never zero: extent maps hold no empty pieces).
+    pub fn byte_len(&self) -> u64 {
         match self {
             BulkChunk::Run { len, .. } => *len,
             BulkChunk::Piece { piece, .. } => piece.len,
@@ -264,7 +265,7 @@ impl ReadView {
 
     /// The bytes of `chunk`, in `buf` (resized to the chunk's length and handed back).
     pub async fn fetch_chunk(&self, chunk: &BulkChunk, mut buf: Vec<u8>) -> Result<Vec<u8>> {
-        buf.resize(chunk.len() as usize, 0);
+        buf.resize(chunk.byte_len() as usize, 0);
         match chunk {
             BulkChunk::Piece { piece, .. } => {
                 self.piece_bytes(piece, &mut buf).await?;
