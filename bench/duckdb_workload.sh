@@ -256,6 +256,32 @@ def fsync_times(path):
                 print(m.group(2))
 
 
+S3_TYPES = ["GET", "PUT", "POST", "HEAD", "LIST", "DELETE"]
+
+
+def s3_metrics(url):
+    """Prints SeaweedFS' S3 request counts (all buckets, all status codes) for each of S3_TYPES,
+    then everything else, then bytes received and sent: one line of integers."""
+    import re, urllib.request
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    text = opener.open(url, timeout=10).read().decode()
+    counts = dict.fromkeys(S3_TYPES + ["OTHER"], 0)
+    rx = tx = 0
+    for line in text.splitlines():
+        m = re.match(r'SeaweedFS_s3_request_total\{(.*)\} (\S+)$', line)
+        if m:
+            t = re.search(r'type="([^"]*)"', m.group(1))
+            t = t.group(1) if t and t.group(1) in counts else "OTHER"
+            counts[t] += int(float(m.group(2)))
+        m = re.match(r'SeaweedFS_s3_bucket_traffic_(received|sent)_bytes_total\{.*\} (\S+)$', line)
+        if m:
+            if m.group(1) == "received":
+                rx += int(float(m.group(2)))
+            else:
+                tx += int(float(m.group(2)))
+    print(" ".join(str(counts[t]) for t in S3_TYPES + ["OTHER"]), rx, tx)
+
+
 def field(path, *keys):
     with open(path) as f:
         v = json.load(f)
@@ -287,6 +313,8 @@ if __name__ == "__main__":
         fsync_times(a[0])
     elif cmd == "s3ls":
         s3_list(a[0], a[1])
+    elif cmd == "s3metrics":
+        s3_metrics(a[0])
     elif cmd == "field":
         field(*a)
     else:
@@ -306,6 +334,7 @@ q() { "$QUACKFS" "$@"; }
 q init wl >/dev/null 2>&1
 bench_mount wl "$MNT"
 log "mounted wl@main at $MNT in $T_REAL s (pid $MOUNT_PID)"
+if [ "$BACKEND" = pgs3 ]; then read -r -a M_PREV <<<"$(drv s3metrics "$QUACKFS_SERVICES_S3_METRICS_URL")"; fi
 declare -A S # S[phase.side] = seconds (from the driver)
 declare -A OUT
 
@@ -325,17 +354,27 @@ phase() { # PHASE SIDE DRIVER-ARGS…
 # wrote to the mount, plus a few bytes of stdout) and, with pgs3, the objects and bytes that
 # appeared under the S3 prefix since the previous phase (listed after the phase's process ended;
 # layer objects are written once, so new bytes = bytes uploaded).
-declare -A W=() PUTS=() UP=()
+# SeaweedFS' metrics (scripts/services.sh enables them) give the requests of each type and the
+# bytes in and out per phase; they are read before the listing above, and again after it, so the
+# benchmark's own LIST requests are not counted.
+declare -A W=() PUTS=() UP=() REQ=()
 S3_OBJS=0 S3_BYTES=0
+S3_COLS=(GET PUT POST HEAD LIST DELETE OTHER RX TX)
 s3_list() { drv s3ls "$QUACKFS_TEST_S3_BUCKET" "$S3_PREFIX"; }
+s3_metrics() { drv s3metrics "$QUACKFS_SERVICES_S3_METRICS_URL"; }
 account() { # GROUP WCHAR
-    local n b
+    local n b i now=()
     W[$1]=$((${W[$1]:-0} + $2))
     if [ "$BACKEND" = pgs3 ]; then
+        read -r -a now <<<"$(s3_metrics)"
+        for i in "${!S3_COLS[@]}"; do
+            REQ[$1.${S3_COLS[$i]}]=$((${REQ[$1.${S3_COLS[$i]}]:-0} + now[i] - ${M_PREV[$i]:-0}))
+        done
         read -r n b <<<"$(s3_list)"
         PUTS[$1]=$((${PUTS[$1]:-0} + n - S3_OBJS))
         UP[$1]=$((${UP[$1]:-0} + b - S3_BYTES))
         S3_OBJS=$n S3_BYTES=$b
+        read -r -a M_PREV <<<"$(s3_metrics)"
     fi
 }
 reopen_cache() { if [ "$COLD" = 1 ]; then drop_caches; fi; }
@@ -577,10 +616,29 @@ if [ "$BACKEND" = pgs3 ]; then
     done
     printf '%-34s %16s %10s %16s %8s  %s\n' "whole workload" "$W_TOTAL" "$PUT_TOTAL" "$UP_TOTAL" "$R_UPLOAD" "$(verdict "$R_UPLOAD" "$TARGET_UPLOAD") (<= $TARGET_UPLOAD)"
     echo "(DuckDB wrote = bytes the driver process passed to write/pwrite calls, /proc/self/io wchar; bytes"
-    echo " uploaded = sizes of the objects new under the prefix (objects are written once). Requests are not"
-    echo " counted: scripts/services.sh does not enable SeaweedFS' metrics port; each new object is one PUT, or"
-    echo " a multipart upload of 16 MiB parts above 64 MiB; GET/LIST/HEAD are not seen. Uploads still in"
+    echo " uploaded = sizes of the objects new under the prefix (objects are written once). Uploads still in"
     echo " flight when a phase ends count for the next phase.)"
+    echo
+    echo "-- S3 requests per mount-side phase (SeaweedFS metrics: every request, any status) --"
+    printf '%-34s' "phase"; printf ' %8s' "${S3_COLS[@]:0:7}"; printf ' %14s %14s\n' "bytes in" "bytes out"
+    for g in "${GROUPS_ALL[@]}" total; do
+        if [ "$g" = txns_strace ] && [ "$STRACE" != 1 ]; then continue; fi
+        label=${GLABEL[$g]:-whole workload}
+        printf '%-34s' "$label"
+        for c in "${S3_COLS[@]}"; do
+            v=0
+            if [ "$g" = total ]; then
+                for g2 in "${GROUPS_ALL[@]}"; do v=$((v + ${REQ[$g2.$c]:-0})); done
+            else
+                v=${REQ[$g.$c]:-0}
+            fi
+            if [ "$c" = RX ] || [ "$c" = TX ]; then printf ' %14s' "$v"; else printf ' %8s' "$v"; fi
+            if [ "$g" = total ]; then REQ[total.$c]=$v; fi
+        done
+        echo
+    done
+    echo "(PUT = object uploads and multipart parts, POST = multipart create/complete; bytes in = request"
+    echo " bodies SeaweedFS received, bytes out = response bodies it sent, i.e. reads.)"
 fi
 echo "elapsed: $((SECONDS - T0)) s; results appended to $BENCH_DIR/results.jsonl"
 
@@ -600,6 +658,9 @@ args+=(
     "ratio.stored=$R_STORED" "merge_s=$MERGE_S" "merge_bytes=$MERGE_BYTES" "gc_s=$GC_S"
     "gc_deleted_bytes=$GC_DELETED" "stored_bytes_gc=$STORED_GC" "ratio.stored_gc=$R_STORED_GC"
     "backend=$BACKEND" "duckdb_wrote_bytes=$W_TOTAL" "s3_objects=$PUT_TOTAL" "s3_uploaded_bytes=$UP_TOTAL" "ratio.upload=$R_UPLOAD"
+    "s3_requests.get=${REQ[total.GET]:-}" "s3_requests.put=${REQ[total.PUT]:-}" "s3_requests.post=${REQ[total.POST]:-}"
+    "s3_requests.head=${REQ[total.HEAD]:-}" "s3_requests.list=${REQ[total.LIST]:-}" "s3_requests.delete=${REQ[total.DELETE]:-}"
+    "s3_bytes_in=${REQ[total.RX]:-}" "s3_bytes_out=${REQ[total.TX]:-}"
     "umount_s=$UMOUNT_S" "head_same.umount=$HEAD_SAME_UMOUNT" "head_same.merge=$HEAD_SAME_MERGE" "head_same.gc=$HEAD_SAME_GC"
 )
 append_result "${args[@]}"

@@ -31,6 +31,7 @@ APT_PKGS=()
 command -v fusermount3 >/dev/null || APT_PKGS+=(fuse3)
 # PostgreSQL server binaries (initdb, pg_ctl, postgres) for scripts/services.sh.
 if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then APT_PKGS+=(postgresql); fi
+command -v openssl >/dev/null || APT_PKGS+=(openssl)   # test certificates (S3 over TLS)
 if [ ${#APT_PKGS[@]} -gt 0 ]; then
     log "apt-get install ${APT_PKGS[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -106,7 +106,7 @@ EOF
 # Each weed component listens on PORT and PORT+10000 (gRPC). The gRPC ports could be set
 # apart, but weed mini's built-in worker dials the admin server at admin.port+10000 whatever
 # -admin.port.grpc says, so every gRPC port is kept at the conventional PORT+10000.
-WEED_PORT_VARS=(S3_PORT MASTER_PORT VOLUME_PORT FILER_PORT ADMIN_PORT)
+WEED_PORT_VARS=(S3_PORT MASTER_PORT VOLUME_PORT FILER_PORT ADMIN_PORT METRICS_PORT)
 GRPC_OFFSET=10000
 
 # port_tool pick N [EXCLUDE...]: N ports P (11000-21999) with P and P+10000 free on 127.0.0.1,
@@ -165,6 +165,7 @@ write_env() {
             QUACKFS_SERVICES_PG_PID "$(pg_pid)" \
             QUACKFS_SERVICES_PG_SOCKET_DIR "$PGSOCK" \
             QUACKFS_SERVICES_S3_PORT "$S3_PORT" \
+            QUACKFS_SERVICES_S3_METRICS_URL "http://127.0.0.1:$METRICS_PORT/metrics" \
             QUACKFS_SERVICES_S3_PID "$(weed_pid)"
     } >"$f.tmp"
     mv "$f.tmp" "$f"
@@ -246,6 +247,7 @@ start_weed() {
         -admin.ui=false -admin.port="$ADMIN_PORT" -admin.port.grpc=$((ADMIN_PORT + GRPC_OFFSET)) \
         -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
         -master.telemetry=false \
+        -metricsIp=127.0.0.1 -metricsPort="$METRICS_PORT" \
         "${socks[@]}" \
         </dev/null >"$DIR/weed.log" 2>&1 &
     echo $! >"$WEED_PIDFILE"

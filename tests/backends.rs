@@ -635,3 +635,226 @@ async fn pg_catalog_suite() {
     quackfs::catalog::testsuite::concurrent_commits(cat.clone(), &tag()).await;
     eprintln!("catalog suite on PostgreSQL: {:.2?}", started.elapsed());
 }
+
+/// A TLS front for the test S3 server: a private CA, a certificate for 127.0.0.1 signed by it,
+/// and a small Python proxy that terminates TLS and forwards to the plain-HTTP endpoint.
+/// The proxy is killed on drop.
+struct TlsFront {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsFront {
+    fn start() -> TlsFront {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("run openssl (scripts/install-deps.sh installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=quackfs test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        let upstream = endpoint();
+        let upstream = upstream
+            .strip_prefix("http://")
+            .expect("the test S3 endpoint is plain http");
+        let (host, port) = upstream.trim_end_matches('/').rsplit_once(':').unwrap();
+        const PROXY: &str = r#"
+import socket, ssl, sys, threading
+cert, key, host, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(64)
+print(srv.getsockname()[1], flush=True)
+def pump(a, b):
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (a, b):
+            try:
+                s.close()
+            except OSError:
+                pass
+def serve(conn):
+    try:
+        tls = ctx.wrap_socket(conn, server_side=True)
+    except (ssl.SSLError, OSError):
+        conn.close()
+        return
+    up = socket.create_connection((host, port))
+    threading.Thread(target=pump, args=(up, tls), daemon=True).start()
+    pump(tls, up)
+while True:
+    conn, _ = srv.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", PROXY])
+            .arg(d.join("srv.pem"))
+            .arg(d.join("srv.key"))
+            .args([host, port])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the TLS proxy (python3)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("TLS proxy did not print its port: {line:?}")
+        });
+        TlsFront { dir, child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn ca(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An https endpoint behind a private CA: trusted through `AWS_CA_BUNDLE` (the whole conformance
+/// suite runs through it, in a child process with the variables set), refused without it with
+/// an error that says why, quickly (a certificate problem is not retried), and a bundle that
+/// does not exist is a clear configuration error.
+#[test]
+fn s3_over_tls_trusts_aws_ca_bundle() {
+    if !have_s3("s3_over_tls_trusts_aws_ca_bundle") {
+        return;
+    }
+    let front = TlsFront::start();
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "s3_conformance",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AWS_ENDPOINT_URL", front.url())
+        .env_remove("AWS_ENDPOINT_URL_S3")
+        .env("AWS_CA_BUNDLE", front.ca())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "conformance over TLS with AWS_CA_BUNDLE failed:\n{stdout}\n{stderr}"
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("s3://{}/quackfs-test-{}", bucket(), tag());
+        let opts = S3Options {
+            endpoint_url: Some(front.url()),
+            ca_bundle: None,
+            ..S3Options::default()
+        };
+        let store = S3Store::open_with(&url, opts.clone()).await.unwrap();
+        let started = Instant::now();
+        let err = store.list("").await.expect_err("an untrusted certificate");
+        let text = err.to_string();
+        eprintln!(
+            "without the bundle: {text} (after {:.2?})",
+            started.elapsed()
+        );
+        assert!(
+            text.contains("certificate") && text.contains("AWS_CA_BUNDLE"),
+            "the error should name the certificate problem and the fix: {text}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a certificate error must not be retried for the whole retry timeout"
+        );
+
+        let missing = S3Options {
+            ca_bundle: Some(front.dir.path().join("nope.pem")),
+            ..opts
+        };
+        let err = S3Store::open_with(&url, missing).await.unwrap_err();
+        assert!(
+            err.to_string().contains("AWS_CA_BUNDLE=") && err.to_string().contains("nope.pem"),
+            "{err}"
+        );
+    });
+}

@@ -80,10 +80,12 @@ async fn write_file(
         if let Some(w) = writing.take() {
             spare = join_write(w, tmp).await?;
         }
-        let (f2, off) = (f.clone(), chunk.file_off());
+        let (f2, placements) = (f.clone(), chunk.placements());
         let kick = covered + chunk.byte_len() - kicked >= WRITEBACK_EVERY;
         writing = Some(tokio::task::spawn_blocking(move || {
-            f2.write_all_at(&bytes, off)?;
+            for (off, from, len) in placements {
+                f2.write_all_at(&bytes[from..from + len], off)?;
+            }
             if kick {
                 super::start_writeback(&f2, 0, 0);
             }

@@ -183,32 +183,44 @@ const BULK_MAX: u64 = 8 << 20;
 /// A stretch of a file for a bulk pass (export, import's comparison).
 #[derive(Debug, Clone)]
 pub enum BulkChunk {
-    /// Whole extents stored back to back in one layer object and contiguous in the file: fetched
-    /// in one request and verified extent by extent from those bytes, bypassing the extent cache.
+    /// Whole extents stored back to back in one layer object (in file order, possibly with holes
+    /// between them in the file): fetched in one request and verified extent by extent from those
+    /// bytes, bypassing the extent cache.
     Run {
-        file_off: u64,
         layer: u32,
         obj_off: u64,
         len: u64,
-        /// (length, crc32c) of each extent, in order.
-        extents: Vec<(u32, u32)>,
+        /// (file offset, length, crc32c) of each extent, in order.
+        parts: Vec<(u64, u32, u32)>,
     },
     /// Anything else (part of an extent, bytes in memory): read through the cache.
     Piece { file_off: u64, piece: Piece },
 }
 
 impl BulkChunk {
-    pub fn file_off(&self) -> u64 {
-        match self {
-            BulkChunk::Run { file_off, .. } | BulkChunk::Piece { file_off, .. } => *file_off,
-        }
-    }
-
-    /// Length in bytes (never zero: extent maps hold no empty pieces).
+    /// Length in bytes of what is fetched (never zero: extent maps hold no empty pieces).
     pub fn byte_len(&self) -> u64 {
         match self {
             BulkChunk::Run { len, .. } => *len,
             BulkChunk::Piece { piece, .. } => piece.len,
+        }
+    }
+
+    /// Where the fetched bytes go: (file offset, offset in the fetched bytes, length).
+    pub fn placements(&self) -> Vec<(u64, usize, usize)> {
+        match self {
+            BulkChunk::Run { parts, .. } => {
+                let mut at = 0;
+                parts
+                    .iter()
+                    .map(|&(file_off, len, _)| {
+                        let p = (file_off, at, len as usize);
+                        at += len as usize;
+                        p
+                    })
+                    .collect()
+            }
+            BulkChunk::Piece { file_off, piece } => vec![(*file_off, 0, piece.len as usize)],
         }
     }
 }
@@ -228,29 +240,26 @@ impl ReadView {
             {
                 if piece.len == ext_len as u64 {
                     if let Some(BulkChunk::Run {
-                        file_off,
                         layer: run_layer,
                         obj_off,
                         len,
-                        extents,
+                        parts,
                     }) = out.last_mut()
                     {
                         if *run_layer == layer
-                            && *file_off + *len == start
                             && *obj_off + *len == data_off
                             && *len + piece.len <= BULK_MAX
                         {
                             *len += piece.len;
-                            extents.push((ext_len, crc));
+                            parts.push((start, ext_len, crc));
                             continue;
                         }
                     }
                     out.push(BulkChunk::Run {
-                        file_off: start,
                         layer,
                         obj_off: data_off,
                         len: piece.len,
-                        extents: vec![(ext_len, crc)],
+                        parts: vec![(start, ext_len, crc)],
                     });
                     continue;
                 }
@@ -274,7 +283,7 @@ impl ReadView {
             BulkChunk::Run {
                 layer,
                 obj_off,
-                extents,
+                parts,
                 ..
             } => {
                 let l = self.layers.get(*layer as usize).ok_or_else(|| {
@@ -298,7 +307,7 @@ impl ReadView {
                     })?;
                 let mut at = 0usize;
                 let mut data_off = *obj_off;
-                for &(len, crc) in extents {
+                for &(_, len, crc) in parts {
                     let entry = crate::layer::ExtentEntry {
                         offset: 0,
                         len,
@@ -336,9 +345,11 @@ impl ReadView {
             return Ok(0);
         }
         for chunk in self.bulk_chunks(file, off, end) {
-            let at = (chunk.file_off() - off) as usize;
             let bytes = self.fetch_chunk(&chunk, std::mem::take(scratch)).await?;
-            dst[at..at + bytes.len()].copy_from_slice(&bytes);
+            for (file_off, from, len) in chunk.placements() {
+                let at = (file_off - off) as usize;
+                dst[at..at + len].copy_from_slice(&bytes[from..from + len]);
+            }
             *scratch = bytes;
         }
         Ok((end - off) as usize)

@@ -18,8 +18,10 @@
 //! S3-compatible servers reject the SDK's default CRC checksums); layer objects carry their own
 //! crc32c per extent.
 //!
-//! `AWS_CA_BUNDLE` is not read by the Rust SDK: TLS trusts the system roots, which honour
-//! `SSL_CERT_FILE` / `SSL_CERT_DIR`.
+//! TLS trusts the system roots (which honour `SSL_CERT_FILE` / `SSL_CERT_DIR`) and, when
+//! `AWS_CA_BUNDLE` names a PEM file, the certificates in it as well (as the AWS CLI does), so an
+//! endpoint behind a private CA works. A bundle that cannot be read or holds no certificate is a
+//! configuration error, reported before any request.
 
 use super::{validate_key, ObjectMeta, ObjectStore, StoreError};
 use aws_config::meta::credentials::CredentialsProviderChain;
@@ -96,6 +98,8 @@ pub struct S3Options {
     pub part_size: u64,
     /// Parts of one upload sent at once.
     pub part_concurrency: usize,
+    /// A PEM file of extra CA certificates to trust (`AWS_CA_BUNDLE`).
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 impl Default for S3Options {
@@ -109,6 +113,7 @@ impl Default for S3Options {
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
             part_size: DEFAULT_PART_SIZE,
             part_concurrency: 4,
+            ca_bundle: None,
         }
     }
 }
@@ -130,9 +135,51 @@ impl S3Options {
         Ok(S3Options {
             endpoint_url,
             retry_timeout,
+            ca_bundle: var("AWS_CA_BUNDLE").map(std::path::PathBuf::from),
             ..S3Options::default()
         })
     }
+}
+
+/// An HTTPS client (rustls, as the SDK's default) that trusts the system roots plus the
+/// certificates of the PEM file `bundle`.
+fn https_client_trusting(
+    bundle: &std::path::Path,
+) -> Result<aws_sdk_s3::config::SharedHttpClient, S3ConfigError> {
+    use aws_smithy_http_client::tls;
+    let pem = std::fs::read(bundle).map_err(|e| {
+        S3ConfigError(format!(
+            "AWS_CA_BUNDLE={}: cannot read the CA bundle: {e}",
+            bundle.display()
+        ))
+    })?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(S3ConfigError(format!(
+            "AWS_CA_BUNDLE={}: no PEM certificate in the file",
+            bundle.display()
+        )));
+    }
+    let trust = tls::TrustStore::empty()
+        .with_native_roots(true)
+        .with_pem_certificate(pem);
+    let ctx = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| {
+            S3ConfigError(format!(
+                "AWS_CA_BUNDLE={}: unusable CA bundle: {e}",
+                bundle.display()
+            ))
+        })?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(ctx)
+        .build_https())
 }
 
 /// Bucket and key prefix of an `s3://BUCKET[/PREFIX]` URL.
@@ -293,6 +340,13 @@ impl Failure {
         }
     }
 
+    /// A TLS handshake that failed on the server's certificate: retrying cannot help.
+    fn is_untrusted_certificate(&self) -> bool {
+        self.status.is_none()
+            && self.text.contains("TLS handshake")
+            && (self.text.contains("certificate") || self.text.contains("Certificate"))
+    }
+
     fn is(&self, code: &str) -> bool {
         self.code.as_deref() == Some(code)
     }
@@ -416,7 +470,11 @@ impl S3Store {
         };
 
         let connect_timeout = CONNECT_TIMEOUT.min(opts.retry_timeout.max(MIN_ATTEMPT_TIME));
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(bundle) = &opts.ca_bundle {
+            loader = loader.http_client(https_client_trusting(bundle)?);
+        }
+        let shared = loader
             .region(region.clone())
             .credentials_provider(credentials)
             // Retries are ours (bounded by time, with messages naming the endpoint).
@@ -519,6 +577,13 @@ impl S3Store {
         }
         if f.not_found() {
             return Fail::Final(StoreError::NotFound(key.to_string()));
+        }
+        if f.is_untrusted_certificate() {
+            return Fail::Final(StoreError::Backend(format!(
+                "{ep}: {op} {target}: the server's TLS certificate is not trusted ({}): if the \
+                 endpoint uses a private CA, point AWS_CA_BUNDLE at a PEM file holding it",
+                f.text
+            )));
         }
         if f.transient {
             return Fail::Transient(f.text);
