@@ -296,7 +296,12 @@ impl Failure {
         let code = e.code().map(str::to_string);
         let transient = match e {
             SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
-            SdkError::DispatchFailure(d) => d.is_io() || d.is_timeout(),
+            // Everything but a request the SDK could not even build: refused and reset
+            // connections, timeouts, and "other" (a connection that closed before the response
+            // came, as when the server is killed mid-request). Retrying a create is safe: a
+            // retried PUT that finds the object checks it holds our bytes (`settle`).
+            // Certificate problems are told apart in `fail` and never retried.
+            SdkError::DispatchFailure(d) => !d.is_user(),
             SdkError::ServiceError(_) => {
                 matches!(status, Some(408 | 429 | 500 | 502 | 503 | 504))
                     || matches!(
