@@ -9,6 +9,7 @@ use quackfs::engine::write_buffer::WriteBuffer;
 use quackfs::engine::{new_file_id, Engine};
 use quackfs::store::memory::MemoryStore;
 use quackfs::store::DynStore;
+use quackfs::store::LocalStore;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -127,10 +128,16 @@ impl Work {
     }
 }
 
-async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// Runs `ops`, then re-reads every commit. `local`: the local-directory store (whose export maps
+/// objects) instead of the in-memory one.
+async fn run_case(ops: Vec<Op>, local: bool) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("catalog.sqlite").display());
-    let store: DynStore = Arc::new(MemoryStore::new());
+    let store: DynStore = if local {
+        Arc::new(LocalStore::open(dir.path().join("objects")).unwrap())
+    } else {
+        Arc::new(MemoryStore::new())
+    };
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let engine = Engine::new(
@@ -235,9 +242,12 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
     #[test]
-    fn every_commit_reads_back_exactly(ops in proptest::collection::vec(op(), 1..25)) {
+    fn every_commit_reads_back_exactly(
+        ops in proptest::collection::vec(op(), 1..25),
+        local in any::<bool>(),
+    ) {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-        rt.block_on(run_case(ops))?;
+        rt.block_on(run_case(ops, local))?;
     }
 }
 
@@ -272,5 +282,6 @@ fn regression_truncate_then_extend_reads_zeros() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run_case(ops)).unwrap();
+    rt.block_on(run_case(ops.clone(), false)).unwrap();
+    rt.block_on(run_case(ops, true)).unwrap();
 }

@@ -2,9 +2,11 @@
 //! commit shows. Each file is written to a temporary name, synced, then renamed into place, so an
 //! interrupted export never leaves a half-written file under the real name.
 
-use super::view::ReadView;
+use super::view::{verify_run, BulkChunk, ReadView};
 use crate::error::{Error, Result};
+use crate::store::local::MappedObject;
 use indicatif::ProgressBar;
+use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,25 +73,60 @@ async fn write_file(
     // Holes stay holes: only covered ranges are written.
     f.set_len(file.size).map_err(|e| Error::file(tmp, e))?;
     let f = Arc::new(f);
-    // Reading the next chunk from the store overlaps writing the previous one (two buffers).
+    // On the local store, runs are written straight from the mapped layer object (checked first),
+    // one copy like `cp`; elsewhere they are fetched into a buffer. Fetching and checking the
+    // next chunk overlaps writing the previous one.
+    let local = view.store().as_local();
+    let mut maps: HashMap<u32, Arc<MappedObject>> = HashMap::new();
     let mut spare = Vec::new();
-    let mut writing: Option<tokio::task::JoinHandle<std::io::Result<Vec<u8>>>> = None;
+    let mut writing: Option<tokio::task::JoinHandle<std::io::Result<Option<Vec<u8>>>>> = None;
     let (mut covered, mut kicked) = (0u64, 0u64);
     for chunk in view.bulk_chunks(file, 0, file.size) {
-        let bytes = view.fetch_chunk(&chunk, std::mem::take(&mut spare)).await?;
+        let data = match (&chunk, local) {
+            (
+                BulkChunk::Run {
+                    layer,
+                    obj_off,
+                    len,
+                    parts,
+                },
+                Some(local),
+            ) => {
+                let key = view.layer_key(*layer)?;
+                let map = match maps.get(layer) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = Arc::new(local.map(key)?);
+                        maps.insert(*layer, m.clone());
+                        m
+                    }
+                };
+                let from = usize::try_from(*obj_off).unwrap_or(usize::MAX);
+                let run = from
+                    .checked_add(*len as usize)
+                    .and_then(|end| map.bytes().get(from..end))
+                    .ok_or_else(|| {
+                        Error::Corrupt(format!("layer object {key}: shorter than its index says"))
+                    })?;
+                verify_run(key, *obj_off, parts, run)?;
+                Data::Mapped(map, from)
+            }
+            _ => Data::Buf(view.fetch_chunk(&chunk, std::mem::take(&mut spare)).await?),
+        };
         if let Some(w) = writing.take() {
-            spare = join_write(w, tmp).await?;
+            spare = join_write(w, tmp).await?.unwrap_or_default();
         }
         let (f2, placements) = (f.clone(), chunk.placements());
         let kick = covered + chunk.byte_len() - kicked >= WRITEBACK_EVERY;
         writing = Some(tokio::task::spawn_blocking(move || {
+            let bytes = data.bytes();
             for (off, from, len) in placements {
                 f2.write_all_at(&bytes[from..from + len], off)?;
             }
             if kick {
                 super::start_writeback(&f2, 0, 0);
             }
-            Ok(bytes)
+            Ok(data.into_buf())
         }));
         covered += chunk.byte_len();
         if kick {
@@ -105,13 +142,37 @@ async fn write_file(
     Ok(())
 }
 
+/// The bytes of one chunk on their way to the writer.
+enum Data {
+    Buf(Vec<u8>),
+    /// A mapped layer object and where the chunk starts in it.
+    Mapped(Arc<MappedObject>, usize),
+}
+
+impl Data {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Data::Buf(b) => b,
+            Data::Mapped(m, from) => &m.bytes()[*from..],
+        }
+    }
+
+    /// The buffer back, for reuse.
+    fn into_buf(self) -> Option<Vec<u8>> {
+        match self {
+            Data::Buf(b) => Some(b),
+            Data::Mapped(..) => None,
+        }
+    }
+}
+
 /// Bytes written between two requests to start writeback (so the final fsync is short).
 const WRITEBACK_EVERY: u64 = 16 * 1024 * 1024;
 
 async fn join_write(
-    w: tokio::task::JoinHandle<std::io::Result<Vec<u8>>>,
+    w: tokio::task::JoinHandle<std::io::Result<Option<Vec<u8>>>>,
     tmp: &Path,
-) -> Result<Vec<u8>> {
+) -> Result<Option<Vec<u8>>> {
     match w.await {
         Ok(r) => r.map_err(|e| Error::file(tmp, e)),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

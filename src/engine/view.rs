@@ -305,28 +305,23 @@ impl ReadView {
                         }
                         e => e.into(),
                     })?;
-                let mut at = 0usize;
-                let mut data_off = *obj_off;
-                for &(_, len, crc) in parts {
-                    let entry = crate::layer::ExtentEntry {
-                        offset: 0,
-                        len,
-                        data_off,
-                        crc,
-                    };
-                    crate::layer::verify_extent(&entry, &buf[at..at + len as usize]).map_err(
-                        |e| {
-                            Error::Corrupt(format!(
-                                "layer object {key}: extent at object offset {data_off}: {e}"
-                            ))
-                        },
-                    )?;
-                    at += len as usize;
-                    data_off += len as u64;
-                }
+                verify_run(key, *obj_off, parts, &buf)?;
                 Ok(buf)
             }
         }
+    }
+
+    /// The object key of layer `layer` of this view.
+    pub fn layer_key(&self, layer: u32) -> Result<&str> {
+        self.layers
+            .get(layer as usize)
+            .map(|l| l.row.object_key.as_str())
+            .ok_or_else(|| Error::Corrupt(format!("extent refers to missing layer {layer}")))
+    }
+
+    /// The store the view reads from.
+    pub fn store(&self) -> &crate::store::DynStore {
+        self.cache.store()
     }
 
     /// Reads `[off, off + dst.len())` of `file` into `dst` like [`read`](Self::read), for
@@ -354,6 +349,32 @@ impl ReadView {
         }
         Ok((end - off) as usize)
     }
+}
+
+/// Checks the crc32c of each extent of a [`BulkChunk::Run`] of object `key` against `bytes`, the
+/// run's bytes (which start at `obj_off` in the object).
+pub fn verify_run(key: &str, obj_off: u64, parts: &[(u64, u32, u32)], bytes: &[u8]) -> Result<()> {
+    let mut at = 0usize;
+    let mut data_off = obj_off;
+    for &(_, len, crc) in parts {
+        let entry = crate::layer::ExtentEntry {
+            offset: 0,
+            len,
+            data_off,
+            crc,
+        };
+        let ext = bytes.get(at..at + len as usize).ok_or_else(|| {
+            Error::Corrupt(format!("layer object {key}: shorter than its index says"))
+        })?;
+        crate::layer::verify_extent(&entry, ext).map_err(|e| {
+            Error::Corrupt(format!(
+                "layer object {key}: extent at object offset {data_off}: {e}"
+            ))
+        })?;
+        at += len as usize;
+        data_off += len as u64;
+    }
+    Ok(())
 }
 
 /// Copies the bytes of `piece` (whose layer numbers index `layers`) into `dst`.

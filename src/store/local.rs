@@ -50,6 +50,80 @@ impl LocalStore {
     fn temp_path(&self) -> PathBuf {
         self.tmp.join(uuid::Uuid::new_v4().simple().to_string())
     }
+
+    /// Maps the object `key` into memory, read-only (an empty object maps to an empty slice).
+    pub fn map(&self, key: &str) -> Result<MappedObject, StoreError> {
+        validate_key(key)?;
+        let f = File::open(self.path(key)).map_err(|e| read_error(key, e))?;
+        let m = f.metadata().map_err(|e| read_error(key, e))?;
+        if !m.is_file() {
+            return Err(StoreError::NotFound(key.to_string()));
+        }
+        let len = usize::try_from(m.len())
+            .map_err(|_| StoreError::from_io(key, io::Error::other("object too large to map")))?;
+        if len == 0 {
+            return Ok(MappedObject {
+                ptr: std::ptr::null(),
+                len: 0,
+            });
+        }
+        use std::os::fd::AsRawFd;
+        // SAFETY: mapping a regular file we just opened, read-only and shared; the kernel keeps
+        // the mapping valid after `f` is closed. Objects are immutable: they are created whole
+        // (temp file + link) and only ever unlinked, never truncated or written, so the mapped
+        // bytes cannot change or vanish under us (an unlinked file stays mapped).
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(StoreError::from_io(key, io::Error::last_os_error()));
+        }
+        // SAFETY: advice on the mapping made above; failure is harmless.
+        unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
+        Ok(MappedObject {
+            ptr: ptr as *const u8,
+            len,
+        })
+    }
+}
+
+/// A read-only memory mapping of one immutable object ([`LocalStore::map`]); unmapped on drop.
+pub struct MappedObject {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value; sharing `&[u8]` views of immutable
+// bytes across threads is sound.
+unsafe impl Send for MappedObject {}
+// SAFETY: as above: no interior mutability.
+unsafe impl Sync for MappedObject {}
+
+impl MappedObject {
+    /// The whole object.
+    pub fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives (see `map`).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for MappedObject {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmapping exactly the region `map` created, once.
+            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+        }
+    }
 }
 
 /// Runs blocking file I/O off the async threads; a panic in `f` is propagated.
@@ -348,6 +422,10 @@ impl ObjectStore for LocalStore {
 
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
+    }
+
+    fn as_local(&self) -> Option<&LocalStore> {
+        Some(self)
     }
 }
 

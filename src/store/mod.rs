@@ -133,6 +133,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Where the store lives, for messages, e.g. `file:///var/lib/quackfs/objects` (never
     /// credentials).
     fn describe(&self) -> String;
+
+    /// The local-directory store behind this one, if it is one (bulk paths map its objects
+    /// instead of copying them). Wrappers such as the fault injector answer `None`, so everything
+    /// they wrap goes through the methods above.
+    fn as_local(&self) -> Option<&LocalStore> {
+        None
+    }
 }
 
 /// The error for a [`ObjectStore::read_into`] range that runs past the end of the object.
