@@ -54,12 +54,8 @@ impl LocalStore {
     /// Maps the object `key` into memory, read-only (an empty object maps to an empty slice).
     pub fn map(&self, key: &str) -> Result<MappedObject, StoreError> {
         validate_key(key)?;
-        let f = File::open(self.path(key)).map_err(|e| read_error(key, e))?;
-        let m = f.metadata().map_err(|e| read_error(key, e))?;
-        if !m.is_file() {
-            return Err(StoreError::NotFound(key.to_string()));
-        }
-        let len = usize::try_from(m.len())
+        let (f, size) = open_object(&self.path(key), key)?;
+        let len = usize::try_from(size)
             .map_err(|_| StoreError::from_io(key, io::Error::other("object too large to map")))?;
         if len == 0 {
             return Ok(MappedObject {
@@ -148,6 +144,17 @@ fn read_error(key: &str, e: io::Error) -> StoreError {
         }
         _ => StoreError::from_io(key, e),
     }
+}
+
+/// Opens object `key` at `path` for reading: its file and size; a missing path, or anything but
+/// a regular file in its place, is `NotFound`.
+fn open_object(path: &Path, key: &str) -> Result<(File, u64), StoreError> {
+    let f = File::open(path).map_err(|e| read_error(key, e))?;
+    let m = f.metadata().map_err(|e| read_error(key, e))?;
+    if !m.is_file() {
+        return Err(StoreError::NotFound(key.to_string()));
+    }
+    Ok((f, m.len()))
 }
 
 /// Maps an error from publishing object `key`.
@@ -340,12 +347,8 @@ impl ObjectStore for LocalStore {
         validate_key(key)?;
         let (path, key) = (self.path(key), key.to_string());
         blocking(move || {
-            let f = File::open(&path).map_err(|e| read_error(&key, e))?;
-            let m = f.metadata().map_err(|e| read_error(&key, e))?;
-            if !m.is_file() {
-                return Err(StoreError::NotFound(key));
-            }
-            let end = end.min(m.len());
+            let (f, size) = open_object(&path, &key)?;
+            let end = end.min(size);
             if start >= end {
                 return Ok(Bytes::new());
             }
@@ -369,10 +372,7 @@ impl ObjectStore for LocalStore {
         validate_key(key)?;
         let (path, key) = (self.path(key), key.to_string());
         blocking(move || {
-            let f = File::open(&path).map_err(|e| read_error(&key, e))?;
-            if !f.metadata().map_err(|e| read_error(&key, e))?.is_file() {
-                return Err(StoreError::NotFound(key));
-            }
+            let (f, _) = open_object(&path, &key)?;
             f.read_exact_at(&mut buf, start)
                 .map_err(|e| StoreError::from_io(&key, e))?;
             Ok(buf)
