@@ -12,5 +12,6 @@ pub mod fs;
 pub mod fuse;
 pub mod layer;
 pub mod names;
+pub mod process;
 pub mod refspec;
 pub mod store;

@@ -253,28 +253,13 @@ fn pg_tool(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) == 0 }
-}
-
 fn wait_gone(pid: i32, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     // A dead child of the script is reparented (and reaped) by init; a zombie counts as gone.
-    while alive(pid) && !is_zombie(pid) {
+    while quackfs::process::is_running(pid) {
         assert!(Instant::now() < deadline, "{what} (pid {pid}) did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-                .unwrap_or(false)
-        })
-        .unwrap_or(false)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1021,10 +1006,10 @@ impl Drop for Daemon {
         // SAFETY: the mount process this test started (in its own process group).
         unsafe { libc::kill(self.pid, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while alive(self.pid) && !is_zombie(self.pid) && Instant::now() < deadline {
+        while quackfs::process::is_running(self.pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        if alive(self.pid) && !is_zombie(self.pid) {
+        if quackfs::process::is_running(self.pid) {
             // SAFETY: as above.
             unsafe { libc::kill(self.pid, libc::SIGKILL) };
         }

@@ -50,17 +50,6 @@ fn is_erofs(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::ReadOnlyFilesystem || e.raw_os_error() == Some(libc::EROFS)
 }
 
-/// Whether `pid` runs; an exited process not yet reaped (a zombie) does not.
-fn pid_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(true),
-        Err(_) => false,
-    }
-}
-
 #[test]
 fn bad_mount_points_and_revisions() {
     let env = Env::new();
@@ -241,7 +230,7 @@ fn umount_waits_for_the_mount_process() {
     env.ok(&["umount", s(&m)]);
     assert!(!is_mounted(&m));
     assert!(
-        !pid_alive(pid),
+        !quackfs::process::is_running(pid),
         "umount returned while mount process {pid} still ran"
     );
     assert!(reaper.join().unwrap().success());
@@ -267,10 +256,10 @@ impl Drop for Daemon {
         }
         if let Some(pid) = self.pid {
             let deadline = Instant::now() + Duration::from_secs(20);
-            while pid_alive(pid) && Instant::now() < deadline {
+            while quackfs::process::is_running(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            if pid_alive(pid) {
+            if quackfs::process::is_running(pid) {
                 // SAFETY: ending the daemon this test started, by its pid.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
@@ -307,7 +296,7 @@ fn daemon_mount_returns_when_ready_and_umount_ends_it() {
         "mount --daemon returned before the mount was ready"
     );
     let pid = daemon.pid.expect("the daemon records its pid");
-    assert!(pid_alive(pid));
+    assert!(quackfs::process::is_running(pid));
     assert_eq!(std::fs::read(m.join("f.bin")).unwrap(), vec![2u8; 20_000]);
     std::fs::write(m.join("f.bin"), b"daemon").unwrap();
 
@@ -320,7 +309,7 @@ fn daemon_mount_returns_when_ready_and_umount_ends_it() {
     env.ok(&["umount", s(&m)]);
     assert!(!is_mounted(&m));
     assert!(
-        !pid_alive(pid),
+        !quackfs::process::is_running(pid),
         "umount returned while daemon {pid} still ran"
     );
     // Released and flushed: a foreground writer mounts at once and sees the write.

@@ -155,10 +155,7 @@ fn holder_is_dead(holder: &str) -> bool {
     ) else {
         return false;
     };
-    // SAFETY: kill with signal 0 only checks for existence.
-    h == host
-        && unsafe { libc::kill(pid, 0) } != 0
-        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    h == host && !quackfs::process::is_running(pid)
 }
 
 pub async fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {

@@ -11,22 +11,6 @@ pub struct UmountArgs {
     pub dir: PathBuf,
 }
 
-/// Whether `pid` still runs (an exited process waiting to be reaped by its parent does not).
-fn process_running(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid, 0) } != 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(true),
-        Err(_) => false,
-    }
-}
-
 pub async fn run(ctx: &Ctx, a: UmountArgs) -> Result<()> {
     let dir = std::path::absolute(&a.dir).map_err(|e| Error::file(&a.dir, e))?;
     if !is_mount_point(&dir) {
@@ -64,7 +48,7 @@ pub async fn run(ctx: &Ctx, a: UmountArgs) -> Result<()> {
     // Wait for the mount process to flush and release the branch.
     if let Some(pid) = pid {
         let deadline = Instant::now() + Duration::from_secs(300);
-        while process_running(pid) {
+        while quackfs::process::is_running(pid) {
             if Instant::now() > deadline {
                 return Err(Error::Invalid(format!(
                     "unmounted, but mount process {pid} is still flushing after 300 s"

@@ -286,10 +286,7 @@ impl ReadView {
                 parts,
                 ..
             } => {
-                let l = self.layers.get(*layer as usize).ok_or_else(|| {
-                    Error::Corrupt(format!("extent refers to missing layer {layer}"))
-                })?;
-                let key = &l.row.object_key;
+                let key = self.layer_key(*layer)?;
                 let buf = self
                     .cache
                     .store()
