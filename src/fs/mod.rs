@@ -15,6 +15,7 @@
 mod scratch;
 
 use crate::catalog::{CatalogError, CommitKind, FileRow, NewCommit, Repo, SyncRequest};
+use crate::engine::duckdb_file;
 use crate::engine::extent_map::{ExtentMap, Source};
 use crate::engine::view::{ReadView, ViewLayer};
 use crate::engine::{new_file_id, new_id, now_millis, Engine};
@@ -22,7 +23,7 @@ use crate::error::Error;
 use crate::layer::{LayerKind, LayerWriter};
 use crate::store::StoreError;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -141,6 +142,9 @@ struct FileNode {
     mtime: SystemTime,
     ctime: SystemTime,
     open: u32,
+    /// Iteration of the active DuckDB database header in the file's durable (registered) bytes,
+    /// if it is a DuckDB database file (see `engine::duckdb_file`).
+    durable_iter: Option<u64>,
 }
 
 impl FileNode {
@@ -167,6 +171,7 @@ impl FileNode {
             mtime: time,
             ctime: time,
             open,
+            durable_iter: None,
         }
     }
 }
@@ -198,8 +203,9 @@ struct State {
     durable: BTreeMap<String, (u64, u64)>,
     write_seq: u64,
     dirty_bytes: u64,
-    /// Files whose data was synced since the last commit (for checkpoint detection).
-    synced_since_commit: HashSet<String>,
+    /// Per database file name: the header iteration of its last completed checkpoint that is in
+    /// a commit (a checkpoint commit is due when the durable iteration is higher).
+    committed_iters: HashMap<String, u64>,
     /// Last attributes of removed scratch entries (fstat on an open descriptor still works).
     removed: HashMap<u64, Attr>,
 }
@@ -219,6 +225,9 @@ pub struct QuackFs {
     pub stats: Stats,
 }
 
+/// The pieces of a read, resolved under the state lock: (offset in the range, length, source).
+type Resolved = Vec<(u64, u64, ReadSrc)>;
+
 /// Where the bytes of one piece of a read come from (resolved under the lock).
 enum ReadSrc {
     Mem(Bytes),
@@ -231,8 +240,10 @@ enum ReadSrc {
     },
 }
 
-fn is_wal(name: &str) -> bool {
-    name.ends_with(".wal")
+/// The database file whose checkpoint state a change to `name` can complete, if `name` is one of
+/// DuckDB's WAL files.
+fn wal_database(name: &str) -> Option<String> {
+    duckdb_file::database_of_wal(name).map(str::to_string)
 }
 
 impl QuackFs {
@@ -258,7 +269,7 @@ impl QuackFs {
             durable: BTreeMap::new(),
             write_seq: 0,
             dirty_bytes: 0,
-            synced_since_commit: HashSet::new(),
+            committed_iters: HashMap::new(),
             removed: HashMap::new(),
         };
         for f in view.files.values() {
@@ -685,34 +696,49 @@ impl QuackFs {
             if off >= end {
                 return Ok(Vec::new());
             }
-            let mut pieces = Vec::new();
-            for (start, p) in f.map.range(off, end) {
-                let src = match p.src {
-                    Source::Mem { buf, .. } => ReadSrc::Mem(buf.slice(..p.len as usize)),
-                    Source::Layer {
-                        layer,
+            (end - off, Self::pieces(&st, f, off, end)?)
+        };
+        let mut buf = vec![0u8; len as usize];
+        self.fill(&mut buf, pieces).await?;
+        Ok(buf)
+    }
+
+    /// Where the bytes of `[off, end)` of `f` come from, resolved under the state lock: (offset
+    /// in the range, length, source) per piece; what no piece covers reads as zeros.
+    fn pieces(st: &State, f: &FileNode, off: u64, end: u64) -> FsResult<Resolved> {
+        let mut pieces = Vec::new();
+        for (start, p) in f.map.range(off, end) {
+            let src = match p.src {
+                Source::Mem { buf, .. } => ReadSrc::Mem(buf.slice(..p.len as usize)),
+                Source::Layer {
+                    layer,
+                    data_off,
+                    ext_len,
+                    crc,
+                    skip,
+                } => {
+                    let l = st.layers.get(layer as usize).ok_or(FsError::IO)?;
+                    ReadSrc::Layer {
+                        key: l.row.object_key.clone(),
                         data_off,
                         ext_len,
                         crc,
                         skip,
-                    } => {
-                        let l = st.layers.get(layer as usize).ok_or(FsError::IO)?;
-                        ReadSrc::Layer {
-                            key: l.row.object_key.clone(),
-                            data_off,
-                            ext_len,
-                            crc,
-                            skip,
-                        }
                     }
-                };
-                pieces.push((start - off, p.len, src));
-            }
-            (end - off, pieces)
-        };
-        let mut buf = vec![0u8; len as usize];
+                }
+            };
+            pieces.push((start - off, p.len, src));
+        }
+        Ok(pieces)
+    }
+
+    /// Copies resolved pieces into `buf` (zeroed where no piece lies), fetching layer bytes
+    /// through the layer cache (checksums verified).
+    async fn fill(&self, buf: &mut [u8], pieces: Resolved) -> FsResult<()> {
         for (at, plen, src) in pieces {
-            let dst = &mut buf[at as usize..(at + plen) as usize];
+            let dst = buf
+                .get_mut(at as usize..(at + plen) as usize)
+                .ok_or(FsError::IO)?;
             match src {
                 ReadSrc::Mem(b) => dst.copy_from_slice(&b[..plen as usize]),
                 ReadSrc::Layer {
@@ -733,7 +759,67 @@ impl QuackFs {
                 }
             }
         }
-        Ok(buf)
+        Ok(())
+    }
+
+    /// Where the bytes of DuckDB's headers of `f` (its first `HEADERS_END` bytes, or fewer if it
+    /// is shorter) come from, as they are in its map now; `iteration_of` reads them.
+    fn header_pieces(st: &State, f: &FileNode) -> FsResult<(usize, Resolved)> {
+        let end = f.size.min(duckdb_file::HEADERS_END);
+        Ok((end as usize, Self::pieces(st, f, 0, end)?))
+    }
+
+    /// The active DuckDB header iteration of the resolved header pieces (None: not a DuckDB
+    /// database file, or shorter than its headers).
+    async fn iteration_of(&self, len: usize, pieces: Resolved) -> FsResult<Option<u64>> {
+        if (len as u64) < duckdb_file::HEADERS_END {
+            return Ok(None);
+        }
+        let mut head = vec![0u8; len];
+        self.fill(&mut head, pieces).await?;
+        Ok(duckdb_file::active_iteration(&head))
+    }
+
+    /// Reads the checkpoint state of every file as served at mount time, and the state of the
+    /// branch head (`head`, when the mount resumes synced-but-uncommitted changes on top of it;
+    /// None when it serves the head itself) as the last committed checkpoints.
+    pub async fn load_checkpoint_state(&self, head: Option<&ReadView>) -> FsResult<()> {
+        if !self.writable() {
+            return Ok(());
+        }
+        let files: Vec<(u64, String, usize, Resolved)> = {
+            let st = self.lock();
+            let mut v = Vec::new();
+            for (name, ino) in &st.root {
+                if let Some(Node::File(f)) = st.nodes.get(ino) {
+                    let (len, pieces) = Self::header_pieces(&st, f)?;
+                    v.push((*ino, name.clone(), len, pieces));
+                }
+            }
+            v
+        };
+        for (ino, name, len, pieces) in files {
+            let iter = self.iteration_of(len, pieces).await?;
+            let committed = match head {
+                None => iter,
+                Some(view) => match view.file(&name) {
+                    Some(fv) if fv.size >= duckdb_file::HEADERS_END => {
+                        let mut buf = vec![0u8; duckdb_file::HEADERS_END as usize];
+                        view.read(fv, 0, &mut buf).await?;
+                        duckdb_file::active_iteration(&buf)
+                    }
+                    _ => None,
+                },
+            };
+            let mut st = self.lock();
+            if let Some(Node::File(f)) = st.nodes.get_mut(&ino) {
+                f.durable_iter = iter;
+            }
+            if let Some(c) = committed {
+                st.committed_iters.insert(name, c);
+            }
+        }
+        Ok(())
     }
 
     /// Writes `data` at `off`; returns the bytes written.
@@ -888,7 +974,7 @@ impl QuackFs {
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
-        let wal = {
+        let checkpoint = {
             let mut st = self.lock();
             if parent != ROOT {
                 let rel = Self::scratch_child(&st, parent, name)?;
@@ -905,9 +991,9 @@ impl QuackFs {
             st.root.remove(name);
             st.durable.remove(name);
             Self::drop_name(&mut st, ino);
-            is_wal(name).then(|| name.to_string())
+            wal_database(name).map(|db| (db, false))
         };
-        self.register_namespace(wal.as_deref()).await
+        self.register_namespace(checkpoint).await
     }
 
     /// The file at `ino` lost its name: forget it unless it is still open.
@@ -940,7 +1026,7 @@ impl QuackFs {
             return Err(FsError::INVAL);
         }
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
-        let wal = {
+        let checkpoint = {
             let mut st = self.lock();
             if parent != ROOT || newparent != ROOT {
                 // Scratch entries move within scratch only.
@@ -1024,21 +1110,27 @@ impl QuackFs {
             if let Some(entry) = st.durable.remove(name) {
                 st.durable.insert(newname.to_string(), entry);
             }
-            is_wal(newname).then(|| newname.to_string())
+            // Onto a main WAL (DuckDB 1.5 finishing a checkpoint), or a WAL moved away.
+            match duckdb_file::database_of_wal(newname) {
+                Some(db) if duckdb_file::wal_of(db) == newname => Some((db.to_string(), true)),
+                _ => wal_database(name).map(|db| (db, false)),
+            }
         };
-        self.register_namespace(wal.as_deref()).await
+        self.register_namespace(checkpoint).await
     }
 
     /// Registers the durable file table after a namespace change (create, rename, unlink).
-    async fn register_namespace(&self, wal_changed: Option<&str>) -> FsResult<()> {
+    /// `checkpoint`: the database file whose checkpoint the change may have completed, and
+    /// whether the change renamed a file onto its main WAL.
+    async fn register_namespace(&self, checkpoint: Option<(String, bool)>) -> FsResult<()> {
         let Some((branch, generation)) = self.cfg.writer.clone() else {
             return Err(FsError::ROFS);
         };
         let _g = self.sync_lock.lock().await;
         let files = self.durable_rows(&self.lock().durable);
         self.register(&branch, generation, None, files).await?;
-        if let Some(wal) = wal_changed {
-            self.maybe_autocommit(wal).await;
+        if let Some((db, renamed_onto_wal)) = checkpoint {
+            self.maybe_checkpoint_commit(&db, renamed_onto_wal).await;
         }
         Ok(())
     }
@@ -1085,19 +1177,38 @@ impl QuackFs {
         }
     }
 
-    /// After DuckDB removed, emptied or replaced its WAL: if the database file was synced since
-    /// the last commit, the checkpoint is complete; seal it as a `checkpoint` commit.
-    async fn maybe_autocommit(&self, wal: &str) {
+    /// Seals a `checkpoint` commit if DuckDB has completed a checkpoint of database file `db`
+    /// (docs/semantics.md, "Checkpoint commits"): its durable active header has a higher
+    /// iteration than the last committed checkpoint, and its WAL holds nothing from before that
+    /// checkpoint: the WAL is absent or empty, or was just replaced by a rename (DuckDB 1.5
+    /// moves `.wal.checkpoint`, written during the checkpoint, over the WAL). Called with the
+    /// sync lock held, right after the change that may complete it was registered.
+    async fn maybe_checkpoint_commit(&self, db: &str, renamed_onto_wal: bool) {
         if !self.cfg.autocommit {
             return;
         }
         let Some((branch, _)) = &self.cfg.writer else {
             return;
         };
-        let db = wal.trim_end_matches(".wal");
-        if !self.lock().synced_since_commit.contains(db) {
-            return;
-        }
+        let iter = {
+            let st = self.lock();
+            let Some(Node::File(f)) = st.root.get(db).and_then(|i| st.nodes.get(i)) else {
+                return;
+            };
+            let Some(iter) = f.durable_iter else {
+                return;
+            };
+            let committed = st.committed_iters.get(db).copied().unwrap_or(0);
+            let wal_clear = renamed_onto_wal
+                || st
+                    .durable
+                    .get(&duckdb_file::wal_of(db))
+                    .is_none_or(|&(_, size)| size == 0);
+            if iter <= committed || !wal_clear {
+                return;
+            }
+            iter
+        };
         let commit = NewCommit {
             id: new_id(),
             kind: CommitKind::Checkpoint,
@@ -1113,11 +1224,19 @@ impl QuackFs {
         {
             Ok(c) => {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                self.lock().synced_since_commit.clear();
-                tracing::info!("checkpoint commit {}", crate::engine::short(&c.id));
+                self.lock().committed_iters.insert(db.to_string(), iter);
+                tracing::info!(
+                    "checkpoint commit {} ({db}, header iteration {iter})",
+                    crate::engine::short(&c.id)
+                );
             }
-            Err(CatalogError::NothingPending) => {}
-            Err(e) => tracing::warn!("checkpoint commit failed: {e}"),
+            // Someone sealed it already (`quackfs commit` from another process).
+            Err(CatalogError::NothingPending) => {
+                self.lock().committed_iters.insert(db.to_string(), iter);
+            }
+            Err(e) => {
+                tracing::warn!("checkpoint commit failed (retried at the next change of {db}): {e}")
+            }
         }
     }
 
@@ -1132,7 +1251,7 @@ impl QuackFs {
         let started = Instant::now();
         let _g = self.sync_lock.lock().await;
         // Snapshot the file's dirty state.
-        let (file_id, name, size, dirty, truncate_to, seq) = {
+        let snapshot = {
             let mut st = self.lock();
             let seq = st.write_seq;
             let Some(Node::File(f)) = st.nodes.get_mut(&ino) else {
@@ -1154,8 +1273,19 @@ impl QuackFs {
                 return Ok(());
             }
             f.truncated_during_sync = None;
-            (f.file_id, name, f.size, f.dirty.clone(), f.truncate_to, seq)
+            let snap = (f.file_id, name, f.size, f.dirty.clone(), f.truncate_to, seq);
+            // A sync that rewrites DuckDB's headers may complete a checkpoint: note what the
+            // first bytes will be once it is durable (the map holds exactly that right now).
+            let touches_headers = !snap.3.range(0, duckdb_file::HEADERS_END).is_empty()
+                || snap.4.is_some_and(|t| t < duckdb_file::HEADERS_END);
+            let headers = match st.nodes.get(&ino) {
+                Some(Node::File(f)) if touches_headers => Some(Self::header_pieces(&st, f)?),
+                _ => None,
+            };
+            let (file_id, name, size, dirty, truncate_to, seq) = snap;
+            (file_id, name, size, dirty, truncate_to, seq, headers)
         };
+        let (file_id, name, size, dirty, truncate_to, seq, headers) = snapshot;
         // Store the layer (outside the state lock).
         let layer = if dirty.is_empty() && truncate_to.is_none() {
             None
@@ -1218,14 +1348,33 @@ impl QuackFs {
                 f.truncate_to = f.truncated_during_sync.take();
             }
             st.dirty_bytes = st.dirty_bytes.saturating_sub(freed);
-            st.synced_since_commit.insert(name.clone());
         }
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut v) = self.stats.sync_micros.lock() {
             v.push(started.elapsed().as_micros() as u64);
         }
-        if is_wal(&name) && size == 0 {
-            self.maybe_autocommit(&name).await;
+        // Did this sync complete a checkpoint? Either it made a new database header durable, or
+        // it emptied a WAL.
+        let completes = if let Some((len, pieces)) = headers {
+            match self.iteration_of(len, pieces).await {
+                Ok(iter) => {
+                    if let Some(Node::File(f)) = self.lock().nodes.get_mut(&ino) {
+                        f.durable_iter = iter;
+                    }
+                    iter.map(|_| name.clone())
+                }
+                Err(e) => {
+                    tracing::warn!("reading the DuckDB headers of {name} failed (errno {}); no checkpoint commit", e.0);
+                    None
+                }
+            }
+        } else if size == 0 {
+            wal_database(&name)
+        } else {
+            None
+        };
+        if let Some(db) = completes {
+            self.maybe_checkpoint_commit(&db, false).await;
         }
         Ok(())
     }

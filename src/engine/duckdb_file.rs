@@ -1,0 +1,131 @@
+//! What quackfs knows of DuckDB's single-file format: enough to tell when DuckDB has completed a
+//! checkpoint (see docs/semantics.md, "Checkpoint commits") and where its blocks sit.
+//!
+//! A DuckDB database file starts with three 4 KiB headers: the main header at 0 (checksum, then
+//! the magic `DUCK`), and two database headers at 4096 and 8192. A checkpoint writes its blocks,
+//! syncs the file, then writes the *inactive* database header with an iteration one higher than
+//! the active one and syncs again; on open the valid header with the higher iteration wins. So
+//! the active iteration of the durable bytes names the last completed checkpoint of the file.
+//! Each header block is `[checksum: u64][payload: 4088 bytes]`, the payload starting with the
+//! iteration (u64, little endian); the checksum is DuckDB's `Checksum` over the payload.
+//! (Encrypted databases encrypt their database headers: their iteration cannot be read, and
+//! checkpoint detection falls back to nothing; see docs/semantics.md.)
+
+/// Size of each of the three headers.
+pub const HEADER_SIZE: u64 = 4096;
+/// Where the first block starts: everything before is headers.
+pub const HEADERS_END: u64 = 3 * HEADER_SIZE;
+/// Offset of the magic bytes in the main header.
+const MAGIC_OFF: usize = 8;
+const MAGIC: &[u8; 4] = b"DUCK";
+
+/// Suffixes DuckDB gives the WAL files of database `X`: `X.wal` (the WAL), and since 1.4
+/// `X.wal.checkpoint` (written during a checkpoint) and `X.wal.recovery` (while merging the two
+/// after a crash).
+pub const WAL_SUFFIXES: [&str; 3] = [".wal", ".wal.checkpoint", ".wal.recovery"];
+
+/// Whether `head` (the first bytes of a file) starts like a DuckDB database file.
+pub fn is_database(head: &[u8]) -> bool {
+    head.get(MAGIC_OFF..MAGIC_OFF + MAGIC.len()) == Some(MAGIC.as_slice())
+}
+
+/// DuckDB's block checksum (`duckdb::Checksum` for lengths that are a multiple of 8, which is
+/// the case for header payloads): 5381 xor-folded with every little-endian u64 word times a
+/// constant.
+fn checksum(payload: &[u8]) -> u64 {
+    payload
+        .chunks_exact(8)
+        .map(|w| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            u64::from_le_bytes(b).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+        })
+        .fold(5381, |acc, x| acc ^ x)
+}
+
+/// The iteration of the database header at `off` (4096 or 8192), if it is present and its
+/// checksum matches.
+fn header_iteration(head: &[u8], off: usize) -> Option<u64> {
+    let block = head.get(off..off + HEADER_SIZE as usize)?;
+    let (sum, payload) = block.split_at(8);
+    let sum = u64::from_le_bytes(sum.try_into().ok()?);
+    if checksum(payload) != sum {
+        return None;
+    }
+    Some(u64::from_le_bytes(payload[..8].try_into().ok()?))
+}
+
+/// The iteration of the active database header of a DuckDB file whose first bytes are `head`
+/// (at most [`HEADERS_END`] of them are looked at): the higher of the valid headers, or None if
+/// the file is not a DuckDB database (or is encrypted, or shorter than its headers).
+pub fn active_iteration(head: &[u8]) -> Option<u64> {
+    if !is_database(head) {
+        return None;
+    }
+    let h1 = header_iteration(head, HEADER_SIZE as usize);
+    let h2 = header_iteration(head, 2 * HEADER_SIZE as usize);
+    h1.max(h2)
+}
+
+/// The database file a WAL file name belongs to (`x.duckdb.wal` -> `x.duckdb`), if `name` is one.
+pub fn database_of_wal(name: &str) -> Option<&str> {
+    WAL_SUFFIXES
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .filter(|db| !db.is_empty())
+}
+
+/// The main WAL of database file `db`.
+pub fn wal_of(db: &str) -> String {
+    format!("{db}{}", WAL_SUFFIXES[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header block with `iteration` and a correct checksum.
+    fn header(iteration: u64) -> Vec<u8> {
+        let mut b = vec![0u8; HEADER_SIZE as usize];
+        b[8..16].copy_from_slice(&iteration.to_le_bytes());
+        b[16..24].copy_from_slice(&7u64.to_le_bytes());
+        let sum = checksum(&b[8..]);
+        b[..8].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    fn file(h1: Vec<u8>, h2: Vec<u8>) -> Vec<u8> {
+        let mut main = vec![0u8; HEADER_SIZE as usize];
+        main[8..12].copy_from_slice(b"DUCK");
+        [main, h1, h2].concat()
+    }
+
+    #[test]
+    fn the_valid_header_with_the_higher_iteration_wins() {
+        assert_eq!(active_iteration(&file(header(3), header(4))), Some(4));
+        assert_eq!(active_iteration(&file(header(5), header(4))), Some(5));
+        // A torn or garbage header does not count.
+        let mut torn = header(9);
+        torn[100] ^= 1;
+        assert_eq!(active_iteration(&file(header(3), torn)), Some(3));
+        // Not a database, or too short.
+        let mut other = file(header(3), header(4));
+        other[8] = b'X';
+        assert_eq!(active_iteration(&other), None);
+        assert_eq!(
+            active_iteration(&file(header(3), header(4))[..9000]),
+            Some(3)
+        );
+        assert_eq!(active_iteration(b"DUCK"), None);
+    }
+
+    #[test]
+    fn wal_names() {
+        assert_eq!(database_of_wal("a.duckdb.wal"), Some("a.duckdb"));
+        assert_eq!(database_of_wal("a.duckdb.wal.checkpoint"), Some("a.duckdb"));
+        assert_eq!(database_of_wal("a.duckdb.wal.recovery"), Some("a.duckdb"));
+        assert_eq!(database_of_wal("a.duckdb"), None);
+        assert_eq!(database_of_wal(".wal"), None);
+        assert_eq!(wal_of("a.db"), "a.db.wal");
+    }
+}
