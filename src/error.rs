@@ -104,6 +104,13 @@ impl Error {
                 "use RFC 3339 (2024-05-01T12:00:00Z), YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' or 'N hours ago'".into(),
             ),
             Error::Store(StoreError::NoSpace(_)) => Some("free disk space and run the command again; nothing was committed".into()),
+            Error::Catalog(CatalogError::LeaseHeld { holder, branch, .. }) => Some(match crate::process::holder_dir(holder) {
+                Some(dir) => format!("unmount it first (`quackfs umount {dir}` on the host that mounted it), or name another branch with -b"),
+                None => format!("unmount branch {branch} first, or name another branch with -b"),
+            }),
+            Error::Catalog(CatalogError::PendingChanges { branch }) => Some(format!(
+                "seal them into a commit first with `quackfs commit -b {branch}` (`quackfs status` shows them)"
+            )),
             Error::Catalog(CatalogError::Conflict(_)) => {
                 Some("someone else committed to the branch meanwhile; run the command again".into())
             }

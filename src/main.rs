@@ -11,6 +11,13 @@ fn main() -> ExitCode {
     // SAFETY: setting a signal disposition before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = cli::Cli::parse();
+    if matches!(args.command, cli::Command::Mount(_)) {
+        // A mount outlives its terminal's pipes (`quackfs mount … | tee log`, then Ctrl-C kills
+        // tee first): writing to a closed pipe must be an error it ignores, not a signal that
+        // kills it before it syncs and unmounts.
+        // SAFETY: as above, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    }
     init_logging(args.global.verbose, args.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -25,9 +32,11 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", cli::one_line(&e));
+            use std::io::Write;
+            let mut err = std::io::stderr();
+            let _ = writeln!(err, "error: {}", cli::one_line(&e));
             if let Some(hint) = e.hint() {
-                eprintln!("hint: {hint}");
+                let _ = writeln!(err, "hint: {hint}");
             }
             ExitCode::from(1)
         }

@@ -685,6 +685,66 @@ fn pg_restart_fails_syncs_cleanly_and_the_mount_recovers() {
 }
 
 // ------------------------------------------------------------------------------------------------
+// 2b. A namespace change whose registration fails leaves nothing behind.
+
+/// The root entries of a mount, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn failed_namespace_changes_are_rolled_back() {
+    let test = "namespace_rollback";
+    let Some(mut svc) = Services::up(test) else {
+        return;
+    };
+    let env = Env::new();
+    let q = Qfs::new(&env, &svc, &[("QUACKFS_CONNECT_TIMEOUT", "2s")]);
+    q.ok(&["init", "ns"]);
+    let mnt = env.path("mnt");
+    let m = q.mount("ns@main", &mnt, &["--autocommit", "off"]);
+    write_and_sync(&mnt.join("a"), b"alpha").unwrap();
+    write_and_sync(&mnt.join("b"), b"bravo").unwrap();
+    let before = listing(&mnt);
+    assert_eq!(before, ["a", "b"]);
+
+    svc.stop_pg();
+    // Each change fails with an errno (the catalog cannot register it) and leaves no trace.
+    let e = std::fs::File::create(mnt.join("c")).expect_err("create while PostgreSQL is down");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let e = std::fs::rename(mnt.join("a"), mnt.join("d")).expect_err("rename");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let e = std::fs::rename(mnt.join("a"), mnt.join("b")).expect_err("rename over");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let e = std::fs::remove_file(mnt.join("b")).expect_err("unlink");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    assert_eq!(listing(&mnt), before);
+    assert_eq!(std::fs::read(mnt.join("a")).unwrap(), b"alpha");
+    assert_eq!(std::fs::read(mnt.join("b")).unwrap(), b"bravo");
+    assert!(std::fs::metadata(mnt.join("c")).is_err());
+    assert!(std::fs::metadata(mnt.join("d")).is_err());
+
+    svc.restart();
+    assert_eq!(listing(&mnt), before);
+    // The same changes go through once the catalog is back.
+    write_and_sync(&mnt.join("c"), b"charlie").unwrap();
+    std::fs::rename(mnt.join("a"), mnt.join("d")).unwrap();
+    std::fs::remove_file(mnt.join("b")).unwrap();
+    assert_eq!(listing(&mnt), ["c", "d"]);
+    m.unmount();
+    let m = q.mount("ns@main", &mnt, &["--autocommit", "off"]);
+    assert_eq!(listing(&mnt), ["c", "d"]);
+    assert_eq!(std::fs::read(mnt.join("d")).unwrap(), b"alpha");
+    assert_eq!(std::fs::read(mnt.join("c")).unwrap(), b"charlie");
+    m.unmount();
+}
+
+// ------------------------------------------------------------------------------------------------
 // 3. A stale writer is fenced.
 
 /// Sends SIGCONT when dropped, so a failing test never leaves a stopped process behind.

@@ -18,6 +18,10 @@ use std::sync::Arc;
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
 
+/// A writer lease whose heartbeat (by the catalog server's clock) is older than this is stale: a
+/// mount may take the branch over, and a command may move it (fencing the old holder).
+pub const LEASE_STALE_MS: i64 = 10_000;
+
 /// Errors of the catalog.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -45,12 +49,16 @@ pub enum CatalogError {
         "invalid catalog URL {0:?}: expected sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB"
     )]
     BadUrl(String),
-    #[error("branch {branch:?} is already mounted writable by {holder} (last heartbeat {age_secs}s ago)")]
+    #[error("branch {branch:?} is mounted writable by {holder} (last heartbeat {age_secs}s ago)")]
     LeaseHeld {
         branch: String,
         holder: String,
         age_secs: i64,
+        /// The lease's fencing generation (to break it if its holder is known to be dead).
+        generation: i64,
     },
+    #[error("branch {branch:?} has synced changes that are not committed")]
+    PendingChanges { branch: String },
     #[error("this writer no longer holds branch {0:?}: another mount took it over (fenced)")]
     Fenced(String),
     #[error("nothing to commit")]
@@ -281,6 +289,8 @@ pub struct GcSnapshot {
     pub reflog: Vec<(i64, ReflogEntry)>,
     pub pins: Vec<Pin>,
     pub leases: Vec<Lease>,
+    /// The catalog server's clock when the snapshot was read (heartbeats are in its time).
+    pub server_now: Millis,
 }
 
 /// Counters shown by `repos` and `status`.
@@ -322,7 +332,9 @@ pub trait Catalog: Send + Sync + 'static {
         reason: &str,
         now: Millis,
     ) -> Result<RefRow, CatalogError>;
-    /// Deletes a branch or tag of that kind; records a reflog entry for a branch.
+    /// Deletes a branch or tag of that kind; records a reflog entry for a branch. A branch is
+    /// refused while a writable mount holds it or it has synced-but-uncommitted changes
+    /// (`LeaseHeld`, `PendingChanges`), checked in the same transaction.
     async fn delete_ref(
         &self,
         repo_id: i64,
@@ -348,30 +360,43 @@ pub trait Catalog: Send + Sync + 'static {
     /// Layers owned by one commit, in `seq` order.
     async fn commit_layers(&self, id: &str) -> Result<Vec<LayerRow>, CatalogError>;
 
-    /// Records a commit on a branch (compare-and-swap of the branch head).
+    /// Records a commit on a branch (compare-and-swap of the branch head), for commands other than
+    /// the branch's writer (import): refused while a writable mount holds the branch or it has
+    /// synced-but-uncommitted changes (`LeaseHeld`, `PendingChanges`), checked in the same
+    /// transaction. A stale lease is released (fenced) by it.
     async fn make_commit(&self, req: CommitRequest) -> Result<Commit, CatalogError>;
 
     /// Moves of a branch, newest first.
     async fn reflog(&self, repo_id: i64, branch: &str) -> Result<Vec<ReflogEntry>, CatalogError>;
 
     /// Takes the writer lease of a branch; refused while another holder's heartbeat is younger
-    /// than `stale_ms`. Taking over a stale lease increases the generation (fencing the old one).
+    /// than `stale_ms` (the catalog server's clock). Taking over a stale lease increases the
+    /// generation (fencing the old one).
     async fn acquire_lease(
         &self,
         repo_id: i64,
         branch: &str,
         holder: &str,
-        now: Millis,
         stale_ms: i64,
     ) -> Result<Lease, CatalogError>;
-    /// Renews the lease; `Fenced` if it changed hands.
+    /// Renews the lease (server clock); `Fenced` if it changed hands.
     async fn heartbeat(
         &self,
         repo_id: i64,
         branch: &str,
         generation: i64,
-        now: Millis,
     ) -> Result<(), CatalogError>;
+    /// Whether a command could move `branch` now (the check `make_commit` and `move_branch` make
+    /// in their transaction): to fail early, before expensive work.
+    async fn check_branch_free(&self, repo_id: i64, branch: &str) -> Result<(), CatalogError>;
+    /// Releases the lease of generation `generation` on behalf of a holder known to be dead
+    /// (fencing it); false if it changed hands or was released already.
+    async fn break_lease(
+        &self,
+        repo_id: i64,
+        branch: &str,
+        generation: i64,
+    ) -> Result<bool, CatalogError>;
     /// Gives the lease up (no-op if it already changed hands).
     async fn release_lease(
         &self,
@@ -395,7 +420,7 @@ pub trait Catalog: Send + Sync + 'static {
         root: NewCommit,
     ) -> Result<(Repo, Commit), CatalogError>;
     /// Moves a branch to `target` (reset), refused while a writable mount holds it or while it
-    /// has synced-but-uncommitted changes.
+    /// has synced-but-uncommitted changes (same rule as `make_commit`).
     async fn move_branch(
         &self,
         repo_id: i64,
@@ -406,7 +431,8 @@ pub trait Catalog: Send + Sync + 'static {
     ) -> Result<(), CatalogError>;
     /// Deletes a database: its branches, tags, reflog and pending state go and its name is freed.
     /// Commits and layers stay (clones may build on them) until gc finds nothing needs them.
-    /// Refused while a writable mount holds one of its branches.
+    /// Refused while a writable mount holds one of its branches (a fresh lease); stale leases are
+    /// released, pending changes go with the database.
     async fn delete_repo(&self, repo_id: i64, now: Millis) -> Result<(), CatalogError>;
     /// Reads everything gc needs (all databases).
     async fn gc_snapshot(&self) -> Result<GcSnapshot, CatalogError>;
@@ -434,9 +460,8 @@ pub trait Catalog: Send + Sync + 'static {
         repo_id: i64,
         commit_id: &str,
         holder: &str,
-        now: Millis,
     ) -> Result<(), CatalogError>;
-    async fn heartbeat_pin(&self, id: &str, now: Millis) -> Result<(), CatalogError>;
+    async fn heartbeat_pin(&self, id: &str) -> Result<(), CatalogError>;
     async fn remove_pin(&self, id: &str) -> Result<(), CatalogError>;
 
     /// Seals the pending state of a branch into a commit on top of its head, in one transaction.

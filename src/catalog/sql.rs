@@ -119,7 +119,7 @@ impl PgCatalog {
 }
 
 macro_rules! impl_catalog {
-    ($ty:ty, $row:ty, $db:ty, $lock:literal) => {
+    ($ty:ty, $row:ty, $db:ty, $lock:literal, $now:literal) => {
         impl $ty {
             fn db(&self, source: sqlx::Error) -> CatalogError {
                 CatalogError::Db { url: self.url.clone(), source }
@@ -236,6 +236,61 @@ macro_rules! impl_catalog {
                     None => false,
                 };
                 if ok { Ok(()) } else { Err(CatalogError::Fenced(branch.to_string())) }
+            }
+
+            /// The catalog server's clock, in milliseconds since the epoch: lease and pin freshness
+            /// is judged by it, never by each host's own clock.
+            async fn server_now(&self, tx: &mut sqlx::Transaction<'static, $db>) -> Result<Millis, CatalogError> {
+                let row = sqlx::query(concat!("SELECT ", $now, " AS now"))
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                row.try_get("now").map_err(|e| self.db(e))
+            }
+
+            /// The single-writer rule for a command (not the branch's writer) about to move or
+            /// delete `branch`, checked inside its transaction: refused while a writable mount's
+            /// lease is fresh, or while the branch has synced-but-uncommitted changes. A lease
+            /// whose heartbeat went stale is released here, in the same transaction, which fences
+            /// its holder should it wake up.
+            async fn guard_branch(&self, tx: &mut sqlx::Transaction<'static, $db>, repo_id: i64, branch: &str) -> Result<(), CatalogError> {
+                let now = self.server_now(tx).await?;
+                let lease = sqlx::query("SELECT generation, holder, heartbeat_at FROM leases WHERE repo_id = $1 AND branch = $2 AND released = 0")
+                    .bind(repo_id)
+                    .bind(branch)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                if let Some(l) = lease {
+                    let generation: i64 = l.try_get("generation").map_err(|e| self.db(e))?;
+                    let holder: String = l.try_get("holder").map_err(|e| self.db(e))?;
+                    let hb: i64 = l.try_get("heartbeat_at").map_err(|e| self.db(e))?;
+                    if now - hb < LEASE_STALE_MS {
+                        return Err(CatalogError::LeaseHeld {
+                            branch: branch.to_string(),
+                            holder,
+                            age_secs: (now - hb).max(0) / 1000,
+                            generation,
+                        });
+                    }
+                    sqlx::query("UPDATE leases SET released = 1 WHERE repo_id = $1 AND branch = $2 AND generation = $3")
+                        .bind(repo_id)
+                        .bind(branch)
+                        .bind(generation)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                }
+                let pending = sqlx::query("SELECT synced_at FROM pending WHERE repo_id = $1 AND branch = $2")
+                    .bind(repo_id)
+                    .bind(branch)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                if pending.is_some() {
+                    return Err(CatalogError::PendingChanges { branch: branch.to_string() });
+                }
+                Ok(())
             }
 
             /// Inserts a commit on top of `parent`, its files and layers (or adopts the branch's
@@ -635,6 +690,10 @@ macro_rules! impl_catalog {
 
             async fn delete_ref(&self, repo_id: i64, name: &str, kind: RefKind, now: Millis) -> Result<(), CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                if kind == RefKind::Branch {
+                    self.lock_branch(&mut tx, repo_id, name).await?;
+                    self.guard_branch(&mut tx, repo_id, name).await?;
+                }
                 let row = sqlx::query("DELETE FROM refs WHERE repo_id = $1 AND name = $2 AND kind = $3 RETURNING commit_id")
                     .bind(repo_id)
                     .bind(name)
@@ -750,6 +809,7 @@ macro_rules! impl_catalog {
                 let Some(parent) = parent else {
                     return Err(CatalogError::NotFound { what: "commit", name: req.expected_head.clone() });
                 };
+                self.guard_branch(&mut tx, req.repo_id, &req.branch).await?;
                 let commit = self
                     .write_commit(&mut tx, req.repo_id, &req.branch, &parent, &req.commit, &req.files, &req.layers, false, &req.reason)
                     .await?;
@@ -786,11 +846,11 @@ macro_rules! impl_catalog {
                 repo_id: i64,
                 branch: &str,
                 holder: &str,
-                now: Millis,
                 stale_ms: i64,
             ) -> Result<Lease, CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
                 self.lock_branch(&mut tx, repo_id, branch).await?;
+                let now = self.server_now(&mut tx).await?;
                 let row = sqlx::query("SELECT generation, holder, heartbeat_at, released FROM leases WHERE repo_id = $1 AND branch = $2")
                     .bind(repo_id)
                     .bind(branch)
@@ -808,6 +868,7 @@ macro_rules! impl_catalog {
                                 branch: branch.to_string(),
                                 holder: old_holder,
                                 age_secs: (now - hb).max(0) / 1000,
+                                generation: g,
                             });
                         }
                         sqlx::query(
@@ -848,11 +909,10 @@ macro_rules! impl_catalog {
                 })
             }
 
-            async fn heartbeat(&self, repo_id: i64, branch: &str, generation: i64, now: Millis) -> Result<(), CatalogError> {
-                let r = sqlx::query(
-                    "UPDATE leases SET heartbeat_at = $1 WHERE repo_id = $2 AND branch = $3 AND generation = $4 AND released = 0",
-                )
-                .bind(now)
+            async fn heartbeat(&self, repo_id: i64, branch: &str, generation: i64) -> Result<(), CatalogError> {
+                let r = sqlx::query(concat!(
+                    "UPDATE leases SET heartbeat_at = ", $now, " WHERE repo_id = $1 AND branch = $2 AND generation = $3 AND released = 0",
+                ))
                 .bind(repo_id)
                 .bind(branch)
                 .bind(generation)
@@ -871,6 +931,26 @@ macro_rules! impl_catalog {
                     .await
                     .map_err(|e| self.db(e))?;
                 Ok(())
+            }
+
+            async fn check_branch_free(&self, repo_id: i64, branch: &str) -> Result<(), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                self.lock_branch(&mut tx, repo_id, branch).await?;
+                // Only a look: whatever guard_branch would release stays as it is (rollback).
+                let r = self.guard_branch(&mut tx, repo_id, branch).await;
+                tx.rollback().await.map_err(|e| self.db(e))?;
+                r
+            }
+
+            async fn break_lease(&self, repo_id: i64, branch: &str, generation: i64) -> Result<bool, CatalogError> {
+                let r = sqlx::query("UPDATE leases SET released = 1 WHERE repo_id = $1 AND branch = $2 AND generation = $3 AND released = 0")
+                    .bind(repo_id)
+                    .bind(branch)
+                    .bind(generation)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                Ok(r.rows_affected() == 1)
             }
 
             async fn leases(&self, repo_id: i64) -> Result<Vec<Lease>, CatalogError> {
@@ -1051,29 +1131,7 @@ macro_rules! impl_catalog {
             async fn move_branch(&self, repo_id: i64, branch: &str, target: &str, reason: &str, now: Millis) -> Result<(), CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
                 let head = self.lock_branch(&mut tx, repo_id, branch).await?;
-                let lease = sqlx::query("SELECT holder, heartbeat_at FROM leases WHERE repo_id = $1 AND branch = $2 AND released = 0")
-                    .bind(repo_id)
-                    .bind(branch)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                if let Some(l) = lease {
-                    let holder: String = l.try_get("holder").map_err(|e| self.db(e))?;
-                    return Err(CatalogError::Refused(format!(
-                        "branch {branch:?} is mounted writable by {holder}; unmount it first"
-                    )));
-                }
-                let pending = sqlx::query("SELECT synced_at FROM pending WHERE repo_id = $1 AND branch = $2")
-                    .bind(repo_id)
-                    .bind(branch)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                if pending.is_some() {
-                    return Err(CatalogError::Refused(format!(
-                        "branch {branch:?} has synced changes that are not committed; `quackfs commit -b {branch}` them first"
-                    )));
-                }
+                self.guard_branch(&mut tx, repo_id, branch).await?;
                 if self.commit_in(&mut tx, target).await?.is_none() {
                     return Err(CatalogError::NotFound { what: "commit", name: target.to_string() });
                 }
@@ -1103,17 +1161,18 @@ macro_rules! impl_catalog {
 
             async fn delete_repo(&self, repo_id: i64, now: Millis) -> Result<(), CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
-                let held = sqlx::query("SELECT branch, holder FROM leases WHERE repo_id = $1 AND released = 0")
+                let branches = sqlx::query("SELECT name FROM refs WHERE repo_id = $1 AND kind = 'branch' ORDER BY name")
                     .bind(repo_id)
-                    .fetch_optional(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(|e| self.db(e))?;
-                if let Some(l) = held {
-                    let branch: String = l.try_get("branch").map_err(|e| self.db(e))?;
-                    let holder: String = l.try_get("holder").map_err(|e| self.db(e))?;
-                    return Err(CatalogError::Refused(format!(
-                        "branch {branch:?} is mounted writable by {holder}; unmount it first"
-                    )));
+                for b in &branches {
+                    let name: String = b.try_get("name").map_err(|e| self.db(e))?;
+                    // Synced-but-uncommitted changes go with the database (the user said --yes).
+                    match self.guard_branch(&mut tx, repo_id, &name).await {
+                        Ok(()) | Err(CatalogError::PendingChanges { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
                 for sql in [
                     "DELETE FROM refs WHERE repo_id = $1",
@@ -1204,7 +1263,12 @@ macro_rules! impl_catalog {
                     .iter()
                     .map(|r| self.lease_row(r))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(GcSnapshot { commits, layers, refs, reflog, pins, leases })
+                let row = sqlx::query(concat!("SELECT ", $now, " AS now"))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let server_now: i64 = row.try_get("now").map_err(|e| self.db(e))?;
+                Ok(GcSnapshot { commits, layers, refs, reflog, pins, leases, server_now })
             }
 
             async fn add_layer(&self, commit_id: &str, mut layer: LayerRow) -> Result<LayerRow, CatalogError> {
@@ -1294,22 +1358,20 @@ macro_rules! impl_catalog {
                 Ok(())
             }
 
-            async fn add_pin(&self, id: &str, repo_id: i64, commit_id: &str, holder: &str, now: Millis) -> Result<(), CatalogError> {
-                sqlx::query("INSERT INTO pins (id, repo_id, commit_id, holder, created_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $5)")
+            async fn add_pin(&self, id: &str, repo_id: i64, commit_id: &str, holder: &str) -> Result<(), CatalogError> {
+                sqlx::query(concat!("INSERT INTO pins (id, repo_id, commit_id, holder, created_at, heartbeat_at) VALUES ($1, $2, $3, $4, ", $now, ", ", $now, ")"))
                     .bind(id)
                     .bind(repo_id)
                     .bind(commit_id)
                     .bind(holder)
-                    .bind(now)
                     .execute(&self.pool)
                     .await
                     .map_err(|e| self.db(e))?;
                 Ok(())
             }
 
-            async fn heartbeat_pin(&self, id: &str, now: Millis) -> Result<(), CatalogError> {
-                sqlx::query("UPDATE pins SET heartbeat_at = $1 WHERE id = $2")
-                    .bind(now)
+            async fn heartbeat_pin(&self, id: &str) -> Result<(), CatalogError> {
+                sqlx::query(concat!("UPDATE pins SET heartbeat_at = ", $now, " WHERE id = $1"))
                     .bind(id)
                     .execute(&self.pool)
                     .await
@@ -1376,10 +1438,17 @@ macro_rules! impl_catalog {
     };
 }
 
-impl_catalog!(SqliteCatalog, sqlx::sqlite::SqliteRow, sqlx::Sqlite, "");
+impl_catalog!(
+    SqliteCatalog,
+    sqlx::sqlite::SqliteRow,
+    sqlx::Sqlite,
+    "",
+    "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)"
+);
 impl_catalog!(
     PgCatalog,
     sqlx::postgres::PgRow,
     sqlx::Postgres,
-    " FOR UPDATE"
+    " FOR UPDATE",
+    "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
 );

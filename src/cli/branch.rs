@@ -154,28 +154,15 @@ pub async fn delete(
             repo: repo_name.to_string(),
         });
     };
-    if kind == RefKind::Branch {
-        if let Some(l) = engine
-            .catalog
-            .leases(repo.id)
-            .await?
-            .into_iter()
-            .find(|l| l.branch == name)
-        {
-            return Err(Error::Refused(format!(
-                "branch {name:?} is mounted writable by {}; unmount it first",
-                l.holder
-            )));
-        }
-    }
     if kind == RefKind::Branch && refs.iter().filter(|r| r.kind == RefKind::Branch).count() == 1 {
         return Err(Error::Refused(format!(
             "{name:?} is the last branch of {repo_name:?}; a database keeps at least one branch"
         )));
     }
     engine
-        .catalog
-        .delete_ref(repo.id, name, kind, now_millis())
+        .unless_dead_writer(repo.id, || {
+            engine.catalog.delete_ref(repo.id, name, kind, now_millis())
+        })
         .await?;
     ctx.note(format!(
         "deleted {} {name} (was {})",

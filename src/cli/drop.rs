@@ -25,7 +25,11 @@ pub async fn run(ctx: &Ctx, a: DropArgs) -> Result<()> {
             a.name
         )));
     }
-    engine.catalog.delete_repo(repo.id, now_millis()).await?;
+    engine
+        .unless_dead_writer(repo.id, || {
+            engine.catalog.delete_repo(repo.id, now_millis())
+        })
+        .await?;
     let mut st = ctx.state()?;
     if st.repo.as_deref() == Some(a.name.as_str()) {
         st = LocalState::default();

@@ -46,6 +46,11 @@ pub async fn run(ctx: &Ctx, a: ImportArgs) -> Result<()> {
             f.changed_ranges
         ));
     }
+    for w in &out.removed {
+        ctx.note(format!(
+            "{w}: removed (the WAL of the database file it replaced)"
+        ));
+    }
     match &out.commit {
         Some(c) => {
             ctx.note(format!(

@@ -212,10 +212,12 @@ impl Ctx {
         output::progress(what, self.quiet || self.json)
     }
 
-    /// A status line on stderr (suppressed by -q).
+    /// A status line on stderr (suppressed by -q). A stderr that cannot be written (a closed
+    /// pipe, a full log disk) loses the line, never the command: a mount must still unmount.
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{}", msg.as_ref());
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{}", msg.as_ref());
         }
     }
 }

@@ -1,7 +1,7 @@
 use super::Ctx;
-use quackfs::catalog::CatalogError;
+use quackfs::catalog::{CatalogError, LEASE_STALE_MS};
+use quackfs::engine::short;
 use quackfs::engine::view::ReadView;
-use quackfs::engine::{now_millis, short};
 use quackfs::error::{Error, Result};
 use quackfs::fs::{MountConfig, QuackFs};
 use quackfs::fuse::FuseAdapter;
@@ -11,8 +11,6 @@ use std::time::Duration;
 
 /// A writer renews its lease this often.
 const HEARTBEAT: Duration = Duration::from_secs(2);
-/// A lease whose heartbeat is older than this may be taken over.
-const LEASE_STALE_MS: i64 = 10_000;
 
 /// Serve a revision through FUSE so that DuckDB (or anything) works on DIR/*.duckdb.
 ///
@@ -125,39 +123,6 @@ pub fn lazy_unmount(dir: &Path) {
     }
 }
 
-fn holder_string(dir: &Path) -> String {
-    let host = hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
-    format!(
-        "host={host} pid={} dir={}",
-        std::process::id(),
-        dir.display()
-    )
-}
-
-/// True if the holder string names a process on this host that no longer runs.
-fn holder_is_dead(holder: &str) -> bool {
-    let host = hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
-    let field = |k: &str| {
-        holder
-            .split(' ')
-            .find_map(|f| f.strip_prefix(k))
-            .map(str::to_string)
-    };
-    let (Some(h), Some(pid)) = (
-        field("host="),
-        field("pid=").and_then(|p| p.parse::<i32>().ok()),
-    ) else {
-        return false;
-    };
-    h == host && !quackfs::process::is_running(pid)
-}
-
 pub async fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
     if a.daemon {
         return daemonize(ctx, &a).await;
@@ -185,14 +150,14 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         ctx.note(format!("note: {n}"));
     }
     let writer = r.branch.clone().filter(|_| !a.read_only);
-    let holder = holder_string(&dir);
+    let holder = quackfs::process::holder_string(&dir);
     let mut lease = None;
     let mut head_view = None;
     let view = match &writer {
         Some(branch) => {
-            let l = match engine.catalog.acquire_lease(r.repo.id, branch, &holder, now_millis(), LEASE_STALE_MS).await {
-                Err(CatalogError::LeaseHeld { holder: h, .. }) if holder_is_dead(&h) => {
-                    engine.catalog.acquire_lease(r.repo.id, branch, &holder, now_millis(), 0).await?
+            let l = match engine.catalog.acquire_lease(r.repo.id, branch, &holder, LEASE_STALE_MS).await {
+                Err(CatalogError::LeaseHeld { holder: h, .. }) if quackfs::process::holder_is_dead(&h) => {
+                    engine.catalog.acquire_lease(r.repo.id, branch, &holder, 0).await?
                 }
                 Err(CatalogError::LeaseHeld { holder: h, age_secs, .. }) => {
                     return Err(Error::Refused(format!(
@@ -232,7 +197,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         let id = quackfs::engine::new_id();
         if let Err(e) = engine
             .catalog
-            .add_pin(&id, r.repo.id, &commit_id, &holder, now_millis())
+            .add_pin(&id, r.repo.id, &commit_id, &holder)
             .await
         {
             return Err(e.into());
@@ -312,6 +277,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     if let Some(parent) = runfile.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
+    let _ = std::fs::remove_file(outcome_file(&runfile));
     let _ = std::fs::write(&runfile, std::process::id().to_string());
     let heartbeat = {
         let engine = engine.clone();
@@ -323,18 +289,14 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
             loop {
                 tokio::time::sleep(HEARTBEAT).await;
                 if let Some(pin) = &pin {
-                    if let Err(e) = engine.catalog.heartbeat_pin(pin, now_millis()).await {
+                    if let Err(e) = engine.catalog.heartbeat_pin(pin).await {
                         tracing::warn!("pin heartbeat failed: {e}");
                     }
                 }
                 let Some((branch, generation)) = &lease else {
                     continue;
                 };
-                match engine
-                    .catalog
-                    .heartbeat(repo_id, branch, *generation, now_millis())
-                    .await
-                {
+                match engine.catalog.heartbeat(repo_id, branch, *generation).await {
                     Ok(()) => {}
                     Err(CatalogError::Fenced(_)) => {
                         fs.fence();
@@ -381,18 +343,31 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         }
     }
     fs.remove_scratch();
-    let _ = std::fs::remove_file(&runfile);
-    match flushed {
-        Ok(()) => {
-            ctx.note(format!("unmounted {}", dir.display()));
-            Ok(())
-        }
+    let result = match flushed {
+        Ok(()) => Ok(()),
         Err(e) => Err(Error::Invalid(format!(
-            "unmounted {}, but syncing the last writes failed (errno {}); they are lost",
+            "unmounted {}, but syncing the last writes failed ({}); they are lost",
             dir.display(),
-            e.0
+            std::io::Error::from_raw_os_error(e.0)
         ))),
+    };
+    // `quackfs umount` reports this outcome once the process is gone.
+    let outcome = match &result {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("error: {}", super::one_line(e)),
+    };
+    let _ = std::fs::write(outcome_file(&runfile), outcome);
+    let _ = std::fs::remove_file(&runfile);
+    if result.is_ok() {
+        ctx.note(format!("unmounted {}", dir.display()));
     }
+    result
+}
+
+/// Where a mount process leaves the outcome of its final sync ("ok" or "error: …") for
+/// `quackfs umount`, next to its run file.
+pub fn outcome_file(runfile: &Path) -> PathBuf {
+    runfile.with_extension("outcome")
 }
 
 /// Gives up the writer lease (if any).

@@ -32,8 +32,11 @@ pub async fn run(ctx: &Ctx, a: ResetArgs) -> Result<()> {
     let r = engine.resolve(&repo, &spec.rev).await?;
     let reason = format!("reset to {}", spec.rev);
     engine
-        .catalog
-        .move_branch(repo.id, &a.branch, &r.commit.id, &reason, now_millis())
+        .unless_dead_writer(repo.id, || {
+            engine
+                .catalog
+                .move_branch(repo.id, &a.branch, &r.commit.id, &reason, now_millis())
+        })
         .await?;
     ctx.note(format!(
         "{} moved from {} to {}",

@@ -32,7 +32,37 @@ pub struct ImportOutcome {
     /// The new commit, or None if every file was identical to the branch head.
     pub commit: Option<crate::catalog::Commit>,
     pub files: Vec<ImportedFile>,
+    /// WAL files of the branch head that belonged to an imported database file and are gone in
+    /// the new commit (DuckDB would replay them onto a database they were not written for).
+    pub removed: Vec<String>,
     pub stored_bytes: u64,
+}
+
+/// A database file imported without its WAL must not have one beside it: the WAL holds committed
+/// transactions the file does not (import it too, or checkpoint first).
+fn check_local_wals(inputs: &[(String, PathBuf, u64)]) -> Result<()> {
+    for (name, path, _) in inputs {
+        for suffix in super::duckdb_file::WAL_SUFFIXES {
+            let wal_name = format!("{name}{suffix}");
+            if inputs.iter().any(|(n, _, _)| *n == wal_name) {
+                continue;
+            }
+            let mut wal = path.as_os_str().to_owned();
+            wal.push(suffix);
+            let wal = PathBuf::from(wal);
+            if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                return Err(Error::Invalid(format!(
+                    "{} holds transactions that are not in {} yet: import both (`quackfs import {} {}`), or checkpoint the database first (`duckdb {} -c CHECKPOINT`)",
+                    wal.display(),
+                    path.display(),
+                    path.display(),
+                    wal.display(),
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes a temporary file when dropped unless disarmed.
@@ -154,7 +184,12 @@ impl Engine {
         progress: &ProgressBar,
     ) -> Result<ImportOutcome> {
         let inputs = check_inputs(paths)?;
+        check_local_wals(&inputs)?;
         let head = self.branch_head(repo, branch).await?;
+        // Fail before reading anything if the branch has a writer or uncommitted changes (the
+        // commit's own transaction checks again).
+        self.unless_dead_writer(repo.id, || self.catalog.check_branch_free(repo.id, branch))
+            .await?;
         let view = self.view(&head).await?;
         let mut files: BTreeMap<String, FileRow> = self
             .catalog
@@ -261,10 +296,22 @@ impl Engine {
                 changed_ranges,
             });
         }
+        // The head's WALs of an imported database file belong to the database it replaces.
+        let mut removed = Vec::new();
+        for (name, _, _) in &inputs {
+            for suffix in super::duckdb_file::WAL_SUFFIXES {
+                let wal = format!("{name}{suffix}");
+                if !inputs.iter().any(|(n, _, _)| *n == wal) && files.remove(&wal).is_some() {
+                    removed.push(wal);
+                }
+            }
+        }
+        any_change |= !removed.is_empty();
         if !any_change {
             return Ok(ImportOutcome {
                 commit: None,
                 files: report,
+                removed,
                 stored_bytes: 0,
             });
         }
@@ -311,10 +358,13 @@ impl Engine {
             }],
             reason: format!("import: {message}"),
         };
-        let commit = self.catalog.make_commit(req).await?;
+        let commit = self
+            .unless_dead_writer(repo.id, || self.catalog.make_commit(req.clone()))
+            .await?;
         Ok(ImportOutcome {
             commit: Some(commit),
             files: report,
+            removed,
             stored_bytes: object_len,
         })
     }

@@ -322,7 +322,7 @@ impl Engine {
                 live.insert(layer);
             }
         }
-        let fresh = |hb: Millis| now - hb <= grace_ms.max(HEARTBEAT_STALE_MS);
+        let fresh = |hb: Millis| snap.server_now - hb <= grace_ms.max(HEARTBEAT_STALE_MS);
         let oldest_reader = snap
             .pins
             .iter()
@@ -476,7 +476,7 @@ pub fn readable_commits(
         }
     }
     for p in &snap.pins {
-        if now - p.heartbeat_at <= grace_ms.max(HEARTBEAT_STALE_MS) {
+        if snap.server_now - p.heartbeat_at <= grace_ms.max(HEARTBEAT_STALE_MS) {
             keep.insert(p.commit_id.clone());
         }
     }

@@ -331,6 +331,36 @@ impl Engine {
         }
     }
 
+    /// Runs `op`, a catalog change that moves or deletes a branch (the catalog checks the
+    /// single-writer rule in the same transaction). If it is refused because a writable mount of
+    /// this machine holds the branch but its process is dead (`kill -9`, a crash), that lease is
+    /// broken (which fences it) and `op` runs again; a live holder, or one on another host whose
+    /// heartbeat is fresh, keeps the refusal.
+    pub async fn unless_dead_writer<T, F, Fut>(&self, repo_id: i64, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, catalog::CatalogError>>,
+    {
+        // Each round breaks one dead lease (drop checks every branch of the database).
+        for _ in 0..16 {
+            match op().await {
+                Err(catalog::CatalogError::LeaseHeld {
+                    branch,
+                    holder,
+                    generation,
+                    ..
+                }) if crate::process::holder_is_dead(&holder) => {
+                    tracing::info!("breaking the lease of {branch:?} held by dead {holder}");
+                    self.catalog
+                        .break_lease(repo_id, &branch, generation)
+                        .await?;
+                }
+                other => return Ok(other?),
+            }
+        }
+        Ok(op().await?)
+    }
+
     /// Records an empty commit on a branch (same files, no layers).
     pub async fn commit_empty(&self, repo: &Repo, branch: &str, message: &str) -> Result<Commit> {
         let head = self.branch_head(repo, branch).await?;

@@ -189,6 +189,73 @@ enum Handle {
     Scratch(Arc<std::fs::File>),
 }
 
+/// What a namespace change of the root replaced, put back if its registration in the catalog
+/// fails: the change then has no effect at all (the caller gets the errno).
+#[derive(Default)]
+struct NsUndo {
+    /// Previous values of the root entries and durable rows it touched.
+    root: Vec<(String, Option<u64>)>,
+    durable: Vec<(String, Option<(u64, u64)>)>,
+    /// Previous names of the file nodes it renamed or unlinked.
+    names: Vec<(u64, Option<String>)>,
+    /// Nodes it removed (unlinked and not open) and nodes it added.
+    removed: Vec<(u64, Node)>,
+    added: Vec<u64>,
+    handle: Option<u64>,
+}
+
+impl NsUndo {
+    /// Remembers the root entry and durable row of `name` before they change.
+    fn entry(&mut self, st: &State, name: &str) {
+        if !self.root.iter().any(|(n, _)| n == name) {
+            self.root
+                .push((name.to_string(), st.root.get(name).copied()));
+            self.durable
+                .push((name.to_string(), st.durable.get(name).copied()));
+        }
+    }
+
+    /// Remembers the name of node `ino` before it changes.
+    fn name(&mut self, st: &State, ino: u64) {
+        if let Some(Node::File(f)) = st.nodes.get(&ino) {
+            self.names.push((ino, f.name.clone()));
+        }
+    }
+
+    /// Puts everything back.
+    fn undo(self, st: &mut State) {
+        for ino in self.added {
+            st.nodes.remove(&ino);
+        }
+        for (ino, node) in self.removed {
+            if let Node::File(f) = &node {
+                st.dirty_bytes += f.dirty_bytes;
+            }
+            st.nodes.insert(ino, node);
+        }
+        for (ino, name) in self.names.into_iter().rev() {
+            if let Some(Node::File(f)) = st.nodes.get_mut(&ino) {
+                f.name = name;
+            }
+        }
+        for (name, v) in self.root {
+            match v {
+                Some(ino) => st.root.insert(name, ino),
+                None => st.root.remove(&name),
+            };
+        }
+        for (name, v) in self.durable {
+            match v {
+                Some(d) => st.durable.insert(name, d),
+                None => st.durable.remove(&name),
+            };
+        }
+        if let Some(fh) = self.handle {
+            st.handles.remove(&fh);
+        }
+    }
+}
+
 struct State {
     nodes: HashMap<u64, Node>,
     /// Root directory entries.
@@ -578,11 +645,14 @@ impl QuackFs {
             let fh = self.open(ino, flags).await?;
             return Ok((self.getattr(ino)?, fh));
         }
+        let sync = self.sync_lock.lock().await;
+        let mut undo = NsUndo::default();
         let (attr, fh) = {
             let mut st = self.lock();
             if st.root.contains_key(name) {
                 return Err(FsError::EXIST);
             }
+            undo.entry(&st, name);
             let ino = st.next_ino;
             st.next_ino += 1;
             let now = SystemTime::now();
@@ -599,12 +669,14 @@ impl QuackFs {
                     1,
                 )),
             );
+            undo.added.push(ino);
             st.root.insert(name.to_string(), ino);
             st.durable.insert(name.to_string(), (file_id, 0));
             let fh = Self::add_handle(&mut st, Handle::File { ino });
+            undo.handle = Some(fh);
             (self.node_attr(&st, ino)?, fh)
         };
-        self.register_namespace(None).await?;
+        self.register_namespace(&sync, undo, None).await?;
         Ok((attr, fh))
     }
 
@@ -974,6 +1046,8 @@ impl QuackFs {
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
+        let sync = self.sync_lock.lock().await;
+        let mut undo = NsUndo::default();
         let checkpoint = {
             let mut st = self.lock();
             if parent != ROOT {
@@ -988,16 +1062,18 @@ impl QuackFs {
             if matches!(st.nodes.get(&ino), Some(Node::Scratch(_))) {
                 return Err(FsError::ISDIR);
             }
+            undo.entry(&st, name);
             st.root.remove(name);
             st.durable.remove(name);
-            Self::drop_name(&mut st, ino);
+            Self::drop_name(&mut st, ino, &mut undo);
             wal_database(name).map(|db| (db, false))
         };
-        self.register_namespace(checkpoint).await
+        self.register_namespace(&sync, undo, checkpoint).await
     }
 
     /// The file at `ino` lost its name: forget it unless it is still open.
-    fn drop_name(st: &mut State, ino: u64) {
+    fn drop_name(st: &mut State, ino: u64, undo: &mut NsUndo) {
+        undo.name(st, ino);
         let remove = match st.nodes.get_mut(&ino) {
             Some(Node::File(f)) => {
                 f.name = None;
@@ -1006,8 +1082,11 @@ impl QuackFs {
             _ => false,
         };
         if remove {
-            if let Some(Node::File(f)) = st.nodes.remove(&ino) {
-                st.dirty_bytes = st.dirty_bytes.saturating_sub(f.dirty_bytes);
+            if let Some(node) = st.nodes.remove(&ino) {
+                if let Node::File(f) = &node {
+                    st.dirty_bytes = st.dirty_bytes.saturating_sub(f.dirty_bytes);
+                }
+                undo.removed.push((ino, node));
             }
         }
     }
@@ -1026,6 +1105,8 @@ impl QuackFs {
             return Err(FsError::INVAL);
         }
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let sync = self.sync_lock.lock().await;
+        let mut undo = NsUndo::default();
         let checkpoint = {
             let mut st = self.lock();
             if parent != ROOT || newparent != ROOT {
@@ -1085,8 +1166,9 @@ impl QuackFs {
                     _ => {}
                 }
                 if let Some(Node::File(_)) = st.nodes.get(&target) {
+                    undo.entry(&st, newname);
                     st.durable.remove(newname);
-                    Self::drop_name(&mut st, target);
+                    Self::drop_name(&mut st, target, &mut undo);
                 }
             }
             if let Some(Node::Scratch(rel)) = st.nodes.get(&ino) {
@@ -1101,6 +1183,9 @@ impl QuackFs {
                 st.root.insert(newname.to_string(), ino);
                 return Ok(());
             }
+            undo.entry(&st, name);
+            undo.entry(&st, newname);
+            undo.name(&st, ino);
             st.root.remove(name);
             st.root.insert(newname.to_string(), ino);
             if let Some(Node::File(f)) = st.nodes.get_mut(&ino) {
@@ -1116,19 +1201,28 @@ impl QuackFs {
                 _ => wal_database(name).map(|db| (db, false)),
             }
         };
-        self.register_namespace(checkpoint).await
+        self.register_namespace(&sync, undo, checkpoint).await
     }
 
     /// Registers the durable file table after a namespace change (create, rename, unlink).
     /// `checkpoint`: the database file whose checkpoint the change may have completed, and
     /// whether the change renamed a file onto its main WAL.
-    async fn register_namespace(&self, checkpoint: Option<(String, bool)>) -> FsResult<()> {
+    /// Called with the sync lock held (taken before the change was made, so no sync registers a
+    /// half-made change); if registering fails, `undo` puts the change back.
+    async fn register_namespace(
+        &self,
+        _sync: &tokio::sync::MutexGuard<'_, ()>,
+        undo: NsUndo,
+        checkpoint: Option<(String, bool)>,
+    ) -> FsResult<()> {
         let Some((branch, generation)) = self.cfg.writer.clone() else {
             return Err(FsError::ROFS);
         };
-        let _g = self.sync_lock.lock().await;
         let files = self.durable_rows(&self.lock().durable);
-        self.register(&branch, generation, None, files).await?;
+        if let Err(e) = self.register(&branch, generation, None, files).await {
+            undo.undo(&mut self.lock());
+            return Err(e);
+        }
         if let Some((db, renamed_onto_wal)) = checkpoint {
             self.maybe_checkpoint_commit(&db, renamed_onto_wal).await;
         }
