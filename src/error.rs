@@ -114,6 +114,9 @@ impl Error {
             Error::Catalog(CatalogError::Conflict(_)) => {
                 Some("someone else committed to the branch meanwhile; run the command again".into())
             }
+            Error::Catalog(e) if e.is_no_space() => Some(
+                "the catalog's disk is full: free space there and run the command again; nothing was committed".into(),
+            ),
             Error::Catalog(CatalogError::Db { .. }) => {
                 Some("check that the catalog server is up and the URL is right (QUACKFS_CATALOG / --catalog)".into())
             }

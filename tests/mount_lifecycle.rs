@@ -135,3 +135,197 @@ on_both_backends!(
     closed_output_pipe
 );
 on_both_backends!(full_log_disk_embedded, full_log_disk_pgs3, full_log_disk);
+
+/// A small tmpfs, unmounted when dropped (even if the test fails).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn new(dir: std::path::PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "this test mounts a tmpfs and needs root");
+        Tmpfs(dir)
+    }
+
+    /// Fills the file system up with a ballast file.
+    fn fill(&self) {
+        let mut f = std::fs::File::create(self.0.join("ballast")).unwrap();
+        let block = vec![0xa5u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("ballast")).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn duck(db: &Path, sql: &str) -> std::process::Output {
+    common::duckdb_raw(db, sql, &[])
+}
+
+fn checkpoint_commits(env: &Env, global: &[&str]) -> usize {
+    let out = env
+        .cmd()
+        .args(global)
+        .args(["log", "--json"])
+        .output()
+        .unwrap();
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    log.as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "checkpoint")
+        .count()
+}
+
+/// The catalog's disk fills up: DuckDB's commits fail with ENOSPC ("No space left on device",
+/// not EIO), later ones too while it is full, and everything works again once space is freed.
+#[test]
+fn full_catalog_disk_is_enospc_and_recovers() {
+    let env = Env::new();
+    let small = Tmpfs::new(env.path("catalog-disk"), "8m");
+    let url = format!("sqlite://{}/catalog.sqlite", small.0.display());
+    let global = ["--catalog", url.as_str()];
+    let run = |args: &[&str]| env.cmd().args(global).args(args).output().unwrap();
+    assert!(run(&["init", "full"]).status.success());
+    let dir = env.path("mnt");
+    let m = env.mount_with(&global, "full", &dir, &[]);
+    let db = dir.join("full.duckdb");
+    let ok = duck(
+        &db,
+        "CREATE TABLE t AS SELECT range AS id FROM range(1000); CHECKPOINT",
+    );
+    assert!(ok.status.success());
+    assert_eq!(checkpoint_commits(&env, &global), 1);
+
+    small.fill();
+    for k in 0..2 {
+        let out = duck(&db, &format!("INSERT INTO t VALUES (-{k})"));
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "a commit on a full catalog disk succeeded"
+        );
+        assert!(e.contains("No space left on device"), "not ENOSPC: {e}");
+    }
+    small.free();
+    let out = duck(
+        &db,
+        "INSERT INTO t VALUES (-5); CHECKPOINT; SELECT count(*) FROM t",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1001"));
+    assert_eq!(checkpoint_commits(&env, &global), 2);
+    m.unmount();
+}
+
+/// The data directory's disk (objects and the embedded catalog) fills up during a large
+/// checkpoint: it fails, and once space is freed DuckDB's own recovery works, the next
+/// checkpoint becomes a commit and every commit opens.
+#[test]
+fn full_data_disk_fails_a_checkpoint_and_recovers() {
+    let env = Env::new();
+    let small = Tmpfs::new(env.path("data-disk"), "96m");
+    let home = small.0.join("home");
+    let global: [&str; 0] = [];
+    let cmd = || {
+        let mut c = env.cmd();
+        c.env("QUACKFS_HOME", &home).args(global);
+        c
+    };
+    assert!(cmd()
+        .args(["init", "full"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let dir = env.path("mnt");
+    let m = env.mount_env(
+        &[("QUACKFS_HOME", home.to_str().unwrap())],
+        &global,
+        "full",
+        &dir,
+        &[],
+    );
+    let db = dir.join("full.duckdb");
+    let out = duck(
+        &db,
+        "CREATE TABLE t AS SELECT range AS id, md5(range::VARCHAR) AS h FROM range(1000000); CHECKPOINT",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    small.fill();
+    let out = duck(&db, "UPDATE t SET h = md5((id + 1)::VARCHAR); CHECKPOINT");
+    assert!(
+        !out.status.success(),
+        "a checkpoint on a full disk succeeded"
+    );
+    small.free();
+    let out = duck(
+        &db,
+        "UPDATE t SET h = 'x' WHERE id < 10; CHECKPOINT; SELECT count(*), count(*) FILTER (h = 'x') FROM t",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1000000"));
+    let n = {
+        let out = cmd().args(["log", "--json"]).output().unwrap();
+        let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ids: Vec<String> = log
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["kind"] == "checkpoint")
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect();
+        for id in &ids {
+            let ro = env.path(&format!("ro-{}", &id[..8]));
+            let r = env.mount_env(
+                &[("QUACKFS_HOME", home.to_str().unwrap())],
+                &global,
+                &format!("full@{id}"),
+                &ro,
+                &[],
+            );
+            let out = common::duckdb_raw(
+                &ro.join("full.duckdb"),
+                "SELECT count(*) FROM t",
+                &["-readonly"],
+            );
+            assert!(
+                out.status.success(),
+                "commit {id}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000000");
+            r.unmount();
+        }
+        ids.len()
+    };
+    assert!(n >= 2, "no checkpoint commit after the disk was freed");
+    m.unmount();
+}

@@ -67,6 +67,28 @@ pub enum CatalogError {
     Refused(String),
 }
 
+impl CatalogError {
+    /// The catalog's disk (or quota) is full: SQLite's `SQLITE_FULL`, PostgreSQL's `disk_full`
+    /// (53100), or an I/O error ENOSPC/EDQUOT. Reported as ENOSPC through a mount, with its own
+    /// hint, not as "is the server up".
+    pub fn is_no_space(&self) -> bool {
+        let CatalogError::Db { source, .. } = self else {
+            return false;
+        };
+        match source {
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
+                // SQLite reports extended result codes: the primary code is the low byte.
+                let sqlite_full = sqlite && code.parse::<i64>().is_ok_and(|c| c & 0xff == 13);
+                sqlite_full || (!sqlite && code == "53100")
+            }
+            sqlx::Error::Io(e) => matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)),
+            _ => false,
+        }
+    }
+}
+
 /// A database (repository).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Repo {

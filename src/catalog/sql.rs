@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{Connection, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -66,8 +66,14 @@ impl SqliteCatalog {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
+        // A connection still inside a transaction when it is released or acquired is closed,
+        // not reused: after SQLITE_FULL (disk full) SQLite rolls the transaction back itself, the
+        // ROLLBACK sqlx sends then fails, and sqlx keeps counting the connection as inside a
+        // transaction, so every later BEGIN on it would fail.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .before_acquire(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
+            .after_release(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
             .connect_with(opts)
             .await
             .map_err(db)?;
@@ -96,6 +102,8 @@ impl PgCatalog {
             PgConnectOptions::from_str(url).map_err(|_| CatalogError::BadUrl(masked.clone()))?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
+            .before_acquire(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
+            .after_release(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
             .acquire_timeout(connect_timeout())
             .connect_with(opts)
             .await

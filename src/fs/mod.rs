@@ -65,6 +65,7 @@ impl From<Error> for FsError {
         tracing::warn!("I/O failed: {e}");
         match e {
             Error::Store(StoreError::NoSpace(_)) => FsError::NOSPC,
+            Error::Catalog(c) if c.is_no_space() => FsError::NOSPC,
             Error::File { source, .. } => FsError::from_io(&source),
             _ => FsError::IO,
         }
@@ -1263,6 +1264,10 @@ impl QuackFs {
             Err(CatalogError::Fenced(_)) => {
                 self.fence();
                 Err(FsError::IO)
+            }
+            Err(e) if e.is_no_space() => {
+                tracing::warn!("registering a sync failed: the catalog's disk is full: {e}");
+                Err(FsError::NOSPC)
             }
             Err(e) => {
                 tracing::warn!("registering a sync failed: {e}");
