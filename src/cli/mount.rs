@@ -1,16 +1,12 @@
 use super::Ctx;
-use quackfs::catalog::{CatalogError, LEASE_STALE_MS};
+use quackfs::engine::session::{BranchSession, ReadSession};
 use quackfs::engine::short;
-use quackfs::engine::view::ReadView;
 use quackfs::error::{Error, Result};
-use quackfs::fs::{MountConfig, QuackFs};
+use quackfs::fs::{MountConfig, QuackFs, DEFAULT_DIRTY_LIMIT};
 use quackfs::fuse::FuseAdapter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A writer renews its lease this often.
-const HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// Serve a revision through FUSE so that DuckDB (or anything) works on DIR/*.duckdb.
 ///
@@ -151,86 +147,46 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     }
     let writer = r.branch.clone().filter(|_| !a.read_only);
     let holder = quackfs::process::holder_string(&dir);
-    let mut lease = None;
-    let mut head_view = None;
-    let view = match &writer {
+    let scratch = ctx
+        .cfg
+        .data_dir
+        .join("scratch")
+        .join(quackfs::engine::new_id());
+    let mut cfg = MountConfig {
+        session: None,
+        autocommit: a.autocommit == Autocommit::Checkpoint,
+        scratch,
+        dirty_limit: DEFAULT_DIRTY_LIMIT,
+    };
+    // What the mount holds in the catalog: a writable branch's session, or a reader's pin.
+    let (held, view, head_view) = match &writer {
         Some(branch) => {
-            let l = match engine.catalog.acquire_lease(r.repo.id, branch, &holder, LEASE_STALE_MS).await {
-                Err(CatalogError::LeaseHeld { holder: h, .. }) if quackfs::process::holder_is_dead(&h) => {
-                    engine.catalog.acquire_lease(r.repo.id, branch, &holder, 0).await?
-                }
-                Err(CatalogError::LeaseHeld { holder: h, age_secs, .. }) => {
-                    return Err(Error::Refused(format!(
-                        "branch {branch} of {} is already mounted writable by {h} (heartbeat {age_secs}s ago); mount it with --read-only, or another branch",
-                        r.repo.name
-                    )))
-                }
-                other => other?,
-            };
-            lease = Some(l.generation);
-            async {
-                let head = engine.branch_head(&r.repo, branch).await?;
-                let pending = engine.catalog.pending(r.repo.id, branch).await?;
-                if pending.is_some() {
-                    // Checkpoints completed since the head are not committed yet.
-                    head_view = Some(engine.view(&head).await?);
-                }
-                ReadView::open_with(&engine.catalog, engine.layers.clone(), head, pending).await
-            }
-            .await
+            let o = BranchSession::open(engine.clone(), r.repo.clone(), branch, holder).await?;
+            cfg.session = Some(o.session.clone());
+            (Held::Branch(o.session), o.view, o.head_view)
         }
-        None => engine.view(&r.commit).await,
-    };
-    let release = |engine: Arc<quackfs::engine::Engine>| {
-        release_lease(engine, r.repo.id, writer.clone(), lease)
-    };
-    let view = match view {
-        Ok(v) => v,
-        Err(e) => {
-            release(engine.clone()).await;
-            return Err(e);
+        None => {
+            let (rs, view) = ReadSession::open(engine.clone(), &r.repo, &r.commit, &holder).await?;
+            (Held::Reader(rs), view, None)
         }
     };
     let commit_id = view.commit.id.clone();
-    // A reader pins its commit so gc keeps what it reads (the pin's heartbeat proves it is alive).
-    let pin = if writer.is_none() {
-        let id = quackfs::engine::new_id();
-        if let Err(e) = engine
-            .catalog
-            .add_pin(&id, r.repo.id, &commit_id, &holder)
-            .await
-        {
-            return Err(e.into());
-        }
-        Some(id)
-    } else {
-        None
-    };
-    let cfg = MountConfig {
-        writer: writer.clone().zip(lease),
-        autocommit: a.autocommit == Autocommit::Checkpoint,
-        scratch: ctx
-            .cfg
-            .data_dir
-            .join("scratch")
-            .join(quackfs::engine::new_id()),
-    };
-    let fs = match QuackFs::new(engine.clone(), r.repo.clone(), view, cfg) {
+    let fs = match QuackFs::new(engine.clone(), view, cfg) {
         Ok(fs) => Arc::new(fs),
         Err(e) => {
-            release(engine.clone()).await;
+            held.release().await;
             return Err(Error::Invalid(format!(
-                "cannot prepare the mount (errno {})",
-                e.0
+                "cannot prepare the mount ({})",
+                std::io::Error::from_raw_os_error(e.0)
             )));
         }
     };
     if let Err(e) = fs.load_checkpoint_state(head_view.as_ref()).await {
-        release(engine.clone()).await;
+        held.release().await;
         fs.remove_scratch();
         return Err(Error::Invalid(format!(
-            "cannot read the DuckDB headers of the served files (errno {}); see the log above",
-            e.0
+            "cannot read the DuckDB headers of the served files ({}); see the log above",
+            std::io::Error::from_raw_os_error(e.0)
         )));
     }
     let fsname = format!(
@@ -245,19 +201,14 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     let mount_dir = dir.clone();
     let session =
         tokio::task::spawn_blocking(move || fuser::Session::new(adapter, &mount_dir, &config))
-            .await;
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
     let mut session = match session {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            release(engine.clone()).await;
-            fs.remove_scratch();
-            return Err(Error::Invalid(format!(
-                "cannot mount {}: {e}",
-                dir.display()
-            )));
-        }
+        Ok(s) => s,
         Err(e) => {
-            release(engine.clone()).await;
+            held.release().await;
+            fs.remove_scratch();
             return Err(Error::Invalid(format!(
                 "cannot mount {}: {e}",
                 dir.display()
@@ -279,34 +230,6 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     }
     let _ = std::fs::remove_file(outcome_file(&runfile));
     let _ = std::fs::write(&runfile, std::process::id().to_string());
-    let heartbeat = {
-        let engine = engine.clone();
-        let fs = fs.clone();
-        let repo_id = r.repo.id;
-        let lease = writer.clone().zip(lease);
-        let pin = pin.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(HEARTBEAT).await;
-                if let Some(pin) = &pin {
-                    if let Err(e) = engine.catalog.heartbeat_pin(pin).await {
-                        tracing::warn!("pin heartbeat failed: {e}");
-                    }
-                }
-                let Some((branch, generation)) = &lease else {
-                    continue;
-                };
-                match engine.catalog.heartbeat(repo_id, branch, *generation).await {
-                    Ok(()) => {}
-                    Err(CatalogError::Fenced(_)) => {
-                        fs.fence();
-                        break;
-                    }
-                    Err(e) => tracing::warn!("lease heartbeat failed: {e}"),
-                }
-            }
-        })
-    };
     let what = match &writer {
         Some(b) => format!("{}@{b} (writable)", r.repo.name),
         None => format!("{}@{} (read-only)", r.repo.name, short(&commit_id)),
@@ -335,13 +258,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     }
     // Everything written is in memory here; make it durable before letting the branch go.
     let flushed = fs.sync_all().await;
-    heartbeat.abort();
-    release(engine.clone()).await;
-    if let Some(pin) = &pin {
-        if let Err(e) = engine.catalog.remove_pin(pin).await {
-            tracing::warn!("removing the pin failed: {e}");
-        }
-    }
+    held.release().await;
     fs.remove_scratch();
     let result = match flushed {
         Ok(()) => Ok(()),
@@ -364,24 +281,25 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     result
 }
 
+/// What a mount holds in the catalog while it runs.
+enum Held {
+    Branch(Arc<BranchSession>),
+    Reader(ReadSession),
+}
+
+impl Held {
+    async fn release(self) {
+        match self {
+            Held::Branch(s) => s.release().await,
+            Held::Reader(r) => r.release().await,
+        }
+    }
+}
+
 /// Where a mount process leaves the outcome of its final sync ("ok" or "error: …") for
 /// `quackfs umount`, next to its run file.
 pub fn outcome_file(runfile: &Path) -> PathBuf {
     runfile.with_extension("outcome")
-}
-
-/// Gives up the writer lease (if any).
-async fn release_lease(
-    engine: Arc<quackfs::engine::Engine>,
-    repo_id: i64,
-    writer: Option<String>,
-    lease: Option<i64>,
-) {
-    if let (Some(b), Some(g)) = (writer, lease) {
-        if let Err(e) = engine.catalog.release_lease(repo_id, &b, g).await {
-            tracing::warn!("releasing the lease failed: {e}");
-        }
-    }
 }
 
 /// Starts the mount in a background process and waits until it is ready.

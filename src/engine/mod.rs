@@ -10,6 +10,8 @@ pub mod history;
 pub mod import;
 pub mod layers;
 pub mod maintenance;
+pub mod session;
+pub mod sink;
 pub mod view;
 pub mod write_buffer;
 
@@ -98,6 +100,7 @@ pub struct Engine {
     pub layers: Arc<LayerCache>,
     pub tmp_dir: PathBuf,
     pub author: String,
+    sink: sink::LayerSink,
 }
 
 impl Engine {
@@ -114,13 +117,20 @@ impl Engine {
     /// An engine over given backends.
     pub fn new(catalog: DynCatalog, store: DynStore, tmp_dir: PathBuf, author: String) -> Engine {
         let layers = Arc::new(LayerCache::new(store.clone(), EXTENT_CACHE_BYTES));
+        let sink = sink::LayerSink::new(store.clone(), tmp_dir.clone());
         Engine {
             catalog,
             store,
             layers,
             tmp_dir,
             author,
+            sink,
         }
+    }
+
+    /// The one writer of layer objects (mount syncs, import, merge, images).
+    pub fn sink(&self) -> &sink::LayerSink {
+        &self.sink
     }
 
     /// Creates a database with branch `main` at an empty root commit.

@@ -14,19 +14,19 @@
 
 mod scratch;
 
-use crate::catalog::{CatalogError, CommitKind, FileRow, NewCommit, Repo, SyncRequest};
+use crate::catalog::FileRow;
 use crate::engine::duckdb_file;
 use crate::engine::extent_map::{ExtentMap, Source};
-use crate::engine::view::{ReadView, ViewLayer};
-use crate::engine::{new_file_id, new_id, now_millis, Engine};
+use crate::engine::session::BranchSession;
+use crate::engine::view::ReadView;
+use crate::engine::{new_file_id, Engine};
 use crate::error::Error;
-use crate::layer::{LayerKind, LayerWriter};
 use crate::store::StoreError;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Inode number of the root directory.
@@ -34,6 +34,9 @@ pub const ROOT: u64 = 1;
 
 /// Dirty bytes held in memory before a background flush starts.
 const FLUSH_THRESHOLD: u64 = 64 * 1024 * 1024;
+/// Default bound of a mount's dirty (written, unsynced) bytes: beyond it writes wait until a
+/// flush has stored some (backpressure, e.g. while the object store is down).
+pub const DEFAULT_DIRTY_LIMIT: u64 = 256 * 1024 * 1024;
 
 /// A failed filesystem operation, as an errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,24 +106,59 @@ pub struct DirEntry {
 }
 
 /// How a mount behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MountConfig {
-    /// Branch to write to, with the lease generation fencing every catalog write.
-    pub writer: Option<(String, i64)>,
+    /// The writable branch's session (lease, registration order); None: read-only.
+    pub session: Option<Arc<BranchSession>>,
     /// Make a `checkpoint` commit when DuckDB completes a checkpoint.
     pub autocommit: bool,
     /// Private local directory for scratch (unversioned) entries.
     pub scratch: PathBuf,
+    /// Most dirty bytes held in memory before writes wait.
+    pub dirty_limit: u64,
 }
 
-/// Counters for `status` and benchmarks.
+/// Upper bounds (microseconds) of the sync latency histogram's buckets; the last is +Inf.
+pub const SYNC_BUCKETS_US: [u64; 12] = [
+    500,
+    1_000,
+    2_000,
+    4_000,
+    8_000,
+    16_000,
+    32_000,
+    64_000,
+    128_000,
+    512_000,
+    2_000_000,
+    u64::MAX,
+];
+
+/// Counters for `status` and benchmarks (fixed size: nothing grows per sync).
 #[derive(Debug, Default)]
 pub struct Stats {
     pub syncs: AtomicU64,
-    pub sync_micros: Mutex<Vec<u64>>,
+    /// Syncs by latency bucket ([`SYNC_BUCKETS_US`]).
+    pub sync_latency: [AtomicU64; 12],
+    pub sync_micros_total: AtomicU64,
     pub layers_uploaded: AtomicU64,
     pub bytes_uploaded: AtomicU64,
     pub commits: AtomicU64,
+    /// Writes that waited for a flush because the dirty limit was reached.
+    pub write_waits: AtomicU64,
+}
+
+impl Stats {
+    fn record_sync(&self, took: Duration) {
+        let us = took.as_micros() as u64;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_micros_total.fetch_add(us, Ordering::Relaxed);
+        let b = SYNC_BUCKETS_US
+            .iter()
+            .position(|&ub| us <= ub)
+            .unwrap_or(SYNC_BUCKETS_US.len() - 1);
+        self.sync_latency[b].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A versioned file.
@@ -146,6 +184,9 @@ struct FileNode {
     /// Iteration of the active DuckDB database header in the file's durable (registered) bytes,
     /// if it is a DuckDB database file (see `engine::duckdb_file`).
     durable_iter: Option<u64>,
+    /// Orders the syncs of this file (snapshot, upload, registration); other files' syncs run
+    /// beside it.
+    sync: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl FileNode {
@@ -173,6 +214,7 @@ impl FileNode {
             ctime: time,
             open,
             durable_iter: None,
+            sync: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 }
@@ -265,8 +307,12 @@ struct State {
     next_ino: u64,
     handles: HashMap<u64, Handle>,
     next_fh: u64,
-    /// Layers that `Source::Layer::layer` indexes.
-    layers: Vec<ViewLayer>,
+    /// Object keys of the layers that `Source::Layer::layer` numbers; layers no piece refers to
+    /// any more are dropped now and then (`collect_layers`), so the table does not grow per sync.
+    layers: HashMap<u32, Arc<str>>,
+    next_layer: u32,
+    /// Size of the layer table after its last collection.
+    layers_live: usize,
     /// The durable file table as registered in the catalog: name -> (file id, size).
     durable: BTreeMap<String, (u64, u64)>,
     write_seq: u64,
@@ -281,12 +327,10 @@ struct State {
 /// The filesystem of one mount.
 pub struct QuackFs {
     engine: Arc<Engine>,
-    repo: Repo,
     cfg: MountConfig,
     state: Mutex<State>,
-    /// Serialises syncs and namespace registrations so the catalog sees them in order.
-    sync_lock: tokio::sync::Mutex<()>,
-    fenced: AtomicBool,
+    /// Signalled when dirty bytes were freed (writers waiting at the dirty limit).
+    freed: Condvar,
     flushing: AtomicBool,
     started: SystemTime,
     rt: tokio::runtime::Handle,
@@ -300,7 +344,7 @@ type Resolved = Vec<(u64, u64, ReadSrc)>;
 enum ReadSrc {
     Mem(Bytes),
     Layer {
-        key: String,
+        key: Arc<str>,
         data_off: u64,
         ext_len: u32,
         crc: u32,
@@ -316,12 +360,7 @@ fn wal_database(name: &str) -> Option<String> {
 
 impl QuackFs {
     /// A filesystem serving `view` (a commit, plus pending state for a writable branch).
-    pub fn new(
-        engine: Arc<Engine>,
-        repo: Repo,
-        view: ReadView,
-        cfg: MountConfig,
-    ) -> FsResult<QuackFs> {
+    pub fn new(engine: Arc<Engine>, view: ReadView, cfg: MountConfig) -> FsResult<QuackFs> {
         std::fs::create_dir_all(&cfg.scratch).map_err(|e| FsError::from_io(&e))?;
         let now = SystemTime::now();
         let mtime =
@@ -333,7 +372,14 @@ impl QuackFs {
             next_ino: ROOT + 1,
             handles: HashMap::new(),
             next_fh: 1,
-            layers: view.layers.clone(),
+            layers: view
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i as u32, Arc::from(l.row.object_key.as_str())))
+                .collect(),
+            next_layer: view.layers.len() as u32,
+            layers_live: view.layers.len(),
             durable: BTreeMap::new(),
             write_seq: 0,
             dirty_bytes: 0,
@@ -360,11 +406,9 @@ impl QuackFs {
         }
         Ok(QuackFs {
             engine,
-            repo,
             cfg,
             state: Mutex::new(st),
-            sync_lock: tokio::sync::Mutex::new(()),
-            fenced: AtomicBool::new(false),
+            freed: Condvar::new(),
             flushing: AtomicBool::new(false),
             started: now,
             rt: tokio::runtime::Handle::try_current().map_err(|_| FsError::IO)?,
@@ -377,28 +421,24 @@ impl QuackFs {
     }
 
     pub fn writable(&self) -> bool {
-        self.cfg.writer.is_some()
+        self.cfg.session.is_some()
+    }
+
+    /// The writable branch's session, or EROFS.
+    fn session(&self) -> FsResult<&Arc<BranchSession>> {
+        self.cfg.session.as_ref().ok_or(FsError::ROFS)
     }
 
     fn check_writable(&self) -> FsResult<()> {
-        if !self.writable() {
-            return Err(FsError::ROFS);
-        }
-        if self.fenced.load(Ordering::SeqCst) {
+        if self.session()?.is_fenced() {
             return Err(FsError::IO);
         }
         Ok(())
     }
 
-    /// Marks this writer as fenced: every later write fails with EIO.
-    pub fn fence(&self) {
-        if !self.fenced.swap(true, Ordering::SeqCst) {
-            tracing::error!("the writer lease was taken over: refusing all further writes");
-        }
-    }
-
+    /// Whether another writer took the branch over (every write fails from then on).
     pub fn is_fenced(&self) -> bool {
-        self.fenced.load(Ordering::SeqCst)
+        self.cfg.session.as_ref().is_some_and(|s| s.is_fenced())
     }
 
     fn scratch_path(&self, rel: &std::path::Path) -> PathBuf {
@@ -646,7 +686,8 @@ impl QuackFs {
             let fh = self.open(ino, flags).await?;
             return Ok((self.getattr(ino)?, fh));
         }
-        let sync = self.sync_lock.lock().await;
+        let session = self.session()?.clone();
+        let sync = session.lock_registration().await;
         let mut undo = NsUndo::default();
         let (attr, fh) = {
             let mut st = self.lock();
@@ -790,9 +831,9 @@ impl QuackFs {
                     crc,
                     skip,
                 } => {
-                    let l = st.layers.get(layer as usize).ok_or(FsError::IO)?;
+                    let key = st.layers.get(&layer).ok_or(FsError::IO)?;
                     ReadSrc::Layer {
-                        key: l.row.object_key.clone(),
+                        key: key.clone(),
                         data_off,
                         ext_len,
                         crc,
@@ -895,7 +936,8 @@ impl QuackFs {
         Ok(())
     }
 
-    /// Writes `data` at `off`; returns the bytes written.
+    /// Writes `data` at `off`; returns the bytes written. Once the mount holds its dirty limit
+    /// of unsynced bytes, waits (on this FUSE thread) until a flush has stored some.
     pub fn write(
         self: &Arc<Self>,
         ino: u64,
@@ -911,6 +953,23 @@ impl QuackFs {
                 let file = file.clone();
                 drop(st);
                 return scratch::write(&file, off, data);
+            }
+            if st.dirty_bytes >= self.cfg.dirty_limit {
+                self.stats.write_waits.fetch_add(1, Ordering::Relaxed);
+                while st.dirty_bytes >= self.cfg.dirty_limit {
+                    drop(st);
+                    if self.is_fenced() {
+                        return Err(FsError::IO);
+                    }
+                    // (Again) start a flush: the last one may have failed (store down).
+                    self.start_flush();
+                    st = self.lock();
+                    st = self
+                        .freed
+                        .wait_timeout(st, Duration::from_secs(1))
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
             }
             st.write_seq += 1;
             let seq = st.write_seq;
@@ -937,20 +996,27 @@ impl QuackFs {
             st.dirty_bytes += len;
             st.dirty_bytes > FLUSH_THRESHOLD
         };
-        if flush && !self.flushing.swap(true, Ordering::SeqCst) {
-            // Bound memory: push dirty data to the store in the background.
-            let fs = self.clone();
-            self.rt.spawn(async move {
-                if let Err(e) = fs.sync_all().await {
-                    tracing::warn!(
-                        "background flush failed (will retry at the next sync): errno {}",
-                        e.0
-                    );
-                }
-                fs.flushing.store(false, Ordering::SeqCst);
-            });
+        if flush {
+            self.start_flush();
         }
         Ok(data.len() as u32)
+    }
+
+    /// Starts a background flush of every file's dirty data, unless one is running.
+    fn start_flush(self: &Arc<Self>) {
+        if self.flushing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let fs = self.clone();
+        self.rt.spawn(async move {
+            if let Err(e) = fs.sync_all().await {
+                tracing::warn!(
+                    "background flush failed (retried at the next sync or write): {}",
+                    std::io::Error::from_raw_os_error(e.0)
+                );
+            }
+            fs.flushing.store(false, Ordering::SeqCst);
+        });
     }
 
     /// Changes the size of a file (truncate or extend).
@@ -1047,7 +1113,8 @@ impl QuackFs {
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
-        let sync = self.sync_lock.lock().await;
+        let session = self.session()?.clone();
+        let sync = session.lock_registration().await;
         let mut undo = NsUndo::default();
         let checkpoint = {
             let mut st = self.lock();
@@ -1106,7 +1173,8 @@ impl QuackFs {
             return Err(FsError::INVAL);
         }
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
-        let sync = self.sync_lock.lock().await;
+        let session = self.session()?.clone();
+        let sync = session.lock_registration().await;
         let mut undo = NsUndo::default();
         let checkpoint = {
             let mut st = self.lock();
@@ -1207,25 +1275,24 @@ impl QuackFs {
 
     /// Registers the durable file table after a namespace change (create, rename, unlink).
     /// `checkpoint`: the database file whose checkpoint the change may have completed, and
-    /// whether the change renamed a file onto its main WAL.
-    /// Called with the sync lock held (taken before the change was made, so no sync registers a
-    /// half-made change); if registering fails, `undo` puts the change back.
+    /// whether the change renamed a file onto its main WAL. Called holding the registration
+    /// order (taken before the change was made, so no sync registers a half-made change); if
+    /// registering fails, `undo` puts the change back.
     async fn register_namespace(
         &self,
-        _sync: &tokio::sync::MutexGuard<'_, ()>,
+        order: &tokio::sync::MutexGuard<'_, ()>,
         undo: NsUndo,
         checkpoint: Option<(String, bool)>,
     ) -> FsResult<()> {
-        let Some((branch, generation)) = self.cfg.writer.clone() else {
-            return Err(FsError::ROFS);
-        };
+        let session = self.session()?;
         let files = self.durable_rows(&self.lock().durable);
-        if let Err(e) = self.register(&branch, generation, None, files).await {
+        if let Err(e) = session.register(order, None, files).await {
             undo.undo(&mut self.lock());
-            return Err(e);
+            return Err(e.into());
         }
         if let Some((db, renamed_onto_wal)) = checkpoint {
-            self.maybe_checkpoint_commit(&db, renamed_onto_wal).await;
+            self.maybe_checkpoint_commit(order, &db, renamed_onto_wal)
+                .await;
         }
         Ok(())
     }
@@ -1241,52 +1308,19 @@ impl QuackFs {
             .collect()
     }
 
-    async fn register(
-        &self,
-        branch: &str,
-        generation: i64,
-        layer: Option<crate::catalog::LayerRow>,
-        files: Vec<FileRow>,
-    ) -> FsResult<Option<crate::catalog::LayerRow>> {
-        if self.is_fenced() {
-            return Err(FsError::IO);
-        }
-        let req = SyncRequest {
-            repo_id: self.repo.id,
-            branch: branch.to_string(),
-            generation,
-            layer,
-            files,
-            now: now_millis(),
-        };
-        match self.engine.catalog.register_sync(req).await {
-            Ok(l) => Ok(l),
-            Err(CatalogError::Fenced(_)) => {
-                self.fence();
-                Err(FsError::IO)
-            }
-            Err(e) if e.is_no_space() => {
-                tracing::warn!("registering a sync failed: the catalog's disk is full: {e}");
-                Err(FsError::NOSPC)
-            }
-            Err(e) => {
-                tracing::warn!("registering a sync failed: {e}");
-                Err(FsError::IO)
-            }
-        }
-    }
-
     /// Seals a `checkpoint` commit if DuckDB has completed a checkpoint of database file `db`
     /// (docs/semantics.md, "Checkpoint commits"): its durable active header has a higher
     /// iteration than the last committed checkpoint, and its WAL holds nothing from before that
     /// checkpoint: the WAL is absent or empty, or was just replaced by a rename (DuckDB 1.5
-    /// moves `.wal.checkpoint`, written during the checkpoint, over the WAL). Called with the
-    /// sync lock held, right after the change that may complete it was registered.
-    async fn maybe_checkpoint_commit(&self, db: &str, renamed_onto_wal: bool) {
-        if !self.cfg.autocommit {
-            return;
-        }
-        let Some((branch, _)) = &self.cfg.writer else {
+    /// moves `.wal.checkpoint`, written during the checkpoint, over the WAL). Called holding the
+    /// registration order, right after the change that may complete it was registered.
+    async fn maybe_checkpoint_commit(
+        &self,
+        order: &tokio::sync::MutexGuard<'_, ()>,
+        db: &str,
+        renamed_onto_wal: bool,
+    ) {
+        let Some(session) = self.cfg.session.as_ref().filter(|_| self.cfg.autocommit) else {
             return;
         };
         let iter = {
@@ -1308,56 +1342,46 @@ impl QuackFs {
             }
             iter
         };
-        let commit = NewCommit {
-            id: new_id(),
-            kind: CommitKind::Checkpoint,
-            message: format!("checkpoint of {db}"),
-            author: self.engine.author.clone(),
-            time: now_millis(),
-        };
-        match self
-            .engine
-            .catalog
-            .commit_pending(self.repo.id, branch, commit, false)
+        match session
+            .checkpoint_commit(order, format!("checkpoint of {db}"))
             .await
         {
-            Ok(c) => {
-                self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                self.lock().committed_iters.insert(db.to_string(), iter);
-                tracing::info!(
-                    "checkpoint commit {} ({db}, header iteration {iter})",
-                    crate::engine::short(&c.id)
-                );
-            }
-            // Someone sealed it already (`quackfs commit` from another process).
-            Err(CatalogError::NothingPending) => {
+            Ok(made) => {
+                if made.is_some() {
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                }
+                // Made, or someone sealed it already (`quackfs commit` from another process).
                 self.lock().committed_iters.insert(db.to_string(), iter);
             }
-            Err(e) => {
-                tracing::warn!("checkpoint commit failed (retried at the next change of {db}): {e}")
-            }
+            Err(e) => tracing::warn!(
+                "checkpoint commit of {db} (header iteration {iter}) failed, retried at its next change: {e}"
+            ),
         }
     }
 
-    /// Makes everything written to `ino` durable: stored in a layer and registered.
+    /// Makes everything written to `ino` durable: stored in a layer and registered. Syncs of
+    /// one file run in order; syncs of different files upload side by side and register in the
+    /// order they finish.
     pub async fn fsync(&self, ino: u64) -> FsResult<()> {
-        let Some((branch, generation)) = self.cfg.writer.clone() else {
+        let Some(session) = self.cfg.session.clone() else {
             return Ok(());
         };
-        if self.is_fenced() {
+        if session.is_fenced() {
             return Err(FsError::IO);
         }
         let started = Instant::now();
-        let _g = self.sync_lock.lock().await;
+        let file_lock = match self.lock().nodes.get(&ino) {
+            Some(Node::File(f)) => f.sync.clone(),
+            Some(Node::Scratch(_)) => return Ok(()),
+            None => return Err(FsError::NOENT),
+        };
+        let _file = file_lock.lock().await;
         // Snapshot the file's dirty state.
         let snapshot = {
             let mut st = self.lock();
             let seq = st.write_seq;
-            let Some(Node::File(f)) = st.nodes.get_mut(&ino) else {
-                return match st.nodes.get(&ino) {
-                    Some(Node::Scratch(_)) => Ok(()),
-                    _ => Err(FsError::NOENT),
-                };
+            let Some(Node::File(f)) = st.nodes.get(&ino) else {
+                return Err(FsError::NOENT);
             };
             let Some(name) = f.name.clone() else {
                 // Unlinked: nothing of it is versioned any more.
@@ -1385,15 +1409,20 @@ impl QuackFs {
             (file_id, name, size, dirty, truncate_to, seq, headers)
         };
         let (file_id, name, size, dirty, truncate_to, seq, headers) = snapshot;
-        // Store the layer (outside the state lock).
+        // Store the layer, holding no lock but this file's.
         let layer = if dirty.is_empty() && truncate_to.is_none() {
             None
         } else {
-            Some(
-                self.store_segment(file_id, size, &dirty, truncate_to)
-                    .await?,
-            )
+            let stored = session
+                .store_segment(file_id, size, &dirty, truncate_to)
+                .await?;
+            self.stats.layers_uploaded.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .bytes_uploaded
+                .fetch_add(stored.0.size_bytes as u64, Ordering::Relaxed);
+            Some(stored)
         };
+        let order = session.lock_registration().await;
         let files = {
             let st = self.lock();
             let mut durable = st.durable.clone();
@@ -1403,19 +1432,17 @@ impl QuackFs {
             }
             self.durable_rows(&durable)
         };
-        let registered = self
-            .register(
-                &branch,
-                generation,
-                layer.as_ref().map(|(row, _)| row.clone()),
-                files,
-            )
+        let registered = session
+            .register(&order, layer.as_ref().map(|(row, _)| row.clone()), files)
             .await?;
         // Registered: the memory pieces it covered now read from the layer.
         {
             let mut st = self.lock();
-            let layer_no = st.layers.len() as u32;
             if let (Some(row), Some((_, index))) = (registered, layer) {
+                let layer_no = st.next_layer;
+                st.next_layer += 1;
+                st.layers
+                    .insert(layer_no, Arc::from(row.object_key.as_str()));
                 if let Some(Node::File(f)) = st.nodes.get_mut(&ino) {
                     if let Some(entry) = index.file(file_id) {
                         for e in &entry.extents {
@@ -1430,10 +1457,6 @@ impl QuackFs {
                         }
                     }
                 }
-                st.layers.push(ViewLayer {
-                    row,
-                    index: Arc::new(index),
-                });
             }
             if let Some(entry) = st.durable.values_mut().find(|(id, _)| *id == file_id) {
                 entry.1 = size;
@@ -1447,11 +1470,10 @@ impl QuackFs {
                 f.truncate_to = f.truncated_during_sync.take();
             }
             st.dirty_bytes = st.dirty_bytes.saturating_sub(freed);
+            Self::collect_layers(&mut st);
         }
-        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut v) = self.stats.sync_micros.lock() {
-            v.push(started.elapsed().as_micros() as u64);
-        }
+        self.freed.notify_all();
+        self.stats.record_sync(started.elapsed());
         // Did this sync complete a checkpoint? Either it made a new database header durable, or
         // it emptied a WAL.
         let completes = if let Some((len, pieces)) = headers {
@@ -1473,73 +1495,29 @@ impl QuackFs {
             None
         };
         if let Some(db) = completes {
-            self.maybe_checkpoint_commit(&db, false).await;
+            self.maybe_checkpoint_commit(&order, &db, false).await;
         }
         Ok(())
     }
 
-    /// Writes one file's dirty state as a delta layer and stores it.
-    async fn store_segment(
-        &self,
-        file_id: u64,
-        size: u64,
-        dirty: &ExtentMap,
-        truncate_to: Option<u64>,
-    ) -> FsResult<(crate::catalog::LayerRow, crate::layer::LayerIndex)> {
-        let id = new_id();
-        let tmp = self.engine.tmp_dir.join(format!("segment-{id}.tmp"));
-        let dirty = dirty.clone();
-        let path = tmp.clone();
-        let written = tokio::task::spawn_blocking(
-            move || -> Result<(crate::layer::LayerIndex, u64), Error> {
-                let f = std::fs::File::create(&path).map_err(|e| Error::file(&path, e))?;
-                let mut w = LayerWriter::new(
-                    std::io::BufWriter::with_capacity(1 << 20, f),
-                    LayerKind::Delta,
-                );
-                w.begin_file(file_id, truncate_to, size)?;
-                for (off, piece) in dirty.iter() {
-                    if let Source::Mem { buf, .. } = &piece.src {
-                        w.add_extent(off, &buf[..piece.len as usize])?;
+    /// Drops layers no piece refers to from the layer table, once it has doubled since the last
+    /// time (amortised: the table stays proportional to the layers the maps use).
+    fn collect_layers(st: &mut State) {
+        if st.layers.len() <= 2 * st.layers_live + 64 {
+            return;
+        }
+        let mut used = std::collections::HashSet::new();
+        for node in st.nodes.values() {
+            if let Node::File(f) = node {
+                for (_, p) in f.map.iter() {
+                    if let Source::Layer { layer, .. } = p.src {
+                        used.insert(layer);
                     }
                 }
-                let (bw, index, len) = w.finish()?;
-                // The store makes the object durable (the local store fsyncs it as it links it in).
-                bw.into_inner()
-                    .map_err(|e| Error::file(&path, e.into_error()))?;
-                Ok((index, len))
-            },
-        )
-        .await
-        .map_err(|_| FsError::IO)?;
-        let (index, len) = match written {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e.into());
             }
-        };
-        let key = crate::engine::layer_key(&id);
-        if let Err(e) = self.engine.store.put_file(&key, &tmp).await {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::from(e).into());
         }
-        self.stats.layers_uploaded.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes_uploaded.fetch_add(len, Ordering::Relaxed);
-        let now = now_millis();
-        let row = crate::catalog::LayerRow {
-            id,
-            repo_id: self.repo.id,
-            commit_id: None,
-            seq: 0,
-            kind: LayerKind::Delta,
-            object_key: key,
-            size_bytes: len as i64,
-            min_time: now,
-            max_time: now,
-            created_at: now,
-        };
-        Ok((row, index))
+        st.layers.retain(|no, _| used.contains(no));
+        st.layers_live = st.layers.len();
     }
 
     /// Syncs every file with unsynced changes (unmount, background flush).

@@ -497,6 +497,11 @@ impl<W: Write> LayerWriter<W> {
         }
     }
 
+    /// The kind of layer being written.
+    pub fn kind(&self) -> LayerKind {
+        self.kind
+    }
+
     /// Bytes of extent data written so far.
     pub fn data_len(&self) -> u64 {
         self.pos

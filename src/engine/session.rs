@@ -1,0 +1,344 @@
+//! Sessions: the one owner of what a mount holds in the catalog.
+//!
+//! A [`BranchSession`] is a writable branch: it takes the branch's writer lease (a dead holder on
+//! this machine is taken over, a stale one anywhere), renews it from a heartbeat task (freshness
+//! judged by the catalog server's clock), notices when it was fenced (another writer took the
+//! branch over), orders the registration of syncs and namespace changes, stores layers through
+//! the engine's [`LayerSink`](super::sink::LayerSink), makes checkpoint commits, and at the end
+//! gives the lease back. The filesystem (`crate::fs::QuackFs`) keeps names, inodes, handles and
+//! each file's contents, and asks the session for everything that reaches the catalog.
+//!
+//! A [`ReadSession`] is a read-only mount: it pins the commit it serves so gc keeps it readable,
+//! renewed by the same kind of heartbeat, removed when the mount ends.
+//!
+//! The write path, one straight line (docs/architecture.md): FUSE `write` → `QuackFs::write`
+//! (memory) → `QuackFs::fsync` (the file's sync lock, a snapshot of its dirty ranges) →
+//! `BranchSession::store_segment` (a delta layer through the sink, no lock held) →
+//! `BranchSession::lock_registration` + `BranchSession::register` (one catalog transaction
+//! fenced by the lease generation) → the memory pieces settle onto the stored layer.
+
+use super::view::ReadView;
+use super::{new_id, now_millis, short, Engine};
+use crate::catalog::{
+    CatalogError, Commit, CommitKind, FileRow, LayerRow, NewCommit, Repo, SyncRequest,
+    LEASE_STALE_MS,
+};
+use crate::engine::extent_map::{ExtentMap, Source};
+use crate::error::{Error, Result};
+use crate::layer::{LayerIndex, LayerKind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A session renews what it holds this often.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// What opening a writable branch gives the filesystem.
+pub struct OpenedBranch {
+    pub session: Arc<BranchSession>,
+    /// The branch head plus everything synced since (what a crash left).
+    pub view: ReadView,
+    /// The head alone, when something was synced since it (to know which checkpoints are in a
+    /// commit already); None when `view` is the head.
+    pub head_view: Option<ReadView>,
+}
+
+/// A writable branch held by this process.
+pub struct BranchSession {
+    engine: Arc<Engine>,
+    repo: Repo,
+    branch: String,
+    generation: i64,
+    holder: String,
+    fenced: AtomicBool,
+    /// Orders registrations: held for the catalog transaction of one registration (and a
+    /// checkpoint commit right after it), never while a layer is uploaded.
+    registration: tokio::sync::Mutex<()>,
+    heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl BranchSession {
+    /// Takes the writer lease of `branch` and reads its durable state. Refused while another
+    /// mount holds it (fresh heartbeat, or a live process of this machine).
+    pub async fn open(
+        engine: Arc<Engine>,
+        repo: Repo,
+        branch: &str,
+        holder: String,
+    ) -> Result<OpenedBranch> {
+        let cat = &engine.catalog;
+        let lease = match cat
+            .acquire_lease(repo.id, branch, &holder, LEASE_STALE_MS)
+            .await
+        {
+            Err(CatalogError::LeaseHeld { holder: h, .. }) if crate::process::holder_is_dead(&h) => {
+                tracing::info!("taking branch {branch} over from dead {h}");
+                cat.acquire_lease(repo.id, branch, &holder, 0).await?
+            }
+            Err(CatalogError::LeaseHeld {
+                holder: h,
+                age_secs,
+                ..
+            }) => {
+                return Err(Error::Refused(format!(
+                    "branch {branch} of {} is already mounted writable by {h} (heartbeat {age_secs}s ago); mount it with --read-only, or another branch",
+                    repo.name
+                )))
+            }
+            other => other?,
+        };
+        let session = Arc::new(BranchSession {
+            engine: engine.clone(),
+            repo: repo.clone(),
+            branch: branch.to_string(),
+            generation: lease.generation,
+            holder,
+            fenced: AtomicBool::new(false),
+            registration: tokio::sync::Mutex::new(()),
+            heartbeat: Mutex::new(None),
+        });
+        let state = async {
+            let head = engine.branch_head(&repo, branch).await?;
+            let pending = cat.pending(repo.id, branch).await?;
+            let head_view = match &pending {
+                Some(_) => Some(engine.view(&head).await?),
+                None => None,
+            };
+            let view = ReadView::open_with(cat, engine.layers.clone(), head, pending).await?;
+            Ok::<_, Error>((view, head_view))
+        }
+        .await;
+        match state {
+            Ok((view, head_view)) => {
+                session.start_heartbeat();
+                Ok(OpenedBranch {
+                    session,
+                    view,
+                    head_view,
+                })
+            }
+            Err(e) => {
+                session.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub fn repo(&self) -> &Repo {
+        &self.repo
+    }
+
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Renews the lease every [`HEARTBEAT`]; stops (and fences the session) once it changed
+    /// hands.
+    fn start_heartbeat(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                let Some(s) = me.upgrade() else { return };
+                match s
+                    .engine
+                    .catalog
+                    .heartbeat(s.repo.id, &s.branch, s.generation)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(CatalogError::Fenced(_)) => {
+                        s.fence();
+                        return;
+                    }
+                    Err(e) => tracing::warn!("lease heartbeat failed: {e}"),
+                }
+            }
+        });
+        *self.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+
+    /// Marks this writer as fenced: every later write and sync fails.
+    pub fn fence(&self) {
+        if !self.fenced.swap(true, Ordering::SeqCst) {
+            tracing::error!("the writer lease was taken over: refusing all further writes");
+        }
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    /// The registration order: hold it across building a registration's file table and
+    /// registering it, so registrations reach the catalog in the order their changes were made.
+    pub async fn lock_registration(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.registration.lock().await
+    }
+
+    /// Writes one file's dirty ranges as a delta layer and stores it (no lock held: a WAL sync
+    /// never waits behind another file's upload). The layer is not registered yet.
+    pub async fn store_segment(
+        &self,
+        file_id: u64,
+        size: u64,
+        dirty: &ExtentMap,
+        truncate_to: Option<u64>,
+    ) -> Result<(LayerRow, LayerIndex)> {
+        let dirty = dirty.clone();
+        let stored = self
+            .engine
+            .sink()
+            .write(self.repo.id, LayerKind::Delta, move |w| {
+                w.begin_file(file_id, truncate_to, size)?;
+                for (off, piece) in dirty.iter() {
+                    if let Source::Mem { buf, .. } = &piece.src {
+                        w.add_extent(off, &buf[..piece.len as usize])?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        Ok((stored.row, stored.index))
+    }
+
+    /// Registers a sync (its stored layer, if any) and the branch's complete durable file
+    /// table, in one catalog transaction fenced by the lease generation. Call it holding
+    /// [`lock_registration`](Self::lock_registration). Returns the layer with its sequence number.
+    pub async fn register(
+        &self,
+        _order: &tokio::sync::MutexGuard<'_, ()>,
+        layer: Option<LayerRow>,
+        files: Vec<FileRow>,
+    ) -> Result<Option<LayerRow>> {
+        if self.is_fenced() {
+            return Err(Error::Catalog(CatalogError::Fenced(self.branch.clone())));
+        }
+        let req = SyncRequest {
+            repo_id: self.repo.id,
+            branch: self.branch.clone(),
+            generation: self.generation,
+            layer,
+            files,
+            now: now_millis(),
+        };
+        match self.engine.catalog.register_sync(req).await {
+            Ok(l) => Ok(l),
+            Err(e @ CatalogError::Fenced(_)) => {
+                self.fence();
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Seals everything registered into a `checkpoint` commit (held registration order: the
+    /// commit is exactly the state the last registration left). None if nothing was pending
+    /// (someone else sealed it already).
+    pub async fn checkpoint_commit(
+        &self,
+        _order: &tokio::sync::MutexGuard<'_, ()>,
+        message: String,
+    ) -> Result<Option<Commit>> {
+        let commit = NewCommit {
+            id: new_id(),
+            kind: CommitKind::Checkpoint,
+            message,
+            author: self.engine.author.clone(),
+            time: now_millis(),
+        };
+        match self
+            .engine
+            .catalog
+            .commit_pending(self.repo.id, &self.branch, commit, false)
+            .await
+        {
+            Ok(c) => {
+                tracing::info!("checkpoint commit {}", short(&c.id));
+                Ok(Some(c))
+            }
+            Err(CatalogError::NothingPending) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stops the heartbeat and gives the lease back (a no-op if it changed hands). Call it after
+    /// the final sync.
+    pub async fn release(&self) {
+        if let Some(t) = self
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            t.abort();
+        }
+        if let Err(e) = self
+            .engine
+            .catalog
+            .release_lease(self.repo.id, &self.branch, self.generation)
+            .await
+        {
+            tracing::warn!("releasing the lease failed: {e}");
+        }
+    }
+}
+
+/// A read-only mount's hold on the commit it serves.
+pub struct ReadSession {
+    engine: Arc<Engine>,
+    pin: String,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl ReadSession {
+    /// Pins `commit` (gc keeps it readable while the pin's heartbeat is fresh) and opens its view.
+    pub async fn open(
+        engine: Arc<Engine>,
+        repo: &Repo,
+        commit: &Commit,
+        holder: &str,
+    ) -> Result<(ReadSession, ReadView)> {
+        let view = engine.view(commit).await?;
+        let pin = new_id();
+        engine
+            .catalog
+            .add_pin(&pin, repo.id, &commit.id, holder)
+            .await?;
+        let heartbeat = {
+            let engine = engine.clone();
+            let pin = pin.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(HEARTBEAT).await;
+                    if let Err(e) = engine.catalog.heartbeat_pin(&pin).await {
+                        tracing::warn!("pin heartbeat failed: {e}");
+                    }
+                }
+            })
+        };
+        Ok((
+            ReadSession {
+                engine,
+                pin,
+                heartbeat,
+            },
+            view,
+        ))
+    }
+
+    /// Removes the pin.
+    pub async fn release(self) {
+        self.heartbeat.abort();
+        if let Err(e) = self.engine.catalog.remove_pin(&self.pin).await {
+            tracing::warn!("removing the pin failed: {e}");
+        }
+    }
+}
