@@ -5,9 +5,10 @@
 mod common;
 use common::{duckdb, duckdb_raw, Env};
 use proptest::prelude::*;
-use quackfs::catalog::{self, CommitKind, FileRow, RefKind};
-use quackfs::engine::write_buffer::WriteBuffer;
-use quackfs::engine::{new_file_id, now_millis, Engine};
+use quackfs::catalog::{self, CommitKind, RefKind};
+use quackfs::engine::session::BranchSession;
+use quackfs::engine::{new_id, now_millis, Engine};
+use quackfs::fs::{MountConfig, QuackFs, DEFAULT_DIRTY_LIMIT, ROOT};
 use quackfs::store::{DynStore, MemoryStore};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -71,6 +72,76 @@ fn pattern(seed: u8, off: u64, len: usize) -> Vec<u8> {
 
 const BRANCHES: [&str; 3] = ["main", "b1", "b2"];
 
+/// One change of file `f` in [`commit_edits`].
+enum Edit {
+    Write(u64, Vec<u8>),
+    SetSize(u64),
+    /// An fsync: what came before becomes its own segment of the commit.
+    Sync,
+}
+
+/// Makes a commit on `branch` through the code a mount runs: the branch's session, the
+/// filesystem, fsyncs, then `commit` (as `quackfs commit` would).
+async fn commit_edits(
+    engine: &Arc<Engine>,
+    repo: &catalog::Repo,
+    branch: &str,
+    edits: Vec<Edit>,
+) -> catalog::Commit {
+    let holder = format!("host=maintenance-test pid={}", std::process::id());
+    let o = BranchSession::open(engine.clone(), repo.clone(), branch, holder)
+        .await
+        .unwrap();
+    let dir = engine.tmp_dir.join(format!("scratch-{}", new_id()));
+    let cfg = MountConfig {
+        session: Some(o.session.clone()),
+        autocommit: false,
+        scratch: dir,
+        dirty_limit: DEFAULT_DIRTY_LIMIT,
+    };
+    let fs = Arc::new(QuackFs::new(engine.clone(), o.view, cfg).unwrap());
+    let (ino, fh) = match fs.lookup(ROOT, "f") {
+        Ok(a) => (a.ino, fs.open(a.ino, libc::O_RDWR).await.unwrap()),
+        Err(_) => {
+            let (a, fh) = fs
+                .create(ROOT, "f", 0o644, libc::O_RDWR | libc::O_CREAT)
+                .await
+                .unwrap();
+            (a.ino, fh)
+        }
+    };
+    for e in edits {
+        match e {
+            Edit::Write(off, data) => {
+                fs.write(ino, fh, off, &data, false).unwrap();
+            }
+            Edit::SetSize(n) => fs.set_size(ino, n).unwrap(),
+            Edit::Sync => fs.fsync(ino).await.unwrap(),
+        }
+    }
+    fs.fsync(ino).await.unwrap();
+    fs.release(fh).unwrap();
+    fs.remove_scratch();
+    let c = engine
+        .catalog
+        .commit_pending(
+            repo.id,
+            branch,
+            catalog::NewCommit {
+                id: new_id(),
+                kind: CommitKind::Manual,
+                message: "c".into(),
+                author: "t".into(),
+                time: now_millis(),
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    o.session.release().await;
+    c
+}
+
 async fn read_all(engine: &Engine, c: &catalog::Commit) -> BTreeMap<String, Vec<u8>> {
     let view = engine.view(c).await.unwrap();
     let mut out = BTreeMap::new();
@@ -88,19 +159,18 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let url = format!("sqlite://{}", dir.path().join("c.sqlite").display());
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let engine = Engine::new(
+    let engine = Arc::new(Engine::new(
         catalog::open(&url).await.unwrap(),
         store.clone(),
         tmp,
         "t".into(),
-    );
+    ));
     let (repo, root) = engine.init("p").await.unwrap();
     let pb = indicatif::ProgressBar::hidden();
     // Every commit made, with what it must read; clones made.
     let mut commits: Vec<(catalog::Commit, BTreeMap<String, Vec<u8>>)> =
         vec![(root, BTreeMap::new())];
     let mut clones: Vec<quackfs::catalog::Repo> = Vec::new();
-    let mut file_id = new_file_id();
     for op in &ops {
         match op.clone() {
             Op::Commit {
@@ -120,36 +190,18 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .unwrap_or_default();
                 let data = files.entry("f".into()).or_default();
                 let size = data.len() as u64;
-                let mut buf = WriteBuffer::new();
-                if shrink && size > 10 {
-                    buf.set_size(file_id, size, size / 2);
+                let edit = if shrink && size > 10 {
                     data.truncate(data.len() / 2);
+                    Edit::SetSize(size / 2)
                 } else {
                     let bytes = pattern(seed, off, len);
-                    buf.write(file_id, size, off, &bytes);
                     if data.len() < off as usize + len {
                         data.resize(off as usize + len, 0);
                     }
                     data[off as usize..off as usize + len].copy_from_slice(&bytes);
-                }
-                // The file keeps its id for the whole history of this test.
-                let rows = vec![FileRow {
-                    path: "f".into(),
-                    file_id: file_id as i64,
-                    size: data.len() as i64,
-                }];
-                let c = engine
-                    .commit_buffer(
-                        &repo,
-                        BRANCHES[branch],
-                        &head.id,
-                        rows,
-                        &buf,
-                        CommitKind::Manual,
-                        "c",
-                    )
-                    .await
-                    .unwrap();
+                    Edit::Write(off, bytes)
+                };
+                let c = commit_edits(&engine, &repo, BRANCHES[branch], vec![edit]).await;
                 commits.push((c, files));
             }
             Op::Branch { from, to } => {
@@ -244,10 +296,6 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Gc => {
                 engine.gc(0, 0, false, &pb).await.unwrap();
             }
-        }
-        if let Op::Commit { .. } = op {
-            // New data for the next commit comes with a fresh layer; ids stay.
-            let _ = &mut file_id;
         }
     }
     engine.merge(&repo, false, &pb).await.unwrap();
@@ -364,56 +412,32 @@ fn regression_merge_keeps_zeros_written_over_data() {
         let url = format!("sqlite://{}", dir.path().join("c.sqlite").display());
         let tmp = dir.path().join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
-        let engine = Engine::new(catalog::open(&url).await.unwrap(), store, tmp, "t".into());
-        let (repo, root) = engine.init("z").await.unwrap();
-        let id = new_file_id();
-        let row = |size: i64| {
-            vec![FileRow {
-                path: "f".into(),
-                file_id: id as i64,
-                size,
-            }]
-        };
-        let mut buf = WriteBuffer::new();
-        buf.write(id, 0, 0, &[7u8; 65536]);
-        let c1 = engine
-            .commit_buffer(
-                &repo,
-                "main",
-                &root.id,
-                row(65536),
-                &buf,
-                CommitKind::Manual,
-                "data",
-            )
-            .await
-            .unwrap();
+        let engine = Arc::new(Engine::new(
+            catalog::open(&url).await.unwrap(),
+            store,
+            tmp,
+            "t".into(),
+        ));
+        let (repo, _root) = engine.init("z").await.unwrap();
+        commit_edits(
+            &engine,
+            &repo,
+            "main",
+            vec![Edit::Write(0, vec![7u8; 65536])],
+        )
+        .await;
         // Two segments in one commit, the second writing zeros over the data.
-        let mut seg1 = WriteBuffer::new();
-        seg1.write(id, 65536, 0, &[1u8; 10]);
-        let mut seg2 = WriteBuffer::new();
-        seg2.write(id, 65536, 4096, &[0u8; 8192]);
-        let l1 = engine.store_layer(&repo, &seg1, 0).await.unwrap();
-        let l2 = engine.store_layer(&repo, &seg2, 1).await.unwrap();
-        let c2 = engine
-            .catalog
-            .make_commit(catalog::CommitRequest {
-                repo_id: repo.id,
-                branch: "main".into(),
-                expected_head: c1.id.clone(),
-                commit: catalog::NewCommit {
-                    id: quackfs::engine::new_id(),
-                    kind: CommitKind::Manual,
-                    message: "segs".into(),
-                    author: "t".into(),
-                    time: now_millis(),
-                },
-                files: row(65536),
-                layers: vec![l1, l2],
-                reason: "segs".into(),
-            })
-            .await
-            .unwrap();
+        let c2 = commit_edits(
+            &engine,
+            &repo,
+            "main",
+            vec![
+                Edit::Write(0, vec![1u8; 10]),
+                Edit::Sync,
+                Edit::Write(4096, vec![0u8; 8192]),
+            ],
+        )
+        .await;
         let before = read_all(&engine, &c2).await;
         assert_eq!(&before["f"][4096..12288], &[0u8; 8192][..]);
         let pb = indicatif::ProgressBar::hidden();

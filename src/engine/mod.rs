@@ -13,11 +13,8 @@ pub mod maintenance;
 pub mod session;
 pub mod sink;
 pub mod view;
-pub mod write_buffer;
 
-use crate::catalog::{
-    self, Commit, CommitKind, CommitRequest, DynCatalog, NewCommit, RefKind, Repo,
-};
+use crate::catalog::{self, Commit, CommitKind, DynCatalog, NewCommit, RefKind, Repo};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::refspec::{Rev, RevSpec, Suffix};
@@ -369,109 +366,6 @@ impl Engine {
             }
         }
         Ok(op().await?)
-    }
-
-    /// Records an empty commit on a branch (same files, no layers).
-    pub async fn commit_empty(&self, repo: &Repo, branch: &str, message: &str) -> Result<Commit> {
-        let head = self.branch_head(repo, branch).await?;
-        let files = self.catalog.commit_files(&head.id).await?;
-        let req = CommitRequest {
-            repo_id: repo.id,
-            branch: branch.to_string(),
-            expected_head: head.id.clone(),
-            commit: NewCommit {
-                id: new_id(),
-                kind: CommitKind::Manual,
-                message: message.to_string(),
-                author: self.author.clone(),
-                time: now_millis(),
-            },
-            files,
-            layers: vec![],
-            reason: format!("commit: {message}"),
-        };
-        Ok(self.catalog.make_commit(req).await?)
-    }
-
-    /// Writes `buf` as a delta layer object and stores it; returns its (unregistered) catalog row.
-    pub async fn store_layer(
-        &self,
-        repo: &Repo,
-        buf: &write_buffer::WriteBuffer,
-        seq: i64,
-    ) -> Result<catalog::LayerRow> {
-        let id = new_id();
-        let tmp = self.tmp_dir.join(format!("layer-{id}.tmp"));
-        let write = || -> Result<u64> {
-            let f = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, e))?;
-            let (w, _index, len) = buf.write_layer(std::io::BufWriter::new(f))?;
-            let f = w
-                .into_inner()
-                .map_err(|e| Error::file(&tmp, e.into_error()))?;
-            f.sync_all().map_err(|e| Error::file(&tmp, e))?;
-            Ok(len)
-        };
-        let len = match write() {
-            Ok(len) => len,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        let key = layer_key(&id);
-        if let Err(e) = self.store.put_file(&key, &tmp).await {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e.into());
-        }
-        let now = now_millis();
-        Ok(catalog::LayerRow {
-            id,
-            repo_id: repo.id,
-            commit_id: None,
-            seq,
-            kind: crate::layer::LayerKind::Delta,
-            object_key: key,
-            size_bytes: len as i64,
-            min_time: now,
-            max_time: now,
-            created_at: now,
-        })
-    }
-
-    /// Commits `buf` (stored as one layer first) with the complete file list `files` on `branch`,
-    /// which must still point at `expected_head`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn commit_buffer(
-        &self,
-        repo: &Repo,
-        branch: &str,
-        expected_head: &str,
-        files: Vec<catalog::FileRow>,
-        buf: &write_buffer::WriteBuffer,
-        kind: CommitKind,
-        message: &str,
-    ) -> Result<Commit> {
-        let layers = if buf.is_empty() {
-            vec![]
-        } else {
-            vec![self.store_layer(repo, buf, 0).await?]
-        };
-        let req = CommitRequest {
-            repo_id: repo.id,
-            branch: branch.to_string(),
-            expected_head: expected_head.to_string(),
-            commit: NewCommit {
-                id: new_id(),
-                kind,
-                message: message.to_string(),
-                author: self.author.clone(),
-                time: now_millis(),
-            },
-            files,
-            layers,
-            reason: format!("{}: {message}", kind.as_str()),
-        };
-        Ok(self.catalog.make_commit(req).await?)
     }
 }
 

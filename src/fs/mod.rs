@@ -429,6 +429,11 @@ impl QuackFs {
         self.cfg.session.as_ref().ok_or(FsError::ROFS)
     }
 
+    /// The session of the branch this mount writes (None: read-only).
+    pub fn branch_session(&self) -> Option<Arc<BranchSession>> {
+        self.cfg.session.clone()
+    }
+
     fn check_writable(&self) -> FsResult<()> {
         if self.session()?.is_fenced() {
             return Err(FsError::IO);
