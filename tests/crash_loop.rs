@@ -1,0 +1,152 @@
+//! kill -9 of the mount at random moments of a DuckDB load (Python client): during uploads,
+//! registrations, checkpoints. After every kill the branch is mounted again and DuckDB must open
+//! the database, and every transaction DuckDB reported committed must be there, whole; a
+//! transaction it had not reported yet is there whole or not at all.
+
+mod common;
+use common::{duckdb_raw, Env};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Rows of transaction `k` (as tests/py/txn_load.py makes them).
+fn rows(k: u64) -> u64 {
+    if k.is_multiple_of(5) {
+        150_000
+    } else {
+        50 + k % 200
+    }
+}
+
+/// A small deterministic generator (the seed is printed, so a failure can be replayed).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Transactions present in `db`: k -> rows, read by the duckdb CLI (which must open it).
+fn present(db: &Path) -> BTreeMap<u64, u64> {
+    let out = duckdb_raw(
+        db,
+        "SELECT k, count(*) FROM t GROUP BY k ORDER BY k",
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && err.contains("Table with name t does not exist") {
+        return BTreeMap::new();
+    }
+    assert!(out.status.success(), "DuckDB cannot open the database after a crash: {err}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (k, n) = l.split_once(',').unwrap();
+            (k.parse().unwrap(), n.parse().unwrap())
+        })
+        .collect()
+}
+
+fn crash_loop(env: Env, rounds: usize) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("crash loop seed {seed}");
+    let mut rng = Rng(seed);
+    env.ok(&["init", "crash"]);
+    let mnt = env.path("mnt");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/txn_load.py");
+    let mut reported: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut next = 1u64;
+    let mut kills = 0;
+    for round in 0..rounds {
+        let m = env.mount("crash", &mnt, &[]);
+        let db = mnt.join("crash.duckdb");
+        let mut py = Command::new("python3")
+            .arg(&script)
+            .arg(&db)
+            .arg(next.to_string())
+            .arg("1000")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3");
+        let (tx, rx) = mpsc::channel();
+        let stdout = py.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(k) = line.strip_prefix("committed ") {
+                    let _ = tx.send(k.parse::<u64>().unwrap());
+                }
+            }
+        });
+        // Kill at a random moment once the load runs (first commit seen, or 5 s).
+        let _ = rx.recv_timeout(Duration::from_secs(5));
+        let wait = Duration::from_millis(rng.next() % 1500);
+        let t0 = Instant::now();
+        while t0.elapsed() < wait {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        m.crash();
+        kills += 1;
+        let _ = py.kill();
+        let _ = py.wait();
+        let _ = reader.join();
+        for k in rx.try_iter() {
+            reported.insert(k, rows(k));
+        }
+        // `reported` also holds the first one received above.
+        if let Some(&k) = reported.keys().next_back() {
+            next = next.max(k + 1);
+        }
+        let m = env.mount("crash", &mnt, &[]);
+        let got = present(&mnt.join("crash.duckdb"));
+        for (k, n) in &reported {
+            assert_eq!(
+                got.get(k),
+                Some(n),
+                "round {round} (seed {seed}): transaction {k}, reported committed, is missing or partial"
+            );
+        }
+        for (k, n) in &got {
+            assert_eq!(*n, rows(*k), "round {round} (seed {seed}): transaction {k} is partial");
+            reported.insert(*k, *n);
+        }
+        next = got.keys().next_back().map_or(next, |k| next.max(k + 1));
+        m.unmount();
+    }
+    eprintln!(
+        "crash loop: {kills} kills, {} transactions committed and found whole",
+        reported.len()
+    );
+    assert!(reported.len() > rounds / 2, "the load hardly ran");
+}
+
+fn crash_loop_embedded_50(env: Env) {
+    crash_loop(env, 50);
+}
+
+fn crash_loop_pgs3_30(env: Env) {
+    crash_loop(env, 30);
+}
+
+#[test]
+fn kill_9_during_a_load_embedded() {
+    crash_loop_embedded_50(common::Env::on(common::Backend::Embedded).unwrap());
+}
+
+#[test]
+fn kill_9_during_a_load_pgs3() {
+    if let Some(env) = common::Env::on(common::Backend::PgS3) {
+        crash_loop_pgs3_30(env);
+    }
+}
