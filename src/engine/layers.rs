@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::layer::{self, LayerIndex, TRAILER_LEN};
 use crate::store::DynStore;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// How much of an object's tail is fetched first, hoping the whole footer is in it.
@@ -20,19 +20,24 @@ type ExtentOffsets = BTreeMap<u64, (u32, u32)>;
 /// Reads layer objects through caches.
 pub struct LayerCache {
     store: DynStore,
-    indexes: Mutex<HashMap<String, Arc<LayerIndex>>>,
+    /// Footer indexes of the most recently used objects (a view keeps its own references).
+    indexes: Mutex<lru::LruCache<String, Arc<LayerIndex>>>,
     /// Per object: extents by their offset in the object -> (length, crc), for coalescing.
-    by_offset: Mutex<HashMap<String, Arc<ExtentOffsets>>>,
+    by_offset: Mutex<lru::LruCache<String, Arc<ExtentOffsets>>>,
     extents: Mutex<Lru>,
 }
+
+/// Footer indexes (and extent offset tables) kept in memory: objects beyond it are read again
+/// from their footer when needed (one ranged read), so memory does not grow with history.
+const INDEX_ENTRIES: usize = 4096;
 
 impl LayerCache {
     /// A cache over `store` keeping at most `extent_bytes` of extent data in memory.
     pub fn new(store: DynStore, extent_bytes: u64) -> Self {
         LayerCache {
             store,
-            indexes: Mutex::new(HashMap::new()),
-            by_offset: Mutex::new(HashMap::new()),
+            indexes: Mutex::new(lru::LruCache::new(index_entries())),
+            by_offset: Mutex::new(lru::LruCache::new(index_entries())),
             extents: Mutex::new(Lru::new(extent_bytes)),
         }
     }
@@ -80,8 +85,8 @@ impl LayerCache {
             .iter()
             .flat_map(|f| f.extents.iter().map(|e| (e.data_off, (e.len, e.crc))))
             .collect();
-        lock(&self.by_offset).insert(key.to_string(), Arc::new(offsets));
-        lock(&self.indexes).insert(key.to_string(), index.clone());
+        lock(&self.by_offset).put(key.to_string(), Arc::new(offsets));
+        lock(&self.indexes).put(key.to_string(), index.clone());
         Ok(index)
     }
 
@@ -145,18 +150,21 @@ impl LayerCache {
     }
 }
 
+fn index_entries() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(INDEX_ENTRIES).unwrap_or(std::num::NonZeroUsize::MIN)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding a cache lock cannot leave it inconsistent in a harmful way: the caches
     // only ever hold verified, immutable data.
     m.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-/// A small byte-bounded LRU of extents.
+/// A byte-bounded LRU of extents (O(1) per operation).
 struct Lru {
     cap: u64,
     used: u64,
-    tick: u64,
-    map: HashMap<(String, u64), (Bytes, u64)>,
+    map: lru::LruCache<(String, u64), Bytes>,
 }
 
 impl Lru {
@@ -164,18 +172,12 @@ impl Lru {
         Lru {
             cap,
             used: 0,
-            tick: 0,
-            map: HashMap::new(),
+            map: lru::LruCache::unbounded(),
         }
     }
 
     fn get(&mut self, k: &(String, u64)) -> Option<Bytes> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.map.get_mut(k).map(|(b, t)| {
-            *t = tick;
-            b.clone()
-        })
+        self.map.get(k).cloned()
     }
 
     fn put(&mut self, k: (String, u64), v: Bytes) {
@@ -183,22 +185,14 @@ impl Lru {
         if len > self.cap {
             return;
         }
-        self.tick += 1;
-        if let Some((old, _)) = self.map.insert(k, (v, self.tick)) {
+        if let Some(old) = self.map.put(k, v) {
             self.used -= old.len() as u64;
         }
         self.used += len;
         while self.used > self.cap {
-            let Some(victim) = self
-                .map
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            if let Some((b, _)) = self.map.remove(&victim) {
-                self.used -= b.len() as u64;
+            match self.map.pop_lru() {
+                Some((_, b)) => self.used -= b.len() as u64,
+                None => break,
             }
         }
     }
