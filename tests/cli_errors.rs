@@ -103,7 +103,7 @@ fn credentials_never_printed() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(8));
     assert!(!stderr.contains("hunter2"), "{stderr}");
     assert!(stderr.contains("alice:***@127.0.0.1"), "{stderr}");
 }

@@ -55,6 +55,12 @@ pub enum CatalogError {
     Fenced(String),
     #[error("nothing to commit")]
     NothingPending,
+    /// The catalog does not exist and this command does not create one (only `init` does).
+    #[error("catalog {url} does not exist: {why}")]
+    Missing { url: String, why: String },
+    /// The commit was expired by gc: nothing may be built on it any more.
+    #[error("commit {commit} expired at {at}")]
+    Expired { commit: String, at: Millis },
     #[error("{0}")]
     Refused(String),
 }

@@ -85,7 +85,7 @@ pub async fn list(
             r.message.clone(),
         ]);
     }
-    print_table(&t);
+    print_table(&t)?;
     Ok(())
 }
 

@@ -1,3 +1,4 @@
+use super::output::outln;
 use super::Ctx;
 use quackfs::engine::short;
 use quackfs::error::{Error, Result};
@@ -46,6 +47,6 @@ pub async fn run(ctx: &Ctx, a: CommitArgs) -> Result<()> {
         return super::output::print_json(&c);
     }
     ctx.note(format!("committed {} on {name}@{branch}", short(&c.id)));
-    println!("{}", c.id);
+    outln!("{}", c.id);
     Ok(())
 }

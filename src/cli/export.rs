@@ -1,3 +1,4 @@
+use super::output::outln;
 use super::output::{print_json, size};
 use super::Ctx;
 use quackfs::engine::{export, short};
@@ -41,7 +42,7 @@ pub async fn run(ctx: &Ctx, a: ExportArgs) -> Result<()> {
         );
     }
     for f in &files {
-        println!("{}", f.path.display());
+        outln!("{}", f.path.display());
     }
     ctx.note(format!(
         "exported {} file(s), {} from {}@{}",

@@ -78,7 +78,7 @@ pub async fn run(ctx: &Ctx, a: GcArgs) -> Result<()> {
         r.orphans_deleted.to_string(),
         size(r.orphan_bytes as i64),
     ]);
-    print_table(&t);
+    print_table(&t)?;
     ctx.note(format!("gc took {:.1}s", started.elapsed().as_secs_f64()));
     Ok(())
 }

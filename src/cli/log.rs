@@ -50,6 +50,6 @@ pub async fn run(ctx: &Ctx, a: LogArgs) -> Result<()> {
             c.message.clone(),
         ]);
     }
-    print_table(&t);
+    print_table(&t)?;
     Ok(())
 }

@@ -43,10 +43,11 @@ pub use output::one_line;
     name = "quackfs",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = quackfs::error::exit::help()
 )]
 pub struct Cli {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Global options")]
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
@@ -71,7 +72,8 @@ pub struct GlobalArgs {
     /// Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]
     #[arg(long, global = true, env = "QUACKFS_STORE", value_name = "URL")]
     pub store: Option<String>,
-    /// Which database [default: the current one, see `quackfs use`]
+    /// Which database [default: the one mounted where the current directory is, else the one
+    /// chosen with `quackfs use`]
     #[arg(
         short = 'r',
         long,
@@ -212,10 +214,12 @@ impl Ctx {
         output::progress(what, self.quiet || self.json)
     }
 
-    /// A status line on stderr (suppressed by -q).
+    /// A status line on stderr (suppressed by -q). A failed write to stderr is ignored: there is
+    /// nowhere left to report it, and it must not kill the command (never a panic).
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{}", msg.as_ref());
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "{}", msg.as_ref());
         }
     }
 }

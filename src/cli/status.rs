@@ -1,3 +1,4 @@
+use super::output::outln;
 use super::output::{print_json, size, time};
 use super::Ctx;
 use quackfs::catalog::mask_url;
@@ -18,9 +19,9 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
                 &serde_json::json!({ "database": null, "catalog": catalog, "store": store }),
             );
         }
-        println!("no database selected (`quackfs use NAME` or -r NAME)");
-        println!("catalog  {catalog}");
-        println!("store    {store}");
+        outln!("no database selected (`quackfs use NAME` or -r NAME)");
+        outln!("catalog  {catalog}");
+        outln!("store    {store}");
         return Ok(());
     };
     let repo = engine.repo(&name).await?;
@@ -56,8 +57,8 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
             "catalog": catalog, "store": store,
         }));
     }
-    println!("database {}  branch {}", repo.name, branch);
-    println!(
+    outln!("database {}  branch {}", repo.name, branch);
+    outln!(
         "head     {} {} {} ({})",
         short(&head.id),
         time(head.created_at),
@@ -68,32 +69,32 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
             &head.message
         }
     );
-    println!(
+    outln!(
         "size     {} in {} file(s), reads through {} layer(s)",
         size(head.logical_size),
         view.files.len(),
         view.layers.len()
     );
     match &pending {
-        Some(p) => println!(
+        Some(p) => outln!(
             "pending  {} synced but not committed in {} layer(s) (`quackfs commit` seals it)",
             size(pending_bytes),
             p.layers.len()
         ),
-        None => println!("pending  nothing synced-but-uncommitted"),
+        None => outln!("pending  nothing synced-but-uncommitted"),
     }
     if mounts.is_empty() {
-        println!("mounts   no writable mount");
+        outln!("mounts   no writable mount");
     }
     for m in &mounts {
-        println!(
+        outln!(
             "mount    {} writable by {} (heartbeat {}s ago)",
             m["branch"].as_str().unwrap_or(""),
             m["holder"].as_str().unwrap_or(""),
             m["heartbeat_age_secs"]
         );
     }
-    println!("catalog  {catalog}");
-    println!("store    {store}");
+    outln!("catalog  {catalog}");
+    outln!("store    {store}");
     Ok(())
 }

@@ -1,3 +1,4 @@
+use super::output::outln;
 use super::output::size;
 use super::Ctx;
 use quackfs::error::{Error, Result};
@@ -45,7 +46,7 @@ pub async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
     if ctx.json {
         return super::output::print_json(&report);
     }
-    println!(
+    outln!(
         "ok: {} commit(s), {} layer(s), {} extent(s), {}: every checksum matches",
         report.commits,
         report.layers,
