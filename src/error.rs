@@ -66,6 +66,9 @@ pub enum Error {
     Expired(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// `verify` found damage; the damaged objects and files were listed on stdout.
+    #[error("verify found {0}")]
+    Damaged(String),
     #[error("configuration: {0}")]
     Config(String),
     #[error(transparent)]
@@ -166,11 +169,7 @@ pub mod exit {
 impl Error {
     /// The error for reading (or building on) a commit that gc expired at `at`.
     pub fn expired(commit_id: &str, at: crate::catalog::Millis) -> Error {
-        Error::Expired(format!(
-            "commit {} expired: gc removed what it needed at {} (it was outside the retention window)",
-            crate::engine::short(commit_id),
-            crate::engine::fmt_time(at)
-        ))
+        Error::Expired(crate::catalog::expired_message(commit_id, at))
     }
 
     /// Wraps an I/O error on a local path.
@@ -200,7 +199,7 @@ impl Error {
             | Error::Refused(_) => exit::REFUSED,
             Error::NothingToCommit => exit::NOTHING_TO_COMMIT,
             Error::Expired(_) => exit::EXPIRED,
-            Error::Corrupt(_) => exit::CORRUPT,
+            Error::Corrupt(_) | Error::Damaged(_) => exit::CORRUPT,
             Error::Layer(LayerError::Io(_) | LayerError::Invalid(_)) => exit::ERROR,
             Error::Layer(_) => exit::CORRUPT,
             Error::Config(_) | Error::StoreMismatch(_) => exit::CONFIG,
@@ -214,7 +213,7 @@ impl Error {
                 | CatalogError::Refused(_)
                 | CatalogError::Exists { .. } => exit::REFUSED,
                 CatalogError::NothingPending => exit::NOTHING_TO_COMMIT,
-                CatalogError::Expired { .. } => exit::EXPIRED,
+                CatalogError::Expired(_) => exit::EXPIRED,
                 CatalogError::BadRow { .. } => exit::CORRUPT,
                 CatalogError::BadUrl(_) | CatalogError::Missing { .. } => exit::CONFIG,
                 CatalogError::Db { source, .. } => db_exit_code(source),
@@ -259,13 +258,16 @@ impl Error {
             }
             Error::Layer(LayerError::Io(_) | LayerError::Invalid(_)) => None,
             Error::Corrupt(_) | Error::Layer(_) => Some("run `quackfs verify --all` to find every damaged object".into()),
+            Error::Damaged(_) => Some(
+                "each damaged object and file is listed above; the commits that need them do not read correctly until the objects are restored".into(),
+            ),
             Error::Catalog(CatalogError::Missing { .. }) => Some(
                 "only `quackfs init NAME` creates a catalog; if you expected an existing one, check --catalog / QUACKFS_CATALOG and --data-dir".into(),
             ),
             Error::StoreMismatch(_) => Some(
                 "a catalog and its object store are bound to each other when the catalog is created; check --catalog / QUACKFS_CATALOG and --store / QUACKFS_STORE (docs/operations.md)".into(),
             ),
-            Error::Expired(_) => Some("`quackfs log` marks expired commits; use a newer one".into()),
+            Error::Expired(_) | Error::Catalog(CatalogError::Expired(_)) => Some("`quackfs log` marks expired commits; use a newer one".into()),
             _ => None,
         }
     }

@@ -78,6 +78,13 @@ pub async fn run(ctx: &Ctx, a: GcArgs) -> Result<()> {
         r.orphans_deleted.to_string(),
         size(r.orphan_bytes as i64),
     ]);
+    if r.unproven_objects > 0 {
+        t.add_row(vec![
+            "unowned objects kept".into(),
+            r.unproven_objects.to_string(),
+            String::new(),
+        ]);
+    }
     print_table(&t)?;
     ctx.note(format!("gc took {:.1}s", started.elapsed().as_secs_f64()));
     Ok(())

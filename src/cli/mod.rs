@@ -27,7 +27,7 @@ mod verify;
 
 use clap::{Args, Parser, Subcommand};
 use quackfs::config::{Config, LocalState, Overrides};
-use quackfs::engine::Engine;
+use quackfs::engine::{Access, Engine};
 use quackfs::error::{Error, Result};
 use quackfs::refspec::{self, Rev, RevSpec};
 use std::path::PathBuf;
@@ -135,6 +135,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         cfg,
         json: g.json,
         quiet: g.quiet,
+        access: access(&cli.command),
     };
     match cli.command {
         Command::Init(a) => init::run(&ctx, a).await,
@@ -162,16 +163,31 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// What a command does with the backends: `init` alone creates a catalog; commands that write
+/// or delete objects check the catalog's binding to its store; the others only need the catalog.
+fn access(command: &Command) -> Access {
+    match command {
+        Command::Init(_) => Access::Create,
+        Command::Import(_) | Command::Mount(_) | Command::Merge(_) | Command::Gc(_) => {
+            Access::Write
+        }
+        _ => Access::Read,
+    }
+}
+
 /// What every command gets: configuration and output settings.
 pub struct Ctx {
     pub cfg: Config,
     pub json: bool,
     pub quiet: bool,
+    /// What the command does with the backends (see [`access`]).
+    pub access: Access,
 }
 
 impl Ctx {
+    /// The engine over the configured backends, checked for what this command does with them.
     pub async fn engine(&self) -> Result<Engine> {
-        Engine::open(&self.cfg).await
+        Engine::open(&self.cfg, self.access).await
     }
 
     pub fn state(&self) -> Result<LocalState> {

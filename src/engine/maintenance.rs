@@ -46,6 +46,9 @@ pub struct GcReport {
     pub waiting_bytes: u64,
     pub orphans_deleted: usize,
     pub orphan_bytes: u64,
+    /// Unreferenced objects kept because they cannot be proven to be this catalog's own (they
+    /// were in the store before it was bound to this catalog).
+    pub unproven_objects: usize,
 }
 
 /// A layer's extents with file truncations, folded from several layers.
@@ -284,6 +287,9 @@ impl Engine {
     ) -> Result<GcReport> {
         let now = now_millis();
         let mut report = GcReport::default();
+        if let super::Ownership::Bound(b) = &self.ownership {
+            super::binding::recheck(&self.store, b).await?;
+        }
         let mut snap = self.catalog.gc_snapshot().await?;
         let readable = readable_commits(&snap, now, retain_ms, grace_ms);
         report.readable_commits = readable.len();
@@ -396,12 +402,18 @@ impl Engine {
             .map(|l| l.row.object_key.as_str())
             .collect();
         let objects = self.store.list("layers/").await?;
-        let orphans: Vec<_> = objects
+        // Only objects provably this catalog's own (see `binding`): never another catalog's.
+        let (orphans, unproven): (Vec<_>, Vec<_>) = objects
             .into_iter()
             .filter(|o| {
                 !known.contains(o.key.as_str()) && now - o.modified.timestamp_millis() >= grace_ms
             })
-            .collect();
+            .partition(|o| match &self.ownership {
+                super::Ownership::Trusted => true,
+                super::Ownership::Bound(b) => b.owns(o),
+                super::Ownership::Unchecked => false,
+            });
+        report.unproven_objects = unproven.len();
         report.orphans_deleted = orphans.len();
         report.orphan_bytes = orphans.iter().map(|o| o.size).sum();
         if dry_run {

@@ -3,6 +3,7 @@
 //! Upload order (invariant 1): a layer object is fully stored before the catalog transaction that
 //! references it; if that transaction never happens the object is an orphan that `gc` removes.
 
+pub mod binding;
 pub mod export;
 pub mod extent_map;
 pub mod history;
@@ -64,6 +65,13 @@ pub fn short(id: &str) -> &str {
 /// region and credentials from the environment; see [`store::s3`]). Contacts nothing yet.
 pub async fn open_store(url: &str) -> Result<DynStore> {
     if let Some(path) = url.strip_prefix("file://") {
+        // `file://` alone would be the current directory; a relative path depends on where the
+        // command runs. Neither is a store anyone meant.
+        if !path.starts_with('/') {
+            return Err(Error::Config(format!(
+                "invalid object store URL {url:?}: file:// needs an absolute path (file:///var/lib/quackfs/objects)"
+            )));
+        }
         Ok(Arc::new(store::local::LocalStore::open(PathBuf::from(
             path,
         ))?))
@@ -97,20 +105,72 @@ pub struct Engine {
     pub layers: Arc<LayerCache>,
     pub tmp_dir: PathBuf,
     pub author: String,
+    /// What the engine knows about the store belonging to the catalog (gc deletes unreferenced
+    /// objects only when it can prove they are the catalog's own).
+    pub ownership: Ownership,
+}
+
+/// How an engine's store is known to belong to its catalog.
+#[derive(Debug, Clone)]
+pub enum Ownership {
+    /// The caller vouches for it ([`Engine::new`]: tests and library users with their own
+    /// backends): every unreferenced object is the catalog's.
+    Trusted,
+    /// Checked with the store's marker ([`binding::bind`]).
+    Bound(binding::Binding),
+    /// Not checked (read-only commands): gc deletes no unreferenced object.
+    Unchecked,
+}
+
+/// What a command will do with the backends, which decides what [`Engine::open`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only: the catalog must exist; the store is not contacted.
+    Read,
+    /// Writes or deletes objects: the catalog must exist and be bound to the store.
+    Write,
+    /// `init`: creates the catalog if needed and binds it to an empty store.
+    Create,
 }
 
 impl Engine {
-    /// Opens the backends named by the configuration (creating the embedded ones if needed).
-    pub async fn open(cfg: &Config) -> Result<Engine> {
+    /// Opens the backends named by the configuration. Only [`Access::Create`] creates a catalog;
+    /// [`Access::Write`] and `Create` check (or make) the catalog's binding to its store.
+    pub async fn open(cfg: &Config, access: Access) -> Result<Engine> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::file(&cfg.data_dir, e))?;
         let tmp_dir = cfg.tmp_dir();
         std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::file(&tmp_dir, e))?;
-        let catalog = catalog::open(&cfg.catalog_url).await?;
         let store = open_store(&cfg.store_url).await?;
-        Ok(Engine::new(catalog, store, tmp_dir, cfg.author.clone()))
+        if access == Access::Create {
+            if let Some(path) = cfg.catalog_url.strip_prefix("sqlite://") {
+                if catalog::sqlite_missing(path).is_some() {
+                    // A new catalog file: make sure the store can be bound before creating it.
+                    binding::check_store_for_new_catalog(&store).await?;
+                }
+            }
+        }
+        let catalog = catalog::open_with(&cfg.catalog_url, access == Access::Create).await?;
+        let ownership = match access {
+            Access::Read => {
+                if catalog.binding().await?.is_blank() {
+                    return Err(binding::not_initialized(&catalog));
+                }
+                Ownership::Unchecked
+            }
+            Access::Write => {
+                Ownership::Bound(binding::bind(&catalog, &store, binding::Purpose::Write).await?)
+            }
+            Access::Create => {
+                Ownership::Bound(binding::bind(&catalog, &store, binding::Purpose::Create).await?)
+            }
+        };
+        let mut engine = Engine::new(catalog, store, tmp_dir, cfg.author.clone());
+        engine.ownership = ownership;
+        Ok(engine)
     }
 
-    /// An engine over given backends.
+    /// An engine over given backends; the caller vouches that the store belongs to the catalog
+    /// ([`Ownership::Trusted`]).
     pub fn new(catalog: DynCatalog, store: DynStore, tmp_dir: PathBuf, author: String) -> Engine {
         let layers = Arc::new(LayerCache::new(store.clone(), EXTENT_CACHE_BYTES));
         Engine {
@@ -119,6 +179,7 @@ impl Engine {
             layers,
             tmp_dir,
             author,
+            ownership: Ownership::Trusted,
         }
     }
 
@@ -175,15 +236,18 @@ impl Engine {
         })
     }
 
+    /// Refuses a commit gc expired: its bytes may be gone, so nothing reads it or builds on it
+    /// (a branch, tag, reset or clone onto it would serve zeros).
+    pub fn check_readable(&self, commit: &Commit) -> Result<()> {
+        match commit.expired_at {
+            Some(at) => Err(Error::expired(&commit.id, at)),
+            None => Ok(()),
+        }
+    }
+
     /// The read view of a commit.
     pub async fn view(&self, commit: &Commit) -> Result<ReadView> {
-        if let Some(at) = commit.expired_at {
-            return Err(Error::Expired(format!(
-                "commit {} expired: gc removed what it needed at {} (it was outside the retention window)",
-                short(&commit.id),
-                fmt_time(at)
-            )));
-        }
+        self.check_readable(commit)?;
         ReadView::open(&self.catalog, self.layers.clone(), commit.clone()).await
     }
 
