@@ -236,6 +236,9 @@ impl Error {
                 "pass -r NAME, set QUACKFS_REPO, or run `quackfs use NAME` (`quackfs repos` lists them)".into(),
             ),
             Error::NoSuchRef { kind: "branch", .. } => Some("`quackfs branch` lists the branches".into()),
+            Error::NoSuchRef { kind: "current branch", repo, .. } => Some(format!(
+                "`quackfs use {repo}@BRANCH` picks another one (`quackfs branch -r {repo}` lists them), or name a revision"
+            )),
             Error::NoSuchRef { kind: "tag", .. } => Some("`quackfs tag` lists the tags".into()),
             Error::UnknownRevision { .. } => Some(
                 "a revision is a branch, a tag, a commit id (4+ hex digits), REV~N or REV@{TIME}; `quackfs log` shows commits".into(),

@@ -6,8 +6,20 @@ use common::Env;
 #[test]
 fn bad_input_is_a_clear_error() {
     let env = Env::new();
+    // No catalog yet: only init creates one.
+    let e = env.fails_with(9, &["log"]);
+    assert!(
+        e.contains("catalog.sqlite does not exist: no such file"),
+        "{e}"
+    );
+    assert!(
+        e.contains("hint: only `quackfs init NAME` creates a catalog"),
+        "{e}"
+    );
     // Nothing selected yet.
-    let e = env.fails(&["log"]);
+    env.ok(&["init", "first"]);
+    std::fs::remove_file(env.home().join("state.toml")).unwrap();
+    let e = env.fails_with(2, &["log"]);
     assert!(e.contains("error: no database selected"), "{e}");
     assert!(e.contains("hint: pass -r NAME"), "{e}");
 

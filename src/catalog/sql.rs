@@ -774,6 +774,9 @@ macro_rules! impl_catalog {
             }
 
             async fn ancestors(&self, id: &str, limit: i64) -> Result<Vec<Commit>, CatalogError> {
+                if limit <= 0 {
+                    return Ok(Vec::new());
+                }
                 let sql = format!(
                     "WITH RECURSIVE chain(cid, n) AS ( \
                         SELECT id, 0 FROM commits WHERE id = $1 \

@@ -26,10 +26,7 @@ pub struct DiffArgs {
 
 pub async fn run(ctx: &Ctx, a: DiffArgs) -> Result<()> {
     let engine = ctx.engine().await?;
-    let current = ctx.current_repo()?;
-    let old = engine
-        .resolve_spec(&ctx.parse_spec(&a.rev, None)?, current.as_deref())
-        .await?;
+    let old = ctx.resolve_rev(&engine, Some(&a.rev), None).await?;
     let rev2 = match &a.rev2 {
         Some(r) => r.clone(),
         None => format!("{}@{}", old.repo.name, ctx.current_branch(&old.repo.name)?),

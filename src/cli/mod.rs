@@ -27,7 +27,7 @@ mod verify;
 
 use clap::{Args, Parser, Subcommand};
 use quackfs::config::{Config, LocalState, Overrides};
-use quackfs::engine::{Access, Engine};
+use quackfs::engine::{Access, Engine, Resolved};
 use quackfs::error::{Error, Result};
 use quackfs::refspec::{self, Rev, RevSpec};
 use std::path::PathBuf;
@@ -194,10 +194,14 @@ impl Ctx {
         LocalState::load(&self.cfg.state_path())
     }
 
-    /// The database named by -r/QUACKFS_REPO/config, else the one chosen with `use`.
+    /// The database named by -r/QUACKFS_REPO/config, else the one mounted where the current
+    /// directory is, else the one chosen with `use`.
     pub fn current_repo(&self) -> Result<Option<String>> {
         if let Some(r) = &self.cfg.repo {
             return Ok(Some(r.clone()));
+        }
+        if let Some((repo, _)) = cwd_mount() {
+            return Ok(Some(repo));
         }
         Ok(self.state()?.repo)
     }
@@ -206,8 +210,16 @@ impl Ctx {
         self.current_repo()?.ok_or(Error::NoRepoSelected)
     }
 
-    /// The current branch of `repo` (from `use REPO@BRANCH`), else `main`.
+    /// The current branch of `repo`: the branch mounted writable where the current directory
+    /// is, else the one chosen with `use REPO@BRANCH`, else `main`.
     pub fn current_branch(&self, repo: &str) -> Result<String> {
+        if let Some((r, rev)) = cwd_mount() {
+            // A read-only mount shows a short commit id instead of a branch.
+            let commit_id = rev.len() == 12 && rev.bytes().all(|b| b.is_ascii_hexdigit());
+            if r == repo && !commit_id {
+                return Ok(rev);
+            }
+        }
         let st = self.state()?;
         Ok(match (st.repo, st.branch) {
             (Some(r), Some(b)) if r == repo => b,
@@ -225,6 +237,47 @@ impl Ctx {
         Ok(spec)
     }
 
+    /// Resolves a revision given on the command line (`[REPO@]REV`, see docs/revisions.md), or,
+    /// without one, the current branch of the current database; prints the resolution's notes.
+    /// The current branch never falls through to a database of the same name: if it was
+    /// deleted, that is the error.
+    pub async fn resolve_rev(
+        &self,
+        engine: &Engine,
+        rev: Option<&str>,
+        at: Option<&str>,
+    ) -> Result<Resolved> {
+        let r = match rev {
+            Some(text) => {
+                let spec = self.parse_spec(text, at)?;
+                let current = self.current_repo()?;
+                engine.resolve_spec(&spec, current.as_deref()).await?
+            }
+            None => {
+                let name = self.require_repo()?;
+                let repo = engine.repo(&name).await?;
+                let branch = self.current_branch(&name)?;
+                let is_branch = matches!(
+                    engine.catalog.get_ref(repo.id, &branch).await?,
+                    Some(r) if r.kind == quackfs::catalog::RefKind::Branch
+                );
+                if !is_branch {
+                    return Err(Error::NoSuchRef {
+                        kind: "current branch",
+                        name: branch,
+                        repo: name,
+                    });
+                }
+                let spec = self.parse_spec(&branch, at)?;
+                engine.resolve(&repo, &spec.rev).await?
+            }
+        };
+        for n in &r.notes {
+            self.note(format!("note: {n}"));
+        }
+        Ok(r)
+    }
+
     /// A progress bar on stderr when stdout is a terminal; hidden otherwise.
     pub fn progress(&self, what: &str) -> indicatif::ProgressBar {
         output::progress(what, self.quiet || self.json)
@@ -238,6 +291,15 @@ impl Ctx {
             let _ = writeln!(std::io::stderr().lock(), "{}", msg.as_ref());
         }
     }
+}
+
+/// The database and revision of the quackfs mount the current directory is in, if it is in one
+/// (from the mount's fsname `quackfs:REPO@REV` in /proc/self/mountinfo).
+fn cwd_mount() -> Option<(String, String)> {
+    let cwd = std::env::current_dir().ok()?;
+    let entry = quackfs::mountinfo::containing(&cwd)?;
+    let (repo, rev) = entry.quackfs()?;
+    Some((repo.to_string(), rev.to_string()))
 }
 
 /// Applies `--at TIME` to a revision (same as writing `REV@{TIME}`).

@@ -33,14 +33,9 @@ struct LayerOut {
 
 pub async fn run(ctx: &Ctx, a: ShowArgs) -> Result<()> {
     let engine = ctx.engine().await?;
-    let current = ctx.current_repo()?;
-    let rev = match (&a.rev, &current) {
-        (Some(r), _) => r.clone(),
-        (None, Some(repo)) => ctx.current_branch(repo)?,
-        (None, None) => return Err(quackfs::error::Error::NoRepoSelected),
-    };
-    let spec = ctx.parse_spec(&rev, a.at.as_deref())?;
-    let r = engine.resolve_spec(&spec, current.as_deref()).await?;
+    let r = ctx
+        .resolve_rev(&engine, a.rev.as_deref(), a.at.as_deref())
+        .await?;
     let view = engine.view(&r.commit).await?;
     let files: Vec<FileOut> = view
         .files

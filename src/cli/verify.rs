@@ -25,13 +25,11 @@ pub async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
         let repo = engine.repo(&name).await?;
         engine.reachable_commits(&repo).await?
     } else {
-        let rev = match (&a.rev, &current) {
-            (Some(r), _) => r.clone(),
-            (None, Some(repo)) => ctx.current_branch(repo)?,
-            (None, None) => return Err(Error::NoRepoSelected),
-        };
-        let spec = ctx.parse_spec(&rev, None)?;
-        vec![engine.resolve_spec(&spec, current.as_deref()).await?.commit]
+        vec![
+            ctx.resolve_rev(&engine, a.rev.as_deref(), None)
+                .await?
+                .commit,
+        ]
     };
     let (commits, expired): (Vec<_>, Vec<_>) =
         commits.into_iter().partition(|c| c.expired_at.is_none());

@@ -264,6 +264,20 @@ impl Engine {
                 if r.kind == RefKind::Branch {
                     branch = Some(r.name.clone());
                 }
+                if crate::names::looks_like_commit_id(&r.name) {
+                    // The ref wins (see docs/revisions.md); say which commit it hides.
+                    let prefix = r.name.to_ascii_lowercase();
+                    let hidden = self.catalog.commits_by_prefix(repo.id, &prefix, 2).await?;
+                    if let Some(c) = hidden.iter().find(|c| c.id != r.commit_id) {
+                        notes.push(format!(
+                            "{:?} is a {}; commit {} also starts with {} (give more digits to name the commit)",
+                            r.name,
+                            r.kind.as_str(),
+                            short(&c.id),
+                            r.name
+                        ));
+                    }
+                }
                 self.commit(&r.commit_id).await?
             }
             None => {
@@ -362,8 +376,9 @@ impl Engine {
         self.commit(id).await
     }
 
-    /// Resolves a `[REPO@]REV` given on the command line. Without `@`, a name that is a database
-    /// (and not a revision of the current one) means that database's `main`.
+    /// Resolves a `[REPO@]REV` given on the command line (order: docs/revisions.md). Without `@`,
+    /// a name that is a database (and not a revision of the current one) means that database's
+    /// `main`, with a note saying so.
     pub async fn resolve_spec(&self, spec: &RevSpec, current: Option<&str>) -> Result<Resolved> {
         if let Some(name) = &spec.repo {
             let repo = self.repo(name).await?;
@@ -382,7 +397,15 @@ impl Engine {
                     base: "main".into(),
                     suffixes: vec![],
                 };
-                return self.resolve(&repo, &main).await;
+                let mut r = self.resolve(&repo, &main).await?;
+                if let Some(cur) = current {
+                    // Never silently: the user may have meant a branch that is gone.
+                    r.notes.push(format!(
+                        "{:?} is not a revision of database {cur:?}; using database {:?} (its branch main)",
+                        spec.rev.base, repo.name
+                    ));
+                }
+                return Ok(r);
             }
         }
         match current {
