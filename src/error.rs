@@ -82,7 +82,7 @@ pub enum Error {
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
     /// The command was stopped by a signal (Ctrl-C, SIGTERM) and cleaned up after itself.
-    #[error("interrupted by {0}; nothing was committed by the interrupted step")]
+    #[error("interrupted by {0}; the command stopped and removed its temporary files")]
     Interrupted(&'static str),
     /// The catalog and the object store do not belong together (see `docs/operations.md`).
     #[error("{0}")]

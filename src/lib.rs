@@ -16,3 +16,4 @@ pub mod names;
 pub mod process;
 pub mod refspec;
 pub mod store;
+pub mod tmpfiles;

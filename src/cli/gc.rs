@@ -10,10 +10,10 @@ use quackfs::error::{Error, Result};
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
     /// Keep history this long, e.g. 7d, 12h, 0s
-    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = super::parse_duration)]
     pub retain: String,
     /// Wait this long between marking a layer and deleting it, e.g. 1h, 0s
-    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = super::parse_duration)]
     pub grace: String,
     /// Show what would go, and how many bytes, without deleting anything
     #[arg(long)]

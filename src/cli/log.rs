@@ -27,6 +27,9 @@ pub async fn run(ctx: &Ctx, a: LogArgs) -> Result<()> {
     if ctx.json {
         return print_json(&commits);
     }
+    if commits.is_empty() {
+        return Ok(());
+    }
     let mut t = table(&["COMMIT", "TIME", "AUTHOR", "KIND", "ADDED", "MESSAGE"]);
     for c in &commits {
         t.add_row(vec![

@@ -137,28 +137,53 @@ pub async fn run(cli: Cli) -> Result<()> {
         quiet: g.quiet,
         access: access(&cli.command),
     };
-    match cli.command {
-        Command::Init(a) => init::run(&ctx, a).await,
-        Command::Use(a) => use_::run(&ctx, a).await,
-        Command::Repos(a) => repos::run(&ctx, a).await,
-        Command::Import(a) => import::run(&ctx, a).await,
-        Command::Export(a) => export::run(&ctx, a).await,
-        Command::Mount(a) => mount::run(&ctx, a).await,
-        Command::Umount(a) => umount::run(&ctx, a).await,
-        Command::Commit(a) => commit::run(&ctx, a).await,
-        Command::Log(a) => log::run(&ctx, a).await,
-        Command::Show(a) => show::run(&ctx, a).await,
-        Command::Status(a) => status::run(&ctx, a).await,
-        Command::Branch(a) => branch::run(&ctx, a).await,
-        Command::Tag(a) => tag::run(&ctx, a).await,
-        Command::Reflog(a) => reflog::run(&ctx, a).await,
-        Command::Reset(a) => reset::run(&ctx, a).await,
-        Command::Clone(a) => clone::run(&ctx, a).await,
-        Command::Diff(a) => diff::run(&ctx, a).await,
-        Command::Verify(a) => verify::run(&ctx, a).await,
-        Command::Drop(a) => drop::run(&ctx, a).await,
-        Command::Merge(a) => merge::run(&ctx, a).await,
-        Command::Gc(a) => gc::run(&ctx, a).await,
+    if let Command::Mount(a) = cli.command {
+        // A mount handles Ctrl-C and SIGTERM itself: it unmounts, flushes and releases.
+        return mount::run(&ctx, a).await;
+    }
+    interruptible(dispatch(&ctx, cli.command)).await
+}
+
+/// Runs `command` until it ends or Ctrl-C / SIGTERM arrives. On a signal the command is dropped
+/// at its next await point, so its guards run: temporary files are removed, an open catalog
+/// transaction rolls back (objects already stored are orphans gc collects). Killing the
+/// process outright would skip all of that.
+async fn interruptible(command: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let watch =
+        |kind| signal(kind).map_err(|e| Error::Invalid(format!("cannot watch signals: {e}")));
+    let mut sigint = watch(SignalKind::interrupt())?;
+    let mut sigterm = watch(SignalKind::terminate())?;
+    tokio::select! {
+        r = command => r,
+        _ = sigint.recv() => Err(Error::Interrupted("SIGINT")),
+        _ = sigterm.recv() => Err(Error::Interrupted("SIGTERM")),
+    }
+}
+
+async fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
+    match command {
+        Command::Init(a) => init::run(ctx, a).await,
+        Command::Use(a) => use_::run(ctx, a).await,
+        Command::Repos(a) => repos::run(ctx, a).await,
+        Command::Import(a) => import::run(ctx, a).await,
+        Command::Export(a) => export::run(ctx, a).await,
+        Command::Mount(a) => mount::run(ctx, a).await,
+        Command::Umount(a) => umount::run(ctx, a).await,
+        Command::Commit(a) => commit::run(ctx, a).await,
+        Command::Log(a) => log::run(ctx, a).await,
+        Command::Show(a) => show::run(ctx, a).await,
+        Command::Status(a) => status::run(ctx, a).await,
+        Command::Branch(a) => branch::run(ctx, a).await,
+        Command::Tag(a) => tag::run(ctx, a).await,
+        Command::Reflog(a) => reflog::run(ctx, a).await,
+        Command::Reset(a) => reset::run(ctx, a).await,
+        Command::Clone(a) => clone::run(ctx, a).await,
+        Command::Diff(a) => diff::run(ctx, a).await,
+        Command::Verify(a) => verify::run(ctx, a).await,
+        Command::Drop(a) => drop::run(ctx, a).await,
+        Command::Merge(a) => merge::run(ctx, a).await,
+        Command::Gc(a) => gc::run(ctx, a).await,
         Command::Completions(_) => Ok(()),
     }
 }
@@ -291,6 +316,22 @@ impl Ctx {
             let _ = writeln!(std::io::stderr().lock(), "{}", msg.as_ref());
         }
     }
+}
+
+/// Argument parser for sizes (`--cache-size 512MiB`): accepts what `bytesize` reads (`512MiB`,
+/// `1.5 GB`, `4096`), so a typo is a usage error (exit 2) before anything runs. Keeps the text.
+pub fn parse_size(text: &str) -> std::result::Result<String, String> {
+    match text.trim().parse::<bytesize::ByteSize>() {
+        Ok(_) if !text.trim().is_empty() => Ok(text.to_string()),
+        _ => Err("expected a size such as 512MiB, 2GiB or 1048576".to_string()),
+    }
+}
+
+/// Argument parser for durations (`--retain 7d`): what `humantime` reads, checked up front.
+pub fn parse_duration(text: &str) -> std::result::Result<String, String> {
+    humantime::parse_duration(text)
+        .map(|_| text.to_string())
+        .map_err(|e| format!("{e} (examples: 7d, 12h, 30m, 0s)"))
 }
 
 /// The database and revision of the quackfs mount the current directory is in, if it is in one

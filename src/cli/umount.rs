@@ -26,7 +26,7 @@ fn quackfs_mount_point(dir: &std::path::Path) -> Result<PathBuf> {
     };
     if entry.quackfs().is_none() {
         return Err(Error::Invalid(format!(
-            "{} is not a quackfs mount (it is a {} mount of {}); quackfs umount only unmounts quackfs mounts",
+            "{} is not a quackfs mount (its filesystem is {}, from {}); quackfs umount only unmounts quackfs mounts",
             resolved.display(),
             entry.fstype,
             if entry.source.is_empty() { "?" } else { &entry.source }

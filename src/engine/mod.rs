@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::refspec::{Rev, RevSpec, Suffix};
 use crate::store::{self, DynStore};
+use crate::tmpfiles::TempFile;
 use chrono::{DateTime, Utc};
 use layers::LayerCache;
 use std::path::PathBuf;
@@ -140,6 +141,8 @@ impl Engine {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::file(&cfg.data_dir, e))?;
         let tmp_dir = cfg.tmp_dir();
         std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::file(&tmp_dir, e))?;
+        // Layers half-written by commands that were killed (never those of running ones).
+        crate::tmpfiles::sweep(&tmp_dir, |_| true);
         let store = open_store(&cfg.store_url).await?;
         if access == Access::Create {
             if let Some(path) = cfg.catalog_url.strip_prefix("sqlite://") {
@@ -439,6 +442,13 @@ impl Engine {
         Ok(self.catalog.make_commit(req).await?)
     }
 
+    /// A new temporary file in the scratch directory, `{what}-{pid}-{id}.tmp`: removed when the
+    /// guard is dropped (a failed or interrupted command), swept by the next command if its
+    /// process was killed (see [`crate::tmpfiles`]).
+    pub fn temp_file(&self, what: &str) -> Result<(TempFile, std::fs::File)> {
+        TempFile::create(&self.tmp_dir, &format!("{what}-"), ".tmp")
+    }
+
     /// Writes `buf` as a delta layer object and stores it; returns its (unregistered) catalog row.
     pub async fn store_layer(
         &self,
@@ -447,28 +457,16 @@ impl Engine {
         seq: i64,
     ) -> Result<catalog::LayerRow> {
         let id = new_id();
-        let tmp = self.tmp_dir.join(format!("layer-{id}.tmp"));
-        let write = || -> Result<u64> {
-            let f = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, e))?;
-            let (w, _index, len) = buf.write_layer(std::io::BufWriter::new(f))?;
-            let f = w
-                .into_inner()
-                .map_err(|e| Error::file(&tmp, e.into_error()))?;
-            f.sync_all().map_err(|e| Error::file(&tmp, e))?;
-            Ok(len)
-        };
-        let len = match write() {
-            Ok(len) => len,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let (tmp, f) = self.temp_file("layer")?;
+        let (w, _index, len) = buf.write_layer(std::io::BufWriter::new(f))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::file(tmp.path(), e.into_error()))?;
+        f.sync_all().map_err(|e| Error::file(tmp.path(), e))?;
+        drop(f);
         let key = layer_key(&id);
-        if let Err(e) = self.store.put_file(&key, &tmp).await {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e.into());
-        }
+        self.store.put_file(&key, tmp.path()).await?;
+        tmp.keep();
         let now = now_millis();
         Ok(catalog::LayerRow {
             id,
