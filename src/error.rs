@@ -298,3 +298,19 @@ fn db_exit_code(e: &sqlx::Error) -> u8 {
 
 /// Result alias used across the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::exit;
+
+    #[test]
+    fn docs_list_every_exit_code() {
+        let docs = include_str!("../docs/cli.md");
+        for (code, what) in exit::TABLE {
+            let row = format!("| {code} | {what} |");
+            assert!(docs.contains(&row), "docs/cli.md lacks {row}");
+        }
+        let help = exit::help();
+        assert!(exit::TABLE.iter().all(|(_, what)| help.contains(what)));
+    }
+}

@@ -5,7 +5,7 @@ use quackfs::error::{Error, Result};
 
 /// Seal everything synced on the branch into a commit and print its id.
 ///
-/// Exits 1 with "nothing to commit" when nothing changed since the head, unless --allow-empty.
+/// Exits 4 with "nothing to commit" when nothing changed since the head, unless --allow-empty.
 #[derive(Debug, clap::Args)]
 pub struct CommitArgs {
     /// Commit message

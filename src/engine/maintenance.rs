@@ -293,9 +293,6 @@ impl Engine {
     ) -> Result<GcReport> {
         let now = now_millis();
         let mut report = GcReport::default();
-        if let super::Ownership::Bound(b) = &self.ownership {
-            super::binding::recheck(&self.store, b).await?;
-        }
         let mut snap = self.catalog.gc_snapshot().await?;
         let readable = readable_commits(&snap, now, retain_ms, grace_ms);
         report.readable_commits = readable.len();
@@ -424,6 +421,10 @@ impl Engine {
         report.orphan_bytes = orphans.iter().map(|o| o.size).sum();
         if dry_run {
             return Ok(report);
+        }
+        // The store must still be this catalog's when anything is deleted from it.
+        if let super::Ownership::Bound(b) = &self.ownership {
+            super::binding::recheck(&self.store, b).await?;
         }
 
         self.catalog.set_doomed(&revive, None).await?;

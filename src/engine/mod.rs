@@ -401,7 +401,7 @@ impl Engine {
                     suffixes: vec![],
                 };
                 let mut r = self.resolve(&repo, &main).await?;
-                if let Some(cur) = current {
+                if let Some(cur) = current.filter(|c| *c != repo.name) {
                     // Never silently: the user may have meant a branch that is gone.
                     r.notes.push(format!(
                         "{:?} is not a revision of database {cur:?}; using database {:?} (its branch main)",
