@@ -66,6 +66,9 @@ pub enum Error {
     Expired(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// `verify` found damage; the damaged objects and files were listed on stdout.
+    #[error("verify found {0}")]
+    Damaged(String),
     #[error("configuration: {0}")]
     Config(String),
     #[error(transparent)]
@@ -74,14 +77,155 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Layer(#[from] LayerError),
+    /// Standard output could not be written (a full disk, a closed file): the data did not
+    /// reach its reader, so the command fails.
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
+    /// The command was stopped by a signal (Ctrl-C, SIGTERM) and cleaned up after itself.
+    #[error("interrupted by {0}; the command stopped and removed its temporary files")]
+    Interrupted(&'static str),
+    /// The catalog and the object store do not belong together (see `docs/operations.md`).
+    #[error("{0}")]
+    StoreMismatch(String),
+}
+
+/// The documented exit codes (`docs/cli.md`, `quackfs --help`): one per kind of failure, so a
+/// script can tell them apart. `hint:` lines are not part of the contract, codes are.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Any other error (I/O, bad input that depends on the state, …).
+    pub const ERROR: u8 = 1;
+    /// Usage: the command line can never work (unknown command or flag, malformed name,
+    /// revision, time, duration or size, no database selected).
+    pub const USAGE: u8 = 2;
+    /// Refused or conflict: a branch is held by a writable mount, moved meanwhile, has
+    /// uncommitted syncs; a target exists; the command needs a confirmation.
+    pub const REFUSED: u8 = 3;
+    /// `commit`: nothing to commit.
+    pub const NOTHING_TO_COMMIT: u8 = 4;
+    /// Data corruption detected: a damaged or missing object, a size no layer backs.
+    pub const CORRUPT: u8 = 5;
+    /// No such database, branch, tag or revision (or an ambiguous commit prefix).
+    pub const NOT_FOUND: u8 = 6;
+    /// The revision expired: gc removed the data it needed.
+    pub const EXPIRED: u8 = 7;
+    /// A backend (catalog server, object store) could not be reached: retrying later may work.
+    pub const UNAVAILABLE: u8 = 8;
+    /// Configuration: no catalog there, or the catalog and the object store do not belong
+    /// together, or a URL is invalid.
+    pub const CONFIG: u8 = 9;
+    /// Interrupted by Ctrl-C (128 + SIGINT); SIGTERM gives 143.
+    pub const INTERRUPTED: u8 = 130;
+    /// Interrupted by SIGTERM (128 + 15).
+    pub const TERMINATED: u8 = 143;
+
+    /// Every code with its one-line meaning, in order (the `--help` text and docs/cli.md).
+    pub const TABLE: &[(u8, &str)] = &[
+        (OK, "success"),
+        (ERROR, "error (anything not listed below)"),
+        (
+            USAGE,
+            "usage: bad command line, malformed name/revision/time/size, no database selected",
+        ),
+        (
+            REFUSED,
+            "refused or conflict: branch held or moved meanwhile, uncommitted syncs, target exists",
+        ),
+        (NOTHING_TO_COMMIT, "nothing to commit"),
+        (
+            CORRUPT,
+            "data corruption detected (damaged or missing object, size not backed by layers)",
+        ),
+        (
+            NOT_FOUND,
+            "no such database, branch, tag or revision (or an ambiguous prefix)",
+        ),
+        (EXPIRED, "the revision expired: gc removed its data"),
+        (
+            UNAVAILABLE,
+            "catalog server or object store unreachable: retry later",
+        ),
+        (
+            CONFIG,
+            "configuration: no catalog, catalog and store do not belong together, bad URL",
+        ),
+        (
+            INTERRUPTED,
+            "interrupted by Ctrl-C (143: by SIGTERM); temporary files removed",
+        ),
+    ];
+
+    /// The exit codes as a help section.
+    pub fn help() -> String {
+        let mut s = String::from("Exit codes:\n");
+        for (code, what) in TABLE {
+            s.push_str(&format!("  {code:>3}  {what}\n"));
+        }
+        s
+    }
 }
 
 impl Error {
+    /// The error for reading (or building on) a commit that gc expired at `at`.
+    pub fn expired(commit_id: &str, at: crate::catalog::Millis) -> Error {
+        Error::Expired(crate::catalog::expired_message(commit_id, at))
+    }
+
     /// Wraps an I/O error on a local path.
     pub fn file(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Error {
         Error::File {
             path: path.as_ref().display().to_string(),
             source,
+        }
+    }
+
+    /// The documented exit code of this error (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::BadName { .. }
+            | Error::BadRevision { .. }
+            | Error::BadTime(..)
+            | Error::NoRepoSelected => exit::USAGE,
+            Error::NoSuchRepo(_)
+            | Error::NoSuchRef { .. }
+            | Error::UnknownRevision { .. }
+            | Error::AmbiguousRevision { .. }
+            | Error::TimeOutOfRange(_) => exit::NOT_FOUND,
+            Error::TargetExists(_)
+            | Error::RepoExists(_)
+            | Error::RefExists { .. }
+            | Error::Conflict(_)
+            | Error::Refused(_) => exit::REFUSED,
+            Error::NothingToCommit => exit::NOTHING_TO_COMMIT,
+            Error::Expired(_) => exit::EXPIRED,
+            Error::Corrupt(_) | Error::Damaged(_) => exit::CORRUPT,
+            Error::Layer(LayerError::Io(_) | LayerError::Invalid(_)) => exit::ERROR,
+            Error::Layer(_) => exit::CORRUPT,
+            Error::Config(_) | Error::StoreMismatch(_) => exit::CONFIG,
+            Error::Interrupted("SIGTERM") => exit::TERMINATED,
+            Error::Interrupted(_) => exit::INTERRUPTED,
+            Error::Catalog(e) => match e {
+                CatalogError::NotFound { .. } => exit::NOT_FOUND,
+                CatalogError::Conflict(_)
+                | CatalogError::LeaseHeld { .. }
+                | CatalogError::PendingChanges { .. }
+                | CatalogError::Fenced(_)
+                | CatalogError::Refused(_)
+                | CatalogError::Exists { .. } => exit::REFUSED,
+                CatalogError::NothingPending => exit::NOTHING_TO_COMMIT,
+                CatalogError::Expired(_) => exit::EXPIRED,
+                CatalogError::BadRow { .. } => exit::CORRUPT,
+                CatalogError::BadUrl(_) | CatalogError::Missing { .. } => exit::CONFIG,
+                CatalogError::Db { source, .. } => db_exit_code(source),
+                CatalogError::Migrate { .. } => exit::ERROR,
+            },
+            Error::Store(e) => match e {
+                StoreError::NotFound(_) => exit::CORRUPT,
+                StoreError::Backend(_) | StoreError::Injected(_) => exit::UNAVAILABLE,
+                _ => exit::ERROR,
+            },
+            Error::File { .. } | Error::Invalid(_) | Error::Output(_) => exit::ERROR,
         }
     }
 
@@ -93,6 +237,9 @@ impl Error {
                 "pass -r NAME, set QUACKFS_REPO, or run `quackfs use NAME` (`quackfs repos` lists them)".into(),
             ),
             Error::NoSuchRef { kind: "branch", .. } => Some("`quackfs branch` lists the branches".into()),
+            Error::NoSuchRef { kind: "current branch", repo, .. } => Some(format!(
+                "`quackfs use {repo}@BRANCH` picks another one (`quackfs branch -r {repo}` lists them), or name a revision"
+            )),
             Error::NoSuchRef { kind: "tag", .. } => Some("`quackfs tag` lists the tags".into()),
             Error::UnknownRevision { .. } => Some(
                 "a revision is a branch, a tag, a commit id (4+ hex digits), REV~N or REV@{TIME}; `quackfs log` shows commits".into(),
@@ -120,11 +267,61 @@ impl Error {
             Error::Catalog(CatalogError::Db { .. }) => {
                 Some("check that the catalog server is up and the URL is right (QUACKFS_CATALOG / --catalog)".into())
             }
+            Error::Layer(LayerError::Io(e)) if is_no_space(e) => {
+                Some("free disk space and run the command again; nothing was committed".into())
+            }
+            Error::Layer(LayerError::Io(_) | LayerError::Invalid(_)) => None,
             Error::Corrupt(_) | Error::Layer(_) => Some("run `quackfs verify --all` to find every damaged object".into()),
+            Error::Damaged(_) => Some(
+                "each damaged object and file is listed above; the commits that need them do not read correctly until the objects are restored".into(),
+            ),
+            Error::Catalog(CatalogError::Missing { .. }) => Some(
+                "only `quackfs init NAME` creates a catalog; if you expected an existing one, check --catalog / QUACKFS_CATALOG and --data-dir".into(),
+            ),
+            Error::StoreMismatch(_) => Some(
+                "a catalog and its object store are bound to each other when the catalog is created; check --catalog / QUACKFS_CATALOG and --store / QUACKFS_STORE (docs/operations.md)".into(),
+            ),
+            Error::Expired(_) | Error::Catalog(CatalogError::Expired(_)) => Some("`quackfs log` marks expired commits; use a newer one".into()),
             _ => None,
         }
     }
 }
 
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Unreachable servers are `UNAVAILABLE`; a PostgreSQL database that does not exist is `CONFIG`.
+fn db_exit_code(e: &sqlx::Error) -> u8 {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => exit::UNAVAILABLE,
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("3D000") => exit::CONFIG,
+        _ => exit::ERROR,
+    }
+}
+
 /// Result alias used across the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::exit;
+
+    #[test]
+    fn docs_list_every_exit_code() {
+        let docs = include_str!("../docs/cli.md");
+        for (code, what) in exit::TABLE {
+            let row = format!("| {code} | {what} |");
+            assert!(docs.contains(&row), "docs/cli.md lacks {row}");
+        }
+        let help = exit::help();
+        assert!(exit::TABLE.iter().all(|(_, what)| help.contains(what)));
+    }
+}

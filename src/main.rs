@@ -1,10 +1,14 @@
 //! The `quackfs` command: parses arguments, sets up logging and the async runtime, runs one
-//! subcommand, and turns its error into one `error:` line (plus an optional `hint:`) and exit 1.
+//! subcommand, and turns its error into one `error:` line (plus an optional `hint:`) and the
+//! documented exit code of its kind (`quackfs::error::exit`).
 
 mod cli;
 
 use clap::Parser;
+use quackfs::error::{exit, Error};
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`quackfs log | head`), like other command-line tools.
@@ -25,20 +29,28 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the async runtime: {e}"
+            );
+            return ExitCode::from(exit::ERROR);
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    let result = runtime.block_on(cli::run(args));
+    // Blocking helpers of an interrupted command must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    // Whatever is still buffered must reach stdout too: a lost line is an error, not exit 0.
+    let result = result.and_then(|()| std::io::stdout().flush().map_err(Error::Output));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            use std::io::Write;
-            let mut err = std::io::stderr();
+            // Nothing sensible is left to do if stderr itself cannot be written.
+            let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "error: {}", cli::one_line(&e));
             if let Some(hint) = e.hint() {
                 let _ = writeln!(err, "hint: {hint}");
             }
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }

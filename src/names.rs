@@ -33,6 +33,12 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether a branch or tag name could also be read as a commit id or prefix (4 or more hex
+/// digits): such a ref hides the commits whose ids start with it (refs are resolved first).
+pub fn looks_like_commit_id(name: &str) -> bool {
+    name.len() >= 4 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Checks the base name of a file stored in a database (`analytics.duckdb`, `analytics.duckdb.wal`).
 pub fn validate_file_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
@@ -90,6 +96,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("longer than 64"));
+    }
+
+    #[test]
+    fn commit_id_lookalikes() {
+        for n in [
+            "abcd",
+            "D21BB256",
+            "2024",
+            "0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(looks_like_commit_id(n), "{n}");
+        }
+        for n in ["abc", "main", "v1.0", "abcg", "2024-05"] {
+            assert!(!looks_like_commit_id(n), "{n}");
+        }
     }
 
     #[test]

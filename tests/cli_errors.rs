@@ -6,8 +6,20 @@ use common::Env;
 #[test]
 fn bad_input_is_a_clear_error() {
     let env = Env::new();
+    // No catalog yet: only init creates one.
+    let e = env.fails_with(9, &["log"]);
+    assert!(
+        e.contains("catalog.sqlite does not exist: no such file"),
+        "{e}"
+    );
+    assert!(
+        e.contains("hint: only `quackfs init NAME` creates a catalog"),
+        "{e}"
+    );
     // Nothing selected yet.
-    let e = env.fails(&["log"]);
+    env.ok(&["init", "first"]);
+    std::fs::remove_file(env.home().join("state.toml")).unwrap();
+    let e = env.fails_with(2, &["log"]);
     assert!(e.contains("error: no database selected"), "{e}");
     assert!(e.contains("hint: pass -r NAME"), "{e}");
 
@@ -103,7 +115,7 @@ fn credentials_never_printed() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(8));
     assert!(!stderr.contains("hunter2"), "{stderr}");
     assert!(stderr.contains("alice:***@127.0.0.1"), "{stderr}");
 }

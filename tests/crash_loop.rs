@@ -35,16 +35,15 @@ impl Rng {
 
 /// Transactions present in `db`: k -> rows, read by the duckdb CLI (which must open it).
 fn present(db: &Path) -> BTreeMap<u64, u64> {
-    let out = duckdb_raw(
-        db,
-        "SELECT k, count(*) FROM t GROUP BY k ORDER BY k",
-        &[],
-    );
+    let out = duckdb_raw(db, "SELECT k, count(*) FROM t GROUP BY k ORDER BY k", &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() && err.contains("Table with name t does not exist") {
         return BTreeMap::new();
     }
-    assert!(out.status.success(), "DuckDB cannot open the database after a crash: {err}");
+    assert!(
+        out.status.success(),
+        "DuckDB cannot open the database after a crash: {err}"
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
@@ -118,7 +117,11 @@ fn crash_loop(env: Env, rounds: usize) {
             );
         }
         for (k, n) in &got {
-            assert_eq!(*n, rows(*k), "round {round} (seed {seed}): transaction {k} is partial");
+            assert_eq!(
+                *n,
+                rows(*k),
+                "round {round} (seed {seed}): transaction {k} is partial"
+            );
             reported.insert(*k, *n);
         }
         next = got.keys().next_back().map_or(next, |k| next.max(k + 1));

@@ -86,7 +86,7 @@ fn concurrent_commits_lose_nothing() {
                 continue;
             }
             let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert_eq!(out.status.code(), Some(3), "{err}");
             assert!(
                 err.contains("moved while the commit was being made"),
                 "a clear conflict: {err}"

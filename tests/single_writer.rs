@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Exit code of a command refused because a branch is held or has pending changes.
-const REFUSED: i32 = 1;
+const REFUSED: i32 = 3;
 
 /// Runs quackfs expecting a refusal: exit code, one `error:` line mentioning `needle`, and a hint.
 fn refused(env: &Env, args: &[&str], needle: &str) -> String {

@@ -63,6 +63,12 @@ pub enum CatalogError {
     Fenced(String),
     #[error("nothing to commit")]
     NothingPending,
+    /// The catalog does not exist and this command does not create one (only `init` does).
+    #[error("catalog {url} does not exist: {why}")]
+    Missing { url: String, why: String },
+    /// The commit was expired by gc: nothing may be built on it any more ([`expired_message`]).
+    #[error("{0}")]
+    Expired(String),
     #[error("{0}")]
     Refused(String),
 }
@@ -315,6 +321,30 @@ pub struct GcSnapshot {
     pub server_now: Millis,
 }
 
+/// This catalog's identity and whether it is bound to an object store (see
+/// `engine::binding`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BindingState {
+    /// The catalog's identity, once it has one (written at `init`, or when a catalog made by an
+    /// earlier version is first used to write).
+    pub catalog_id: Option<String>,
+    /// The store's marker names this catalog.
+    pub bound: bool,
+    /// The store it was bound to, as described then (for messages).
+    pub store: Option<String>,
+    /// Any database was ever created (deleted ones count).
+    pub has_repos: bool,
+    /// Any layer is registered.
+    pub has_layers: bool,
+}
+
+impl BindingState {
+    /// A catalog that was never initialized: no identity and nothing in it.
+    pub fn is_blank(&self) -> bool {
+        self.catalog_id.is_none() && !self.has_repos && !self.has_layers
+    }
+}
+
 /// Counters shown by `repos` and `status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RepoStats {
@@ -330,6 +360,14 @@ pub struct RepoStats {
 pub trait Catalog: Send + Sync + 'static {
     /// Where the catalog lives, password masked.
     fn describe(&self) -> String;
+
+    /// The catalog's identity and binding state.
+    async fn binding(&self) -> Result<BindingState, CatalogError>;
+    /// Records `id` as the catalog's identity (and `store` as its store) unless it already has
+    /// one; returns the identity it has now. Concurrent callers all get the same one.
+    async fn claim_id(&self, id: &str, store: &str) -> Result<String, CatalogError>;
+    /// Records that the store's marker names this catalog.
+    async fn confirm_bound(&self) -> Result<(), CatalogError>;
 
     /// Creates a database with an empty root commit and branch `main` pointing at it.
     async fn create_repo(
@@ -484,6 +522,8 @@ pub trait Catalog: Send + Sync + 'static {
         holder: &str,
     ) -> Result<(), CatalogError>;
     async fn heartbeat_pin(&self, id: &str) -> Result<(), CatalogError>;
+    /// The pins of a database's commits (read-only mounts), oldest first.
+    async fn pins(&self, repo_id: i64) -> Result<Vec<Pin>, CatalogError>;
     async fn remove_pin(&self, id: &str) -> Result<(), CatalogError>;
 
     /// Seals the pending state of a branch into a commit on top of its head, in one transaction.
@@ -500,15 +540,54 @@ pub trait Catalog: Send + Sync + 'static {
 /// A shared catalog handle.
 pub type DynCatalog = Arc<dyn Catalog>;
 
-/// Opens the catalog named by `url` (`sqlite://PATH` or `postgres://…`), applying migrations.
+/// Opens the catalog named by `url` (`sqlite://PATH` or `postgres://…`), creating it if needed and
+/// applying migrations.
 pub async fn open(url: &str) -> Result<DynCatalog, CatalogError> {
+    open_with(url, true).await
+}
+
+/// Opens the catalog named by `url`. With `create` false a catalog that does not exist yet (a
+/// missing or empty SQLite file, a PostgreSQL database without the quackfs schema) is
+/// [`CatalogError::Missing`] and nothing is created; an existing one is migrated.
+pub async fn open_with(url: &str, create: bool) -> Result<DynCatalog, CatalogError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(CatalogError::BadUrl(url.to_string()));
+        }
+        if !create {
+            if let Some(why) = sqlite_missing(path) {
+                return Err(CatalogError::Missing {
+                    url: url.to_string(),
+                    why,
+                });
+            }
+        }
         Ok(Arc::new(SqliteCatalog::open(path).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgCatalog::open(url).await?))
+        Ok(Arc::new(PgCatalog::open_with(url, create).await?))
     } else {
         Err(CatalogError::BadUrl(mask_url(url)))
     }
+}
+
+/// Why the SQLite catalog at `path` does not exist yet, if it does not.
+pub fn sqlite_missing(path: &str) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == 0 => Some("the file is empty".into()),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file".into()),
+        // Anything else (permissions, …) is reported by opening it.
+        Err(_) => None,
+    }
+}
+
+/// Why commit `id`, expired by gc at `at`, cannot be read or built on.
+pub fn expired_message(id: &str, at: Millis) -> String {
+    format!(
+        "commit {} expired: gc removed what it needed at {} (it was outside the retention window)",
+        crate::engine::short(id),
+        crate::engine::fmt_time(at)
+    )
 }
 
 /// Replaces the password of a URL with `***` so it can be printed.
@@ -560,6 +639,26 @@ mod sqlite_suite {
             .unwrap();
         super::testsuite::run(cat.clone(), "aaaa").await;
         super::testsuite::concurrent_commits(cat, "bbbb").await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_binding_and_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        let url = format!("sqlite://{}", path.display());
+        assert!(matches!(
+            super::open_with(&url, false).await,
+            Err(super::CatalogError::Missing { .. })
+        ));
+        assert!(!path.exists(), "a missing catalog is not created");
+        std::fs::write(&path, b"").unwrap();
+        assert!(matches!(
+            super::open_with(&url, false).await,
+            Err(super::CatalogError::Missing { .. })
+        ));
+        let cat = super::open_with(&url, true).await.unwrap();
+        super::testsuite::binding(cat).await;
+        super::open_with(&url, false).await.unwrap();
     }
 
     #[tokio::test]

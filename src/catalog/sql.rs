@@ -97,6 +97,12 @@ impl SqliteCatalog {
 impl PgCatalog {
     /// Connects to PostgreSQL and applies migrations (sqlx serialises them with an advisory lock).
     pub async fn open(url: &str) -> Result<Self, CatalogError> {
+        Self::open_with(url, true).await
+    }
+
+    /// Like [`open`](Self::open); with `create` false a database without the quackfs schema is
+    /// [`CatalogError::Missing`] and is left untouched.
+    pub async fn open_with(url: &str, create: bool) -> Result<Self, CatalogError> {
         let masked = mask_url(url);
         let opts =
             PgConnectOptions::from_str(url).map_err(|_| CatalogError::BadUrl(masked.clone()))?;
@@ -111,6 +117,21 @@ impl PgCatalog {
                 url: masked.clone(),
                 source,
             })?;
+        if !create {
+            let present: bool = sqlx::query_scalar("SELECT to_regclass('repos') IS NOT NULL")
+                .fetch_one(&pool)
+                .await
+                .map_err(|source| CatalogError::Db {
+                    url: masked.clone(),
+                    source,
+                })?;
+            if !present {
+                return Err(CatalogError::Missing {
+                    url: masked,
+                    why: "the database holds no quackfs catalog".into(),
+                });
+            }
+        }
         sqlx::migrate!("migrations/postgres")
             .run(&pool)
             .await
@@ -470,6 +491,20 @@ macro_rules! impl_catalog {
                 g().map_err(|e| self.db(e))
             }
 
+            fn pin_row(&self, r: &$row) -> Result<Pin, CatalogError> {
+                let g = || -> Result<Pin, sqlx::Error> {
+                    Ok(Pin {
+                        id: r.try_get("id")?,
+                        repo_id: r.try_get("repo_id")?,
+                        commit_id: r.try_get("commit_id")?,
+                        holder: r.try_get("holder")?,
+                        created_at: r.try_get("created_at")?,
+                        heartbeat_at: r.try_get("heartbeat_at")?,
+                    })
+                };
+                g().map_err(|e| self.db(e))
+            }
+
             fn file_row(&self, r: &$row) -> Result<FileRow, CatalogError> {
                 let g = || -> Result<FileRow, sqlx::Error> {
                     Ok(FileRow { path: r.try_get("path")?, file_id: r.try_get("file_id")?, size: r.try_get("size")? })
@@ -493,6 +528,60 @@ macro_rules! impl_catalog {
         impl Catalog for $ty {
             fn describe(&self) -> String {
                 self.url.clone()
+            }
+
+            async fn binding(&self) -> Result<BindingState, CatalogError> {
+                let rows = sqlx::query("SELECT key, value FROM catalog_meta")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let mut st = BindingState::default();
+                for r in &rows {
+                    let key: String = r.try_get("key").map_err(|e| self.db(e))?;
+                    let value: String = r.try_get("value").map_err(|e| self.db(e))?;
+                    match key.as_str() {
+                        "catalog_id" => st.catalog_id = Some(value),
+                        "store_bound" => st.bound = value == "1",
+                        "store" => st.store = Some(value),
+                        _ => {}
+                    }
+                }
+                let r = sqlx::query(
+                    "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM repos LIMIT 1) r) AS repos, \
+                            (SELECT COUNT(*) FROM (SELECT 1 FROM layers LIMIT 1) l) AS layers",
+                )
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| self.db(e))?;
+                st.has_repos = r.try_get::<i64, _>("repos").map_err(|e| self.db(e))? > 0;
+                st.has_layers = r.try_get::<i64, _>("layers").map_err(|e| self.db(e))? > 0;
+                Ok(st)
+            }
+
+            async fn claim_id(&self, id: &str, store: &str) -> Result<String, CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                for (key, value) in [("catalog_id", id), ("store", store), ("store_bound", "0")] {
+                    sqlx::query("INSERT INTO catalog_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                        .bind(key)
+                        .bind(value)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                }
+                let have: String = sqlx::query_scalar("SELECT value FROM catalog_meta WHERE key = 'catalog_id'")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(have)
+            }
+
+            async fn confirm_bound(&self) -> Result<(), CatalogError> {
+                sqlx::query("UPDATE catalog_meta SET value = '1' WHERE key = 'store_bound'")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                Ok(())
             }
 
             async fn create_repo(&self, name: &str, root: NewCommit) -> Result<(Repo, Commit), CatalogError> {
@@ -653,13 +742,10 @@ macro_rules! impl_catalog {
                     let what = if k == "tag" { "tag" } else { "branch" };
                     return Err(CatalogError::Exists { what, name: name.to_string() });
                 }
-                let found = sqlx::query("SELECT id FROM commits WHERE id = $1")
-                    .bind(commit_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                if found.is_none() {
-                    return Err(CatalogError::NotFound { what: "commit", name: commit_id.to_string() });
+                match self.commit_in(&mut tx, commit_id).await? {
+                    None => return Err(CatalogError::NotFound { what: "commit", name: commit_id.to_string() }),
+                    Some(Commit { expired_at: Some(at), .. }) => return Err(CatalogError::Expired(expired_message(commit_id, at))),
+                    Some(_) => {}
                 }
                 sqlx::query(
                     "INSERT INTO refs (repo_id, name, kind, commit_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
@@ -755,6 +841,9 @@ macro_rules! impl_catalog {
             }
 
             async fn ancestors(&self, id: &str, limit: i64) -> Result<Vec<Commit>, CatalogError> {
+                if limit <= 0 {
+                    return Ok(Vec::new());
+                }
                 let sql = format!(
                     "WITH RECURSIVE chain(cid, n) AS ( \
                         SELECT id, 0 FROM commits WHERE id = $1 \
@@ -1060,6 +1149,9 @@ macro_rules! impl_catalog {
 
             async fn create_clone(&self, name: &str, source: &Commit, root: NewCommit) -> Result<(Repo, Commit), CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                if let Some(Commit { expired_at: Some(at), .. }) = self.commit_in(&mut tx, &source.id).await? {
+                    return Err(CatalogError::Expired(expired_message(&source.id, at)));
+                }
                 let exists = sqlx::query("SELECT id FROM repos WHERE name = $1")
                     .bind(name)
                     .fetch_optional(&mut *tx)
@@ -1140,8 +1232,10 @@ macro_rules! impl_catalog {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
                 let head = self.lock_branch(&mut tx, repo_id, branch).await?;
                 self.guard_branch(&mut tx, repo_id, branch).await?;
-                if self.commit_in(&mut tx, target).await?.is_none() {
-                    return Err(CatalogError::NotFound { what: "commit", name: target.to_string() });
+                match self.commit_in(&mut tx, target).await? {
+                    None => return Err(CatalogError::NotFound { what: "commit", name: target.to_string() }),
+                    Some(Commit { expired_at: Some(at), .. }) => return Err(CatalogError::Expired(expired_message(target, at))),
+                    Some(_) => {}
                 }
                 sqlx::query("UPDATE refs SET commit_id = $1, updated_at = $2 WHERE repo_id = $3 AND name = $4 AND kind = 'branch'")
                     .bind(target)
@@ -1247,20 +1341,7 @@ macro_rules! impl_catalog {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(|e| self.db(e))?;
-                let pins = rows
-                    .iter()
-                    .map(|r| {
-                        Ok(Pin {
-                            id: r.try_get("id")?,
-                            repo_id: r.try_get("repo_id")?,
-                            commit_id: r.try_get("commit_id")?,
-                            holder: r.try_get("holder")?,
-                            created_at: r.try_get("created_at")?,
-                            heartbeat_at: r.try_get("heartbeat_at")?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-                    .map_err(|e| self.db(e))?;
+                let pins = rows.iter().map(|r| self.pin_row(r)).collect::<Result<Vec<_>, _>>()?;
                 let rows = sqlx::query(
                     "SELECT repo_id, branch, generation, holder, acquired_at, heartbeat_at FROM leases WHERE released = 0",
                 )
@@ -1355,7 +1436,8 @@ macro_rules! impl_catalog {
             async fn expire_commits(&self, ids: &[String], now: Millis) -> Result<(), CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
                 for id in ids {
-                    sqlx::query("UPDATE commits SET expired_at = $1 WHERE id = $2 AND expired_at IS NULL")
+                    // A ref created since gc read its snapshot keeps the commit readable.
+                    sqlx::query("UPDATE commits SET expired_at = $1 WHERE id = $2 AND expired_at IS NULL AND NOT EXISTS (SELECT 1 FROM refs WHERE refs.commit_id = commits.id)")
                         .bind(now)
                         .bind(id)
                         .execute(&mut *tx)
@@ -1385,6 +1467,17 @@ macro_rules! impl_catalog {
                     .await
                     .map_err(|e| self.db(e))?;
                 Ok(())
+            }
+
+            async fn pins(&self, repo_id: i64) -> Result<Vec<Pin>, CatalogError> {
+                let rows = sqlx::query(
+                    "SELECT id, repo_id, commit_id, holder, created_at, heartbeat_at FROM pins WHERE repo_id = $1 ORDER BY created_at, id",
+                )
+                .bind(repo_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.db(e))?;
+                rows.iter().map(|r| self.pin_row(r)).collect()
             }
 
             async fn remove_pin(&self, id: &str) -> Result<(), CatalogError> {

@@ -262,3 +262,17 @@ pub async fn concurrent_commits(cat: DynCatalog, tag: &str) {
         "losers leave no layers"
     );
 }
+
+/// The binding of a fresh catalog: blank, then one identity whoever claims it, then bound.
+pub async fn binding(cat: DynCatalog) {
+    let st = cat.binding().await.expect("binding");
+    assert!(st.is_blank(), "{st:?}");
+    assert_eq!(cat.claim_id("first", "file:///a").await.unwrap(), "first");
+    assert_eq!(cat.claim_id("second", "file:///b").await.unwrap(), "first");
+    let st = cat.binding().await.unwrap();
+    assert_eq!(st.catalog_id.as_deref(), Some("first"));
+    assert_eq!(st.store.as_deref(), Some("file:///a"));
+    assert!(!st.bound && !st.is_blank());
+    cat.confirm_bound().await.unwrap();
+    assert!(cat.binding().await.unwrap().bound);
+}

@@ -3,7 +3,7 @@ use super::Ctx;
 use quackfs::catalog::RefKind;
 use quackfs::engine::{now_millis, short, Engine};
 use quackfs::error::{Error, Result};
-use quackfs::names::validate_name;
+use quackfs::names::{looks_like_commit_id, validate_name};
 
 /// List, create or delete branches.
 ///
@@ -85,7 +85,7 @@ pub async fn list(
             r.message.clone(),
         ]);
     }
-    print_table(&t);
+    print_table(&t)?;
     Ok(())
 }
 
@@ -101,6 +101,26 @@ pub async fn create(
 ) -> Result<()> {
     validate_name(kind.as_str(), name)?;
     let repo = engine.repo(repo_name).await?;
+    if looks_like_commit_id(name) {
+        // Refs are resolved before commit ids (docs/revisions.md): this name would hide them.
+        let prefix = name.to_ascii_lowercase();
+        if let Some(c) = engine
+            .catalog
+            .commits_by_prefix(repo.id, &prefix, 1)
+            .await?
+            .first()
+        {
+            return Err(Error::Refused(format!(
+                "{} name {name:?} would hide commit {}: a name is a branch or tag before it is a commit id; choose a name that is not all hex digits",
+                kind.as_str(),
+                short(&c.id)
+            )));
+        }
+        ctx.note(format!(
+            "warning: {} name {name:?} looks like a commit id; commits whose ids start with it need more digits from now on",
+            kind.as_str()
+        ));
+    }
     let base = match rev {
         Some(r) => r.to_string(),
         None => ctx.current_branch(repo_name)?,

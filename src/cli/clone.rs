@@ -20,12 +20,9 @@ pub struct CloneArgs {
 
 pub async fn run(ctx: &Ctx, a: CloneArgs) -> Result<()> {
     let engine = ctx.engine().await?;
-    let spec = ctx.parse_spec(&a.rev, a.at.as_deref())?;
-    let current = ctx.current_repo()?;
-    let r = engine.resolve_spec(&spec, current.as_deref()).await?;
-    for n in &r.notes {
-        ctx.note(format!("note: {n}"));
-    }
+    let r = ctx
+        .resolve_rev(&engine, Some(&a.rev), a.at.as_deref())
+        .await?;
     let repo = engine.clone_repo(&r.repo, &r.commit, &a.name).await?;
     if ctx.json {
         return super::output::print_json(&serde_json::json!({

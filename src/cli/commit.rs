@@ -1,10 +1,11 @@
+use super::output::outln;
 use super::Ctx;
 use quackfs::engine::short;
 use quackfs::error::{Error, Result};
 
 /// Seal everything synced on the branch into a commit and print its id.
 ///
-/// Exits 1 with "nothing to commit" when nothing changed since the head, unless --allow-empty.
+/// Exits 4 with "nothing to commit" when nothing changed since the head, unless --allow-empty.
 #[derive(Debug, clap::Args)]
 pub struct CommitArgs {
     /// Commit message
@@ -46,6 +47,6 @@ pub async fn run(ctx: &Ctx, a: CommitArgs) -> Result<()> {
         return super::output::print_json(&c);
     }
     ctx.note(format!("committed {} on {name}@{branch}", short(&c.id)));
-    println!("{}", c.id);
+    outln!("{}", c.id);
     Ok(())
 }

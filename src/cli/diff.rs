@@ -1,3 +1,4 @@
+use super::output::outln;
 use super::output::{print_json, print_table, size, table};
 use super::Ctx;
 use quackfs::engine::history::diff_views;
@@ -25,10 +26,7 @@ pub struct DiffArgs {
 
 pub async fn run(ctx: &Ctx, a: DiffArgs) -> Result<()> {
     let engine = ctx.engine().await?;
-    let current = ctx.current_repo()?;
-    let old = engine
-        .resolve_spec(&ctx.parse_spec(&a.rev, None)?, current.as_deref())
-        .await?;
+    let old = ctx.resolve_rev(&engine, Some(&a.rev), None).await?;
     let rev2 = match &a.rev2 {
         Some(r) => r.clone(),
         None => format!("{}@{}", old.repo.name, ctx.current_branch(&old.repo.name)?),
@@ -49,9 +47,9 @@ pub async fn run(ctx: &Ctx, a: DiffArgs) -> Result<()> {
             "old": old.commit.id, "new": new.commit.id, "files": files, "tables": tables,
         }));
     }
-    println!("diff {} {}", short(&old.commit.id), short(&new.commit.id));
+    outln!("diff {} {}", short(&old.commit.id), short(&new.commit.id));
     if files.is_empty() {
-        println!("no file changed");
+        outln!("no file changed");
     } else {
         let mut t = table(&["FILE", "OLD SIZE", "NEW SIZE", "RANGES", "CHANGED"]);
         for f in &files {
@@ -64,10 +62,10 @@ pub async fn run(ctx: &Ctx, a: DiffArgs) -> Result<()> {
                 size(f.changed_bytes as i64),
             ]);
         }
-        print_table(&t);
+        print_table(&t)?;
     }
     if let Some(tables) = tables {
-        println!();
+        outln!();
         let mut t = table(&["TABLE", "OLD ROWS", "NEW ROWS", "CHANGE"]);
         for r in &tables {
             let n = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
@@ -79,7 +77,7 @@ pub async fn run(ctx: &Ctx, a: DiffArgs) -> Result<()> {
             };
             t.add_row(vec![r.table.clone(), n(r.old_rows), n(r.new_rows), change]);
         }
-        print_table(&t);
+        print_table(&t)?;
     }
     Ok(())
 }

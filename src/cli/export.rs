@@ -1,3 +1,4 @@
+use super::output::outln;
 use super::output::{print_json, size};
 use super::Ctx;
 use quackfs::engine::{export, short};
@@ -25,12 +26,9 @@ pub struct ExportArgs {
 
 pub async fn run(ctx: &Ctx, a: ExportArgs) -> Result<()> {
     let engine = ctx.engine().await?;
-    let spec = ctx.parse_spec(&a.rev, a.at.as_deref())?;
-    let current = ctx.current_repo()?;
-    let r = engine.resolve_spec(&spec, current.as_deref()).await?;
-    for n in &r.notes {
-        ctx.note(format!("note: {n}"));
-    }
+    let r = ctx
+        .resolve_rev(&engine, Some(&a.rev), a.at.as_deref())
+        .await?;
     let view = engine.view(&r.commit).await?;
     let pb = ctx.progress("export");
     let files = export::export(&view, &a.dir, a.force, &pb).await?;
@@ -41,7 +39,7 @@ pub async fn run(ctx: &Ctx, a: ExportArgs) -> Result<()> {
         );
     }
     for f in &files {
-        println!("{}", f.path.display());
+        outln!("{}", f.path.display());
     }
     ctx.note(format!(
         "exported {} file(s), {} from {}@{}",

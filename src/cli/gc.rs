@@ -10,10 +10,10 @@ use quackfs::error::{Error, Result};
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
     /// Keep history this long, e.g. 7d, 12h, 0s
-    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = super::parse_duration)]
     pub retain: String,
     /// Wait this long between marking a layer and deleting it, e.g. 1h, 0s
-    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = super::parse_duration)]
     pub grace: String,
     /// Show what would go, and how many bytes, without deleting anything
     #[arg(long)]
@@ -78,7 +78,14 @@ pub async fn run(ctx: &Ctx, a: GcArgs) -> Result<()> {
         r.orphans_deleted.to_string(),
         size(r.orphan_bytes as i64),
     ]);
-    print_table(&t);
+    if r.unproven_objects > 0 {
+        t.add_row(vec![
+            "unowned objects kept".into(),
+            r.unproven_objects.to_string(),
+            String::new(),
+        ]);
+    }
+    print_table(&t)?;
     ctx.note(format!("gc took {:.1}s", started.elapsed().as_secs_f64()));
     Ok(())
 }

@@ -1,3 +1,4 @@
+use super::output::outln;
 use super::output::{print_json, size};
 use super::Ctx;
 use quackfs::engine::short;
@@ -58,7 +59,7 @@ pub async fn run(ctx: &Ctx, a: ImportArgs) -> Result<()> {
                 short(&c.id),
                 size(out.stored_bytes as i64)
             ));
-            println!("{}", c.id);
+            outln!("{}", c.id);
         }
         None => ctx.note(format!(
             "nothing changed: the files are identical to {name}@{branch}; no commit made"

@@ -19,21 +19,16 @@ pub struct LogArgs {
 
 pub async fn run(ctx: &Ctx, a: LogArgs) -> Result<()> {
     let engine = ctx.engine().await?;
-    let current = ctx.current_repo()?;
-    let rev = match (&a.rev, &current) {
-        (Some(r), _) => r.clone(),
-        (None, Some(repo)) => ctx.current_branch(repo)?,
-        (None, None) => return Err(quackfs::error::Error::NoRepoSelected),
-    };
-    let spec = ctx.parse_spec(&rev, a.at.as_deref())?;
-    let r = engine.resolve_spec(&spec, current.as_deref()).await?;
-    for n in &r.notes {
-        ctx.note(format!("note: {n}"));
-    }
+    let r = ctx
+        .resolve_rev(&engine, a.rev.as_deref(), a.at.as_deref())
+        .await?;
     let limit = a.max_count.map(i64::from).unwrap_or(i64::MAX);
     let commits = engine.catalog.ancestors(&r.commit.id, limit).await?;
     if ctx.json {
         return print_json(&commits);
+    }
+    if commits.is_empty() {
+        return Ok(());
     }
     let mut t = table(&["COMMIT", "TIME", "AUTHOR", "KIND", "ADDED", "MESSAGE"]);
     for c in &commits {
@@ -50,6 +45,6 @@ pub async fn run(ctx: &Ctx, a: LogArgs) -> Result<()> {
             c.message.clone(),
         ]);
     }
-    print_table(&t);
+    print_table(&t)?;
     Ok(())
 }

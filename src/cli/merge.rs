@@ -1,3 +1,4 @@
+use super::output::outln;
 use super::output::{print_json, size};
 use super::Ctx;
 use quackfs::engine::short;
@@ -27,14 +28,14 @@ pub async fn run(ctx: &Ctx, a: MergeArgs) -> Result<()> {
     }
     let verb = if a.dry_run { "would merge" } else { "merged" };
     for (c, n) in &report.merged_segments {
-        println!("{verb} {n} segments of commit {}", short(c));
+        outln!("{verb} {n} segments of commit {}", short(c));
     }
     let verb = if a.dry_run { "would write" } else { "wrote" };
     for (c, n) in &report.images {
-        println!("{verb} an image of {} (its chain had {n} layers)", short(c));
+        outln!("{verb} an image of {} (its chain had {n} layers)", short(c));
     }
     if report.merged_segments.is_empty() && report.images.is_empty() {
-        println!("nothing to merge: every head reads through few layers");
+        outln!("nothing to merge: every head reads through few layers");
     } else if !a.dry_run {
         ctx.note(format!(
             "wrote {} in {:.1}s; `quackfs gc` removes the layers nothing needs any more",

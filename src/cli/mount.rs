@@ -33,7 +33,7 @@ pub struct MountArgs {
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
     /// Memory for cached layer data, e.g. 512MiB
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
     pub cache_size: Option<String>,
     /// (internal) file to report readiness to, used by --daemon
     #[arg(long, hide = true)]

@@ -29,18 +29,38 @@ pub fn table(header: &[&str]) -> Table {
     t
 }
 
+/// Writes one line to stdout. Unlike `println!`, a failed write (a full disk, a closed file) is
+/// an error the command returns, never a panic.
+pub fn write_line(args: std::fmt::Arguments) -> Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{args}").map_err(Error::Output)
+}
+
+/// `println!` for command output: `outln!("…", …)` writes a line to stdout and returns the
+/// write error from the enclosing function (`?`).
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write_line(format_args!(""))?
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_line(format_args!($($arg)*))?
+    };
+}
+pub(crate) use outln;
+
 /// Prints a table to stdout, trimming the trailing spaces comfy-table leaves.
-pub fn print_table(t: &Table) {
+pub fn print_table(t: &Table) -> Result<()> {
     for line in t.to_string().lines() {
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end());
     }
+    Ok(())
 }
 
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let s = serde_json::to_string_pretty(v)
         .map_err(|e| Error::Invalid(format!("cannot encode JSON: {e}")))?;
-    println!("{s}");
+    outln!("{s}");
     Ok(())
 }
 

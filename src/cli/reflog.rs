@@ -46,6 +46,6 @@ pub async fn run(ctx: &Ctx, a: ReflogArgs) -> Result<()> {
             e.reason.clone(),
         ]);
     }
-    print_table(&t);
+    print_table(&t)?;
     Ok(())
 }

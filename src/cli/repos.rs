@@ -78,6 +78,6 @@ pub async fn run(ctx: &Ctx, _a: ReposArgs) -> Result<()> {
             created,
         ]);
     }
-    print_table(&t);
+    print_table(&t)?;
     Ok(())
 }

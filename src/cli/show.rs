@@ -1,3 +1,4 @@
+use super::output::outln;
 use super::output::{print_json, print_table, size, table, time};
 use super::Ctx;
 use quackfs::engine::short;
@@ -32,14 +33,9 @@ struct LayerOut {
 
 pub async fn run(ctx: &Ctx, a: ShowArgs) -> Result<()> {
     let engine = ctx.engine().await?;
-    let current = ctx.current_repo()?;
-    let rev = match (&a.rev, &current) {
-        (Some(r), _) => r.clone(),
-        (None, Some(repo)) => ctx.current_branch(repo)?,
-        (None, None) => return Err(quackfs::error::Error::NoRepoSelected),
-    };
-    let spec = ctx.parse_spec(&rev, a.at.as_deref())?;
-    let r = engine.resolve_spec(&spec, current.as_deref()).await?;
+    let r = ctx
+        .resolve_rev(&engine, a.rev.as_deref(), a.at.as_deref())
+        .await?;
     let view = engine.view(&r.commit).await?;
     let files: Vec<FileOut> = view
         .files
@@ -71,25 +67,25 @@ pub async fn run(ctx: &Ctx, a: ShowArgs) -> Result<()> {
             "chain_layers": view.layers.len(),
         }));
     }
-    println!("commit   {}", c.id);
-    println!("database {}", r.repo.name);
-    println!("parent   {}", c.parent_id.as_deref().unwrap_or("(none)"));
-    println!("kind     {}", c.kind.as_str());
-    println!("author   {}", c.author);
-    println!("time     {}", time(c.created_at));
-    println!(
+    outln!("commit   {}", c.id);
+    outln!("database {}", r.repo.name);
+    outln!("parent   {}", c.parent_id.as_deref().unwrap_or("(none)"));
+    outln!("kind     {}", c.kind.as_str());
+    outln!("author   {}", c.author);
+    outln!("time     {}", time(c.created_at));
+    outln!(
         "size     {} in {} file(s)",
         size(c.logical_size),
         files.len()
     );
-    println!(
+    outln!(
         "added    {} in {} layer(s); reads go through {} layer(s)",
         size(c.bytes_added),
         layers.len(),
         view.layers.len()
     );
-    println!();
-    println!(
+    outln!();
+    outln!(
         "    {}",
         if c.message.is_empty() {
             "(no message)"
@@ -98,7 +94,7 @@ pub async fn run(ctx: &Ctx, a: ShowArgs) -> Result<()> {
         }
     );
     if !files.is_empty() {
-        println!();
+        outln!();
         let mut t = table(&["FILE", "SIZE", "BYTES", "LAYERS", "EXTENTS"]);
         for f in &files {
             t.add_row(vec![
@@ -109,10 +105,10 @@ pub async fn run(ctx: &Ctx, a: ShowArgs) -> Result<()> {
                 f.extents.to_string(),
             ]);
         }
-        print_table(&t);
+        print_table(&t)?;
     }
     if !layers.is_empty() {
-        println!();
+        outln!();
         let mut t = table(&["LAYER", "KIND", "BYTES"]);
         for l in &layers {
             t.add_row(vec![
@@ -121,7 +117,7 @@ pub async fn run(ctx: &Ctx, a: ShowArgs) -> Result<()> {
                 size(l.bytes),
             ]);
         }
-        print_table(&t);
+        print_table(&t)?;
     }
     Ok(())
 }

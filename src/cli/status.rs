@@ -1,10 +1,16 @@
+use super::output::outln;
 use super::output::{print_json, size, time};
 use super::Ctx;
 use quackfs::catalog::mask_url;
+use quackfs::engine::maintenance::HEARTBEAT_STALE_MS;
 use quackfs::engine::short;
 use quackfs::error::Result;
 
-/// Show the current database and branch, its head, uncommitted bytes, and where data lives.
+/// Show the current database and branch, its head, uncommitted bytes, mounts (writable and
+/// read-only), and where data lives.
+///
+/// A head whose layers cannot be read (a missing object, …) is reported on its line; the rest
+/// is shown anyway.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {}
 
@@ -18,46 +24,62 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
                 &serde_json::json!({ "database": null, "catalog": catalog, "store": store }),
             );
         }
-        println!("no database selected (`quackfs use NAME` or -r NAME)");
-        println!("catalog  {catalog}");
-        println!("store    {store}");
+        outln!("no database selected (`quackfs use NAME` or -r NAME)");
+        outln!("catalog  {catalog}");
+        outln!("store    {store}");
         return Ok(());
     };
     let repo = engine.repo(&name).await?;
     let branch = ctx.current_branch(&name)?;
     let head = engine.branch_head(&repo, &branch).await?;
-    let view = engine.view(&head).await?;
+    // One missing object must not hide everything else status knows.
+    let view = engine.view(&head).await;
     let pending = engine.catalog.pending(repo.id, &branch).await?;
     let pending_bytes: i64 = pending
         .as_ref()
         .map(|p| p.layers.iter().map(|l| l.size_bytes).sum())
         .unwrap_or(0);
     let now = quackfs::engine::now_millis();
-    let mounts: Vec<_> = engine
+    let age = |hb: i64| (now - hb).max(0) / 1000;
+    let mut mounts: Vec<_> = engine
         .catalog
         .leases(repo.id)
         .await?
         .into_iter()
         .map(|l| {
             serde_json::json!({ "branch": l.branch, "holder": l.holder, "writable": true,
-                "heartbeat_age_secs": (now - l.heartbeat_at).max(0) / 1000 })
+                "heartbeat_age_secs": age(l.heartbeat_at) })
         })
         .collect();
-    let layers: Vec<_> = view
-        .files
-        .values()
-        .map(|f| serde_json::json!({ "file": f.path, "size": f.size, "layers": view.layers_per_file(f) }))
-        .collect();
+    // Read-only mounts pin their commit and keep its heartbeat fresh while they run.
+    for p in engine.catalog.pins(repo.id).await? {
+        if now - p.heartbeat_at <= HEARTBEAT_STALE_MS {
+            mounts.push(
+                serde_json::json!({ "commit": p.commit_id, "holder": p.holder,
+                "writable": false, "heartbeat_age_secs": age(p.heartbeat_at) }),
+            );
+        }
+    }
+    let (files, problem) = match &view {
+        Ok(v) => (
+            v.files
+                .values()
+                .map(|f| serde_json::json!({ "file": f.path, "size": f.size, "layers": v.layers_per_file(f) }))
+                .collect::<Vec<_>>(),
+            None,
+        ),
+        Err(e) => (Vec::new(), Some(super::one_line(e))),
+    };
     if ctx.json {
         return print_json(&serde_json::json!({
             "database": repo.name, "branch": branch, "head": head,
             "uncommitted": pending.is_some(), "uncommitted_bytes": pending_bytes,
-            "mounts": mounts, "files": layers,
+            "mounts": mounts, "files": files, "problem": problem,
             "catalog": catalog, "store": store,
         }));
     }
-    println!("database {}  branch {}", repo.name, branch);
-    println!(
+    outln!("database {}  branch {}", repo.name, branch);
+    outln!(
         "head     {} {} {} ({})",
         short(&head.id),
         time(head.created_at),
@@ -68,32 +90,42 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
             &head.message
         }
     );
-    println!(
-        "size     {} in {} file(s), reads through {} layer(s)",
-        size(head.logical_size),
-        view.files.len(),
-        view.layers.len()
-    );
+    match &view {
+        Ok(v) => outln!(
+            "size     {} in {} file(s), reads through {} layer(s)",
+            size(head.logical_size),
+            v.files.len(),
+            v.layers.len()
+        ),
+        Err(_) => outln!(
+            "size     {} (its layers cannot be read: {}; `quackfs verify` lists what is damaged)",
+            size(head.logical_size),
+            problem.as_deref().unwrap_or("")
+        ),
+    }
     match &pending {
-        Some(p) => println!(
+        Some(p) => outln!(
             "pending  {} synced but not committed in {} layer(s) (`quackfs commit` seals it)",
             size(pending_bytes),
             p.layers.len()
         ),
-        None => println!("pending  nothing synced-but-uncommitted"),
+        None => outln!("pending  nothing synced-but-uncommitted"),
     }
     if mounts.is_empty() {
-        println!("mounts   no writable mount");
+        outln!("mounts   none");
     }
     for m in &mounts {
-        println!(
-            "mount    {} writable by {} (heartbeat {}s ago)",
-            m["branch"].as_str().unwrap_or(""),
-            m["holder"].as_str().unwrap_or(""),
-            m["heartbeat_age_secs"]
-        );
+        let holder = m["holder"].as_str().unwrap_or("");
+        let hb = &m["heartbeat_age_secs"];
+        match m["branch"].as_str() {
+            Some(b) => outln!("mount    {b} writable by {holder} (heartbeat {hb}s ago)"),
+            None => outln!(
+                "mount    {} read-only by {holder} (heartbeat {hb}s ago)",
+                short(m["commit"].as_str().unwrap_or(""))
+            ),
+        }
     }
-    println!("catalog  {catalog}");
-    println!("store    {store}");
+    outln!("catalog  {catalog}");
+    outln!("store    {store}");
     Ok(())
 }

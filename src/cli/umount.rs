@@ -1,24 +1,42 @@
-use super::mount::{is_mount_point, runfile};
+use super::mount::runfile;
 use super::Ctx;
 use quackfs::error::{Error, Result};
+use quackfs::mountinfo;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Flush, release the branch and unmount a quackfs mount; waits until the mount process is done.
+///
+/// Only quackfs mounts are unmounted (any other filesystem is refused). DIR may be given as
+/// `DIR/`, with `.` and `..`, or through a symlink.
 #[derive(Debug, clap::Args)]
 pub struct UmountArgs {
     /// The mount point
     pub dir: PathBuf,
 }
 
-pub async fn run(ctx: &Ctx, a: UmountArgs) -> Result<()> {
-    let dir = std::path::absolute(&a.dir).map_err(|e| Error::file(&a.dir, e))?;
-    if !is_mount_point(&dir) {
+/// The quackfs mount point `dir` names, resolved; anything else is refused.
+fn quackfs_mount_point(dir: &std::path::Path) -> Result<PathBuf> {
+    let resolved = mountinfo::resolve(dir).map_err(|e| Error::file(dir, e))?;
+    let Some(entry) = mountinfo::at(&resolved) else {
         return Err(Error::Invalid(format!(
             "{} is not a mount point",
-            dir.display()
+            resolved.display()
+        )));
+    };
+    if entry.quackfs().is_none() {
+        return Err(Error::Invalid(format!(
+            "{} is not a quackfs mount (its filesystem is {}, from {}); quackfs umount only unmounts quackfs mounts",
+            resolved.display(),
+            entry.fstype,
+            if entry.source.is_empty() { "?" } else { &entry.source }
         )));
     }
+    Ok(resolved)
+}
+
+pub async fn run(ctx: &Ctx, a: UmountArgs) -> Result<()> {
+    let dir = quackfs_mount_point(&a.dir)?;
     let pid: Option<i32> = std::fs::read_to_string(runfile(&ctx.cfg.data_dir, &dir))
         .ok()
         .and_then(|s| s.trim().parse().ok());

@@ -1,10 +1,12 @@
+use super::output::outln;
 use super::output::size;
 use super::Ctx;
 use quackfs::error::{Error, Result};
 
 /// Re-read every byte of a revision (or of every commit) and check it against its checksums.
 ///
-/// Reports the first damaged or missing layer object by name and exits 1.
+/// Goes on past damage: lists every damaged or missing layer object, and every file whose size
+/// in the catalog is more than its layers hold, then exits 5.
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// The revision to check [default: the current branch]
@@ -23,40 +25,51 @@ pub async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
         let repo = engine.repo(&name).await?;
         engine.reachable_commits(&repo).await?
     } else {
-        let rev = match (&a.rev, &current) {
-            (Some(r), _) => r.clone(),
-            (None, Some(repo)) => ctx.current_branch(repo)?,
-            (None, None) => return Err(Error::NoRepoSelected),
-        };
-        let spec = ctx.parse_spec(&rev, None)?;
-        vec![engine.resolve_spec(&spec, current.as_deref()).await?.commit]
+        vec![
+            ctx.resolve_rev(&engine, a.rev.as_deref(), None)
+                .await?
+                .commit,
+        ]
     };
     let (commits, expired): (Vec<_>, Vec<_>) =
         commits.into_iter().partition(|c| c.expired_at.is_none());
-    if commits.is_empty() && !expired.is_empty() {
-        return Err(Error::Expired(format!(
-            "commit {} expired: gc removed what it needed",
-            quackfs::engine::short(&expired[0].id)
-        )));
+    if let (true, Some(c)) = (commits.is_empty(), expired.first()) {
+        return Err(Error::expired(&c.id, c.expired_at.unwrap_or_default()));
     }
     let pb = ctx.progress("verify");
     let report = engine.verify(&commits, &pb).await?;
     pb.finish_and_clear();
     if ctx.json {
-        return super::output::print_json(&report);
+        super::output::print_json(&report)?;
+    } else {
+        for d in &report.damaged {
+            outln!("damaged  {}: {}", d.what, d.problem);
+        }
     }
-    println!(
-        "ok: {} commit(s), {} layer(s), {} extent(s), {}: every checksum matches",
-        report.commits,
-        report.layers,
-        report.extents,
-        size(report.bytes as i64)
-    );
     if !expired.is_empty() {
         ctx.note(format!(
             "skipped {} expired commit(s) (gc removed their data)",
             expired.len()
         ));
+    }
+    if let Some(first) = report.damaged.first() {
+        return Err(Error::Damaged(format!(
+            "{} problem(s) in {} commit(s) and {} layer(s) checked, the first: {}: {}",
+            report.damaged.len(),
+            report.commits,
+            report.layers,
+            first.what,
+            first.problem
+        )));
+    }
+    if !ctx.json {
+        outln!(
+            "ok: {} commit(s), {} layer(s), {} extent(s), {}: every checksum matches and every byte is backed",
+            report.commits,
+            report.layers,
+            report.extents,
+            size(report.bytes as i64)
+        );
     }
     Ok(())
 }

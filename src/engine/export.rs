@@ -5,6 +5,7 @@
 use super::view::{verify_run, BulkChunk, ReadView};
 use crate::error::{Error, Result};
 use crate::store::local::MappedObject;
+use crate::tmpfiles::TempFile;
 use indicatif::ProgressBar;
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
@@ -34,6 +35,8 @@ pub async fn export(
         )));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+    // Half-written files of exports that were killed (never those of running ones).
+    crate::tmpfiles::sweep(dir, |n| n.starts_with('.') && n.contains(EXPORT_TEMP));
     if !force {
         if let Some(f) = view.files.keys().map(|n| dir.join(n)).find(|p| p.exists()) {
             return Err(Error::TargetExists(f.display().to_string()));
@@ -43,14 +46,11 @@ pub async fn export(
     let mut out = Vec::new();
     for file in view.files.values() {
         let target = dir.join(&file.path);
-        let tmp = dir.join(format!(".{}.quackfs-export-{}", file.path, super::new_id()));
-        let result = write_file(view, file, &tmp, progress).await;
-        if let Err(e) =
-            result.and_then(|_| std::fs::rename(&tmp, &target).map_err(|e| Error::file(&target, e)))
-        {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        // Removed by the guard if this fails or the command is interrupted.
+        let (guard, f) = TempFile::create(dir, &format!(".{}{EXPORT_TEMP}", file.path), "")?;
+        write_file(view, file, f, guard.path(), progress).await?;
+        std::fs::rename(guard.path(), &target).map_err(|e| Error::file(&target, e))?;
+        guard.keep();
         out.push(ExportedFile {
             name: file.path.clone(),
             path: target,
@@ -63,13 +63,16 @@ pub async fn export(
     Ok(out)
 }
 
+/// Marks the temporary name of a file being exported: `.NAME.quackfs-export-PID-ID`.
+const EXPORT_TEMP: &str = ".quackfs-export-";
+
 async fn write_file(
     view: &ReadView,
     file: &super::view::FileView,
+    f: std::fs::File,
     tmp: &Path,
     progress: &ProgressBar,
 ) -> Result<()> {
-    let f = std::fs::File::create(tmp).map_err(|e| Error::file(tmp, e))?;
     // Holes stay holes: only covered ranges are written.
     f.set_len(file.size).map_err(|e| Error::file(tmp, e))?;
     let f = Arc::new(f);

@@ -65,17 +65,6 @@ fn check_local_wals(inputs: &[(String, PathBuf, u64)]) -> Result<()> {
     Ok(())
 }
 
-/// Removes a temporary file when dropped unless disarmed.
-struct TempGuard(Option<PathBuf>);
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
 /// Checks the files to import and returns (name, path, size) for each.
 fn check_inputs(paths: &[PathBuf]) -> Result<Vec<(String, PathBuf, u64)>> {
     if paths.is_empty() {
@@ -200,9 +189,8 @@ impl Engine {
             .collect();
 
         let layer_id = new_id();
-        let tmp_path = self.tmp_dir.join(format!("import-{layer_id}.layer"));
-        let mut guard = TempGuard(Some(tmp_path.clone()));
-        let tmp = std::fs::File::create(&tmp_path).map_err(|e| Error::file(&tmp_path, e))?;
+        let (guard, tmp) = self.temp_file("import")?;
+        let tmp_path = guard.path().to_path_buf();
         let mut writer = LayerWriter::new(
             BufWriter::with_capacity(CHUNK, super::WritebackFile::new(tmp)),
             LayerKind::Delta,
@@ -230,6 +218,13 @@ impl Engine {
                 let n = new_buf.len();
                 if n == 0 {
                     break;
+                }
+                if off + n as u64 > size {
+                    // /proc and /sys files report size 0 (or a guess) and then have content.
+                    return Err(Error::Invalid(format!(
+                        "{}: it holds more than the {size} bytes its size says: it grew while it was imported, or it is not a regular file of fixed size (like the files under /proc)",
+                        path.display()
+                    )));
                 }
                 let old_buf: &[u8] = match old {
                     Some(f) => {
@@ -326,7 +321,7 @@ impl Engine {
         // Invariant 1: the object is stored before the catalog references it.
         let key = layer_key(&layer_id);
         self.store.put_file(&key, &tmp_path).await?;
-        guard.0 = None;
+        guard.keep();
         let now = now_millis();
         let message = message.map(str::to_string).unwrap_or_else(|| {
             let names: Vec<&str> = inputs.iter().map(|(n, _, _)| n.as_str()).collect();

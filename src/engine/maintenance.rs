@@ -46,6 +46,9 @@ pub struct GcReport {
     pub waiting_bytes: u64,
     pub orphans_deleted: usize,
     pub orphan_bytes: u64,
+    /// Unreferenced objects kept because they cannot be proven to be this catalog's own (they
+    /// were in the store before it was bound to this catalog).
+    pub unproven_objects: usize,
 }
 
 /// A layer's extents with file truncations, folded from several layers.
@@ -105,9 +108,9 @@ impl Engine {
         layers: &[ViewLayer],
     ) -> Result<LayerRow> {
         let id = new_id();
-        let tmp = self.tmp_dir.join(format!("merge-{id}.tmp"));
+        let (guard, f) = self.temp_file("merge")?;
+        let tmp = guard.path().to_path_buf();
         let result = async {
-            let f = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, e))?;
             let mut w = LayerWriter::new(std::io::BufWriter::with_capacity(1 << 20, f), kind);
             let mut buf = Vec::new();
             for (&file_id, (map, trunc, size)) in files {
@@ -154,18 +157,10 @@ impl Engine {
             Ok::<u64, Error>(len)
         }
         .await;
-        let len = match result {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let len = result?;
         let key = layer_key(&id);
-        if let Err(e) = self.store.put_file(&key, &tmp).await {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e.into());
-        }
+        self.store.put_file(&key, &tmp).await?;
+        guard.keep();
         let min_time = layers
             .iter()
             .map(|l| l.row.min_time)
@@ -252,6 +247,11 @@ impl Engine {
             }
             progress.inc(1);
         }
+        let merged: HashSet<&str> = report
+            .merged_segments
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .collect();
         let mut heads = BTreeSet::new();
         for r in self.catalog.refs(repo.id).await? {
             heads.insert(r.commit_id);
@@ -263,7 +263,16 @@ impl Engine {
                 .iter()
                 .rposition(|l| l.kind == LayerKind::Image)
                 .unwrap_or(0);
-            let depth = chain.len() - from_image;
+            // A dry run merged no segments: count each commit whose segments a real run merges
+            // as the one layer it would have, so both runs announce the same images.
+            let mut seen = BTreeSet::new();
+            let depth = chain[from_image..]
+                .iter()
+                .filter(|l| match &l.commit_id {
+                    Some(c) if dry_run && merged.contains(c.as_str()) => seen.insert(c.clone()),
+                    _ => true,
+                })
+                .count();
             if depth > IMAGE_THRESHOLD {
                 report.images.push((c.id.clone(), depth));
                 if !dry_run {
@@ -396,16 +405,26 @@ impl Engine {
             .map(|l| l.row.object_key.as_str())
             .collect();
         let objects = self.store.list("layers/").await?;
-        let orphans: Vec<_> = objects
+        // Only objects provably this catalog's own (see `binding`): never another catalog's.
+        let (orphans, unproven): (Vec<_>, Vec<_>) = objects
             .into_iter()
             .filter(|o| {
                 !known.contains(o.key.as_str()) && now - o.modified.timestamp_millis() >= grace_ms
             })
-            .collect();
+            .partition(|o| match &self.ownership {
+                super::Ownership::Trusted => true,
+                super::Ownership::Bound(b) => b.owns(o),
+                super::Ownership::Unchecked => false,
+            });
+        report.unproven_objects = unproven.len();
         report.orphans_deleted = orphans.len();
         report.orphan_bytes = orphans.iter().map(|o| o.size).sum();
         if dry_run {
             return Ok(report);
+        }
+        // The store must still be this catalog's when anything is deleted from it.
+        if let super::Ownership::Bound(b) = &self.ownership {
+            super::binding::recheck(&self.store, b).await?;
         }
 
         self.catalog.set_doomed(&revive, None).await?;

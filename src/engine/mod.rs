@@ -3,6 +3,7 @@
 //! Upload order (invariant 1): a layer object is fully stored before the catalog transaction that
 //! references it; if that transaction never happens the object is an orphan that `gc` removes.
 
+pub mod binding;
 pub mod duckdb_file;
 pub mod export;
 pub mod extent_map;
@@ -19,6 +20,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::refspec::{Rev, RevSpec, Suffix};
 use crate::store::{self, DynStore};
+use crate::tmpfiles::TempFile;
 use chrono::{DateTime, Utc};
 use layers::LayerCache;
 use std::path::PathBuf;
@@ -64,6 +66,13 @@ pub fn short(id: &str) -> &str {
 /// region and credentials from the environment; see [`store::s3`]). Contacts nothing yet.
 pub async fn open_store(url: &str) -> Result<DynStore> {
     if let Some(path) = url.strip_prefix("file://") {
+        // `file://` alone would be the current directory; a relative path depends on where the
+        // command runs. Neither is a store anyone meant.
+        if !path.starts_with('/') {
+            return Err(Error::Config(format!(
+                "invalid object store URL {url:?}: file:// needs an absolute path (file:///var/lib/quackfs/objects)"
+            )));
+        }
         Ok(Arc::new(store::local::LocalStore::open(PathBuf::from(
             path,
         ))?))
@@ -98,20 +107,74 @@ pub struct Engine {
     pub tmp_dir: PathBuf,
     pub author: String,
     sink: sink::LayerSink,
+    /// What the engine knows about the store belonging to the catalog (gc deletes unreferenced
+    /// objects only when it can prove they are the catalog's own).
+    pub ownership: Ownership,
+}
+
+/// How an engine's store is known to belong to its catalog.
+#[derive(Debug, Clone)]
+pub enum Ownership {
+    /// The caller vouches for it ([`Engine::new`]: tests and library users with their own
+    /// backends): every unreferenced object is the catalog's.
+    Trusted,
+    /// Checked with the store's marker ([`binding::bind`]).
+    Bound(binding::Binding),
+    /// Not checked (read-only commands): gc deletes no unreferenced object.
+    Unchecked,
+}
+
+/// What a command will do with the backends, which decides what [`Engine::open`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only: the catalog must exist; the store is not contacted.
+    Read,
+    /// Writes or deletes objects: the catalog must exist and be bound to the store.
+    Write,
+    /// `init`: creates the catalog if needed and binds it to an empty store.
+    Create,
 }
 
 impl Engine {
-    /// Opens the backends named by the configuration (creating the embedded ones if needed).
-    pub async fn open(cfg: &Config) -> Result<Engine> {
+    /// Opens the backends named by the configuration. Only [`Access::Create`] creates a catalog;
+    /// [`Access::Write`] and `Create` check (or make) the catalog's binding to its store.
+    pub async fn open(cfg: &Config, access: Access) -> Result<Engine> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::file(&cfg.data_dir, e))?;
         let tmp_dir = cfg.tmp_dir();
         std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::file(&tmp_dir, e))?;
-        let catalog = catalog::open(&cfg.catalog_url).await?;
+        // Layers half-written by commands that were killed (never those of running ones).
+        crate::tmpfiles::sweep(&tmp_dir, |_| true);
         let store = open_store(&cfg.store_url).await?;
-        Ok(Engine::new(catalog, store, tmp_dir, cfg.author.clone()))
+        if access == Access::Create {
+            if let Some(path) = cfg.catalog_url.strip_prefix("sqlite://") {
+                if catalog::sqlite_missing(path).is_some() {
+                    // A new catalog file: make sure the store can be bound before creating it.
+                    binding::check_store_for_new_catalog(&store).await?;
+                }
+            }
+        }
+        let catalog = catalog::open_with(&cfg.catalog_url, access == Access::Create).await?;
+        let ownership = match access {
+            Access::Read => {
+                if catalog.binding().await?.is_blank() {
+                    return Err(binding::not_initialized(&catalog));
+                }
+                Ownership::Unchecked
+            }
+            Access::Write => {
+                Ownership::Bound(binding::bind(&catalog, &store, binding::Purpose::Write).await?)
+            }
+            Access::Create => {
+                Ownership::Bound(binding::bind(&catalog, &store, binding::Purpose::Create).await?)
+            }
+        };
+        let mut engine = Engine::new(catalog, store, tmp_dir, cfg.author.clone());
+        engine.ownership = ownership;
+        Ok(engine)
     }
 
-    /// An engine over given backends.
+    /// An engine over given backends; the caller vouches that the store belongs to the catalog
+    /// ([`Ownership::Trusted`]).
     pub fn new(catalog: DynCatalog, store: DynStore, tmp_dir: PathBuf, author: String) -> Engine {
         let layers = Arc::new(LayerCache::new(store.clone(), EXTENT_CACHE_BYTES));
         let sink = sink::LayerSink::new(store.clone(), tmp_dir.clone());
@@ -122,6 +185,7 @@ impl Engine {
             tmp_dir,
             author,
             sink,
+            ownership: Ownership::Trusted,
         }
     }
 
@@ -183,15 +247,18 @@ impl Engine {
         })
     }
 
+    /// Refuses a commit gc expired: its bytes may be gone, so nothing reads it or builds on it
+    /// (a branch, tag, reset or clone onto it would serve zeros).
+    pub fn check_readable(&self, commit: &Commit) -> Result<()> {
+        match commit.expired_at {
+            Some(at) => Err(Error::expired(&commit.id, at)),
+            None => Ok(()),
+        }
+    }
+
     /// The read view of a commit.
     pub async fn view(&self, commit: &Commit) -> Result<ReadView> {
-        if let Some(at) = commit.expired_at {
-            return Err(Error::Expired(format!(
-                "commit {} expired: gc removed what it needed at {} (it was outside the retention window)",
-                short(&commit.id),
-                fmt_time(at)
-            )));
-        }
+        self.check_readable(commit)?;
         ReadView::open(&self.catalog, self.layers.clone(), commit.clone()).await
     }
 
@@ -207,6 +274,20 @@ impl Engine {
             Some(r) => {
                 if r.kind == RefKind::Branch {
                     branch = Some(r.name.clone());
+                }
+                if crate::names::looks_like_commit_id(&r.name) {
+                    // The ref wins (see docs/revisions.md); say which commit it hides.
+                    let prefix = r.name.to_ascii_lowercase();
+                    let hidden = self.catalog.commits_by_prefix(repo.id, &prefix, 2).await?;
+                    if let Some(c) = hidden.iter().find(|c| c.id != r.commit_id) {
+                        notes.push(format!(
+                            "{:?} is a {}; commit {} also starts with {} (give more digits to name the commit)",
+                            r.name,
+                            r.kind.as_str(),
+                            short(&c.id),
+                            r.name
+                        ));
+                    }
                 }
                 self.commit(&r.commit_id).await?
             }
@@ -306,8 +387,9 @@ impl Engine {
         self.commit(id).await
     }
 
-    /// Resolves a `[REPO@]REV` given on the command line. Without `@`, a name that is a database
-    /// (and not a revision of the current one) means that database's `main`.
+    /// Resolves a `[REPO@]REV` given on the command line (order: docs/revisions.md). Without `@`,
+    /// a name that is a database (and not a revision of the current one) means that database's
+    /// `main`, with a note saying so.
     pub async fn resolve_spec(&self, spec: &RevSpec, current: Option<&str>) -> Result<Resolved> {
         if let Some(name) = &spec.repo {
             let repo = self.repo(name).await?;
@@ -326,7 +408,15 @@ impl Engine {
                     base: "main".into(),
                     suffixes: vec![],
                 };
-                return self.resolve(&repo, &main).await;
+                let mut r = self.resolve(&repo, &main).await?;
+                if let Some(cur) = current.filter(|c| *c != repo.name) {
+                    // Never silently: the user may have meant a branch that is gone.
+                    r.notes.push(format!(
+                        "{:?} is not a revision of database {cur:?}; using database {:?} (its branch main)",
+                        spec.rev.base, repo.name
+                    ));
+                }
+                return Ok(r);
             }
         }
         match current {
@@ -366,6 +456,13 @@ impl Engine {
             }
         }
         Ok(op().await?)
+    }
+
+    /// A new temporary file in the scratch directory, `{what}-{pid}-{id}.tmp`: removed when the
+    /// guard is dropped (a failed or interrupted command), swept by the next command if its
+    /// process was killed (see [`crate::tmpfiles`]).
+    pub fn temp_file(&self, what: &str) -> Result<(TempFile, std::fs::File)> {
+        TempFile::create(&self.tmp_dir, &format!("{what}-"), ".tmp")
     }
 }
 

@@ -120,14 +120,30 @@ impl Env {
         String::from_utf8(out.stdout).expect("utf8 stdout")
     }
 
-    /// Runs quackfs, expecting exit code 1 with one `error:` line; returns stderr.
+    /// Runs quackfs, expecting a documented failure exit code (1 to 9, see `docs/cli.md`) with
+    /// one `error:` line; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
+        self.fails_code(args).1
+    }
+
+    /// Runs quackfs, expecting exactly exit code `code` with one `error:` line; returns stderr.
+    pub fn fails_with(&self, code: i32, args: &[&str]) -> String {
+        let (got, stderr) = self.fails_code(args);
+        assert_eq!(
+            got, code,
+            "quackfs {args:?} should fail with {code}: {stderr}"
+        );
+        stderr
+    }
+
+    /// Runs quackfs, expecting a documented failure; returns its exit code and stderr.
+    pub fn fails_code(&self, args: &[&str]) -> (i32, String) {
         let out = self.cmd().args(args).output().expect("run quackfs");
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "quackfs {args:?} should fail with 1: {stderr}"
+        let code = out.status.code().unwrap_or(-1);
+        assert!(
+            (1..=9).contains(&code),
+            "quackfs {args:?} should fail with a documented code (1-9), got {code}: {stderr}"
         );
         let first = stderr.lines().next().unwrap_or("");
         assert!(
@@ -140,7 +156,7 @@ impl Env {
             "{stderr}"
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
-        stderr
+        (code, stderr)
     }
 }
 
