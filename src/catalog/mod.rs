@@ -285,6 +285,8 @@ pub struct SyncRequest {
     pub layer: Option<LayerRow>,
     pub files: Vec<FileRow>,
     pub now: Millis,
+    /// The writer's session, which registers the new layer as one it reads.
+    pub session_id: Option<String>,
 }
 
 /// A layer as gc sees it.
@@ -319,6 +321,22 @@ pub struct GcSnapshot {
     pub leases: Vec<Lease>,
     /// The catalog server's clock when the snapshot was read (heartbeats are in its time).
     pub server_now: Millis,
+    pub sessions: Vec<Session>,
+    /// (session id, layer id) of every layer a session registered.
+    pub session_layers: Vec<(String, String)>,
+}
+
+/// A process that reads or writes layers while it runs (kind `writer`, `reader`, `import`,
+/// `merge`): gc keeps the layers it registered while it is alive, and the unregistered objects
+/// whose layer ids start with its id (its uploads in flight).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Session {
+    pub id: String,
+    pub repo_id: i64,
+    pub kind: String,
+    pub holder: String,
+    pub created_at: Millis,
+    pub heartbeat_at: Millis,
 }
 
 /// This catalog's identity and whether it is bound to an object store (see
@@ -509,8 +527,28 @@ pub trait Catalog: Send + Sync + 'static {
     ) -> Result<(), CatalogError>;
     /// Marks layers doomed at `at`, or clears the mark with None.
     async fn set_doomed(&self, ids: &[String], at: Option<Millis>) -> Result<(), CatalogError>;
-    /// Forgets layers whose objects were deleted.
-    async fn delete_layers(&self, ids: &[String]) -> Result<(), CatalogError>;
+    /// Forgets doomed layers before their objects are deleted; returns those it forgot (a layer
+    /// whose doom mark a session's registration cleared meanwhile stays).
+    async fn delete_layers(&self, ids: &[String]) -> Result<Vec<String>, CatalogError>;
+    /// Starts a session (a mount, an import, a merge): see [`Session`].
+    async fn open_session(
+        &self,
+        id: &str,
+        repo_id: i64,
+        kind: &str,
+        holder: &str,
+    ) -> Result<(), CatalogError>;
+    /// Renews a session (server clock).
+    async fn heartbeat_session(&self, id: &str) -> Result<(), CatalogError>;
+    /// Ends a session and forgets the layers it registered.
+    async fn close_session(&self, id: &str) -> Result<(), CatalogError>;
+    /// Registers layers a session reads (clearing their doom marks), in one transaction;
+    /// `Conflict` if one of them no longer exists (gc removed it: resolve again).
+    async fn register_session_layers(
+        &self,
+        session_id: &str,
+        layer_ids: &[String],
+    ) -> Result<(), CatalogError>;
     /// Marks commits expired.
     async fn expire_commits(&self, ids: &[String], now: Millis) -> Result<(), CatalogError>;
     /// Records a reader's pin on a commit (read-only mounts), refreshed by `heartbeat_pin`.

@@ -148,7 +148,7 @@ impl PgCatalog {
 }
 
 macro_rules! impl_catalog {
-    ($ty:ty, $row:ty, $db:ty, $lock:literal, $now:literal) => {
+    ($ty:ty, $row:ty, $db:ty, $lock:literal, $now:literal, $repeatable:literal) => {
         impl $ty {
             fn db(&self, source: sqlx::Error) -> CatalogError {
                 CatalogError::Db { url: self.url.clone(), source }
@@ -1092,6 +1092,14 @@ macro_rules! impl_catalog {
                         l.seq = seq;
                         l.commit_id = None;
                         self.insert_layer(&mut tx, req.repo_id, None, Some(&req.branch), &l).await?;
+                        if let Some(session) = &req.session_id {
+                            sqlx::query("INSERT INTO session_layers (session_id, layer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                                .bind(session)
+                                .bind(&l.id)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(|e| self.db(e))?;
+                        }
                         Some(l)
                     }
                     None => None,
@@ -1297,11 +1305,20 @@ macro_rules! impl_catalog {
             }
 
             async fn gc_snapshot(&self) -> Result<GcSnapshot, CatalogError> {
+                // One snapshot of everything (PostgreSQL: REPEATABLE READ; SQLite: a read
+                // transaction sees one state of the database in WAL mode).
+                let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+                if $repeatable {
+                    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                }
                 let sql = format!("SELECT {COMMIT_COLS} FROM commits");
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await.map_err(|e| self.db(e))?;
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *tx).await.map_err(|e| self.db(e))?;
                 let commits = rows.iter().map(|r| self.commit_row(r)).collect::<Result<Vec<_>, _>>()?;
                 let sql = format!("SELECT {LAYER_COLS}, branch, superseded_at, doomed_at FROM layers");
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await.map_err(|e| self.db(e))?;
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *tx).await.map_err(|e| self.db(e))?;
                 let mut layers = Vec::with_capacity(rows.len());
                 for r in &rows {
                     layers.push(GcLayer {
@@ -1312,12 +1329,12 @@ macro_rules! impl_catalog {
                     });
                 }
                 let rows = sqlx::query("SELECT repo_id, name, kind, commit_id, created_at, updated_at FROM refs")
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(|e| self.db(e))?;
                 let refs = rows.iter().map(|r| self.ref_row(r)).collect::<Result<Vec<_>, _>>()?;
                 let rows = sqlx::query("SELECT id, repo_id, branch, old_commit, new_commit, at, reason FROM reflog")
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(|e| self.db(e))?;
                 let reflog = rows
@@ -1338,14 +1355,14 @@ macro_rules! impl_catalog {
                     .collect::<Result<Vec<_>, sqlx::Error>>()
                     .map_err(|e| self.db(e))?;
                 let rows = sqlx::query("SELECT id, repo_id, commit_id, holder, created_at, heartbeat_at FROM pins")
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(|e| self.db(e))?;
                 let pins = rows.iter().map(|r| self.pin_row(r)).collect::<Result<Vec<_>, _>>()?;
                 let rows = sqlx::query(
                     "SELECT repo_id, branch, generation, holder, acquired_at, heartbeat_at FROM leases WHERE released = 0",
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| self.db(e))?;
                 let leases = rows
@@ -1353,11 +1370,39 @@ macro_rules! impl_catalog {
                     .map(|r| self.lease_row(r))
                     .collect::<Result<Vec<_>, _>>()?;
                 let row = sqlx::query(concat!("SELECT ", $now, " AS now"))
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *tx)
                     .await
                     .map_err(|e| self.db(e))?;
                 let server_now: i64 = row.try_get("now").map_err(|e| self.db(e))?;
-                Ok(GcSnapshot { commits, layers, refs, reflog, pins, leases, server_now })
+                let rows = sqlx::query("SELECT id, repo_id, kind, holder, created_at, heartbeat_at FROM sessions")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let sessions = rows
+                    .iter()
+                    .map(|r| {
+                        Ok(Session {
+                            id: r.try_get("id")?,
+                            repo_id: r.try_get("repo_id")?,
+                            kind: r.try_get("kind")?,
+                            holder: r.try_get("holder")?,
+                            created_at: r.try_get("created_at")?,
+                            heartbeat_at: r.try_get("heartbeat_at")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(|e| self.db(e))?;
+                let rows = sqlx::query("SELECT session_id, layer_id FROM session_layers")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let session_layers = rows
+                    .iter()
+                    .map(|r| Ok((r.try_get("session_id")?, r.try_get("layer_id")?)))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(|e| self.db(e))?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(GcSnapshot { commits, layers, refs, reflog, pins, leases, server_now, sessions, session_layers })
             }
 
             async fn add_layer(&self, commit_id: &str, mut layer: LayerRow) -> Result<LayerRow, CatalogError> {
@@ -1420,10 +1465,70 @@ macro_rules! impl_catalog {
                 Ok(())
             }
 
-            async fn delete_layers(&self, ids: &[String]) -> Result<(), CatalogError> {
+            async fn delete_layers(&self, ids: &[String]) -> Result<Vec<String>, CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                let mut gone = Vec::new();
                 for id in ids {
-                    sqlx::query("DELETE FROM layers WHERE id = $1 AND doomed_at IS NOT NULL")
+                    // A layer a session registered since it was doomed lost its mark: it stays.
+                    let r = sqlx::query("DELETE FROM layers WHERE id = $1 AND doomed_at IS NOT NULL")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                    if r.rows_affected() == 1 {
+                        gone.push(id.clone());
+                    }
+                }
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(gone)
+            }
+
+            async fn open_session(&self, id: &str, repo_id: i64, kind: &str, holder: &str) -> Result<(), CatalogError> {
+                sqlx::query(concat!("INSERT INTO sessions (id, repo_id, kind, holder, created_at, heartbeat_at) VALUES ($1, $2, $3, $4, ", $now, ", ", $now, ")"))
+                    .bind(id)
+                    .bind(repo_id)
+                    .bind(kind)
+                    .bind(holder)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn heartbeat_session(&self, id: &str) -> Result<(), CatalogError> {
+                sqlx::query(concat!("UPDATE sessions SET heartbeat_at = ", $now, " WHERE id = $1"))
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn close_session(&self, id: &str) -> Result<(), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                for sql in ["DELETE FROM session_layers WHERE session_id = $1", "DELETE FROM sessions WHERE id = $1"] {
+                    sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(|e| self.db(e))?;
+                }
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn register_session_layers(&self, session_id: &str, layer_ids: &[String]) -> Result<(), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                for id in layer_ids {
+                    // The layer must still exist; a doom mark goes (gc deletes only doomed rows).
+                    let r = sqlx::query("UPDATE layers SET doomed_at = NULL WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                    if r.rows_affected() != 1 {
+                        return Err(CatalogError::Conflict(format!(
+                            "layer {id} was removed by gc while it was being resolved"
+                        )));
+                    }
+                    sqlx::query("INSERT INTO session_layers (session_id, layer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(session_id)
                         .bind(id)
                         .execute(&mut *tx)
                         .await
@@ -1544,12 +1649,14 @@ impl_catalog!(
     sqlx::sqlite::SqliteRow,
     sqlx::Sqlite,
     "",
-    "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)"
+    "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
+    false
 );
 impl_catalog!(
     PgCatalog,
     sqlx::postgres::PgRow,
     sqlx::Postgres,
     " FOR UPDATE",
-    "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+    "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+    true
 );

@@ -20,7 +20,7 @@
 use super::view::ReadView;
 use super::{new_id, now_millis, short, Engine};
 use crate::catalog::{
-    CatalogError, Commit, CommitKind, FileRow, LayerRow, NewCommit, Repo, SyncRequest,
+    CatalogError, Commit, CommitKind, DynCatalog, FileRow, LayerRow, NewCommit, Repo, SyncRequest,
     LEASE_STALE_MS,
 };
 use crate::engine::extent_map::{ExtentMap, Source};
@@ -32,6 +32,104 @@ use std::time::Duration;
 
 /// A session renews what it holds this often.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// The catalog's record of a process that reads or writes layers while it runs (see
+/// `catalog::Session`): renewed every [`HEARTBEAT`], it keeps the layers it registered, and its
+/// uploads in flight (layer ids that start with its id), from gc. Close it at the end; if the
+/// process dies, its heartbeat stops and gc lets go after a while.
+pub struct SessionHandle {
+    catalog: DynCatalog,
+    id: String,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+/// Hex digits of a session id (the first half of the layer ids of its uploads).
+const SESSION_ID_LEN: usize = 16;
+
+impl SessionHandle {
+    /// Records a session of `kind` (`writer`, `reader`, `import`, `merge`) for `repo_id`.
+    pub async fn open(
+        catalog: DynCatalog,
+        repo_id: i64,
+        kind: &str,
+        holder: &str,
+    ) -> Result<SessionHandle> {
+        let id = new_id()[..SESSION_ID_LEN].to_string();
+        catalog.open_session(&id, repo_id, kind, holder).await?;
+        let heartbeat = {
+            let catalog = catalog.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(HEARTBEAT).await;
+                    if let Err(e) = catalog.heartbeat_session(&id).await {
+                        tracing::warn!("session heartbeat failed: {e}");
+                    }
+                }
+            })
+        };
+        Ok(SessionHandle {
+            catalog,
+            id,
+            heartbeat,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A new layer id owned by this session: gc never takes the object of an upload in flight
+    /// for an orphan while the session lives.
+    pub fn layer_id(&self) -> String {
+        format!("{}{}", self.id, &new_id()[SESSION_ID_LEN..])
+    }
+
+    /// Registers every layer `view` reads. `Conflict` if gc removed one since the view was
+    /// resolved: resolve it again.
+    pub async fn register_view(&self, view: &ReadView) -> Result<()> {
+        let ids: Vec<String> = view.layers.iter().map(|l| l.row.id.clone()).collect();
+        self.catalog
+            .register_session_layers(&self.id, &ids)
+            .await
+            .map_err(Error::from)
+    }
+
+    /// Ends the session.
+    pub async fn close(&self) {
+        self.heartbeat.abort();
+        if let Err(e) = self.catalog.close_session(&self.id).await {
+            tracing::warn!("closing the session failed: {e}");
+        }
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+/// Resolves a view with `resolve` and registers its layers with `session`, again if gc removed a
+/// layer in between (a few times, then the error).
+pub async fn resolve_registered<F, Fut>(session: &SessionHandle, resolve: F) -> Result<ReadView>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<ReadView>>,
+{
+    let mut tries = 0;
+    loop {
+        let view = resolve().await?;
+        match session.register_view(&view).await {
+            Ok(()) => return Ok(view),
+            Err(Error::Catalog(CatalogError::Conflict(why))) if tries < 5 => {
+                tracing::info!("resolving again: {why}");
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// What opening a writable branch gives the filesystem.
 pub struct OpenedBranch {
@@ -55,6 +153,8 @@ pub struct BranchSession {
     /// checkpoint commit right after it), never while a layer is uploaded.
     registration: tokio::sync::Mutex<()>,
     heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The layers this writer reads and uploads are registered under it.
+    session: SessionHandle,
 }
 
 impl BranchSession {
@@ -87,6 +187,13 @@ impl BranchSession {
             }
             other => other?,
         };
+        let handle = match SessionHandle::open(cat.clone(), repo.id, "writer", &holder).await {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = cat.release_lease(repo.id, branch, lease.generation).await;
+                return Err(e);
+            }
+        };
         let session = Arc::new(BranchSession {
             engine: engine.clone(),
             repo: repo.clone(),
@@ -96,15 +203,22 @@ impl BranchSession {
             fenced: AtomicBool::new(false),
             registration: tokio::sync::Mutex::new(()),
             heartbeat: Mutex::new(None),
+            session: handle,
         });
         let state = async {
             let head = engine.branch_head(&repo, branch).await?;
-            let pending = cat.pending(repo.id, branch).await?;
-            let head_view = match &pending {
-                Some(_) => Some(engine.view(&head).await?),
-                None => None,
-            };
-            let view = ReadView::open_with(cat, engine.layers.clone(), head, pending).await?;
+            let head_view = async {
+                match cat.pending(repo.id, branch).await? {
+                    Some(_) => Ok(Some(engine.view(&head).await?)),
+                    None => Ok::<_, Error>(None),
+                }
+            }
+            .await?;
+            let view = resolve_registered(&session.session, || async {
+                let pending = cat.pending(repo.id, branch).await?;
+                ReadView::open_with(cat, engine.layers.clone(), head.clone(), pending).await
+            })
+            .await?;
             Ok::<_, Error>((view, head_view))
         }
         .await;
@@ -196,15 +310,20 @@ impl BranchSession {
         let stored = self
             .engine
             .sink()
-            .write(self.repo.id, LayerKind::Delta, move |w| {
-                w.begin_file(file_id, truncate_to, size)?;
-                for (off, piece) in dirty.iter() {
-                    if let Source::Mem { buf, .. } = &piece.src {
-                        w.add_extent(off, &buf[..piece.len as usize])?;
+            .write(
+                self.repo.id,
+                LayerKind::Delta,
+                self.session.layer_id(),
+                move |w| {
+                    w.begin_file(file_id, truncate_to, size)?;
+                    for (off, piece) in dirty.iter() {
+                        if let Source::Mem { buf, .. } = &piece.src {
+                            w.add_extent(off, &buf[..piece.len as usize])?;
+                        }
                     }
-                }
-                Ok(())
-            })
+                    Ok(())
+                },
+            )
             .await?;
         Ok((stored.row, stored.index))
     }
@@ -228,6 +347,7 @@ impl BranchSession {
             layer,
             files,
             now: now_millis(),
+            session_id: Some(self.session.id().to_string()),
         };
         match self.engine.catalog.register_sync(req).await {
             Ok(l) => Ok(l),
@@ -288,30 +408,39 @@ impl BranchSession {
         {
             tracing::warn!("releasing the lease failed: {e}");
         }
+        self.session.close().await;
     }
 }
 
-/// A read-only mount's hold on the commit it serves.
+/// A read-only mount's hold on the commit it serves: a pin keeps the commit readable for gc,
+/// and its session keeps exactly the layers its view resolved (also those a merge replaced
+/// since), both renewed by heartbeats and removed when the mount ends.
 pub struct ReadSession {
     engine: Arc<Engine>,
     pin: String,
     heartbeat: tokio::task::JoinHandle<()>,
+    session: SessionHandle,
 }
 
 impl ReadSession {
-    /// Pins `commit` (gc keeps it readable while the pin's heartbeat is fresh) and opens its view.
+    /// Pins `commit`, opens its view and registers the view's layers.
     pub async fn open(
         engine: Arc<Engine>,
         repo: &Repo,
         commit: &Commit,
         holder: &str,
     ) -> Result<(ReadSession, ReadView)> {
-        let view = engine.view(commit).await?;
-        let pin = new_id();
-        engine
+        let session =
+            SessionHandle::open(engine.catalog.clone(), repo.id, "reader", holder).await?;
+        let pin = session.id().to_string();
+        if let Err(e) = engine
             .catalog
             .add_pin(&pin, repo.id, &commit.id, holder)
-            .await?;
+            .await
+        {
+            session.close().await;
+            return Err(e.into());
+        }
         let heartbeat = {
             let engine = engine.clone();
             let pin = pin.clone();
@@ -324,21 +453,27 @@ impl ReadSession {
                 }
             })
         };
-        Ok((
-            ReadSession {
-                engine,
-                pin,
-                heartbeat,
-            },
-            view,
-        ))
+        let me = ReadSession {
+            engine: engine.clone(),
+            pin,
+            heartbeat,
+            session,
+        };
+        match resolve_registered(&me.session, || engine.view(commit)).await {
+            Ok(view) => Ok((me, view)),
+            Err(e) => {
+                me.release().await;
+                Err(e)
+            }
+        }
     }
 
-    /// Removes the pin.
+    /// Removes the pin and ends the session.
     pub async fn release(self) {
         self.heartbeat.abort();
         if let Err(e) = self.engine.catalog.remove_pin(&self.pin).await {
             tracing::warn!("removing the pin failed: {e}");
         }
+        self.session.close().await;
     }
 }

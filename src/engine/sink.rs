@@ -8,11 +8,12 @@
 //! 3. the result is a [`LayerRow`] for the one catalog transaction that references the object,
 //!    which the caller makes (an object whose transaction never happens is an orphan gc removes).
 
-use super::{layer_key, new_id, now_millis, WritebackFile};
+use super::{layer_key, now_millis, WritebackFile};
 use crate::catalog::LayerRow;
 use crate::error::{Error, Result};
 use crate::layer::{LayerIndex, LayerKind, LayerWriter};
 use crate::store::DynStore;
+use crate::tmpfiles::TempFile;
 use std::io::BufWriter;
 use std::path::PathBuf;
 
@@ -28,17 +29,12 @@ pub struct LayerSink {
     tmp_dir: PathBuf,
 }
 
-/// A layer being written: its temporary file and writer. Dropping it removes the file.
+/// A layer being written: its temporary file (named by this process and locked, so a killed
+/// command's leftovers are swept: `crate::tmpfiles`) and writer. Dropping it removes the file.
 pub struct SinkFile {
     id: String,
-    path: PathBuf,
+    temp: TempFile,
     writer: Option<LayerWriter<BufWriter<WritebackFile>>>,
-}
-
-impl Drop for SinkFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 impl SinkFile {
@@ -56,18 +52,17 @@ impl LayerSink {
         LayerSink { store, tmp_dir }
     }
 
-    /// Starts a layer of `kind` in a new temporary file.
-    pub fn begin(&self, kind: LayerKind) -> Result<SinkFile> {
-        let id = new_id();
-        let path = self.tmp_dir.join(format!("layer-{id}.tmp"));
-        let f = std::fs::File::create(&path).map_err(|e| Error::file(&path, e))?;
+    /// Starts a layer of `kind` with id `id` (from the writer's session:
+    /// `SessionHandle::layer_id`) in a new temporary file.
+    pub fn begin(&self, kind: LayerKind, id: String) -> Result<SinkFile> {
+        let (temp, f) = TempFile::create(&self.tmp_dir, "layer-", ".tmp")?;
         let writer = LayerWriter::new(
             BufWriter::with_capacity(1 << 20, WritebackFile::new(f)),
             kind,
         );
         Ok(SinkFile {
             id,
-            path,
+            temp,
             writer: Some(writer),
         })
     }
@@ -79,23 +74,27 @@ impl LayerSink {
             .take()
             .ok_or_else(|| Error::Invalid("layer already stored".into()))?;
         let kind = writer.kind();
-        let path = file.path.clone();
+        let path = file.temp.path().to_path_buf();
+        let at = path.clone();
         let (index, len) = tokio::task::spawn_blocking(move || -> Result<(LayerIndex, u64)> {
             let (buffered, index, len) = writer.finish()?;
             // Flushed into the page cache; the store makes it durable.
             buffered
                 .into_inner()
-                .map_err(|e| Error::file(&path, e.into_error()))?;
+                .map_err(|e| Error::file(&at, e.into_error()))?;
             Ok((index, len))
         })
         .await
         .map_err(|e| Error::Invalid(format!("writing a layer failed: {e}")))??;
         let key = layer_key(&file.id);
-        self.store.put_file(&key, &file.path).await?;
+        self.store.put_file(&key, &path).await?;
+        let SinkFile { id, temp, .. } = file;
+        // Handed over to the store (moved into it, or copied and removed).
+        temp.keep();
         let now = now_millis();
         Ok(StoredLayer {
             row: LayerRow {
-                id: file.id.clone(),
+                id,
                 repo_id,
                 commit_id: None,
                 seq: 0,
@@ -111,11 +110,17 @@ impl LayerSink {
     }
 
     /// Writes a whole layer with `fill` on a blocking thread, then stores it.
-    pub async fn write<F>(&self, repo_id: i64, kind: LayerKind, fill: F) -> Result<StoredLayer>
+    pub async fn write<F>(
+        &self,
+        repo_id: i64,
+        kind: LayerKind,
+        id: String,
+        fill: F,
+    ) -> Result<StoredLayer>
     where
         F: FnOnce(&mut LayerWriter<BufWriter<WritebackFile>>) -> Result<()> + Send + 'static,
     {
-        let mut file = self.begin(kind)?;
+        let mut file = self.begin(kind, id)?;
         let file = tokio::task::spawn_blocking(move || -> Result<SinkFile> {
             fill(file.writer())?;
             Ok(file)
