@@ -27,7 +27,7 @@ end
 complete -c quackfs -n "__fish_quackfs_needs_command" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_needs_command" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_needs_command" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_needs_command" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_needs_command" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_needs_command" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_needs_command" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
 complete -c quackfs -n "__fish_quackfs_needs_command" -s q -l quiet -d 'Only errors on stderr'
@@ -43,7 +43,7 @@ complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "umount" -d 'Flush, 
 complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "commit" -d 'Seal everything synced on the branch into a commit and print its id'
 complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "log" -d 'Show history, newest first: id, time, author, kind, message, bytes added'
 complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "show" -d 'Show one commit: parent, files and sizes, layers, bytes'
-complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "status" -d 'Show the current database and branch, its head, uncommitted bytes, and where data lives'
+complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "status" -d 'Show the current database and branch, its head, uncommitted bytes, mounts (writable and read-only), and where data lives'
 complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "branch" -d 'List, create or delete branches'
 complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "tag" -d 'List, create or delete tags (immutable names for commits)'
 complete -c quackfs -n "__fish_quackfs_needs_command" -f -a "reflog" -d 'Show where a branch pointed, when, and why (newest first)'
@@ -61,7 +61,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand init" -s m -l message -d
 complete -c quackfs -n "__fish_quackfs_using_subcommand init" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand init" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand init" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand init" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand init" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand init" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand init" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
 complete -c quackfs -n "__fish_quackfs_using_subcommand init" -s q -l quiet -d 'Only errors on stderr'
@@ -70,7 +70,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand init" -s V -l version -d
 complete -c quackfs -n "__fish_quackfs_using_subcommand use" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand use" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand use" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand use" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand use" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand use" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand use" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
 complete -c quackfs -n "__fish_quackfs_using_subcommand use" -s q -l quiet -d 'Only errors on stderr'
@@ -79,7 +79,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand use" -s V -l version -d 
 complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
 complete -c quackfs -n "__fish_quackfs_using_subcommand repos" -s q -l quiet -d 'Only errors on stderr'
@@ -90,7 +90,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand import" -s m -l message 
 complete -c quackfs -n "__fish_quackfs_using_subcommand import" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand import" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand import" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand import" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand import" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand import" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand import" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
 complete -c quackfs -n "__fish_quackfs_using_subcommand import" -s q -l quiet -d 'Only errors on stderr'
@@ -100,7 +100,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand export" -l at -d 'Where 
 complete -c quackfs -n "__fish_quackfs_using_subcommand export" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand export" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand export" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand export" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand export" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand export" -l force -d 'Overwrite existing files'
 complete -c quackfs -n "__fish_quackfs_using_subcommand export" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand export" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
@@ -115,7 +115,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand mount" -l ready-file -d 
 complete -c quackfs -n "__fish_quackfs_using_subcommand mount" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand mount" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand mount" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand mount" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand mount" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand mount" -l read-only -d 'Serve a branch read-only'
 complete -c quackfs -n "__fish_quackfs_using_subcommand mount" -l daemon -d 'Return once the mount is ready and keep serving in the background'
 complete -c quackfs -n "__fish_quackfs_using_subcommand mount" -l json -d 'Machine-readable JSON output'
@@ -126,18 +126,18 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand mount" -s V -l version -
 complete -c quackfs -n "__fish_quackfs_using_subcommand umount" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand umount" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand umount" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand umount" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand umount" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand umount" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand umount" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
 complete -c quackfs -n "__fish_quackfs_using_subcommand umount" -s q -l quiet -d 'Only errors on stderr'
-complete -c quackfs -n "__fish_quackfs_using_subcommand umount" -s h -l help -d 'Print help'
+complete -c quackfs -n "__fish_quackfs_using_subcommand umount" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c quackfs -n "__fish_quackfs_using_subcommand umount" -s V -l version -d 'Print version'
 complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -s m -l message -d 'Commit message' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -s b -l branch -d 'Branch to commit [default: the current branch]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -l allow-empty -d 'Record a commit even if nothing changed'
 complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand commit" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
@@ -149,7 +149,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand log" -l at -d 'Start whe
 complete -c quackfs -n "__fish_quackfs_using_subcommand log" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand log" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand log" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand log" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand log" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand log" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand log" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
 complete -c quackfs -n "__fish_quackfs_using_subcommand log" -s q -l quiet -d 'Only errors on stderr'
@@ -159,7 +159,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand show" -l at -d 'Where th
 complete -c quackfs -n "__fish_quackfs_using_subcommand show" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand show" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand show" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand show" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand show" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand show" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand show" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
 complete -c quackfs -n "__fish_quackfs_using_subcommand show" -s q -l quiet -d 'Only errors on stderr'
@@ -168,17 +168,17 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand show" -s V -l version -d
 complete -c quackfs -n "__fish_quackfs_using_subcommand status" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand status" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand status" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand status" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand status" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand status" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand status" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
 complete -c quackfs -n "__fish_quackfs_using_subcommand status" -s q -l quiet -d 'Only errors on stderr'
-complete -c quackfs -n "__fish_quackfs_using_subcommand status" -s h -l help -d 'Print help'
+complete -c quackfs -n "__fish_quackfs_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c quackfs -n "__fish_quackfs_using_subcommand status" -s V -l version -d 'Print version'
 complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -l at -d 'Start where REV pointed at this time (RFC 3339, YYYY-MM-DD, \'N hours ago\')' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -s d -l delete -d 'Delete the branch'
 complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand branch" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
@@ -189,7 +189,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -l at -d 'Tag where
 complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -s d -l delete -d 'Delete the tag'
 complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
@@ -199,7 +199,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand tag" -s V -l version -d 
 complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
 complete -c quackfs -n "__fish_quackfs_using_subcommand reflog" -s q -l quiet -d 'Only errors on stderr'
@@ -209,7 +209,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand reset" -l at -d 'Move it
 complete -c quackfs -n "__fish_quackfs_using_subcommand reset" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand reset" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand reset" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand reset" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand reset" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand reset" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand reset" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
 complete -c quackfs -n "__fish_quackfs_using_subcommand reset" -s q -l quiet -d 'Only errors on stderr'
@@ -219,7 +219,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand clone" -l at -d 'Clone w
 complete -c quackfs -n "__fish_quackfs_using_subcommand clone" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand clone" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand clone" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand clone" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand clone" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand clone" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand clone" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
 complete -c quackfs -n "__fish_quackfs_using_subcommand clone" -s q -l quiet -d 'Only errors on stderr'
@@ -228,7 +228,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand clone" -s V -l version -
 complete -c quackfs -n "__fish_quackfs_using_subcommand diff" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand diff" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand diff" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand diff" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand diff" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand diff" -l tables -d 'Also compare tables and row counts (exports both sides and queries them with duckdb)'
 complete -c quackfs -n "__fish_quackfs_using_subcommand diff" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand diff" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
@@ -238,7 +238,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand diff" -s V -l version -d
 complete -c quackfs -n "__fish_quackfs_using_subcommand verify" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand verify" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand verify" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand verify" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand verify" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand verify" -l all -d 'Check every commit reachable from a branch or tag'
 complete -c quackfs -n "__fish_quackfs_using_subcommand verify" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand verify" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
@@ -248,7 +248,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand verify" -s V -l version 
 complete -c quackfs -n "__fish_quackfs_using_subcommand drop" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand drop" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand drop" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand drop" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand drop" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand drop" -l yes -d 'Confirm the deletion'
 complete -c quackfs -n "__fish_quackfs_using_subcommand drop" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand drop" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
@@ -258,7 +258,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand drop" -s V -l version -d
 complete -c quackfs -n "__fish_quackfs_using_subcommand merge" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand merge" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand merge" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand merge" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand merge" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand merge" -l dry-run -d 'Show what would be done without writing anything'
 complete -c quackfs -n "__fish_quackfs_using_subcommand merge" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand merge" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
@@ -270,7 +270,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand gc" -l grace -d 'Wait th
 complete -c quackfs -n "__fish_quackfs_using_subcommand gc" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand gc" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand gc" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand gc" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand gc" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand gc" -l dry-run -d 'Show what would go, and how many bytes, without deleting anything'
 complete -c quackfs -n "__fish_quackfs_using_subcommand gc" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand gc" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
@@ -280,7 +280,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand gc" -s V -l version -d '
 complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -l data-dir -d 'Data directory: embedded catalog, objects, cache, local state [default: $XDG_DATA_HOME/quackfs]' -r -F
 complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -l catalog -d 'Catalog: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB [default: sqlite://DATA_DIR/catalog.sqlite]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -l store -d 'Object store: file://PATH or s3://BUCKET[/PREFIX] [default: file://DATA_DIR/objects]' -r
-complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -s r -l repo -d 'Which database [default: the current one, see `quackfs use`]' -r
+complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -s r -l repo -d 'Which database [default: the one mounted where the current directory is, else the one chosen with `quackfs use`]' -r
 complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -l json -d 'Machine-readable JSON output'
 complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -s v -l verbose -d 'More logging on stderr (repeat for more); RUST_LOG overrides'
 complete -c quackfs -n "__fish_quackfs_using_subcommand completions" -s q -l quiet -d 'Only errors on stderr'
@@ -296,7 +296,7 @@ complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_see
 complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export mount umount commit log show status branch tag reflog reset clone diff verify drop merge gc completions help" -f -a "commit" -d 'Seal everything synced on the branch into a commit and print its id'
 complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export mount umount commit log show status branch tag reflog reset clone diff verify drop merge gc completions help" -f -a "log" -d 'Show history, newest first: id, time, author, kind, message, bytes added'
 complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export mount umount commit log show status branch tag reflog reset clone diff verify drop merge gc completions help" -f -a "show" -d 'Show one commit: parent, files and sizes, layers, bytes'
-complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export mount umount commit log show status branch tag reflog reset clone diff verify drop merge gc completions help" -f -a "status" -d 'Show the current database and branch, its head, uncommitted bytes, and where data lives'
+complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export mount umount commit log show status branch tag reflog reset clone diff verify drop merge gc completions help" -f -a "status" -d 'Show the current database and branch, its head, uncommitted bytes, mounts (writable and read-only), and where data lives'
 complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export mount umount commit log show status branch tag reflog reset clone diff verify drop merge gc completions help" -f -a "branch" -d 'List, create or delete branches'
 complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export mount umount commit log show status branch tag reflog reset clone diff verify drop merge gc completions help" -f -a "tag" -d 'List, create or delete tags (immutable names for commits)'
 complete -c quackfs -n "__fish_quackfs_using_subcommand help; and not __fish_seen_subcommand_from init use repos import export mount umount commit log show status branch tag reflog reset clone diff verify drop merge gc completions help" -f -a "reflog" -d 'Show where a branch pointed, when, and why (newest first)'

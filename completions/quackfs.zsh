@@ -18,8 +18,8 @@ _quackfs() {
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -46,8 +46,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -65,8 +65,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -84,8 +84,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -106,8 +106,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -126,8 +126,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--force[Overwrite existing files]' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -151,8 +151,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--read-only[Serve a branch read-only]' \
 '--daemon[Return once the mount is ready and keep serving in the background]' \
 '--json[Machine-readable JSON output]' \
@@ -173,15 +173,15 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '(-v --verbose)-q[Only errors on stderr]' \
 '(-v --verbose)--quiet[Only errors on stderr]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
 '--version[Print version]' \
 ':dir -- The mount point:_files' \
@@ -196,8 +196,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--allow-empty[Record a commit even if nothing changed]' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -218,8 +218,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -238,8 +238,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -257,15 +257,15 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '(-v --verbose)-q[Only errors on stderr]' \
 '(-v --verbose)--quiet[Only errors on stderr]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
 '--version[Print version]' \
 && ret=0
@@ -276,8 +276,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '(--at)-d[Delete the branch]' \
 '(--at)--delete[Delete the branch]' \
 '--json[Machine-readable JSON output]' \
@@ -299,8 +299,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '(--at)-d[Delete the tag]' \
 '(--at)--delete[Delete the tag]' \
 '--json[Machine-readable JSON output]' \
@@ -321,8 +321,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -341,8 +341,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -362,8 +362,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -382,8 +382,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--tables[Also compare tables and row counts (exports both sides and queries them with duckdb)]' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -403,8 +403,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--all[Check every commit reachable from a branch or tag]' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -423,8 +423,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--yes[Confirm the deletion]' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -443,8 +443,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--dry-run[Show what would be done without writing anything]' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -464,8 +464,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--dry-run[Show what would go, and how many bytes, without deleting anything]' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -483,8 +483,8 @@ _arguments "${_arguments_options[@]}" : \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
-'-r+[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
-'--repo=[Which database \[default\: the current one, see \`quackfs use\`\]]:NAME:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -623,7 +623,7 @@ _quackfs_commands() {
 'commit:Seal everything synced on the branch into a commit and print its id' \
 'log:Show history, newest first\: id, time, author, kind, message, bytes added' \
 'show:Show one commit\: parent, files and sizes, layers, bytes' \
-'status:Show the current database and branch, its head, uncommitted bytes, and where data lives' \
+'status:Show the current database and branch, its head, uncommitted bytes, mounts (writable and read-only), and where data lives' \
 'branch:List, create or delete branches' \
 'tag:List, create or delete tags (immutable names for commits)' \
 'reflog:Show where a branch pointed, when, and why (newest first)' \
@@ -692,7 +692,7 @@ _quackfs__subcmd__help_commands() {
 'commit:Seal everything synced on the branch into a commit and print its id' \
 'log:Show history, newest first\: id, time, author, kind, message, bytes added' \
 'show:Show one commit\: parent, files and sizes, layers, bytes' \
-'status:Show the current database and branch, its head, uncommitted bytes, and where data lives' \
+'status:Show the current database and branch, its head, uncommitted bytes, mounts (writable and read-only), and where data lives' \
 'branch:List, create or delete branches' \
 'tag:List, create or delete tags (immutable names for commits)' \
 'reflog:Show where a branch pointed, when, and why (newest first)' \

@@ -1,7 +1,7 @@
 //! Bad input gives one clear `error:` line (maybe a `hint:`), exit 1, and changes nothing.
 
 mod common;
-use common::Env;
+use common::{Env, TmpfsGuard};
 
 #[test]
 fn bad_input_is_a_clear_error() {
@@ -118,15 +118,6 @@ fn credentials_never_printed() {
     assert_eq!(out.status.code(), Some(8));
     assert!(!stderr.contains("hunter2"), "{stderr}");
     assert!(stderr.contains("alice:***@127.0.0.1"), "{stderr}");
-}
-
-/// Unmounts a tmpfs when dropped (even if the test fails).
-struct TmpfsGuard(std::path::PathBuf);
-
-impl Drop for TmpfsGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]

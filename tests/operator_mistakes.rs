@@ -2,7 +2,7 @@
 //! of failure has its documented exit code (issue 9, item 4). Each test runs the real binary.
 
 mod common;
-use common::{is_mounted, Env};
+use common::{is_mounted, Env, TmpfsGuard};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -333,15 +333,6 @@ on_both_backends!(
 
 // ------------------------------------------------------------------------------------------------
 // 10.3: `quackfs umount` only unmounts quackfs mounts.
-
-/// Unmounts a tmpfs when dropped (even if the test fails).
-struct TmpfsGuard(PathBuf);
-
-impl Drop for TmpfsGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
 
 #[test]
 fn umount_refuses_filesystems_that_are_not_quackfs() {

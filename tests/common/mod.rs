@@ -160,6 +160,15 @@ impl Env {
     }
 }
 
+/// Unmounts a tmpfs when dropped (even if the test fails).
+pub struct TmpfsGuard(pub PathBuf);
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// 16 random hex digits (for unique database names and prefixes).
 pub fn uuid_like() -> String {
     use std::hash::{BuildHasher, Hasher};
