@@ -78,6 +78,20 @@ pub fn holder_is_dead(holder: &str) -> bool {
     !is_running(pid)
 }
 
+/// Whether `holder` names a process of this machine that still runs (its liveness needs no
+/// heartbeat); false for other machines and for dead processes.
+pub fn holder_runs_here(holder: &str) -> bool {
+    let (Some(host), Some(pid)) = (
+        holder_field(holder, "host"),
+        holder_field(holder, "pid").and_then(|p| p.parse::<i32>().ok()),
+    ) else {
+        return false;
+    };
+    host == host_name()
+        && holder_field(holder, "machine").is_some_and(|m| m == machine_id())
+        && is_running(pid)
+}
+
 /// The directory a holder string names, if any.
 pub fn holder_dir(holder: &str) -> Option<&str> {
     holder_field(holder, "dir")

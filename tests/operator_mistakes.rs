@@ -504,7 +504,7 @@ fn ctrl_c_during_import_removes_its_temporary_layer(env: Env) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_file(&tmp, "import-", &mut child);
+    wait_for_file(&tmp, "layer-", &mut child);
     signal(&child, libc::SIGINT);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
@@ -513,7 +513,7 @@ fn ctrl_c_during_import_removes_its_temporary_layer(env: Env) {
         "{}",
         text(&out)
     );
-    assert_eq!(tmp_files(&tmp, "import-"), Vec::<String>::new());
+    assert_eq!(tmp_files(&tmp, "layer-"), Vec::<String>::new());
     let log: serde_json::Value = serde_json::from_str(&env.ok(&["log", "--json"])).unwrap();
     assert_eq!(log.as_array().unwrap().len(), 1, "nothing committed");
 
@@ -526,12 +526,12 @@ fn ctrl_c_during_import_removes_its_temporary_layer(env: Env) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_file(&tmp, "import-", &mut child);
+    wait_for_file(&tmp, "layer-", &mut child);
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(tmp_files(&tmp, "import-").len(), 1);
+    assert_eq!(tmp_files(&tmp, "layer-").len(), 1);
     env.ok(&["log"]);
-    assert_eq!(tmp_files(&tmp, "import-"), Vec::<String>::new());
+    assert_eq!(tmp_files(&tmp, "layer-"), Vec::<String>::new());
 }
 
 on_both_backends!(

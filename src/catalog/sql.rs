@@ -248,6 +248,24 @@ macro_rules! impl_catalog {
                 row.try_get("commit_id").map_err(|e| self.db(e))
             }
 
+            /// Whether a session registered layer `id`, checked after locking the layer's row
+            /// (PostgreSQL: a registration racing with this transaction either committed before
+            /// the lock was granted, and this later statement sees it, or runs after and finds
+            /// the doom mark to clear, or the row gone).
+            async fn registered_by_session(&self, tx: &mut sqlx::Transaction<'static, $db>, id: &str) -> Result<bool, CatalogError> {
+                sqlx::query(concat!("SELECT id FROM layers WHERE id = $1", $lock))
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let r = sqlx::query("SELECT 1 AS x FROM session_layers WHERE layer_id = $1 LIMIT 1")
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                Ok(r.is_some())
+            }
+
             /// Checks the writer's fencing generation inside a transaction.
             async fn check_fence(&self, tx: &mut sqlx::Transaction<'static, $db>, repo_id: i64, branch: &str, generation: i64) -> Result<(), CatalogError> {
                 let row = sqlx::query("SELECT generation, released FROM leases WHERE repo_id = $1 AND branch = $2")
@@ -1454,6 +1472,10 @@ macro_rules! impl_catalog {
             async fn set_doomed(&self, ids: &[String], at: Option<Millis>) -> Result<(), CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
                 for id in ids {
+                    if at.is_some() && self.registered_by_session(&mut tx, id).await? {
+                        // A session registered it after gc's snapshot: it stays live.
+                        continue;
+                    }
                     sqlx::query("UPDATE layers SET doomed_at = $1 WHERE id = $2")
                         .bind(at)
                         .bind(id)
@@ -1470,6 +1492,9 @@ macro_rules! impl_catalog {
                 let mut gone = Vec::new();
                 for id in ids {
                     // A layer a session registered since it was doomed lost its mark: it stays.
+                    if self.registered_by_session(&mut tx, id).await? {
+                        continue;
+                    }
                     let r = sqlx::query("DELETE FROM layers WHERE id = $1 AND doomed_at IS NOT NULL")
                         .bind(id)
                         .execute(&mut *tx)

@@ -320,9 +320,9 @@ impl Ctx {
 
 /// Argument parser for sizes (`--cache-size 512MiB`): accepts what `bytesize` reads (`512MiB`,
 /// `1.5 GB`, `4096`), so a typo is a usage error (exit 2) before anything runs. Keeps the text.
-pub fn parse_size(text: &str) -> std::result::Result<String, String> {
+pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
     match text.trim().parse::<bytesize::ByteSize>() {
-        Ok(_) if !text.trim().is_empty() => Ok(text.to_string()),
+        Ok(b) if !text.trim().is_empty() => Ok(b.as_u64()),
         _ => Err("expected a size such as 512MiB, 2GiB or 1048576".to_string()),
     }
 }

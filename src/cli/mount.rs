@@ -32,9 +32,14 @@ pub struct MountArgs {
     /// Where the branch pointed at this time (same as REV@{TIME}; read-only)
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
-    /// Memory for cached layer data, e.g. 512MiB
-    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
-    pub cache_size: Option<String>,
+    /// Memory for extents read from the object store (checksummed, immutable), e.g. 512MiB
+    /// [default: 256MiB]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_bytes)]
+    pub cache_size: Option<u64>,
+    /// Most written-but-unsynced bytes held in memory; past it writes wait for a flush
+    /// (backpressure, e.g. while the object store is down) [default: 256MiB]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_bytes)]
+    pub dirty_limit: Option<u64>,
     /// (internal) file to report readiness to, used by --daemon
     #[arg(long, hide = true)]
     pub ready_file: Option<PathBuf>,
@@ -138,7 +143,11 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         .map_err(|e| Error::Invalid(format!("cannot watch signals: {e}")))?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Error::Invalid(format!("cannot watch signals: {e}")))?;
-    let engine = Arc::new(ctx.engine().await?);
+    let mut engine = ctx.engine().await?;
+    if let Some(bytes) = a.cache_size {
+        engine.set_extent_cache(bytes);
+    }
+    let engine = Arc::new(engine);
     let spec = ctx.parse_spec(&a.rev, a.at.as_deref())?;
     let current = ctx.current_repo()?;
     let r = engine.resolve_spec(&spec, current.as_deref()).await?;
@@ -156,7 +165,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         session: None,
         autocommit: a.autocommit == Autocommit::Checkpoint,
         scratch,
-        dirty_limit: DEFAULT_DIRTY_LIMIT,
+        dirty_limit: a.dirty_limit.unwrap_or(DEFAULT_DIRTY_LIMIT),
     };
     // What the mount holds in the catalog: a writable branch's session, or a reader's pin.
     let (held, view, head_view) = match &writer {
@@ -339,6 +348,12 @@ async fn daemonize(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     }
     if let Some(at) = &a.at {
         args.extend(["--at".into(), at.into()]);
+    }
+    if let Some(n) = a.cache_size {
+        args.extend(["--cache-size".into(), n.to_string().into()]);
+    }
+    if let Some(n) = a.dirty_limit {
+        args.extend(["--dirty-limit".into(), n.to_string().into()]);
     }
     args.extend(["--ready-file".into(), ready.clone().into_os_string()]);
     let mut cmd = std::process::Command::new(exe);

@@ -2,14 +2,14 @@
 //! branch head (compared page by page), so re-importing a large database after a small change
 //! stores kilobytes.
 
-use super::{layer_key, new_file_id, new_id, now_millis, Engine};
-use crate::catalog::{CommitKind, CommitRequest, FileRow, LayerRow, NewCommit, Repo};
+use super::{new_file_id, new_id, now_millis, Engine};
+use crate::catalog::{CommitKind, CommitRequest, FileRow, NewCommit, Repo};
 use crate::error::{Error, Result};
-use crate::layer::{LayerKind, LayerWriter};
+use crate::layer::LayerKind;
 use crate::names::validate_file_name;
 use indicatif::ProgressBar;
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Granularity of change detection: a page that differs is stored whole.
@@ -180,6 +180,30 @@ impl Engine {
         self.unless_dead_writer(repo.id, || self.catalog.check_branch_free(repo.id, branch))
             .await?;
         let view = self.view(&head).await?;
+
+        // The layer is this import's session's until the commit names it (gc leaves it alone).
+        let session = self.open_session(repo.id, "import").await?;
+        let r = self
+            .import_in(
+                &session, repo, branch, &inputs, &head, &view, message, progress,
+            )
+            .await;
+        session.close().await;
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn import_in(
+        &self,
+        session: &super::session::SessionHandle,
+        repo: &Repo,
+        branch: &str,
+        inputs: &[(String, PathBuf, u64)],
+        head: &crate::catalog::Commit,
+        view: &super::view::ReadView,
+        message: Option<&str>,
+        progress: &ProgressBar,
+    ) -> Result<ImportOutcome> {
         let mut files: BTreeMap<String, FileRow> = self
             .catalog
             .commit_files(&head.id)
@@ -187,14 +211,8 @@ impl Engine {
             .into_iter()
             .map(|f| (f.path.clone(), f))
             .collect();
-
-        let layer_id = new_id();
-        let (guard, tmp) = self.temp_file("import")?;
-        let tmp_path = guard.path().to_path_buf();
-        let mut writer = LayerWriter::new(
-            BufWriter::with_capacity(CHUNK, super::WritebackFile::new(tmp)),
-            LayerKind::Delta,
-        );
+        let mut out = self.sink().begin(LayerKind::Delta, session.layer_id())?;
+        let writer = out.writer();
 
         progress.set_length(inputs.iter().map(|(_, _, s)| *s).sum());
         let mut report = Vec::new();
@@ -202,7 +220,7 @@ impl Engine {
         let mut old_buf = vec![0u8; CHUNK];
         let zeros = vec![0u8; CHUNK];
         let mut scratch = Vec::new();
-        for (name, path, _) in &inputs {
+        for (name, path, _) in inputs {
             let src = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
             let size = src.metadata().map_err(|e| Error::file(path, e))?.len();
             let mut reader = ReadAhead::start(src, path.clone());
@@ -293,7 +311,7 @@ impl Engine {
         }
         // The head's WALs of an imported database file belong to the database it replaces.
         let mut removed = Vec::new();
-        for (name, _, _) in &inputs {
+        for (name, _, _) in inputs {
             for suffix in super::duckdb_file::WAL_SUFFIXES {
                 let wal = format!("{name}{suffix}");
                 if !inputs.iter().any(|(n, _, _)| *n == wal) && files.remove(&wal).is_some() {
@@ -310,18 +328,9 @@ impl Engine {
                 stored_bytes: 0,
             });
         }
-        let (buffered, _index, object_len) = writer.finish()?;
-        let file = buffered
-            .into_inner()
-            .map_err(|e| Error::file(&tmp_path, e.into_error()))?
-            .into_inner();
-        file.sync_all().map_err(|e| Error::file(&tmp_path, e))?;
-        drop(file);
-
         // Invariant 1: the object is stored before the catalog references it.
-        let key = layer_key(&layer_id);
-        self.store.put_file(&key, &tmp_path).await?;
-        guard.keep();
+        let stored = self.sink().store(out, repo.id).await?;
+        let object_len = stored.row.size_bytes as u64;
         let now = now_millis();
         let message = message.map(str::to_string).unwrap_or_else(|| {
             let names: Vec<&str> = inputs.iter().map(|(n, _, _)| n.as_str()).collect();
@@ -339,18 +348,7 @@ impl Engine {
                 time: now,
             },
             files: files.into_values().collect(),
-            layers: vec![LayerRow {
-                id: layer_id,
-                repo_id: repo.id,
-                commit_id: None,
-                seq: 0,
-                kind: LayerKind::Delta,
-                object_key: key,
-                size_bytes: object_len as i64,
-                min_time: now,
-                max_time: now,
-                created_at: now,
-            }],
+            layers: vec![stored.row],
             reason: format!("import: {message}"),
         };
         let commit = self

@@ -7,17 +7,32 @@
 //! `docs/merge-and-gc.md` for the safety argument.
 
 use super::extent_map::{ExtentMap, Source};
+use super::session::SessionHandle;
 use super::view::{piece_bytes, ViewLayer};
-use super::{layer_key, new_id, now_millis, Engine};
+use super::{now_millis, Engine};
 use crate::catalog::{Commit, CommitKind, GcSnapshot, LayerRow, Millis, Repo};
-use crate::error::{Error, Result};
-use crate::layer::{LayerIndex, LayerKind, LayerWriter};
+use crate::error::Result;
+use crate::layer::{LayerIndex, LayerKind};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A head whose chain has more layers than this gets an image layer.
 pub const IMAGE_THRESHOLD: usize = 4;
 /// A pin or lease is alive while its heartbeat is younger than this (or the grace, if longer).
 pub const HEARTBEAT_STALE_MS: i64 = 30_000;
+/// A session (a mount, an import, a merge) whose heartbeat stopped keeps what it registered this
+/// long (or the grace, if longer): gc cannot tell a dead host from one cut off for a while, so
+/// it keeps the layers. A session of this machine is judged by its process instead.
+pub const SESSION_EXPIRY_MS: i64 = 10 * 60 * 1000;
+
+/// Whether the holder of a session or pin whose last heartbeat was at `heartbeat_at` (server
+/// clock) may still read: its process runs on this machine, or, unless it is a dead process of
+/// this machine, its heartbeat is younger than `keep_ms`.
+pub fn holder_alive(holder: &str, heartbeat_at: Millis, server_now: Millis, keep_ms: i64) -> bool {
+    if crate::process::holder_is_dead(holder) {
+        return false;
+    }
+    server_now - heartbeat_at <= keep_ms || crate::process::holder_runs_here(holder)
+}
 /// Pages of zeros are left out of image and merged layers.
 const PAGE: usize = 4096;
 
@@ -102,91 +117,64 @@ impl Engine {
     /// row.
     async fn write_folded(
         &self,
+        session: &SessionHandle,
         repo_id: i64,
         kind: LayerKind,
         files: &BTreeMap<u64, (ExtentMap, Option<u64>, u64)>,
         layers: &[ViewLayer],
     ) -> Result<LayerRow> {
-        let id = new_id();
-        let (guard, f) = self.temp_file("merge")?;
-        let tmp = guard.path().to_path_buf();
-        let result = async {
-            let mut w = LayerWriter::new(std::io::BufWriter::with_capacity(1 << 20, f), kind);
-            let mut buf = Vec::new();
-            for (&file_id, (map, trunc, size)) in files {
-                w.begin_file(file_id, *trunc, *size)?;
-                for (off, piece) in map.iter() {
-                    if off >= *size {
-                        break;
-                    }
-                    let len = piece.len.min(size - off) as usize;
-                    buf.resize(piece.len as usize, 0);
-                    piece_bytes(&self.layers, layers, piece, &mut buf).await?;
-                    // A delta must keep zeros: they hide older bytes. An image replaces everything,
-                    // so its zero pages read the same as holes and are left out.
-                    if kind == LayerKind::Delta {
-                        w.add_extent(off, &buf[..len])?;
+        let mut out = self.sink().begin(kind, session.layer_id())?;
+        let w = out.writer();
+        let mut buf = Vec::new();
+        for (&file_id, (map, trunc, size)) in files {
+            w.begin_file(file_id, *trunc, *size)?;
+            for (off, piece) in map.iter() {
+                if off >= *size {
+                    break;
+                }
+                let len = piece.len.min(size - off) as usize;
+                buf.resize(piece.len as usize, 0);
+                piece_bytes(&self.layers, layers, piece, &mut buf).await?;
+                // A delta must keep zeros: they hide older bytes. An image replaces everything,
+                // so its zero pages read the same as holes and are left out.
+                if kind == LayerKind::Delta {
+                    w.add_extent(off, &buf[..len])?;
+                    continue;
+                }
+                // Write runs of non-zero pages (page grid relative to the piece).
+                let mut p = 0;
+                while p < len {
+                    let end = (p + PAGE).min(len);
+                    if is_zero(&buf[p..end]) {
+                        p = end;
                         continue;
                     }
-                    // Write runs of non-zero pages (page grid relative to the piece).
-                    let mut p = 0;
-                    while p < len {
-                        let end = (p + PAGE).min(len);
-                        if is_zero(&buf[p..end]) {
-                            p = end;
-                            continue;
+                    let mut run_end = end;
+                    while run_end < len {
+                        let e = (run_end + PAGE).min(len);
+                        if is_zero(&buf[run_end..e]) {
+                            break;
                         }
-                        let mut run_end = end;
-                        while run_end < len {
-                            let e = (run_end + PAGE).min(len);
-                            if is_zero(&buf[run_end..e]) {
-                                break;
-                            }
-                            run_end = e;
-                        }
-                        w.add_extent(off + p as u64, &buf[p..run_end])?;
-                        p = run_end;
+                        run_end = e;
                     }
+                    w.add_extent(off + p as u64, &buf[p..run_end])?;
+                    p = run_end;
                 }
             }
-            let (bw, _index, len) = w.finish()?;
-            let f = bw
-                .into_inner()
-                .map_err(|e| Error::file(&tmp, e.into_error()))?;
-            f.sync_all().map_err(|e| Error::file(&tmp, e))?;
-            Ok::<u64, Error>(len)
         }
-        .await;
-        let len = result?;
-        let key = layer_key(&id);
-        self.store.put_file(&key, &tmp).await?;
-        guard.keep();
-        let min_time = layers
-            .iter()
-            .map(|l| l.row.min_time)
-            .min()
-            .unwrap_or_else(now_millis);
-        let max_time = layers
-            .iter()
-            .map(|l| l.row.max_time)
-            .max()
-            .unwrap_or_else(now_millis);
-        Ok(LayerRow {
-            id,
-            repo_id,
-            commit_id: None,
-            seq: 0,
-            kind,
-            object_key: key,
-            size_bytes: len as i64,
-            min_time,
-            max_time,
-            created_at: now_millis(),
-        })
+        let mut row = self.sink().store(out, repo_id).await?.row;
+        // The merged layer covers the time range of what it replaces (time travel by date).
+        if let Some(t) = layers.iter().map(|l| l.row.min_time).min() {
+            row.min_time = t;
+        }
+        if let Some(t) = layers.iter().map(|l| l.row.max_time).max() {
+            row.max_time = t;
+        }
+        Ok(row)
     }
 
     /// Writes and registers an image layer holding every file of `commit` in full.
-    pub async fn write_image(&self, commit: &Commit) -> Result<LayerRow> {
+    pub async fn write_image(&self, session: &SessionHandle, commit: &Commit) -> Result<LayerRow> {
         let view = self.view(commit).await?;
         let files: BTreeMap<u64, (ExtentMap, Option<u64>, u64)> = view
             .files
@@ -194,13 +182,24 @@ impl Engine {
             .map(|f| (f.file_id, (f.map.clone(), None, f.size)))
             .collect();
         let row = self
-            .write_folded(commit.repo_id, LayerKind::Image, &files, &view.layers)
+            .write_folded(
+                session,
+                commit.repo_id,
+                LayerKind::Image,
+                &files,
+                &view.layers,
+            )
             .await?;
         Ok(self.catalog.add_layer(&commit.id, row).await?)
     }
 
     /// Merges the delta segments of one commit into one layer.
-    async fn merge_segments(&self, commit: &Commit, rows: Vec<LayerRow>) -> Result<u64> {
+    async fn merge_segments(
+        &self,
+        session: &SessionHandle,
+        commit: &Commit,
+        rows: Vec<LayerRow>,
+    ) -> Result<u64> {
         let mut layers = Vec::new();
         let mut folded = Folded::new();
         for row in rows {
@@ -212,7 +211,13 @@ impl Engine {
             layers.push(ViewLayer { row, index });
         }
         let new = self
-            .write_folded(commit.repo_id, LayerKind::Delta, &folded.maps, &layers)
+            .write_folded(
+                session,
+                commit.repo_id,
+                LayerKind::Delta,
+                &folded.maps,
+                &layers,
+            )
             .await?;
         let bytes = new.size_bytes as u64;
         let old: Vec<String> = layers.iter().map(|l| l.row.id.clone()).collect();
@@ -230,6 +235,20 @@ impl Engine {
         dry_run: bool,
         progress: &indicatif::ProgressBar,
     ) -> Result<MergeReport> {
+        // The layers it writes are its session's until their catalog rows exist.
+        let session = self.open_session(repo.id, "merge").await?;
+        let r = self.merge_in(&session, repo, dry_run, progress).await;
+        session.close().await;
+        r
+    }
+
+    async fn merge_in(
+        &self,
+        session: &SessionHandle,
+        repo: &Repo,
+        dry_run: bool,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<MergeReport> {
         let mut report = MergeReport::default();
         let commits = self.reachable_commits(repo).await?;
         progress.set_length(commits.len() as u64);
@@ -242,7 +261,7 @@ impl Engine {
             if segments > 1 && rows.iter().all(|l| l.kind == LayerKind::Delta) {
                 report.merged_segments.push((c.id.clone(), segments));
                 if !dry_run {
-                    report.bytes_written += self.merge_segments(c, rows).await?;
+                    report.bytes_written += self.merge_segments(session, c, rows).await?;
                 }
             }
             progress.inc(1);
@@ -276,7 +295,7 @@ impl Engine {
             if depth > IMAGE_THRESHOLD {
                 report.images.push((c.id.clone(), depth));
                 if !dry_run {
-                    report.bytes_written += self.write_image(&c).await?.size_bytes as u64;
+                    report.bytes_written += self.write_image(session, &c).await?.size_bytes as u64;
                 }
             }
         }
@@ -297,7 +316,9 @@ impl Engine {
         let readable = readable_commits(&snap, now, retain_ms, grace_ms);
         report.readable_commits = readable.len();
 
-        // Images at the retention boundary let older deltas go.
+        // Images at the retention boundary let older deltas go (written under a session of
+        // this gc, so a gc running beside it never takes them for orphans).
+        let mut session: Option<SessionHandle> = None;
         if !dry_run {
             let by_id: HashMap<&str, &Commit> =
                 snap.commits.iter().map(|c| (c.id.as_str(), c)).collect();
@@ -312,7 +333,11 @@ impl Engine {
                 let chain = chains.needed(&c.id, &imaged);
                 let reaches_expired = chain.iter().any(|(owner, _)| !readable.contains(owner));
                 if reaches_expired {
-                    self.write_image(c).await?;
+                    let session = match &session {
+                        Some(s) => s,
+                        None => session.insert(self.open_session(0, "gc").await?),
+                    };
+                    self.write_image(session, c).await?;
                     imaged.insert(c.id.clone());
                     report.images_written += 1;
                 }
@@ -322,8 +347,9 @@ impl Engine {
             }
         }
 
-        // Live layers: what readable commits need, pending segments, and superseded layers a
-        // mount that started before the merge may still read.
+        // Live layers: what readable commits need, pending segments, and every layer a live
+        // session (a mount, an import, a merge) registered as one it reads. That is the whole
+        // rule: a mount that started before a merge registered the layers the merge replaced.
         let mut live: HashSet<String> = HashSet::new();
         let chains = Chains::new(&snap);
         for id in &readable {
@@ -331,26 +357,29 @@ impl Engine {
                 live.insert(layer);
             }
         }
-        let fresh = |hb: Millis| snap.server_now - hb <= grace_ms.max(HEARTBEAT_STALE_MS);
-        let oldest_reader = snap
-            .pins
+        let keep_ms = grace_ms.max(SESSION_EXPIRY_MS);
+        let live_sessions: HashSet<&str> = snap
+            .sessions
             .iter()
-            .filter(|p| fresh(p.heartbeat_at))
-            .map(|p| p.created_at)
-            .chain(
-                snap.leases
-                    .iter()
-                    .filter(|l| fresh(l.heartbeat_at))
-                    .map(|l| l.acquired_at),
-            )
-            .min();
+            .filter(|s| holder_alive(&s.holder, s.heartbeat_at, snap.server_now, keep_ms))
+            .map(|s| s.id.as_str())
+            .collect();
+        for (session, layer) in &snap.session_layers {
+            if live_sessions.contains(session.as_str()) {
+                live.insert(layer.clone());
+            }
+        }
         for l in &snap.layers {
-            let pending = l.row.commit_id.is_none();
-            let in_use = matches!((l.superseded_at, oldest_reader), (Some(s), Some(r)) if r <= s);
-            if pending || in_use {
+            if l.row.commit_id.is_none() {
                 live.insert(l.row.id.clone());
             }
         }
+        let dead_sessions: Vec<String> = snap
+            .sessions
+            .iter()
+            .filter(|s| !live_sessions.contains(s.id.as_str()))
+            .map(|s| s.id.clone())
+            .collect();
         report.live_layers = live.len();
 
         let mut doom = Vec::new();
@@ -406,10 +435,18 @@ impl Engine {
             .collect();
         let objects = self.store.list("layers/").await?;
         // Only objects provably this catalog's own (see `binding`): never another catalog's.
+        // An upload in flight: its layer id starts with the id of the live session writing it.
+        let in_flight = |key: &str| {
+            key.strip_prefix("layers/")
+                .and_then(|id| id.get(..16))
+                .is_some_and(|p| live_sessions.contains(p))
+        };
         let (orphans, unproven): (Vec<_>, Vec<_>) = objects
             .into_iter()
             .filter(|o| {
-                !known.contains(o.key.as_str()) && now - o.modified.timestamp_millis() >= grace_ms
+                !known.contains(o.key.as_str())
+                    && !in_flight(&o.key)
+                    && now - o.modified.timestamp_millis() >= grace_ms
             })
             .partition(|o| match &self.ownership {
                 super::Ownership::Trusted => true,
@@ -427,6 +464,11 @@ impl Engine {
             super::binding::recheck(&self.store, b).await?;
         }
 
+        // Sessions that are gone let go of what they registered before anything is doomed,
+        // so one pass converges.
+        for id in &dead_sessions {
+            self.catalog.close_session(id).await?;
+        }
         self.catalog.set_doomed(&revive, None).await?;
         self.catalog.set_doomed(&doom, Some(now)).await?;
         self.catalog.expire_commits(&expired, now).await?;
@@ -443,15 +485,27 @@ impl Engine {
             );
         }
         progress.set_length((victims.len() + orphans.len()) as u64);
-        for (_, key) in &victims {
-            self.store.delete(key).await?;
+        // Forget the rows first (a layer a session registered meanwhile keeps its row and its
+        // object), then delete the objects of the rows that went.
+        let ids: Vec<String> = victims.iter().map(|(id, _)| id.clone()).collect();
+        let gone: HashSet<String> = self
+            .catalog
+            .delete_layers(&ids)
+            .await?
+            .into_iter()
+            .collect();
+        for (id, key) in &victims {
+            if gone.contains(id) {
+                self.store.delete(key).await?;
+            }
             progress.inc(1);
         }
-        let ids: Vec<String> = victims.into_iter().map(|(id, _)| id).collect();
-        self.catalog.delete_layers(&ids).await?;
         for o in &orphans {
             self.store.delete(&o.key).await?;
             progress.inc(1);
+        }
+        if let Some(s) = session {
+            s.close().await;
         }
         Ok(report)
     }
@@ -495,7 +549,8 @@ pub fn readable_commits(
         }
     }
     for p in &snap.pins {
-        if snap.server_now - p.heartbeat_at <= grace_ms.max(HEARTBEAT_STALE_MS) {
+        let keep_ms = grace_ms.max(SESSION_EXPIRY_MS);
+        if holder_alive(&p.holder, p.heartbeat_at, snap.server_now, keep_ms) {
             keep.insert(p.commit_id.clone());
         }
     }

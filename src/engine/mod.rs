@@ -27,8 +27,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use view::ReadView;
 
-/// Bytes of verified extents kept in memory by the layer cache.
-const EXTENT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// Bytes of verified extents kept in memory by the layer cache (`mount --cache-size`).
+pub const EXTENT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The object key of a layer.
 pub fn layer_key(layer_id: &str) -> String {
@@ -187,6 +187,19 @@ impl Engine {
             sink,
             ownership: Ownership::Trusted,
         }
+    }
+
+    /// Bounds the in-memory cache of extents read from the store to `bytes` (before any view is
+    /// opened: views share the cache they were opened with).
+    pub fn set_extent_cache(&mut self, bytes: u64) {
+        self.layers = Arc::new(LayerCache::new(self.store.clone(), bytes));
+    }
+
+    /// Records a session of this process (`kind`: import, merge, gc; repo 0: all databases)
+    /// for the layers it writes or reads while it runs (see [`session::SessionHandle`]).
+    pub async fn open_session(&self, repo_id: i64, kind: &str) -> Result<session::SessionHandle> {
+        let holder = crate::process::holder_string(std::path::Path::new("-"));
+        session::SessionHandle::open(self.catalog.clone(), repo_id, kind, &holder).await
     }
 
     /// The one writer of layer objects (mount syncs, import, merge, images).
