@@ -1126,3 +1126,132 @@ fn daemon_mount_keeps_the_catalog_password_off_the_command_line() {
     assert_absent(&logs, &[("PostgreSQL password", &password)]);
     assert_absent(&cmdline, &[("PostgreSQL password", &password)]);
 }
+
+// ------------------------------------------------------------------------------------------------
+// 6. Bounded memory: a soak of small fsyncs, then a large load through an S3 outage.
+
+/// Peak and current resident set of a process, in bytes (VmHWM, VmRSS).
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn soak_py(db: &Path, phase: &str, n: u64) -> std::process::Child {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/soak.py");
+    Command::new("python3")
+        .arg(script)
+        .arg(db)
+        .arg(phase)
+        .arg(n.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python3")
+}
+
+fn finish(child: std::process::Child, what: &str) -> String {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{what}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Many small fsyncs (single-row transactions through the Python client), then a large load
+/// written while S3 is down: writes wait at the dirty limit instead of growing memory, the load
+/// finishes once S3 is back, nothing is lost, and the mount's peak RSS stays under
+/// cache size + dirty limit + a fixed overhead. `QUACKFS_SOAK=full` runs the full soak (20,000
+/// fsyncs, a 2 GiB load, a 30 s outage); by default a smaller one (CI time).
+#[test]
+fn soak_bounded_memory_through_an_s3_outage() {
+    let test = "soak";
+    let full = std::env::var("QUACKFS_SOAK").is_ok_and(|v| v == "full");
+    let (fsyncs, rows, outage) = if full {
+        (20_000, 40_000_000, Duration::from_secs(30))
+    } else {
+        (2_000, 5_000_000, Duration::from_secs(10))
+    };
+    const CACHE: u64 = 64 << 20;
+    const DIRTY: u64 = 128 << 20;
+    /// The binary, its runtime, the SQL and S3 clients, buffers of uploads in flight.
+    const OVERHEAD: u64 = 64 << 20;
+    let Some(mut svc) = Services::up(test) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let env = Env::new();
+    // An fsync waits for S3 longer than the outage lasts.
+    let q = Qfs::new(&env, &svc, &[("QUACKFS_S3_RETRY_TIMEOUT", "180s")]);
+    q.ok(&["init", "soak"]);
+    let mnt = env.path("mnt");
+    let mut m = q.mount(
+        "soak@main",
+        &mnt,
+        &[
+            "--cache-size",
+            "64MiB",
+            "--dirty-limit",
+            "128MiB",
+            "--autocommit",
+            "off",
+        ],
+    );
+    let pid = m.pid();
+    let db = mnt.join("soak.duckdb");
+    let small = finish(soak_py(&db, "small", fsyncs), "small transactions");
+    let (peak_small, now_small) = rss(pid);
+    eprintln!(
+        "{test}: {fsyncs} single-row transactions: {small} s; mount RSS now {} MiB, peak {} MiB",
+        now_small >> 20,
+        peak_small >> 20
+    );
+    // The large load starts, then S3 goes away under it.
+    let load = soak_py(&db, "load", rows);
+    std::thread::sleep(Duration::from_secs(2));
+    svc.kill_weed();
+    let down = Instant::now();
+    let mut peak_down = 0;
+    while down.elapsed() < outage {
+        std::thread::sleep(Duration::from_millis(500));
+        assert_alive(&mut m, &env, "during the S3 outage");
+        peak_down = peak_down.max(rss(pid).1);
+    }
+    svc.restart();
+    let loaded = finish(load, "large load");
+    let (peak, _) = rss(pid);
+    eprintln!(
+        "{test}: {rows} rows loaded through a {outage:?} S3 outage: {loaded} s; RSS during the outage up to {} MiB; peak RSS {} MiB (bound: cache {} + dirty {} + overhead {} MiB)",
+        peak_down >> 20,
+        peak >> 20,
+        CACHE >> 20,
+        DIRTY >> 20,
+        OVERHEAD >> 20
+    );
+    assert!(
+        peak <= CACHE + DIRTY + OVERHEAD,
+        "peak RSS {} MiB over the bound",
+        peak >> 20
+    );
+    // Nothing is lost: everything DuckDB committed is there after a clean remount.
+    m.unmount();
+    let m = q.mount("soak@main", &mnt, &[]);
+    let out = common::duckdb_raw(
+        &mnt.join("soak.duckdb"),
+        "SELECT (SELECT count(*) FROM small), (SELECT count(*) FROM big)",
+        &["-readonly"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{fsyncs},{rows}"),
+        "{}",
+        text(&out)
+    );
+    m.unmount();
+    eprintln!("{test}: {:.1?}", t0.elapsed());
+}
