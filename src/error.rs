@@ -56,6 +56,9 @@ pub enum Error {
     TargetExists(String),
     #[error("nothing to commit")]
     NothingToCommit,
+    /// A mount ended but its last writes could not be made durable.
+    #[error("{0}")]
+    LostWrites(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -225,7 +228,9 @@ impl Error {
                 StoreError::Backend(_) | StoreError::Injected(_) => exit::UNAVAILABLE,
                 _ => exit::ERROR,
             },
-            Error::File { .. } | Error::Invalid(_) | Error::Output(_) => exit::ERROR,
+            Error::File { .. } | Error::Invalid(_) | Error::Output(_) | Error::LostWrites(_) => {
+                exit::ERROR
+            }
         }
     }
 
@@ -251,6 +256,9 @@ impl Error {
                 "use RFC 3339 (2024-05-01T12:00:00Z), YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' or 'N hours ago'".into(),
             ),
             Error::Store(StoreError::NoSpace(_)) => Some("free disk space and run the command again; nothing was committed".into()),
+            Error::LostWrites(_) => Some(
+                "what DuckDB synced (committed transactions) is safe; the mount's log (DATA_DIR/logs) has the details".into(),
+            ),
             Error::Catalog(CatalogError::LeaseHeld { holder, branch, .. }) => Some(match crate::process::holder_dir(holder) {
                 Some(dir) => format!("unmount it first (`quackfs umount {dir}` on the host that mounted it), or name another branch with -b"),
                 None => format!("unmount branch {branch} first, or name another branch with -b"),

@@ -329,3 +329,46 @@ fn full_data_disk_fails_a_checkpoint_and_recovers() {
     assert!(n >= 2, "no checkpoint commit after the disk was freed");
     m.unmount();
 }
+
+/// The final sync at unmount fails (the data disk is full): `quackfs umount` says so and exits
+/// non-zero; a lost write is never reported as a success.
+#[test]
+fn umount_reports_a_failed_final_sync() {
+    let env = Env::new();
+    let small = Tmpfs::new(env.path("data-disk"), "64m");
+    let home = small.0.join("home");
+    let home_env = [("QUACKFS_HOME", home.to_str().unwrap())];
+    let run = |args: &[&str]| env.cmd_env(&home_env).args(args).output().unwrap();
+    assert!(run(&["init", "lost"]).status.success());
+    let dir = env.path("mnt");
+    let m = env.mount_env(&home_env, &[], "lost", &dir, &[]);
+    // 8 MiB written and never synced: only the final sync at unmount could keep it.
+    write_unsynced(&dir, "unsynced.bin", &vec![0x5au8; 8 << 20]);
+    small.fill();
+    let out = run(&["umount", dir.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    let log = std::fs::read_to_string(env.mount_log(&dir)).unwrap_or_default();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "umount reported success: {e}\nmount log: {log}"
+    );
+    assert!(
+        e.starts_with("error: ") && e.contains("lost") && e.contains("No space left on device"),
+        "{e}"
+    );
+    assert!(e.contains("\nhint: "), "{e}");
+    assert!(!is_mounted(&dir));
+    drop(m);
+    small.free();
+    // A clean unmount reports success.
+    let m = env.mount_env(&home_env, &[], "lost", &dir, &[]);
+    write_unsynced(&dir, "fine.bin", b"fine");
+    let out = run(&["umount", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(m);
+}

@@ -299,7 +299,7 @@ pub struct GcLayer {
     pub doomed_at: Option<Millis>,
 }
 
-/// A reader's pin on a commit.
+/// A read-only mount's pin on the commit it serves (its session, seen from that commit).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pin {
     pub id: String,
@@ -317,6 +317,7 @@ pub struct GcSnapshot {
     pub layers: Vec<GcLayer>,
     pub refs: Vec<RefRow>,
     pub reflog: Vec<(i64, ReflogEntry)>,
+    /// The sessions of read-only mounts, as pins of their commits.
     pub pins: Vec<Pin>,
     pub leases: Vec<Lease>,
     /// The catalog server's clock when the snapshot was read (heartbeats are in its time).
@@ -337,6 +338,8 @@ pub struct Session {
     pub holder: String,
     pub created_at: Millis,
     pub heartbeat_at: Millis,
+    /// The commit a read-only mount serves (its pin).
+    pub commit_id: Option<String>,
 }
 
 /// This catalog's identity and whether it is bound to an object store (see
@@ -530,13 +533,15 @@ pub trait Catalog: Send + Sync + 'static {
     /// Forgets doomed layers before their objects are deleted; returns those it forgot (a layer
     /// whose doom mark a session's registration cleared meanwhile stays).
     async fn delete_layers(&self, ids: &[String]) -> Result<Vec<String>, CatalogError>;
-    /// Starts a session (a mount, an import, a merge): see [`Session`].
+    /// Starts a session (a mount, an import, a merge): see [`Session`]. A read-only mount's
+    /// session names the commit it serves (which gc then keeps readable: a pin).
     async fn open_session(
         &self,
         id: &str,
         repo_id: i64,
         kind: &str,
         holder: &str,
+        commit_id: Option<&str>,
     ) -> Result<(), CatalogError>;
     /// Renews a session (server clock).
     async fn heartbeat_session(&self, id: &str) -> Result<(), CatalogError>;
@@ -551,18 +556,8 @@ pub trait Catalog: Send + Sync + 'static {
     ) -> Result<(), CatalogError>;
     /// Marks commits expired.
     async fn expire_commits(&self, ids: &[String], now: Millis) -> Result<(), CatalogError>;
-    /// Records a reader's pin on a commit (read-only mounts), refreshed by `heartbeat_pin`.
-    async fn add_pin(
-        &self,
-        id: &str,
-        repo_id: i64,
-        commit_id: &str,
-        holder: &str,
-    ) -> Result<(), CatalogError>;
-    async fn heartbeat_pin(&self, id: &str) -> Result<(), CatalogError>;
     /// The pins of a database's commits (read-only mounts), oldest first.
     async fn pins(&self, repo_id: i64) -> Result<Vec<Pin>, CatalogError>;
-    async fn remove_pin(&self, id: &str) -> Result<(), CatalogError>;
 
     /// Seals the pending state of a branch into a commit on top of its head, in one transaction.
     /// `NothingPending` if nothing was synced since the last commit and `allow_empty` is false.

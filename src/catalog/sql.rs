@@ -1372,7 +1372,7 @@ macro_rules! impl_catalog {
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
                     .map_err(|e| self.db(e))?;
-                let rows = sqlx::query("SELECT id, repo_id, commit_id, holder, created_at, heartbeat_at FROM pins")
+                let rows = sqlx::query("SELECT id, repo_id, commit_id, holder, created_at, heartbeat_at FROM sessions WHERE commit_id IS NOT NULL")
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(|e| self.db(e))?;
@@ -1392,7 +1392,7 @@ macro_rules! impl_catalog {
                     .await
                     .map_err(|e| self.db(e))?;
                 let server_now: i64 = row.try_get("now").map_err(|e| self.db(e))?;
-                let rows = sqlx::query("SELECT id, repo_id, kind, holder, created_at, heartbeat_at FROM sessions")
+                let rows = sqlx::query("SELECT id, repo_id, kind, holder, created_at, heartbeat_at, commit_id FROM sessions")
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(|e| self.db(e))?;
@@ -1406,6 +1406,7 @@ macro_rules! impl_catalog {
                             holder: r.try_get("holder")?,
                             created_at: r.try_get("created_at")?,
                             heartbeat_at: r.try_get("heartbeat_at")?,
+                            commit_id: r.try_get("commit_id")?,
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -1508,12 +1509,13 @@ macro_rules! impl_catalog {
                 Ok(gone)
             }
 
-            async fn open_session(&self, id: &str, repo_id: i64, kind: &str, holder: &str) -> Result<(), CatalogError> {
-                sqlx::query(concat!("INSERT INTO sessions (id, repo_id, kind, holder, created_at, heartbeat_at) VALUES ($1, $2, $3, $4, ", $now, ", ", $now, ")"))
+            async fn open_session(&self, id: &str, repo_id: i64, kind: &str, holder: &str, commit_id: Option<&str>) -> Result<(), CatalogError> {
+                sqlx::query(concat!("INSERT INTO sessions (id, repo_id, kind, holder, created_at, heartbeat_at, commit_id) VALUES ($1, $2, $3, $4, ", $now, ", ", $now, ", $5)"))
                     .bind(id)
                     .bind(repo_id)
                     .bind(kind)
                     .bind(holder)
+                    .bind(commit_id)
                     .execute(&self.pool)
                     .await
                     .map_err(|e| self.db(e))?;
@@ -1578,45 +1580,15 @@ macro_rules! impl_catalog {
                 Ok(())
             }
 
-            async fn add_pin(&self, id: &str, repo_id: i64, commit_id: &str, holder: &str) -> Result<(), CatalogError> {
-                sqlx::query(concat!("INSERT INTO pins (id, repo_id, commit_id, holder, created_at, heartbeat_at) VALUES ($1, $2, $3, $4, ", $now, ", ", $now, ")"))
-                    .bind(id)
-                    .bind(repo_id)
-                    .bind(commit_id)
-                    .bind(holder)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                Ok(())
-            }
-
-            async fn heartbeat_pin(&self, id: &str) -> Result<(), CatalogError> {
-                sqlx::query(concat!("UPDATE pins SET heartbeat_at = ", $now, " WHERE id = $1"))
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                Ok(())
-            }
-
             async fn pins(&self, repo_id: i64) -> Result<Vec<Pin>, CatalogError> {
                 let rows = sqlx::query(
-                    "SELECT id, repo_id, commit_id, holder, created_at, heartbeat_at FROM pins WHERE repo_id = $1 ORDER BY created_at, id",
+                    "SELECT id, repo_id, commit_id, holder, created_at, heartbeat_at FROM sessions WHERE repo_id = $1 AND commit_id IS NOT NULL ORDER BY created_at, id",
                 )
                 .bind(repo_id)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| self.db(e))?;
                 rows.iter().map(|r| self.pin_row(r)).collect()
-            }
-
-            async fn remove_pin(&self, id: &str) -> Result<(), CatalogError> {
-                sqlx::query("DELETE FROM pins WHERE id = $1")
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                Ok(())
             }
 
             async fn commit_pending(

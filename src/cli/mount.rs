@@ -237,7 +237,8 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     if let Some(parent) = runfile.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let _ = std::fs::remove_file(outcome_file(&runfile));
+    // Room for the outcome of the final sync, taken now: it can be written even on a full disk.
+    let _ = std::fs::write(outcome_file(&runfile), outcome_record("running"));
     let _ = std::fs::write(&runfile, std::process::id().to_string());
     let what = match &writer {
         Some(b) => format!("{}@{b} (writable)", r.repo.name),
@@ -282,7 +283,9 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         Ok(()) => "ok".to_string(),
         Err(e) => format!("error: {}", super::one_line(e)),
     };
-    let _ = std::fs::write(outcome_file(&runfile), outcome);
+    if let Err(e) = overwrite(&outcome_file(&runfile), &outcome_record(&outcome)) {
+        tracing::warn!("cannot record the outcome for `quackfs umount`: {e}");
+    }
     let _ = std::fs::remove_file(&runfile);
     if result.is_ok() {
         ctx.note(format!("unmounted {}", dir.display()));
@@ -309,6 +312,24 @@ impl Held {
 /// `quackfs umount`, next to its run file.
 pub fn outcome_file(runfile: &Path) -> PathBuf {
     runfile.with_extension("outcome")
+}
+
+/// Size of the outcome record: written at mount time, overwritten in place at the end.
+const OUTCOME_LEN: usize = 4096;
+
+/// `text` padded with spaces to the record size (cut to it if longer).
+fn outcome_record(text: &str) -> Vec<u8> {
+    let mut b: Vec<u8> = text.bytes().take(OUTCOME_LEN).collect();
+    b.resize(OUTCOME_LEN, b' ');
+    b
+}
+
+/// Overwrites the start of an existing file without allocating (works on a full disk).
+fn overwrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_data()
 }
 
 /// Starts the mount in a background process and waits until it is ready.

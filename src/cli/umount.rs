@@ -1,4 +1,4 @@
-use super::mount::runfile;
+use super::mount::{outcome_file, runfile};
 use super::Ctx;
 use quackfs::error::{Error, Result};
 use quackfs::mountinfo;
@@ -37,9 +37,11 @@ fn quackfs_mount_point(dir: &std::path::Path) -> Result<PathBuf> {
 
 pub async fn run(ctx: &Ctx, a: UmountArgs) -> Result<()> {
     let dir = quackfs_mount_point(&a.dir)?;
-    let pid: Option<i32> = std::fs::read_to_string(runfile(&ctx.cfg.data_dir, &dir))
+    let run = runfile(&ctx.cfg.data_dir, &dir);
+    let pid: Option<i32> = std::fs::read_to_string(&run)
         .ok()
         .and_then(|s| s.trim().parse().ok());
+    let outcome = outcome_file(&run);
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
         .map_err(|_| Error::Invalid("mount point path contains a NUL byte".into()))?;
     // SAFETY: valid NUL-terminated path.
@@ -73,6 +75,24 @@ pub async fn run(ctx: &Ctx, a: UmountArgs) -> Result<()> {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The mount's final sync: a lost write is never a success.
+    if pid.is_some() {
+        let text = std::fs::read_to_string(&outcome).unwrap_or_default();
+        let _ = std::fs::remove_file(&outcome);
+        match text.trim() {
+            "ok" => {}
+            t if t.starts_with("error: ") => {
+                return Err(Error::LostWrites(t["error: ".len()..].to_string()))
+            }
+            // No outcome, or one cut short (a full disk): nothing says the sync succeeded.
+            _ => {
+                return Err(Error::LostWrites(format!(
+                    "the mount process of {} ended without reporting the outcome of its final sync (killed, or its disk is full); writes DuckDB had not synced may be lost",
+                    dir.display()
+                )))
+            }
         }
     }
     ctx.note(format!("unmounted {}", dir.display()));

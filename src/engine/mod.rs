@@ -199,7 +199,7 @@ impl Engine {
     /// for the layers it writes or reads while it runs (see [`session::SessionHandle`]).
     pub async fn open_session(&self, repo_id: i64, kind: &str) -> Result<session::SessionHandle> {
         let holder = crate::process::holder_string(std::path::Path::new("-"));
-        session::SessionHandle::open(self.catalog.clone(), repo_id, kind, &holder).await
+        session::SessionHandle::open(self.catalog.clone(), repo_id, kind, &holder, None).await
     }
 
     /// The one writer of layer objects (mount syncs, import, merge, images).

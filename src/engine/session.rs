@@ -53,9 +53,12 @@ impl SessionHandle {
         repo_id: i64,
         kind: &str,
         holder: &str,
+        commit_id: Option<&str>,
     ) -> Result<SessionHandle> {
         let id = new_id()[..SESSION_ID_LEN].to_string();
-        catalog.open_session(&id, repo_id, kind, holder).await?;
+        catalog
+            .open_session(&id, repo_id, kind, holder, commit_id)
+            .await?;
         let heartbeat = {
             let catalog = catalog.clone();
             let id = id.clone();
@@ -187,7 +190,8 @@ impl BranchSession {
             }
             other => other?,
         };
-        let handle = match SessionHandle::open(cat.clone(), repo.id, "writer", &holder).await {
+        let handle = match SessionHandle::open(cat.clone(), repo.id, "writer", &holder, None).await
+        {
             Ok(h) => h,
             Err(e) => {
                 let _ = cat.release_lease(repo.id, branch, lease.generation).await;
@@ -412,68 +416,40 @@ impl BranchSession {
     }
 }
 
-/// A read-only mount's hold on the commit it serves: a pin keeps the commit readable for gc,
-/// and its session keeps exactly the layers its view resolved (also those a merge replaced
-/// since), both renewed by heartbeats and removed when the mount ends.
+/// A read-only mount's hold on the commit it serves: its session names the commit (gc keeps it
+/// readable: a pin) and registers exactly the layers its view resolved (also those a merge
+/// replaced since); renewed by the session's heartbeat, removed when the mount ends.
 pub struct ReadSession {
-    engine: Arc<Engine>,
-    pin: String,
-    heartbeat: tokio::task::JoinHandle<()>,
     session: SessionHandle,
 }
 
 impl ReadSession {
-    /// Pins `commit`, opens its view and registers the view's layers.
+    /// Opens a reader's session on `commit`, its view, and registers the view's layers.
     pub async fn open(
         engine: Arc<Engine>,
         repo: &Repo,
         commit: &Commit,
         holder: &str,
     ) -> Result<(ReadSession, ReadView)> {
-        let session =
-            SessionHandle::open(engine.catalog.clone(), repo.id, "reader", holder).await?;
-        let pin = session.id().to_string();
-        if let Err(e) = engine
-            .catalog
-            .add_pin(&pin, repo.id, &commit.id, holder)
-            .await
-        {
-            session.close().await;
-            return Err(e.into());
-        }
-        let heartbeat = {
-            let engine = engine.clone();
-            let pin = pin.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(HEARTBEAT).await;
-                    if let Err(e) = engine.catalog.heartbeat_pin(&pin).await {
-                        tracing::warn!("pin heartbeat failed: {e}");
-                    }
-                }
-            })
-        };
-        let me = ReadSession {
-            engine: engine.clone(),
-            pin,
-            heartbeat,
-            session,
-        };
-        match resolve_registered(&me.session, || engine.view(commit)).await {
-            Ok(view) => Ok((me, view)),
+        let session = SessionHandle::open(
+            engine.catalog.clone(),
+            repo.id,
+            "reader",
+            holder,
+            Some(&commit.id),
+        )
+        .await?;
+        match resolve_registered(&session, || engine.view(commit)).await {
+            Ok(view) => Ok((ReadSession { session }, view)),
             Err(e) => {
-                me.release().await;
+                session.close().await;
                 Err(e)
             }
         }
     }
 
-    /// Removes the pin and ends the session.
+    /// Ends the session (and so the pin).
     pub async fn release(self) {
-        self.heartbeat.abort();
-        if let Err(e) = self.engine.catalog.remove_pin(&self.pin).await {
-            tracing::warn!("removing the pin failed: {e}");
-        }
         self.session.close().await;
     }
 }

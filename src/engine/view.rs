@@ -61,6 +61,9 @@ pub fn apply_layer(maps: &mut HashMap<u64, ExtentMap>, layer_no: u32, index: &La
     }
 }
 
+/// Layer footers fetched at the same time when a view is built.
+const FOOTER_FETCHES: usize = 32;
+
 impl ReadView {
     /// Builds the view of `commit`.
     pub async fn open(
@@ -92,10 +95,17 @@ impl ReadView {
             .iter()
             .rposition(|l| l.kind == LayerKind::Image)
             .unwrap_or(0);
+        // Footers are fetched FOOTER_FETCHES at a time (each is a round trip to the store),
+        // then applied in order.
+        use futures::stream::{StreamExt, TryStreamExt};
+        let indexes: Vec<Arc<LayerIndex>> = futures::stream::iter(rows[start..].iter())
+            .map(|row| cache.index(&row.object_key, row.size_bytes as u64))
+            .buffered(FOOTER_FETCHES)
+            .try_collect()
+            .await?;
         let mut layers = Vec::with_capacity(rows.len() - start);
         let mut maps: HashMap<u64, ExtentMap> = HashMap::new();
-        for row in rows.into_iter().skip(start) {
-            let index = cache.index(&row.object_key, row.size_bytes as u64).await?;
+        for (row, index) in rows.into_iter().skip(start).zip(indexes) {
             apply_layer(&mut maps, layers.len() as u32, &index);
             layers.push(ViewLayer { row, index });
         }

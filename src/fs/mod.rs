@@ -69,6 +69,7 @@ impl From<Error> for FsError {
         match e {
             Error::Store(StoreError::NoSpace(_)) => FsError::NOSPC,
             Error::Catalog(c) if c.is_no_space() => FsError::NOSPC,
+            Error::Layer(crate::layer::LayerError::Io(ref source)) => FsError::from_io(source),
             Error::File { source, .. } => FsError::from_io(&source),
             _ => FsError::IO,
         }
