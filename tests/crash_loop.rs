@@ -95,6 +95,10 @@ fn crash_loop(env: Env, rounds: usize) {
         while t0.elapsed() < wait {
             std::thread::sleep(Duration::from_millis(5));
         }
+        // Freeze the client first, so it cannot write into the bare directory once the dead
+        // mount is gone; then the crash, then the client goes too.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(py.id() as i32, libc::SIGSTOP) };
         m.crash();
         kills += 1;
         let _ = py.kill();

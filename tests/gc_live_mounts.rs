@@ -81,8 +81,11 @@ fn gc_beside_live_mounts(env: Env) {
         read_whole(&rdir.join("live.duckdb")) == old,
         "the read-only mount lost bytes to gc"
     );
+    // The writer may also hold DuckDB's unsynced truncation of free blocks at the end of the
+    // file (a checkpoint's last step): what it shows is the head, possibly cut short.
+    let live = read_whole(&db);
     assert!(
-        read_whole(&db) == head,
+        live.len() <= head.len() && live[..] == head[..live.len()],
         "the writable mount lost bytes to gc"
     );
     // And DuckDB works on both.
