@@ -360,13 +360,27 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
             r.name
         );
     }
-    // Objects and catalog rows agree exactly: no dead object left, no live one missing.
+    // Objects and catalog rows agree exactly: no dead object left, no live one missing (layers
+    // kept in the catalog have their bytes there).
     let snap = fresh_engine.catalog.gc_snapshot().await.unwrap();
-    let rows: HashSet<String> = snap
+    let (inline, rows): (HashSet<String>, HashSet<String>) = snap
         .layers
         .iter()
         .map(|l| l.row.object_key.clone())
-        .collect();
+        .partition(|k| k.starts_with(catalog::INLINE_PREFIX));
+    for k in &inline {
+        let id = &k[catalog::INLINE_PREFIX.len()..];
+        prop_assert!(
+            fresh_engine
+                .catalog
+                .inline_object(id)
+                .await
+                .unwrap()
+                .is_some(),
+            "inline layer {} has no bytes in the catalog",
+            id
+        );
+    }
     let objects: HashSet<String> = store
         .list("")
         .await

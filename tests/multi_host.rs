@@ -110,3 +110,82 @@ fn concurrent_commits_lose_nothing() {
         vec!["a0.bin", "a1.bin", "a2.bin", "b0.bin", "b1.bin", "b2.bin"]
     );
 }
+
+/// Small syncs are kept in the catalog (no S3 round trip) and a second host reads them back
+/// exactly, before and after they were moved into S3.
+#[test]
+fn small_syncs_kept_in_the_catalog_read_back_on_another_host() {
+    let Some(a) = Env::on(Backend::PgS3) else {
+        return;
+    };
+    let b = second_host(&a);
+    a.ok(&["init", "inl"]);
+    let mnt = a.path("mnt");
+    // Keep them in the catalog for this test's first half.
+    let m = a.mount_env(
+        &[("QUACKFS_INLINE_SPILL_AFTER", "1h")],
+        &[],
+        "inl",
+        &mnt,
+        &[],
+    );
+    let db = mnt.join("inl.duckdb");
+    duckdb(
+        &db,
+        "CREATE TABLE t AS SELECT range AS i FROM range(100000); CHECKPOINT",
+    );
+    duckdb(
+        &db,
+        "PRAGMA disable_checkpoint_on_shutdown; INSERT INTO t VALUES (-1); INSERT INTO t VALUES (-2); INSERT INTO t VALUES (-3)",
+    );
+    a.ok(&["-r", "inl", "commit", "-m", "small ones"]);
+    let wal = std::fs::read(mnt.join("inl.duckdb.wal")).unwrap();
+    assert!(!wal.is_empty());
+    let inline_count = || {
+        let url = a.backend[0].1.clone();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let cat = quackfs::catalog::open(&url).await.unwrap();
+            cat.inline_objects(i64::MAX, 1000).await.unwrap().len()
+        })
+    };
+    assert!(
+        inline_count() >= 3,
+        "the WAL syncs were not kept in the catalog"
+    );
+    let check = |tag: &str| {
+        let out = b.path(tag);
+        b.ok(&["export", "inl@main", out.to_str().unwrap()]);
+        assert!(
+            std::fs::read(out.join("inl.duckdb.wal")).unwrap() == wal,
+            "{tag}: host B reads other WAL bytes"
+        );
+        let r = duckdb_raw(
+            &out.join("inl.duckdb"),
+            "SELECT count(*), min(i) FROM t",
+            &["-readonly"],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&r.stdout).trim(),
+            "100003,-3",
+            "{tag}"
+        );
+    };
+    check("from-catalog");
+    m.unmount();
+    // gc moves what is left in the catalog into S3; B reads the same bytes from there.
+    let out = a
+        .cmd_env(&[("QUACKFS_INLINE_SPILL_AFTER", "0s")])
+        .args(["--json", "gc"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["inline_moved"].as_u64().unwrap() >= 3, "{r}");
+    assert_eq!(inline_count(), 0);
+    check("from-s3");
+}

@@ -274,20 +274,33 @@ pub struct Pending {
     pub synced_at: Millis,
 }
 
-/// One sync of a writable mount: an optional new layer and the branch's durable file table.
+/// Syncs of a writable mount, registered together (group commit): their new layers, in order,
+/// and the branch's durable file table after all of them.
 #[derive(Debug, Clone)]
 pub struct SyncRequest {
     pub repo_id: i64,
     pub branch: String,
     /// The writer's fencing generation; the sync is refused if the lease moved on.
     pub generation: i64,
-    /// The layer (already stored); its `seq` is assigned by the catalog.
-    pub layer: Option<LayerRow>,
+    /// The new layers (stored, or inline); their `seq` is assigned by the catalog in this order.
+    pub layers: Vec<SyncLayer>,
     pub files: Vec<FileRow>,
     pub now: Millis,
-    /// The writer's session, which registers the new layer as one it reads.
+    /// The writer's session, which registers the new layers as ones it reads.
     pub session_id: Option<String>,
 }
+
+/// One new layer of a sync.
+#[derive(Debug, Clone)]
+pub struct SyncLayer {
+    pub row: LayerRow,
+    /// The whole layer object, kept in the catalog (its key is `inline/ID`) instead of the
+    /// object store: small syncs cost no store round trip.
+    pub inline: Option<Vec<u8>>,
+}
+
+/// Key prefix of layer objects kept in the catalog (see [`SyncLayer::inline`]).
+pub const INLINE_PREFIX: &str = "inline/";
 
 /// A layer as gc sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -489,7 +502,19 @@ pub trait Catalog: Send + Sync + 'static {
     async fn leases(&self, repo_id: i64) -> Result<Vec<Lease>, CatalogError>;
 
     /// Registers a sync (fenced by the lease generation); returns the layer with its `seq`.
-    async fn register_sync(&self, req: SyncRequest) -> Result<Option<LayerRow>, CatalogError>;
+    async fn register_sync(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError>;
+    /// The bytes of a layer object kept in the catalog, if it still is (else it was moved into
+    /// the store as `layers/ID`).
+    async fn inline_object(&self, id: &str) -> Result<Option<Vec<u8>>, CatalogError>;
+    /// Layer objects still kept in the catalog, created before `before`, oldest first, at most
+    /// `limit`: (id, repo id, bytes).
+    async fn inline_objects(
+        &self,
+        before: Millis,
+        limit: i64,
+    ) -> Result<Vec<(String, i64, Vec<u8>)>, CatalogError>;
+    /// After the object was stored as `layers/ID`: the layer names it, the catalog's copy goes.
+    async fn spilled(&self, id: &str) -> Result<(), CatalogError>;
     /// The synced-but-uncommitted state of a branch, if any.
     async fn pending(&self, repo_id: i64, branch: &str) -> Result<Option<Pending>, CatalogError>;
     /// Creates database `name` whose `main` starts at a `clone` commit on top of `source` (any

@@ -1079,7 +1079,7 @@ macro_rules! impl_catalog {
                 rows.iter().map(|r| self.lease_row(r)).collect()
             }
 
-            async fn register_sync(&self, req: SyncRequest) -> Result<Option<LayerRow>, CatalogError> {
+            async fn register_sync(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
                 self.lock_branch(&mut tx, req.repo_id, &req.branch).await?;
                 self.check_fence(&mut tx, req.repo_id, &req.branch, req.generation).await?;
@@ -1093,7 +1093,7 @@ macro_rules! impl_catalog {
                     Some(r) => r.try_get("next_seq").map_err(|e| self.db(e))?,
                     None => 0,
                 };
-                let next = seq + i64::from(req.layer.is_some());
+                let next = seq + req.layers.len() as i64;
                 sqlx::query(
                     "INSERT INTO pending (repo_id, branch, next_seq, synced_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (repo_id, branch) DO UPDATE SET next_seq = $3, synced_at = $4",
@@ -1105,23 +1105,31 @@ macro_rules! impl_catalog {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.db(e))?;
-                let layer = match req.layer {
-                    Some(mut l) => {
-                        l.seq = seq;
-                        l.commit_id = None;
-                        self.insert_layer(&mut tx, req.repo_id, None, Some(&req.branch), &l).await?;
-                        if let Some(session) = &req.session_id {
-                            sqlx::query("INSERT INTO session_layers (session_id, layer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                                .bind(session)
-                                .bind(&l.id)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(|e| self.db(e))?;
-                        }
-                        Some(l)
+                let mut layers = Vec::with_capacity(req.layers.len());
+                for (i, SyncLayer { row: mut l, inline }) in req.layers.into_iter().enumerate() {
+                    l.seq = seq + i as i64;
+                    l.commit_id = None;
+                    if let Some(bytes) = inline {
+                        sqlx::query("INSERT INTO inline_objects (id, repo_id, bytes, created_at) VALUES ($1, $2, $3, $4)")
+                            .bind(&l.id)
+                            .bind(req.repo_id)
+                            .bind(bytes)
+                            .bind(req.now)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| self.db(e))?;
                     }
-                    None => None,
-                };
+                    self.insert_layer(&mut tx, req.repo_id, None, Some(&req.branch), &l).await?;
+                    if let Some(session) = &req.session_id {
+                        sqlx::query("INSERT INTO session_layers (session_id, layer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                            .bind(session)
+                            .bind(&l.id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| self.db(e))?;
+                    }
+                    layers.push(l);
+                }
                 sqlx::query("DELETE FROM pending_files WHERE repo_id = $1 AND branch = $2")
                     .bind(req.repo_id)
                     .bind(&req.branch)
@@ -1140,7 +1148,46 @@ macro_rules! impl_catalog {
                         .map_err(|e| self.db(e))?;
                 }
                 tx.commit().await.map_err(|e| self.db(e))?;
-                Ok(layer)
+                Ok(layers)
+            }
+
+            async fn inline_object(&self, id: &str) -> Result<Option<Vec<u8>>, CatalogError> {
+                let row = sqlx::query("SELECT bytes FROM inline_objects WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                row.map(|r| r.try_get::<Vec<u8>, _>("bytes")).transpose().map_err(|e| self.db(e))
+            }
+
+            async fn inline_objects(&self, before: Millis, limit: i64) -> Result<Vec<(String, i64, Vec<u8>)>, CatalogError> {
+                let rows = sqlx::query("SELECT id, repo_id, bytes FROM inline_objects WHERE created_at < $1 ORDER BY created_at LIMIT $2")
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get("id")?, r.try_get("repo_id")?, r.try_get("bytes")?)))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(|e| self.db(e))
+            }
+
+            async fn spilled(&self, id: &str) -> Result<(), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                sqlx::query("UPDATE layers SET object_key = $1 WHERE id = $2")
+                    .bind(format!("layers/{id}"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                sqlx::query("DELETE FROM inline_objects WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(())
             }
 
             async fn pending(&self, repo_id: i64, branch: &str) -> Result<Option<Pending>, CatalogError> {
@@ -1502,6 +1549,11 @@ macro_rules! impl_catalog {
                         .await
                         .map_err(|e| self.db(e))?;
                     if r.rows_affected() == 1 {
+                        sqlx::query("DELETE FROM inline_objects WHERE id = $1")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| self.db(e))?;
                         gone.push(id.clone());
                     }
                 }

@@ -85,7 +85,15 @@ async fn write_file(
     let mut writing: Option<tokio::task::JoinHandle<std::io::Result<Option<Vec<u8>>>>> = None;
     let (mut covered, mut kicked) = (0u64, 0u64);
     for chunk in view.bulk_chunks(file, 0, file.size) {
-        let data = match (&chunk, local) {
+        // Layers kept in the catalog (`inline/…`) are not files of the local store.
+        let mappable = match &chunk {
+            BulkChunk::Run { layer, .. } => local.filter(|_| {
+                view.layer_key(*layer)
+                    .is_ok_and(|k| !k.starts_with(crate::catalog::INLINE_PREFIX))
+            }),
+            _ => None,
+        };
+        let data = match (&chunk, mappable) {
             (
                 BulkChunk::Run {
                     layer,

@@ -23,6 +23,9 @@ pub const HEARTBEAT_STALE_MS: i64 = 30_000;
 /// long (or the grace, if longer): gc cannot tell a dead host from one cut off for a while, so
 /// it keeps the layers. A session of this machine is judged by its process instead.
 pub const SESSION_EXPIRY_MS: i64 = 10 * 60 * 1000;
+/// gc moves layers kept in the catalog into the store once they are this old (a live mount moves
+/// its own within seconds).
+const INLINE_SPILL_AGE_MS: i64 = 60_000;
 
 /// Whether the holder of a session or pin whose last heartbeat was at `heartbeat_at` (server
 /// clock) may still read: its process runs on this machine, or, unless it is a dead process of
@@ -49,6 +52,8 @@ pub struct MergeReport {
 /// What `gc` did (or would do).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GcReport {
+    /// Layers kept in the catalog that gc moved into the store.
+    pub inline_moved: usize,
     pub readable_commits: usize,
     pub expired_commits: usize,
     pub images_written: usize,
@@ -312,6 +317,16 @@ impl Engine {
     ) -> Result<GcReport> {
         let now = now_millis();
         let mut report = GcReport::default();
+        if !dry_run {
+            // Layers left in the catalog by mounts that did not move them (a dead mount).
+            report.inline_moved = super::inline::spill(
+                &self.catalog,
+                &self.store,
+                now - super::inline::spill_after_ms(INLINE_SPILL_AGE_MS),
+                100_000,
+            )
+            .await?;
+        }
         let mut snap = self.catalog.gc_snapshot().await?;
         let readable = readable_commits(&snap, now, retain_ms, grace_ms);
         report.readable_commits = readable.len();
@@ -427,12 +442,16 @@ impl Engine {
             .collect();
         report.expired_commits = expired.len();
 
-        // Objects no catalog row ever named (an upload whose transaction never happened).
-        let known: HashSet<&str> = snap
+        // Objects no catalog row ever named (an upload whose transaction never happened). A
+        // layer kept in the catalog may be being moved into the store: its `layers/ID` is known.
+        let known_ids: HashSet<&str> = snap.layers.iter().map(|l| l.row.id.as_str()).collect();
+        let mut known: HashSet<&str> = snap
             .layers
             .iter()
             .map(|l| l.row.object_key.as_str())
             .collect();
+        let moved_keys: Vec<String> = known_ids.iter().map(|id| format!("layers/{id}")).collect();
+        known.extend(moved_keys.iter().map(String::as_str));
         let objects = self.store.list("layers/").await?;
         // Only objects provably this catalog's own (see `binding`): never another catalog's.
         // An upload in flight: its layer id starts with the id of the live session writing it.

@@ -9,6 +9,7 @@ pub mod export;
 pub mod extent_map;
 pub mod history;
 pub mod import;
+pub mod inline;
 pub mod layers;
 pub mod maintenance;
 pub mod session;
@@ -106,6 +107,8 @@ pub struct Engine {
     pub layers: Arc<LayerCache>,
     pub tmp_dir: PathBuf,
     pub author: String,
+    /// The store as readers see it also holds layers kept in the catalog (see [`inline`]).
+    pub inline: Arc<inline::InlineStore>,
     sink: sink::LayerSink,
     /// What the engine knows about the store belonging to the catalog (gc deletes unreferenced
     /// objects only when it can prove they are the catalog's own).
@@ -176,6 +179,8 @@ impl Engine {
     /// An engine over given backends; the caller vouches that the store belongs to the catalog
     /// ([`Ownership::Trusted`]).
     pub fn new(catalog: DynCatalog, store: DynStore, tmp_dir: PathBuf, author: String) -> Engine {
+        let inline = Arc::new(inline::InlineStore::new(catalog.clone(), store));
+        let store: DynStore = inline.clone();
         let layers = Arc::new(LayerCache::new(store.clone(), EXTENT_CACHE_BYTES));
         let sink = sink::LayerSink::new(store.clone(), tmp_dir.clone());
         Engine {
@@ -184,6 +189,7 @@ impl Engine {
             layers,
             tmp_dir,
             author,
+            inline,
             sink,
             ownership: Ownership::Trusted,
         }

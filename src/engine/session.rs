@@ -17,21 +17,24 @@
 //! `BranchSession::lock_registration` + `BranchSession::register` (one catalog transaction
 //! fenced by the lease generation) → the memory pieces settle onto the stored layer.
 
+use super::inline::INLINE_MAX;
 use super::view::ReadView;
 use super::{new_id, now_millis, short, Engine};
 use crate::catalog::{
-    CatalogError, Commit, CommitKind, DynCatalog, FileRow, LayerRow, NewCommit, Repo, SyncRequest,
-    LEASE_STALE_MS,
+    CatalogError, Commit, CommitKind, DynCatalog, FileRow, LayerRow, NewCommit, Repo, SyncLayer,
+    SyncRequest, LEASE_STALE_MS,
 };
 use crate::engine::extent_map::{ExtentMap, Source};
 use crate::error::{Error, Result};
-use crate::layer::{LayerIndex, LayerKind};
+use crate::layer::{LayerIndex, LayerKind, LayerWriter};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A session renews what it holds this often.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A writable mount moves the small layers it kept in the catalog into the store after this long.
+const INLINE_SPILL_AFTER_MS: i64 = 4_000;
 
 /// The catalog's record of a process that reads or writes layers while it runs (see
 /// `catalog::Session`): renewed every [`HEARTBEAT`], it keeps the layers it registered, and its
@@ -131,6 +134,29 @@ where
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// A sync's layer, written and ready to be registered: kept in the catalog or stored.
+pub struct Segment {
+    pub layer: SyncLayer,
+    pub index: LayerIndex,
+}
+
+/// What a layer's contents are written through: the sink's file-backed writer or an in-memory
+/// one (for layers kept in the catalog).
+trait LayerSinkWriter {
+    fn begin(&mut self, file_id: u64, truncate_to: Option<u64>, size: u64) -> Result<()>;
+    fn extent(&mut self, off: u64, bytes: &[u8]) -> Result<()>;
+}
+
+impl<W: std::io::Write> LayerSinkWriter for LayerWriter<W> {
+    fn begin(&mut self, file_id: u64, truncate_to: Option<u64>, size: u64) -> Result<()> {
+        Ok(self.begin_file(file_id, truncate_to, size)?)
+    }
+
+    fn extent(&mut self, off: u64, bytes: &[u8]) -> Result<()> {
+        Ok(self.add_extent(off, bytes)?)
     }
 }
 
@@ -259,13 +285,20 @@ impl BranchSession {
     }
 
     /// Renews the lease every [`HEARTBEAT`]; stops (and fences the session) once it changed
-    /// hands.
+    /// hands. On the way, moves layers this branch kept in the catalog into the store once they
+    /// are a few seconds old.
     fn start_heartbeat(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(HEARTBEAT).await;
                 let Some(s) = me.upgrade() else { return };
+                let before = now_millis() - super::inline::spill_after_ms(INLINE_SPILL_AFTER_MS);
+                if let Err(e) =
+                    super::inline::spill(&s.engine.catalog, &s.engine.store, before, 1024).await
+                {
+                    tracing::warn!("moving small layers into the store failed (retried): {e}");
+                }
                 match s
                     .engine
                     .catalog
@@ -301,60 +334,109 @@ impl BranchSession {
         self.registration.lock().await
     }
 
-    /// Writes one file's dirty ranges as a delta layer and stores it (no lock held: a WAL sync
-    /// never waits behind another file's upload). The layer is not registered yet.
+    /// Writes one file's dirty ranges as a delta layer (no lock held: a WAL sync never waits
+    /// behind another file's upload): a small one stays in memory to be kept in the catalog by
+    /// its registration (no store round trip), a larger one is stored through the sink. Not
+    /// registered yet.
     pub async fn store_segment(
         &self,
         file_id: u64,
         size: u64,
         dirty: &ExtentMap,
         truncate_to: Option<u64>,
-    ) -> Result<(LayerRow, LayerIndex)> {
-        let dirty = dirty.clone();
+    ) -> Result<Segment> {
+        let fill = {
+            let dirty = dirty.clone();
+            move |w: &mut dyn LayerSinkWriter| -> Result<()> {
+                w.begin(file_id, truncate_to, size)?;
+                for (off, piece) in dirty.iter() {
+                    if let Source::Mem { buf, .. } = &piece.src {
+                        w.extent(off, &buf[..piece.len as usize])?;
+                    }
+                }
+                Ok(())
+            }
+        };
+        let id = self.session.layer_id();
+        if dirty.covered_bytes() as usize <= INLINE_MAX / 2 {
+            let mut w = LayerWriter::new(Vec::new(), LayerKind::Delta);
+            fill(&mut w)?;
+            let (bytes, index, len) = w.finish()?;
+            if bytes.len() <= INLINE_MAX {
+                let now = now_millis();
+                let row = LayerRow {
+                    id: id.clone(),
+                    repo_id: self.repo.id,
+                    commit_id: None,
+                    seq: 0,
+                    kind: LayerKind::Delta,
+                    object_key: super::inline::inline_key(&id),
+                    size_bytes: len as i64,
+                    min_time: now,
+                    max_time: now,
+                    created_at: now,
+                };
+                return Ok(Segment {
+                    layer: SyncLayer {
+                        row,
+                        inline: Some(bytes),
+                    },
+                    index,
+                });
+            }
+        }
         let stored = self
             .engine
             .sink()
-            .write(
-                self.repo.id,
-                LayerKind::Delta,
-                self.session.layer_id(),
-                move |w| {
-                    w.begin_file(file_id, truncate_to, size)?;
-                    for (off, piece) in dirty.iter() {
-                        if let Source::Mem { buf, .. } = &piece.src {
-                            w.add_extent(off, &buf[..piece.len as usize])?;
-                        }
-                    }
-                    Ok(())
-                },
-            )
+            .write(self.repo.id, LayerKind::Delta, id, move |w| fill(w))
             .await?;
-        Ok((stored.row, stored.index))
+        Ok(Segment {
+            layer: SyncLayer {
+                row: stored.row,
+                inline: None,
+            },
+            index: stored.index,
+        })
     }
 
-    /// Registers a sync (its stored layer, if any) and the branch's complete durable file
-    /// table, in one catalog transaction fenced by the lease generation. Call it holding
-    /// [`lock_registration`](Self::lock_registration). Returns the layer with its sequence number.
+    /// Registers syncs (their new layers, in order) and the branch's complete durable file table
+    /// after them, in one catalog transaction fenced by the lease generation: concurrent syncs
+    /// share it (group commit). Call it holding [`lock_registration`](Self::lock_registration).
+    /// Returns the layers with their sequence numbers.
     pub async fn register(
         &self,
         _order: &tokio::sync::MutexGuard<'_, ()>,
-        layer: Option<LayerRow>,
+        layers: Vec<SyncLayer>,
         files: Vec<FileRow>,
-    ) -> Result<Option<LayerRow>> {
+    ) -> Result<Vec<LayerRow>> {
         if self.is_fenced() {
             return Err(Error::Catalog(CatalogError::Fenced(self.branch.clone())));
         }
+        let inline: Vec<(String, bytes::Bytes)> = layers
+            .iter()
+            .filter_map(|l| {
+                l.inline
+                    .as_ref()
+                    .map(|b| (l.row.id.clone(), bytes::Bytes::copy_from_slice(b)))
+            })
+            .collect();
         let req = SyncRequest {
             repo_id: self.repo.id,
             branch: self.branch.clone(),
             generation: self.generation,
-            layer,
+            layers,
             files,
             now: now_millis(),
             session_id: Some(self.session.id().to_string()),
         };
         match self.engine.catalog.register_sync(req).await {
-            Ok(l) => Ok(l),
+            Ok(l) => {
+                // This process reads its own inline layers from memory.
+                for (id, bytes) in inline {
+                    self.engine.inline.prime(&id, bytes);
+                }
+                Ok(l)
+            }
             Err(e @ CatalogError::Fenced(_)) => {
                 self.fence();
                 Err(e.into())

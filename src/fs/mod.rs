@@ -17,7 +17,7 @@ mod scratch;
 use crate::catalog::FileRow;
 use crate::engine::duckdb_file;
 use crate::engine::extent_map::{ExtentMap, Source};
-use crate::engine::session::BranchSession;
+use crate::engine::session::{BranchSession, Segment};
 use crate::engine::view::ReadView;
 use crate::engine::{new_file_id, Engine};
 use crate::error::Error;
@@ -144,6 +144,10 @@ pub struct Stats {
     pub sync_micros_total: AtomicU64,
     pub layers_uploaded: AtomicU64,
     pub bytes_uploaded: AtomicU64,
+    /// Sync layers kept in the catalog (no store round trip).
+    pub layers_inline: AtomicU64,
+    /// Catalog transactions that registered syncs (fewer than syncs: group commit).
+    pub registrations: AtomicU64,
     pub commits: AtomicU64,
     /// Writes that waited for a flush because the dirty limit was reached.
     pub write_waits: AtomicU64,
@@ -314,6 +318,8 @@ struct State {
     next_layer: u32,
     /// Size of the layer table after its last collection.
     layers_live: usize,
+    /// Syncs stored and waiting for their registration, in order.
+    reg_queue: Vec<QueuedSync>,
     /// The durable file table as registered in the catalog: name -> (file id, size).
     durable: BTreeMap<String, (u64, u64)>,
     write_seq: u64,
@@ -336,6 +342,18 @@ pub struct QuackFs {
     started: SystemTime,
     rt: tokio::runtime::Handle,
     pub stats: Stats,
+}
+
+/// A sync waiting for its registration (group commit: whoever holds the registration order
+/// registers every queued one).
+struct QueuedSync {
+    ino: u64,
+    file_id: u64,
+    size: u64,
+    /// The write sequence number its snapshot covered.
+    seq: u64,
+    segment: Option<Segment>,
+    done: tokio::sync::oneshot::Sender<FsResult<()>>,
 }
 
 /// The pieces of a read, resolved under the state lock: (offset in the range, length, source).
@@ -381,6 +399,7 @@ impl QuackFs {
                 .collect(),
             next_layer: view.layers.len() as u32,
             layers_live: view.layers.len(),
+            reg_queue: Vec::new(),
             durable: BTreeMap::new(),
             write_seq: 0,
             dirty_bytes: 0,
@@ -1292,7 +1311,7 @@ impl QuackFs {
     ) -> FsResult<()> {
         let session = self.session()?;
         let files = self.durable_rows(&self.lock().durable);
-        if let Err(e) = session.register(order, None, files).await {
+        if let Err(e) = session.register(order, Vec::new(), files).await {
             undo.undo(&mut self.lock());
             return Err(e.into());
         }
@@ -1415,70 +1434,40 @@ impl QuackFs {
             (file_id, name, size, dirty, truncate_to, seq, headers)
         };
         let (file_id, name, size, dirty, truncate_to, seq, headers) = snapshot;
-        // Store the layer, holding no lock but this file's.
-        let layer = if dirty.is_empty() && truncate_to.is_none() {
+        // Write the layer (and store it, unless it is small enough for the catalog), holding
+        // no lock but this file's.
+        let segment = if dirty.is_empty() && truncate_to.is_none() {
             None
         } else {
-            let stored = session
+            let seg = session
                 .store_segment(file_id, size, &dirty, truncate_to)
                 .await?;
-            self.stats.layers_uploaded.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .bytes_uploaded
-                .fetch_add(stored.0.size_bytes as u64, Ordering::Relaxed);
-            Some(stored)
+            if seg.layer.inline.is_none() {
+                self.stats.layers_uploaded.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .bytes_uploaded
+                    .fetch_add(seg.layer.row.size_bytes as u64, Ordering::Relaxed);
+            } else {
+                self.stats.layers_inline.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(seg)
         };
+        // Register, in order: whoever holds the registration order registers every sync queued
+        // by then in one catalog transaction (group commit).
+        let (done, mut result) = tokio::sync::oneshot::channel();
+        self.lock().reg_queue.push(QueuedSync {
+            ino,
+            file_id,
+            size,
+            seq,
+            segment,
+            done,
+        });
         let order = session.lock_registration().await;
-        let files = {
-            let st = self.lock();
-            let mut durable = st.durable.clone();
-            // The file may have been renamed meanwhile: update it by identity.
-            if let Some(entry) = durable.values_mut().find(|(id, _)| *id == file_id) {
-                entry.1 = size;
-            }
-            self.durable_rows(&durable)
-        };
-        let registered = session
-            .register(&order, layer.as_ref().map(|(row, _)| row.clone()), files)
-            .await?;
-        // Registered: the memory pieces it covered now read from the layer.
-        {
-            let mut st = self.lock();
-            if let (Some(row), Some((_, index))) = (registered, layer) {
-                let layer_no = st.next_layer;
-                st.next_layer += 1;
-                st.layers
-                    .insert(layer_no, Arc::from(row.object_key.as_str()));
-                if let Some(Node::File(f)) = st.nodes.get_mut(&ino) {
-                    if let Some(entry) = index.file(file_id) {
-                        for e in &entry.extents {
-                            let src = Source::Layer {
-                                layer: layer_no,
-                                data_off: e.data_off,
-                                ext_len: e.len,
-                                crc: e.crc,
-                                skip: 0,
-                            };
-                            f.map.settle(e.offset, e.len as u64, seq, &src);
-                        }
-                    }
-                }
-            }
-            if let Some(entry) = st.durable.values_mut().find(|(id, _)| *id == file_id) {
-                entry.1 = size;
-            }
-            let mut freed = 0;
-            if let Some(Node::File(f)) = st.nodes.get_mut(&ino) {
-                f.dirty.drop_settled(seq);
-                let left = f.dirty.covered_bytes();
-                freed = f.dirty_bytes.saturating_sub(left);
-                f.dirty_bytes = left;
-                f.truncate_to = f.truncated_during_sync.take();
-            }
-            st.dirty_bytes = st.dirty_bytes.saturating_sub(freed);
-            Self::collect_layers(&mut st);
+        if result.try_recv().is_err() {
+            self.register_queued(&session, &order).await;
         }
-        self.freed.notify_all();
+        result.try_recv().unwrap_or(Err(FsError::IO))?;
         self.stats.record_sync(started.elapsed());
         // Did this sync complete a checkpoint? Either it made a new database header durable, or
         // it emptied a WAL.
@@ -1504,6 +1493,96 @@ impl QuackFs {
             self.maybe_checkpoint_commit(&order, &db, false).await;
         }
         Ok(())
+    }
+
+    /// Registers every queued sync in one catalog transaction (called holding the registration
+    /// order), settles their memory pieces onto their layers and tells each one the outcome.
+    async fn register_queued(
+        &self,
+        session: &BranchSession,
+        order: &tokio::sync::MutexGuard<'_, ()>,
+    ) {
+        let mut batch = std::mem::take(&mut self.lock().reg_queue);
+        if batch.is_empty() {
+            return;
+        }
+        let files = {
+            let st = self.lock();
+            let mut durable = st.durable.clone();
+            for q in &batch {
+                // The file may have been renamed meanwhile: update it by identity.
+                if let Some(entry) = durable.values_mut().find(|(id, _)| *id == q.file_id) {
+                    entry.1 = q.size;
+                }
+            }
+            self.durable_rows(&durable)
+        };
+        let mut indexes = Vec::new();
+        let mut layers = Vec::new();
+        for q in &mut batch {
+            if let Some(seg) = q.segment.take() {
+                layers.push(seg.layer);
+                indexes.push(Some(seg.index));
+            } else {
+                indexes.push(None);
+            }
+        }
+        let registered = session.register(order, layers, files).await;
+        let mut rows = match registered {
+            Ok(rows) => rows.into_iter(),
+            Err(e) => {
+                let e = FsError::from(e);
+                for q in batch {
+                    let _ = q.done.send(Err(e));
+                }
+                return;
+            }
+        };
+        {
+            let mut st = self.lock();
+            for (q, index) in batch.iter().zip(indexes) {
+                // Registered: the memory pieces the layer covers now read from it.
+                if let Some(index) = index {
+                    let Some(row) = rows.next() else { break };
+                    let layer_no = st.next_layer;
+                    st.next_layer += 1;
+                    st.layers
+                        .insert(layer_no, Arc::from(row.object_key.as_str()));
+                    if let (Some(Node::File(f)), Some(entry)) =
+                        (st.nodes.get_mut(&q.ino), index.file(q.file_id))
+                    {
+                        for e in &entry.extents {
+                            let src = Source::Layer {
+                                layer: layer_no,
+                                data_off: e.data_off,
+                                ext_len: e.len,
+                                crc: e.crc,
+                                skip: 0,
+                            };
+                            f.map.settle(e.offset, e.len as u64, q.seq, &src);
+                        }
+                    }
+                }
+                if let Some(entry) = st.durable.values_mut().find(|(id, _)| *id == q.file_id) {
+                    entry.1 = q.size;
+                }
+                let mut freed = 0;
+                if let Some(Node::File(f)) = st.nodes.get_mut(&q.ino) {
+                    f.dirty.drop_settled(q.seq);
+                    let left = f.dirty.covered_bytes();
+                    freed = f.dirty_bytes.saturating_sub(left);
+                    f.dirty_bytes = left;
+                    f.truncate_to = f.truncated_during_sync.take();
+                }
+                st.dirty_bytes = st.dirty_bytes.saturating_sub(freed);
+            }
+            Self::collect_layers(&mut st);
+        }
+        self.stats.registrations.fetch_add(1, Ordering::Relaxed);
+        for q in batch {
+            let _ = q.done.send(Ok(()));
+        }
+        self.freed.notify_all();
     }
 
     /// Drops layers no piece refers to from the layer table, once it has doubled since the last

@@ -1,0 +1,221 @@
+//! Small layers kept in the catalog: a sync whose layer object is small (DuckDB's WAL appends of
+//! single transactions) registers the object's bytes in the catalog in the same transaction as the
+//! sync itself (`catalog::SyncLayer::inline`), so a DuckDB commit costs one catalog transaction and
+//! no object-store round trip, as DuckLake inlines small writes into its catalog. Such a layer's
+//! object key is `inline/ID`.
+//!
+//! [`InlineStore`] is the object store every reader goes through: a key `inline/ID` is read from
+//! the catalog (and kept in a bounded memory cache: objects are immutable), or, once it was moved
+//! into the store, from `layers/ID`; every other key goes to the store. So reads, export, verify,
+//! merge and other hosts all see the same bytes wherever they are. [`spill`] moves inline objects
+//! into the store in the background (the writing mount, and gc for those a dead mount left):
+//! stored as `layers/ID` first, then the layer row names it and the catalog's copy goes, in one
+//! transaction; a reader that looked in the catalog just before still finds the stored object.
+
+use crate::catalog::{DynCatalog, INLINE_PREFIX};
+use crate::store::{DynStore, LocalStore, ObjectMeta, ObjectStore, StoreError};
+use bytes::Bytes;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// A sync's layer object at most this large is kept in the catalog.
+pub const INLINE_MAX: usize = 64 * 1024;
+/// Inline objects kept in memory by each process (they are small and immutable).
+const CACHE_BYTES: u64 = 32 << 20;
+
+/// How old a layer kept in the catalog gets before it is moved into the store: `default_ms`, or
+/// `QUACKFS_INLINE_SPILL_AFTER` (e.g. `10s`, `1h`) when set (tests and tuning).
+pub fn spill_after_ms(default_ms: i64) -> i64 {
+    std::env::var("QUACKFS_INLINE_SPILL_AFTER")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .map_or(default_ms, |d| d.as_millis() as i64)
+}
+
+/// The key of a layer kept in the catalog.
+pub fn inline_key(id: &str) -> String {
+    format!("{INLINE_PREFIX}{id}")
+}
+
+/// The object store as readers see it: `inline/ID` from the catalog (or `layers/ID` once
+/// moved), everything else from `inner`.
+pub struct InlineStore {
+    catalog: DynCatalog,
+    inner: DynStore,
+    cache: Mutex<Cache>,
+}
+
+struct Cache {
+    used: u64,
+    map: lru::LruCache<String, Bytes>,
+}
+
+impl InlineStore {
+    pub fn new(catalog: DynCatalog, inner: DynStore) -> InlineStore {
+        InlineStore {
+            catalog,
+            inner,
+            cache: Mutex::new(Cache {
+                used: 0,
+                map: lru::LruCache::unbounded(),
+            }),
+        }
+    }
+
+    /// The store behind (where `layers/…` objects live).
+    pub fn inner(&self) -> &DynStore {
+        &self.inner
+    }
+
+    /// Remembers an inline object this process just registered (its reads then need no catalog
+    /// query).
+    pub fn prime(&self, id: &str, bytes: Bytes) {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.used += bytes.len() as u64;
+        if let Some(old) = c.map.put(id.to_string(), bytes) {
+            c.used -= old.len() as u64;
+        }
+        while c.used > CACHE_BYTES {
+            match c.map.pop_lru() {
+                Some((_, b)) => c.used -= b.len() as u64,
+                None => break,
+            }
+        }
+    }
+
+    /// The bytes of inline object `id`: memory, the catalog, or (moved) the store.
+    async fn object(&self, id: &str) -> Result<Bytes, StoreError> {
+        if let Some(b) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .get(id)
+            .cloned()
+        {
+            return Ok(b);
+        }
+        match self.catalog.inline_object(id).await {
+            Ok(Some(bytes)) => {
+                let b = Bytes::from(bytes);
+                self.prime(id, b.clone());
+                Ok(b)
+            }
+            Ok(None) => self.inner.get(&format!("layers/{id}")).await,
+            Err(e) => Err(StoreError::Backend(format!(
+                "reading inline object {id} from the catalog: {e}"
+            ))),
+        }
+    }
+}
+
+fn inline_id(key: &str) -> Option<&str> {
+    key.strip_prefix(INLINE_PREFIX)
+}
+
+fn slice(b: &Bytes, start: u64, end: u64) -> Bytes {
+    let len = b.len() as u64;
+    let (s, e) = (start.min(len), end.min(len));
+    if s >= e {
+        return Bytes::new();
+    }
+    b.slice(s as usize..e as usize)
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for InlineStore {
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        self.inner.put(key, data).await
+    }
+
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+        self.inner.put_file(key, path).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        match inline_id(key) {
+            Some(id) => self.object(id).await,
+            None => self.inner.get(key).await,
+        }
+    }
+
+    async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, StoreError> {
+        match inline_id(key) {
+            Some(id) => Ok(slice(&self.object(id).await?, start, end)),
+            None => self.inner.get_range(key, start, end).await,
+        }
+    }
+
+    async fn read_into(
+        &self,
+        key: &str,
+        start: u64,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        match inline_id(key) {
+            Some(id) => {
+                let end = start + buf.len() as u64;
+                let b = slice(&self.object(id).await?, start, end);
+                if b.len() != buf.len() {
+                    return Err(crate::store::short_read(key, start, end, b.len()));
+                }
+                buf.copy_from_slice(&b);
+                Ok(buf)
+            }
+            None => self.inner.read_into(key, start, buf).await,
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        match inline_id(key) {
+            Some(id) => Ok(ObjectMeta {
+                key: key.to_string(),
+                size: self.object(id).await?.len() as u64,
+                modified: chrono::Utc::now(),
+            }),
+            None => self.inner.head(key).await,
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match inline_id(key) {
+            // The catalog row goes with its layer row (gc); a moved copy is an orphan then.
+            Some(id) => self.inner.delete(&format!("layers/{id}")).await,
+            None => self.inner.delete(key).await,
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.inner.list(prefix).await
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn as_local(&self) -> Option<&LocalStore> {
+        self.inner.as_local()
+    }
+}
+
+/// Moves inline objects created before `before` into the store (at most `limit`); returns how
+/// many moved. Safe beside readers (see the module docs) and beside another process doing the
+/// same (a second copy of an object is refused by the store as existing, and ignored).
+pub async fn spill(
+    catalog: &DynCatalog,
+    store: &DynStore,
+    before: crate::catalog::Millis,
+    limit: i64,
+) -> crate::error::Result<usize> {
+    let objects = catalog.inline_objects(before, limit).await?;
+    let mut moved = 0;
+    for (id, _repo, bytes) in objects {
+        match store.put(&format!("layers/{id}"), Bytes::from(bytes)).await {
+            Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        catalog.spilled(&id).await?;
+        moved += 1;
+    }
+    Ok(moved)
+}
