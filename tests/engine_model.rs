@@ -590,6 +590,7 @@ async fn run_case(ops: Vec<Op>, local: bool) -> Result<(), TestCaseError> {
 }
 
 fn run(ops: Vec<Op>, local: bool) -> Result<(), TestCaseError> {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -665,4 +666,106 @@ fn regression_a_failed_fsync_loses_nothing() {
     ];
     run(ops.clone(), false).unwrap();
     run(ops, true).unwrap();
+}
+
+#[test]
+fn regression_concurrent_syncs_after_a_failed_one() {
+    let ops = vec![
+        Op::Write {
+            file: 2,
+            off: 12288,
+            len: 262_144,
+            seed: 212,
+        },
+        Op::Write {
+            file: 1,
+            off: 140_048,
+            len: 147_623,
+            seed: 120,
+        },
+        Op::FailedFsync { file: 1 },
+        Op::Concurrent(vec![
+            Op::FailedFsync { file: 2 },
+            Op::Write {
+                file: 0,
+                off: 0,
+                len: 4096,
+                seed: 33,
+            },
+            Op::Fsync { file: 1 },
+            Op::FailedFsync { file: 0 },
+        ]),
+        Op::Read {
+            file: 2,
+            off: 421_311,
+            len: 42_369,
+        },
+    ];
+    for _ in 0..5 {
+        run(ops.clone(), false).unwrap();
+    }
+}
+
+/// Group commit: syncs of different files at the same time share catalog transactions.
+#[test]
+fn concurrent_fsyncs_share_registrations() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("catalog.sqlite").display());
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let engine = Arc::new(Engine::new(
+            catalog::open(&url).await.unwrap(),
+            Arc::new(MemoryStore::new()),
+            tmp,
+            "t".into(),
+        ));
+        let (repo, _) = engine.init("group").await.unwrap();
+        let fs = open_fs(engine, &repo, dir.path()).await;
+        let mut inos = Vec::new();
+        for i in 0..16 {
+            let (a, fh) = fs
+                .create(ROOT, &format!("f{i}"), 0o644, libc::O_RDWR | libc::O_CREAT)
+                .await
+                .unwrap();
+            fs.write(a.ino, fh, 0, &pattern(i as u8, 0, 3000), false)
+                .unwrap();
+            inos.push(a.ino);
+        }
+        let before = fs
+            .stats
+            .registrations
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let tasks: Vec<_> = inos
+            .iter()
+            .map(|&ino| {
+                let fs = fs.clone();
+                tokio::spawn(async move { fs.fsync(ino).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let regs = fs
+            .stats
+            .registrations
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - before;
+        assert!(
+            regs < 16,
+            "16 concurrent fsyncs took {regs} catalog transactions"
+        );
+        for (i, &ino) in inos.iter().enumerate() {
+            let fh = fs.open(ino, libc::O_RDONLY).await.unwrap();
+            assert_eq!(
+                fs.read(ino, fh, 0, 4000).await.unwrap(),
+                pattern(i as u8, 0, 3000)
+            );
+        }
+    });
 }

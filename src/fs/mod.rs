@@ -1464,10 +1464,15 @@ impl QuackFs {
             done,
         });
         let order = session.lock_registration().await;
-        if result.try_recv().is_err() {
-            self.register_queued(&session, &order).await;
-        }
-        result.try_recv().unwrap_or(Err(FsError::IO))?;
+        let outcome = match result.try_recv() {
+            // A sync ahead of this one registered it with its own.
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.register_queued(&session, &order).await;
+                result.try_recv().unwrap_or(Err(FsError::IO))
+            }
+        };
+        outcome?;
         self.stats.record_sync(started.elapsed());
         // Did this sync complete a checkpoint? Either it made a new database header durable, or
         // it emptied a WAL.
