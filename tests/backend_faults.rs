@@ -494,12 +494,14 @@ fn s3_outage_fails_fsync_in_bounded_time_and_loses_nothing_committed() {
     };
     let t0 = Instant::now();
     let env = Env::new();
+    // Every sync through the store here (no layer kept in the catalog): the upload path.
     let q = Qfs::new(
         &env,
         &svc,
         &[
             ("QUACKFS_S3_RETRY_TIMEOUT", "5s"),
             ("QUACKFS_CONNECT_TIMEOUT", "10s"),
+            ("QUACKFS_INLINE_MAX", "0"),
         ],
     );
     q.ok(&["init", "shop"]);
@@ -566,6 +568,45 @@ fn s3_outage_fails_fsync_in_bounded_time_and_loses_nothing_committed() {
     assert_durable(&rows, &committed, &uncertain);
     m2.unmount();
     eprintln!("{test}: {:.1?}", t0.elapsed());
+}
+
+/// With the default settings small commits (kept in the catalog) go on while S3 is down, and
+/// are all there after S3 is back and the branch is mounted again.
+#[test]
+fn small_commits_go_on_while_s3_is_down() {
+    let test = "s3_down_small_commits";
+    let Some(mut svc) = Services::up(test) else {
+        return;
+    };
+    let env = Env::new();
+    let q = Qfs::new(&env, &svc, &[("QUACKFS_S3_RETRY_TIMEOUT", "5s")]);
+    q.ok(&["init", "shop"]);
+    let mnt = env.path("mnt");
+    let mut m = q.mount("shop@main", &mnt, &[]);
+    let db = m.dir.join("shop.duckdb");
+    let mut duck = Duck::open(&db, env.path("duck.err"));
+    duck.exec(
+        "CREATE TABLE t (k BIGINT, payload VARCHAR)",
+        Duration::from_secs(60),
+    )
+    .expect("create table");
+    svc.kill_weed();
+    let mut committed = BTreeSet::new();
+    for k in 1..=20 {
+        let took = duck
+            .exec(&insert_sql(k), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("insert {k} with S3 down: {e:?}"));
+        assert!(took < Duration::from_secs(2), "insert {k} took {took:?}");
+        committed.insert(k);
+    }
+    assert_alive(&mut m, &env, "while S3 was down");
+    duck.close(Duration::from_secs(60));
+    svc.restart();
+    m.unmount();
+    let m2 = q.mount("shop@main", &env.path("mnt2"), &[]);
+    let rows = txn_rows(&m2.dir.join("shop.duckdb"));
+    assert_durable(&rows, &committed, &BTreeSet::new());
+    m2.unmount();
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -589,7 +589,16 @@ async fn run_case(ops: Vec<Op>, local: bool) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Layers up to 16 KiB are kept in the catalog in these tests (the default is larger than most
+/// of their syncs), so both kinds of layer, and failed uploads, are exercised.
+fn small_inline_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // Set before any sync of this test process reads it.
+    ONCE.call_once(|| std::env::set_var("QUACKFS_INLINE_MAX", "16KiB"));
+}
+
 fn run(ops: Vec<Op>, local: bool) -> Result<(), TestCaseError> {
+    small_inline_limit();
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -709,6 +718,7 @@ fn regression_concurrent_syncs_after_a_failed_one() {
 /// Group commit: syncs of different files at the same time share catalog transactions.
 #[test]
 fn concurrent_fsyncs_share_registrations() {
+    small_inline_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()

@@ -10,3 +10,5 @@ CREATE TABLE inline_objects (
     created_at  BIGINT  NOT NULL
 );
 CREATE INDEX inline_objects_by_age ON inline_objects (created_at);
+-- DuckDB's blocks are compressed already: store the bytes as they are (no TOAST compression).
+ALTER TABLE inline_objects ALTER COLUMN bytes SET STORAGE EXTERNAL;

@@ -1,5 +1,5 @@
 //! Small layers kept in the catalog: a sync whose layer object is small (DuckDB's WAL appends of
-//! single transactions) registers the object's bytes in the catalog in the same transaction as the
+//! single transactions, the blocks a small checkpoint rewrites) registers the object's bytes in the catalog in the same transaction as the
 //! sync itself (`catalog::SyncLayer::inline`), so a DuckDB commit costs one catalog transaction and
 //! no object-store round trip, as DuckLake inlines small writes into its catalog. Such a layer's
 //! object key is `inline/ID`.
@@ -18,8 +18,22 @@ use bytes::Bytes;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// A sync's layer object at most this large is kept in the catalog.
-pub const INLINE_MAX: usize = 64 * 1024;
+/// A sync's layer object at most this large is kept in the catalog (`QUACKFS_INLINE_MAX`
+/// overrides it; 0 keeps nothing there): a DuckDB commit's WAL append, and the few blocks a small
+/// transaction's checkpoint rewrites, cost one catalog transaction instead of an object-store
+/// round trip. Larger ones (bulk loads, background flushes) go to the store directly.
+pub const INLINE_MAX_DEFAULT: usize = 4 << 20;
+
+/// The inline limit in effect (see [`INLINE_MAX_DEFAULT`]).
+pub fn inline_max() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("QUACKFS_INLINE_MAX")
+            .ok()
+            .and_then(|v| v.trim().parse::<bytesize::ByteSize>().ok())
+            .map_or(INLINE_MAX_DEFAULT, |b| b.as_u64() as usize)
+    })
+}
 /// Inline objects kept in memory by each process (they are small and immutable).
 const CACHE_BYTES: u64 = 32 << 20;
 

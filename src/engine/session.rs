@@ -17,7 +17,7 @@
 //! `BranchSession::lock_registration` + `BranchSession::register` (one catalog transaction
 //! fenced by the lease generation) → the memory pieces settle onto the stored layer.
 
-use super::inline::INLINE_MAX;
+use super::inline::inline_max;
 use super::view::ReadView;
 use super::{new_id, now_millis, short, Engine};
 use crate::catalog::{
@@ -358,32 +358,43 @@ impl BranchSession {
             }
         };
         let id = self.session.layer_id();
-        if dirty.covered_bytes() as usize <= INLINE_MAX / 2 {
+        let max = inline_max();
+        if dirty.covered_bytes() as usize <= max {
             let mut w = LayerWriter::new(Vec::new(), LayerKind::Delta);
             fill(&mut w)?;
             let (bytes, index, len) = w.finish()?;
-            if bytes.len() <= INLINE_MAX {
-                let now = now_millis();
-                let row = LayerRow {
-                    id: id.clone(),
-                    repo_id: self.repo.id,
-                    commit_id: None,
-                    seq: 0,
-                    kind: LayerKind::Delta,
-                    object_key: super::inline::inline_key(&id),
-                    size_bytes: len as i64,
-                    min_time: now,
-                    max_time: now,
-                    created_at: now,
-                };
-                return Ok(Segment {
-                    layer: SyncLayer {
-                        row,
-                        inline: Some(bytes),
-                    },
-                    index,
-                });
-            }
+            let keep = bytes.len() <= max;
+            let key = if keep {
+                super::inline::inline_key(&id)
+            } else {
+                // Its footer made it a little too large: store it as it is.
+                let key = super::layer_key(&id);
+                self.engine
+                    .store
+                    .put(&key, bytes::Bytes::copy_from_slice(&bytes))
+                    .await?;
+                key
+            };
+            let now = now_millis();
+            let row = LayerRow {
+                id,
+                repo_id: self.repo.id,
+                commit_id: None,
+                seq: 0,
+                kind: LayerKind::Delta,
+                object_key: key,
+                size_bytes: len as i64,
+                min_time: now,
+                max_time: now,
+                created_at: now,
+            };
+            return Ok(Segment {
+                layer: SyncLayer {
+                    row,
+                    inline: keep.then_some(bytes),
+                },
+                index,
+            });
         }
         let stored = self
             .engine
