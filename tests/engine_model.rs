@@ -779,3 +779,87 @@ fn concurrent_fsyncs_share_registrations() {
         }
     });
 }
+
+/// Many small syncs of one file are compacted into few pending layers in the background; the
+/// live mount and a fresh one read the same bytes, and a commit of the compacted state too.
+#[test]
+fn pending_layers_are_compacted() {
+    small_inline_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("catalog.sqlite").display());
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let engine = Arc::new(Engine::new(
+            catalog::open(&url).await.unwrap(),
+            store.clone(),
+            tmp.clone(),
+            "t".into(),
+        ));
+        let (repo, _) = engine.init("compact").await.unwrap();
+        let fs = open_fs(engine.clone(), &repo, dir.path()).await;
+        let (a, fh) = fs
+            .create(ROOT, "f", 0o644, libc::O_RDWR | libc::O_CREAT)
+            .await
+            .unwrap();
+        let mut model = vec![0u8; 0];
+        for i in 0..40u64 {
+            // 64 random 4 KiB pages per sync, as fio's random writes with fsync every 64.
+            for j in 0..64u64 {
+                let off = ((i * 64 + j) * 2_654_435_761 % 512) * 4096;
+                let data = pattern((i * 64 + j) as u8, off, 4096);
+                fs.write(a.ino, fh, off, &data, false).unwrap();
+                let end = off as usize + 4096;
+                if model.len() < end {
+                    model.resize(end, 0);
+                }
+                model[off as usize..end].copy_from_slice(&data);
+            }
+            fs.fsync(a.ino).await.unwrap();
+        }
+        let pending = || async {
+            engine
+                .catalog
+                .pending(repo.id, "main")
+                .await
+                .unwrap()
+                .map_or(0, |p| p.layers.len())
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while pending().await > 40 - 15 {
+            assert!(std::time::Instant::now() < deadline, "no compaction");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let got = fs
+            .read(a.ino, fh, 0, model.len() as u32 + 10)
+            .await
+            .unwrap();
+        assert!(got == model, "the live mount reads other bytes");
+        // A fresh mount reads the compacted state.
+        fs.branch_session().unwrap().release().await;
+        drop(fs);
+        let engine2 = Arc::new(Engine::new(
+            catalog::open(&url).await.unwrap(),
+            store,
+            tmp,
+            "t".into(),
+        ));
+        let fs2 = open_fs(engine2, &repo, dir.path()).await;
+        let a2 = fs2.lookup(ROOT, "f").unwrap();
+        let fh2 = fs2.open(a2.ino, libc::O_RDONLY).await.unwrap();
+        let got = fs2
+            .read(a2.ino, fh2, 0, model.len() as u32 + 10)
+            .await
+            .unwrap();
+        assert!(
+            got == model,
+            "a fresh mount reads other bytes after compaction"
+        );
+    });
+}

@@ -503,6 +503,15 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Registers a sync (fenced by the lease generation); returns the layer with its `seq`.
     async fn register_sync(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError>;
+    /// Replaces consecutive pending segments `old` of a branch by one layer (`req.layers[0]`,
+    /// already stored) taking the first one's place, fenced by the writer's generation; the old
+    /// ones are superseded (the writer still reads them). `Conflict` if one of them is no longer
+    /// pending (a commit adopted it meanwhile).
+    async fn replace_pending(
+        &self,
+        req: SyncRequest,
+        old: &[String],
+    ) -> Result<LayerRow, CatalogError>;
     /// The bytes of a layer object kept in the catalog, if it still is (else it was moved into
     /// the store as `layers/ID`).
     async fn inline_object(&self, id: &str) -> Result<Option<Vec<u8>>, CatalogError>;

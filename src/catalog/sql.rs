@@ -378,7 +378,7 @@ macro_rules! impl_catalog {
                 let mut bytes_added: i64 = layers.iter().map(|l| l.size_bytes).sum();
                 if adopt_pending {
                     let r = sqlx::query(
-                        "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) AS b FROM layers WHERE repo_id = $1 AND branch = $2 AND commit_id IS NULL",
+                        "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) AS b FROM layers WHERE repo_id = $1 AND branch = $2 AND commit_id IS NULL AND superseded_at IS NULL",
                     )
                     .bind(repo_id)
                     .bind(branch)
@@ -1151,6 +1151,56 @@ macro_rules! impl_catalog {
                 Ok(layers)
             }
 
+            async fn replace_pending(&self, req: SyncRequest, old: &[String]) -> Result<LayerRow, CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                self.lock_branch(&mut tx, req.repo_id, &req.branch).await?;
+                self.check_fence(&mut tx, req.repo_id, &req.branch, req.generation).await?;
+                let mut first = i64::MAX;
+                for id in old {
+                    // Still a pending segment of this branch (a commit may have adopted it).
+                    let r = sqlx::query(
+                        "UPDATE layers SET superseded_at = $1 WHERE id = $2 AND repo_id = $3 AND branch = $4 AND commit_id IS NULL AND superseded_at IS NULL RETURNING seq",
+                    )
+                    .bind(req.now)
+                    .bind(id)
+                    .bind(req.repo_id)
+                    .bind(&req.branch)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                    let Some(r) = r else {
+                        return Err(CatalogError::Conflict(format!("pending layer {id} was committed or replaced meanwhile")));
+                    };
+                    first = first.min(r.try_get::<i64, _>("seq").map_err(|e| self.db(e))?);
+                }
+                let Some(SyncLayer { row: mut new, inline }) = req.layers.into_iter().next() else {
+                    return Err(CatalogError::Conflict("no replacement layer".into()));
+                };
+                new.seq = first;
+                new.commit_id = None;
+                if let Some(bytes) = inline {
+                    sqlx::query("INSERT INTO inline_objects (id, repo_id, bytes, created_at) VALUES ($1, $2, $3, $4)")
+                        .bind(&new.id)
+                        .bind(req.repo_id)
+                        .bind(bytes)
+                        .bind(req.now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                }
+                self.insert_layer(&mut tx, req.repo_id, None, Some(&req.branch), &new).await?;
+                if let Some(session) = &req.session_id {
+                    sqlx::query("INSERT INTO session_layers (session_id, layer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(session)
+                        .bind(&new.id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                }
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(new)
+            }
+
             async fn inline_object(&self, id: &str) -> Result<Option<Vec<u8>>, CatalogError> {
                 let row = sqlx::query("SELECT bytes FROM inline_objects WHERE id = $1")
                     .bind(id)
@@ -1209,7 +1259,7 @@ macro_rules! impl_catalog {
                     .iter()
                     .map(|r| self.file_row(r))
                     .collect::<Result<Vec<_>, _>>()?;
-                let sql = format!("SELECT {LAYER_COLS} FROM layers WHERE repo_id = $1 AND branch = $2 AND commit_id IS NULL ORDER BY seq");
+                let sql = format!("SELECT {LAYER_COLS} FROM layers WHERE repo_id = $1 AND branch = $2 AND commit_id IS NULL AND superseded_at IS NULL ORDER BY seq");
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(repo_id)
                     .bind(branch)

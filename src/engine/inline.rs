@@ -18,20 +18,29 @@ use bytes::Bytes;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// A sync's layer object at most this large is kept in the catalog (`QUACKFS_INLINE_MAX`
-/// overrides it; 0 keeps nothing there): a DuckDB commit's WAL append, and the few blocks a small
-/// transaction's checkpoint rewrites, cost one catalog transaction instead of an object-store
-/// round trip. Larger ones (bulk loads, background flushes) go to the store directly.
-pub const INLINE_MAX_DEFAULT: usize = 4 << 20;
+/// With a remote object store (S3), a sync's layer object at most this large is kept in the
+/// catalog: a DuckDB commit's WAL append, and the few blocks a small transaction's checkpoint
+/// rewrites, cost one catalog transaction instead of an object-store round trip. Larger ones
+/// (bulk loads, background flushes) go to the store directly.
+pub const INLINE_MAX_REMOTE: usize = 4 << 20;
+/// With the local-directory store, only small syncs (WAL appends) are kept in the catalog: one
+/// SQLite transaction instead of a file, its fsyncs and a link; larger ones are as fast as files.
+pub const INLINE_MAX_LOCAL: usize = 64 << 10;
 
-/// The inline limit in effect (see [`INLINE_MAX_DEFAULT`]).
-pub fn inline_max() -> usize {
-    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MAX.get_or_init(|| {
+/// The inline limit in effect for a store (local or not); `QUACKFS_INLINE_MAX` (a size; 0 keeps
+/// nothing in the catalog) overrides both defaults.
+pub fn inline_max(local_store: bool) -> usize {
+    static MAX: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let set = *MAX.get_or_init(|| {
         std::env::var("QUACKFS_INLINE_MAX")
             .ok()
             .and_then(|v| v.trim().parse::<bytesize::ByteSize>().ok())
-            .map_or(INLINE_MAX_DEFAULT, |b| b.as_u64() as usize)
+            .map(|b| b.as_u64() as usize)
+    });
+    set.unwrap_or(if local_store {
+        INLINE_MAX_LOCAL
+    } else {
+        INLINE_MAX_REMOTE
     })
 }
 /// Inline objects kept in memory by each process (they are small and immutable).

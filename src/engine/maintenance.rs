@@ -199,12 +199,14 @@ impl Engine {
     }
 
     /// Merges the delta segments of one commit into one layer.
-    async fn merge_segments(
+    /// Folds consecutive delta layers (oldest first) into one delta layer, written and stored
+    /// under `session` (not registered): later writes win, truncations and zeros are kept.
+    pub async fn fold_layers(
         &self,
         session: &SessionHandle,
-        commit: &Commit,
+        repo_id: i64,
         rows: Vec<LayerRow>,
-    ) -> Result<u64> {
+    ) -> Result<(LayerRow, Vec<String>)> {
         let mut layers = Vec::new();
         let mut folded = Folded::new();
         for row in rows {
@@ -216,16 +218,19 @@ impl Engine {
             layers.push(ViewLayer { row, index });
         }
         let new = self
-            .write_folded(
-                session,
-                commit.repo_id,
-                LayerKind::Delta,
-                &folded.maps,
-                &layers,
-            )
+            .write_folded(session, repo_id, LayerKind::Delta, &folded.maps, &layers)
             .await?;
+        Ok((new, layers.into_iter().map(|l| l.row.id).collect()))
+    }
+
+    async fn merge_segments(
+        &self,
+        session: &SessionHandle,
+        commit: &Commit,
+        rows: Vec<LayerRow>,
+    ) -> Result<u64> {
+        let (new, old) = self.fold_layers(session, commit.repo_id, rows).await?;
         let bytes = new.size_bytes as u64;
-        let old: Vec<String> = layers.iter().map(|l| l.row.id.clone()).collect();
         self.catalog
             .replace_layers(&commit.id, &old, new, now_millis())
             .await?;
@@ -385,7 +390,8 @@ impl Engine {
             }
         }
         for l in &snap.layers {
-            if l.row.commit_id.is_none() {
+            // Pending segments (compacted ones are superseded: their writer registered them).
+            if l.row.commit_id.is_none() && l.superseded_at.is_none() {
                 live.insert(l.row.id.clone());
             }
         }

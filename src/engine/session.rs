@@ -184,6 +184,44 @@ pub struct BranchSession {
     heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The layers this writer reads and uploads are registered under it.
     session: SessionHandle,
+    /// Pending layers registered since the last compaction started, and whether one runs.
+    since_compaction: std::sync::atomic::AtomicUsize,
+    compacting: AtomicBool,
+}
+
+/// Pending segments of one size class merged together (size-tiered compaction).
+pub const COMPACT_FAN_IN: usize = 16;
+/// Most segments merged at once.
+const COMPACT_MAX: usize = 64;
+
+/// The size class of a layer: 0 up to 64 KiB, then one class per factor of 16.
+fn size_class(bytes: i64) -> u32 {
+    let mut class = 0;
+    let mut limit: i64 = 64 << 10;
+    while bytes > limit && class < 16 {
+        limit = limit.saturating_mul(16);
+        class += 1;
+    }
+    class
+}
+
+/// The pending layers (in order) a compaction merges: the newest run of consecutive layers of one
+/// size class, if it has at least [`COMPACT_FAN_IN`] (its newest [`COMPACT_MAX`] at most).
+fn compaction_run(layers: &[LayerRow]) -> Vec<LayerRow> {
+    let Some(last) = layers.last() else {
+        return Vec::new();
+    };
+    let class = size_class(last.size_bytes);
+    let n = layers
+        .iter()
+        .rev()
+        .take_while(|l| l.kind == LayerKind::Delta && size_class(l.size_bytes) == class)
+        .take(COMPACT_MAX)
+        .count();
+    if n < COMPACT_FAN_IN {
+        return Vec::new();
+    }
+    layers[layers.len() - n..].to_vec()
 }
 
 impl BranchSession {
@@ -234,6 +272,8 @@ impl BranchSession {
             registration: tokio::sync::Mutex::new(()),
             heartbeat: Mutex::new(None),
             session: handle,
+            since_compaction: std::sync::atomic::AtomicUsize::new(0),
+            compacting: AtomicBool::new(false),
         });
         let state = async {
             let head = engine.branch_head(&repo, branch).await?;
@@ -358,7 +398,7 @@ impl BranchSession {
             }
         };
         let id = self.session.layer_id();
-        let max = inline_max();
+        let max = inline_max(self.engine.store.as_local().is_some());
         if dirty.covered_bytes() as usize <= max {
             let mut w = LayerWriter::new(Vec::new(), LayerKind::Delta);
             fill(&mut w)?;
@@ -447,6 +487,87 @@ impl BranchSession {
                     self.engine.inline.prime(&id, bytes);
                 }
                 Ok(l)
+            }
+            Err(e @ CatalogError::Fenced(_)) => {
+                self.fence();
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Counts newly registered pending layers, and compacts them in the background once enough
+    /// accumulated (see [`compact_pending`](Self::compact_pending)).
+    pub fn registered_layers(self: &Arc<Self>, n: usize) {
+        let since = self.since_compaction.fetch_add(n, Ordering::SeqCst) + n;
+        if since < COMPACT_FAN_IN || self.compacting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.since_compaction.store(0, Ordering::SeqCst);
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match me.compact_pending().await {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!("compacting the pending layers failed (retried later): {e}");
+                        break;
+                    }
+                }
+            }
+            me.compacting.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Merges the newest run of at least [`COMPACT_FAN_IN`] consecutive pending segments of one
+    /// size class into one layer (size-tiered, as an LSM tree compacts, as Neon compacts its L0
+    /// deltas): whatever DuckDB's fsync pattern, a mount of the branch (or of the commit that
+    /// adopts them) reads through few layers. Runs beside syncs; the catalog swaps the layers
+    /// only if they are all still pending (else a commit adopted them: nothing changes). This
+    /// mount keeps reading the old layers (it registered them). True if it merged something.
+    pub async fn compact_pending(&self) -> Result<bool> {
+        let Some(pending) = self
+            .engine
+            .catalog
+            .pending(self.repo.id, &self.branch)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let run = compaction_run(&pending.layers);
+        if run.is_empty() {
+            return Ok(false);
+        }
+        let count = run.len();
+        let (new, old) = self
+            .engine
+            .fold_layers(&self.session, self.repo.id, run)
+            .await?;
+        let req = SyncRequest {
+            repo_id: self.repo.id,
+            branch: self.branch.clone(),
+            generation: self.generation,
+            layers: vec![SyncLayer {
+                row: new,
+                inline: None,
+            }],
+            files: Vec::new(),
+            now: now_millis(),
+            session_id: Some(self.session.id().to_string()),
+        };
+        match self.engine.catalog.replace_pending(req, &old).await {
+            Ok(l) => {
+                tracing::info!(
+                    "compacted {count} pending layers into {} ({} bytes)",
+                    short(&l.id),
+                    l.size_bytes
+                );
+                Ok(true)
+            }
+            Err(CatalogError::Conflict(why)) => {
+                tracing::info!("compaction skipped: {why}");
+                Ok(false)
             }
             Err(e @ CatalogError::Fenced(_)) => {
                 self.fence();

@@ -1532,6 +1532,7 @@ impl QuackFs {
                 indexes.push(None);
             }
         }
+        let indexes_len = layers.len();
         let registered = session.register(order, layers, files).await;
         let mut rows = match registered {
             Ok(rows) => rows.into_iter(),
@@ -1584,10 +1585,16 @@ impl QuackFs {
             Self::collect_layers(&mut st);
         }
         self.stats.registrations.fetch_add(1, Ordering::Relaxed);
+        let new_layers = indexes_len;
         for q in batch {
             let _ = q.done.send(Ok(()));
         }
         self.freed.notify_all();
+        if new_layers > 0 {
+            if let Some(s) = &self.cfg.session {
+                s.registered_layers(new_layers);
+            }
+        }
     }
 
     /// Drops layers no piece refers to from the layer table, once it has doubled since the last

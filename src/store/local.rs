@@ -21,11 +21,20 @@ const TMP_DIR: &str = ".tmp";
 /// Temp files older than this are leftovers of a crash; removed on open.
 const STALE_TMP_AGE: Duration = Duration::from_secs(24 * 3600);
 
+/// Files of objects kept open for reads (objects are immutable and keys never reused, so an
+/// open file always holds the object's bytes; a deleted one stays readable until evicted).
+const OPEN_FILES: usize = 512;
+
+/// Recently read objects: key -> (file, size).
+type OpenFiles = std::sync::Mutex<lru::LruCache<String, std::sync::Arc<(File, u64)>>>;
+
 /// Object store rooted at a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
     tmp: PathBuf,
+    /// Shared by clones of the store: no open() per extent read.
+    open_files: std::sync::Arc<OpenFiles>,
 }
 
 impl LocalStore {
@@ -35,7 +44,23 @@ impl LocalStore {
         let tmp = root.join(TMP_DIR);
         fs::create_dir_all(&tmp).map_err(|e| StoreError::from_io(&tmp.to_string_lossy(), e))?;
         sweep_stale_temps(&tmp);
-        Ok(LocalStore { root, tmp })
+        let cap = std::num::NonZeroUsize::new(OPEN_FILES).unwrap_or(std::num::NonZeroUsize::MIN);
+        Ok(LocalStore {
+            root,
+            tmp,
+            open_files: std::sync::Arc::new(std::sync::Mutex::new(lru::LruCache::new(cap))),
+        })
+    }
+
+    /// The open file of object `key` and its size (from the open-file cache, else opened).
+    fn object_file(&self, key: &str) -> Result<std::sync::Arc<(File, u64)>, StoreError> {
+        let lock = || self.open_files.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = lock().get(key) {
+            return Ok(f.clone());
+        }
+        let f = std::sync::Arc::new(open_object(&self.path(key), key)?);
+        lock().put(key.to_string(), f.clone());
+        Ok(f)
     }
 
     /// The directory holding the objects.
@@ -345,9 +370,10 @@ impl ObjectStore for LocalStore {
 
     async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, StoreError> {
         validate_key(key)?;
-        let (path, key) = (self.path(key), key.to_string());
+        let (store, key) = (self.clone(), key.to_string());
         blocking(move || {
-            let (f, size) = open_object(&path, &key)?;
+            let file = store.object_file(&key)?;
+            let (f, size) = (&file.0, file.1);
             let end = end.min(size);
             if start >= end {
                 return Ok(Bytes::new());
@@ -370,10 +396,11 @@ impl ObjectStore for LocalStore {
         mut buf: Vec<u8>,
     ) -> Result<Vec<u8>, StoreError> {
         validate_key(key)?;
-        let (path, key) = (self.path(key), key.to_string());
+        let (store, key) = (self.clone(), key.to_string());
         blocking(move || {
-            let (f, _) = open_object(&path, &key)?;
-            f.read_exact_at(&mut buf, start)
+            let file = store.object_file(&key)?;
+            file.0
+                .read_exact_at(&mut buf, start)
                 .map_err(|e| StoreError::from_io(&key, e))?;
             Ok(buf)
         })
@@ -395,6 +422,10 @@ impl ObjectStore for LocalStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         validate_key(key)?;
+        self.open_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop(key);
         let (path, key) = (self.path(key), key.to_string());
         blocking(move || match fs::remove_file(&path) {
             Ok(()) => match path.parent() {
