@@ -36,6 +36,11 @@ pub struct MountArgs {
     /// [default: 256MiB]
     #[arg(long, value_name = "SIZE", value_parser = super::parse_bytes)]
     pub cache_size: Option<u64>,
+    /// Local disk for extents read from a remote store (S3), shared by the mounts of this data
+    /// directory and kept across remounts; 0 turns it off [default: 2GiB for S3, none for the
+    /// local store]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_bytes)]
+    pub disk_cache: Option<u64>,
     /// Most written-but-unsynced bytes held in memory; past it writes wait for a flush
     /// (backpressure, e.g. while the object store is down) [default: 256MiB]
     #[arg(long, value_name = "SIZE", value_parser = super::parse_bytes)]
@@ -144,6 +149,17 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Error::Invalid(format!("cannot watch signals: {e}")))?;
     let mut engine = ctx.engine().await?;
+    if let Some(bytes) = a.disk_cache {
+        let dir = ctx.cfg.data_dir.join("cache").join("extents");
+        let disk = if bytes == 0 {
+            None
+        } else {
+            let d = quackfs::engine::disk_cache::DiskCache::open(dir.clone(), bytes)
+                .map_err(|e| Error::file(&dir, e))?;
+            Some(Arc::new(d))
+        };
+        engine.set_disk_cache(disk);
+    }
     if let Some(bytes) = a.cache_size {
         engine.set_extent_cache(bytes);
     }
@@ -375,6 +391,9 @@ async fn daemonize(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     }
     if let Some(n) = a.dirty_limit {
         args.extend(["--dirty-limit".into(), n.to_string().into()]);
+    }
+    if let Some(n) = a.disk_cache {
+        args.extend(["--disk-cache".into(), n.to_string().into()]);
     }
     args.extend(["--ready-file".into(), ready.clone().into_os_string()]);
     let mut cmd = std::process::Command::new(exe);

@@ -1,6 +1,7 @@
 //! Access to layer objects: footer indexes (cached forever: objects are immutable) and extent
 //! bytes (checksummed on every fetch from the store, then kept in a bounded in-memory cache).
 
+use super::disk_cache::{self, DiskCache};
 use crate::error::{Error, Result};
 use crate::layer::{self, LayerIndex, TRAILER_LEN};
 use crate::store::DynStore;
@@ -20,6 +21,8 @@ type ExtentOffsets = BTreeMap<u64, (u32, u32)>;
 /// Reads layer objects through caches.
 pub struct LayerCache {
     store: DynStore,
+    /// Extents and footers read from a remote store, kept on local disk (see `disk_cache`).
+    disk: Option<Arc<DiskCache>>,
     /// Footer indexes of the most recently used objects (a view keeps its own references).
     indexes: Mutex<lru::LruCache<String, Arc<LayerIndex>>>,
     /// Per object: extents by their offset in the object -> (length, crc), for coalescing.
@@ -34,8 +37,14 @@ const INDEX_ENTRIES: usize = 4096;
 impl LayerCache {
     /// A cache over `store` keeping at most `extent_bytes` of extent data in memory.
     pub fn new(store: DynStore, extent_bytes: u64) -> Self {
+        Self::with_disk(store, extent_bytes, None)
+    }
+
+    /// The same, with an on-disk cache under the memory one.
+    pub fn with_disk(store: DynStore, extent_bytes: u64, disk: Option<Arc<DiskCache>>) -> Self {
         LayerCache {
             store,
+            disk,
             indexes: Mutex::new(lru::LruCache::new(index_entries())),
             by_offset: Mutex::new(lru::LruCache::new(index_entries())),
             extents: Mutex::new(Lru::new(extent_bytes)),
@@ -57,6 +66,46 @@ impl LayerCache {
                 "layer object {key}: {size} bytes is too short to be a layer"
             )));
         }
+        // The footer and trailer, from the disk cache or the store. The trailer's checksum of the
+        // footer is checked by `parse_footer` either way.
+        let cached = self
+            .disk
+            .as_ref()
+            .and_then(|d| d.get(key, disk_cache::FOOTER, None))
+            .filter(|t| t.len() >= TRAILER_LEN && t.len() as u64 <= size);
+        let (footer, trailer) = match cached.and_then(|t| {
+            let trailer = layer::parse_trailer(&t).ok()?;
+            let footer = t.slice(..t.len() - TRAILER_LEN);
+            (trailer.footer_len as usize == footer.len()
+                && trailer.footer_off + footer.len() as u64 + TRAILER_LEN as u64 == size)
+                .then_some((footer, trailer))
+        }) {
+            Some(hit) => hit,
+            None => {
+                let (footer, trailer) = self.fetch_footer(key, size).await?;
+                if let Some(d) = &self.disk {
+                    let mut entry = footer.to_vec();
+                    entry.extend_from_slice(&trailer.encode());
+                    d.put(key, disk_cache::FOOTER, &entry, crc32c::crc32c(&entry));
+                }
+                (footer, trailer)
+            }
+        };
+        let index = Arc::new(layer::parse_footer(&footer, &trailer).map_err(corrupt)?);
+        let offsets: ExtentOffsets = index
+            .files
+            .iter()
+            .flat_map(|f| f.extents.iter().map(|e| (e.data_off, (e.len, e.crc))))
+            .collect();
+        lock(&self.by_offset).put(key.to_string(), Arc::new(offsets));
+        lock(&self.indexes).put(key.to_string(), index.clone());
+        Ok(index)
+    }
+
+    /// The footer (and trailer) of an object, from the store: one ranged read of its tail, two
+    /// if the footer is larger than the guess.
+    async fn fetch_footer(&self, key: &str, size: u64) -> Result<(Bytes, layer::Trailer)> {
+        let corrupt = |e: layer::LayerError| Error::Corrupt(format!("layer object {key}: {e}"));
         let tail_start = size.saturating_sub(TAIL_GUESS);
         let tail = self.store.get_range(key, tail_start, size).await?;
         if (tail.len() as u64) != size - tail_start {
@@ -79,21 +128,21 @@ impl LayerCache {
                 .get_range(key, trailer.footer_off, footer_end)
                 .await?
         };
-        let index = Arc::new(layer::parse_footer(&footer, &trailer).map_err(corrupt)?);
-        let offsets: ExtentOffsets = index
-            .files
-            .iter()
-            .flat_map(|f| f.extents.iter().map(|e| (e.data_off, (e.len, e.crc))))
-            .collect();
-        lock(&self.by_offset).put(key.to_string(), Arc::new(offsets));
-        lock(&self.indexes).put(key.to_string(), index.clone());
-        Ok(index)
+        Ok((footer, trailer))
     }
 
     /// The bytes of one whole extent, checksum verified.
     pub async fn extent(&self, key: &str, data_off: u64, len: u32, crc: u32) -> Result<Bytes> {
         let cache_key = (key.to_string(), data_off);
         if let Some(b) = lock(&self.extents).get(&cache_key) {
+            return Ok(b);
+        }
+        if let Some(b) = self
+            .disk
+            .as_ref()
+            .and_then(|d| d.get(key, data_off, Some(crc)))
+        {
+            lock(&self.extents).put(cache_key, b.clone());
             return Ok(b);
         }
         // The extent, and the ones right after it in the object while they fit the window.
@@ -138,9 +187,15 @@ impl LayerCache {
                     ))
                 })?;
                 first = Some(bytes.clone());
+                if let Some(d) = &self.disk {
+                    d.put(key, off, &bytes, c);
+                }
                 lock(&self.extents).put(cache_key.clone(), bytes);
             } else if checked.is_ok() {
                 // Read ahead; a damaged neighbour is reported when it is itself read.
+                if let Some(d) = &self.disk {
+                    d.put(key, off, &bytes, c);
+                }
                 lock(&self.extents).put((key.to_string(), off), bytes);
             }
         }

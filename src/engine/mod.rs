@@ -4,6 +4,7 @@
 //! references it; if that transaction never happens the object is an orphan that `gc` removes.
 
 pub mod binding;
+pub mod disk_cache;
 pub mod duckdb_file;
 pub mod export;
 pub mod extent_map;
@@ -110,6 +111,8 @@ pub struct Engine {
     /// The store as readers see it also holds layers kept in the catalog (see [`inline`]).
     pub inline: Arc<inline::InlineStore>,
     sink: sink::LayerSink,
+    disk: Option<Arc<disk_cache::DiskCache>>,
+    extent_bytes: u64,
     /// What the engine knows about the store belonging to the catalog (gc deletes unreferenced
     /// objects only when it can prove they are the catalog's own).
     pub ownership: Ownership,
@@ -173,6 +176,15 @@ impl Engine {
         };
         let mut engine = Engine::new(catalog, store, tmp_dir, cfg.author.clone());
         engine.ownership = ownership;
+        // Extents read from a remote store are kept on local disk too (shared by the processes
+        // of this data directory, surviving remounts); a local store needs no second copy.
+        let disk = disk_cache::configured_bytes(engine.store.as_local().is_some());
+        if disk > 0 {
+            match disk_cache::DiskCache::open(cfg.data_dir.join("cache").join("extents"), disk) {
+                Ok(d) => engine.set_disk_cache(Some(Arc::new(d))),
+                Err(e) => tracing::warn!("no disk cache: {e}"),
+            }
+        }
         Ok(engine)
     }
 
@@ -191,6 +203,8 @@ impl Engine {
             author,
             inline,
             sink,
+            disk: None,
+            extent_bytes: EXTENT_CACHE_BYTES,
             ownership: Ownership::Trusted,
         }
     }
@@ -198,7 +212,23 @@ impl Engine {
     /// Bounds the in-memory cache of extents read from the store to `bytes` (before any view is
     /// opened: views share the cache they were opened with).
     pub fn set_extent_cache(&mut self, bytes: u64) {
-        self.layers = Arc::new(LayerCache::new(self.store.clone(), bytes));
+        self.extent_bytes = bytes;
+        self.layers = Arc::new(LayerCache::with_disk(
+            self.store.clone(),
+            bytes,
+            self.disk.clone(),
+        ));
+    }
+
+    /// Puts an on-disk cache under the in-memory one (before any view is opened).
+    pub fn set_disk_cache(&mut self, disk: Option<Arc<disk_cache::DiskCache>>) {
+        self.disk = disk;
+        self.set_extent_cache(self.extent_bytes);
+    }
+
+    /// The on-disk extent cache, if there is one.
+    pub fn disk_cache(&self) -> Option<&Arc<disk_cache::DiskCache>> {
+        self.disk.as_ref()
     }
 
     /// Records a session of this process (`kind`: import, merge, gc; repo 0: all databases)

@@ -141,7 +141,8 @@ impl Trailer {
         self.footer_range().end.saturating_add(TRAILER_LEN as u64)
     }
 
-    fn encode(&self) -> [u8; TRAILER_LEN] {
+    /// The trailer's bytes, as they end the object.
+    pub fn encode(&self) -> [u8; TRAILER_LEN] {
         let mut b = [0u8; TRAILER_LEN];
         b[0..8].copy_from_slice(&self.footer_off.to_le_bytes());
         b[8..12].copy_from_slice(&self.footer_len.to_le_bytes());

@@ -1,0 +1,270 @@
+//! A bounded on-disk cache of extents and footers read from a remote object store (S3), shared by
+//! the processes of one host that use the same data directory (`DATA_DIR/cache/extents`), and
+//! surviving remounts. Objects are immutable and keys never reused, so an entry never goes stale;
+//! every entry read back is checked against the checksum the layer's index holds (extents) or its
+//! own (footers), and a damaged or foreign entry is removed and fetched again.
+//!
+//! Entries are files named after a hash of (object key, offset), written to a temporary name and
+//! renamed into place (no reader sees half an entry; no fsync: the cache is disposable). Each file
+//! starts with the key and offset it holds, so a hash collision is a miss, never wrong bytes. The
+//! cache's size is bounded: when a process has added more than a tenth of the bound since it last
+//! looked, it lists the directory and removes the least recently used entries (by modification
+//! time, refreshed on a hit) until the total is under 90% of the bound.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+/// Entry header: magic, key length (u16), key, offset (u64), data length (u32), crc32c (u32).
+const MAGIC: &[u8; 4] = b"QDC1";
+
+/// The default bound of the disk cache (`--disk-cache`).
+pub const DEFAULT_BYTES: u64 = 2 << 30;
+
+/// The bound of the disk cache: `QUACKFS_DISK_CACHE` (a size; 0 turns it off) or the default
+/// for a remote store; none for the local store, whose objects are on local disk already (unless
+/// the variable asks for one).
+pub fn configured_bytes(local_store: bool) -> u64 {
+    match std::env::var("QUACKFS_DISK_CACHE") {
+        Ok(v) => v
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map_or(DEFAULT_BYTES, |b| b.as_u64()),
+        Err(_) if local_store => 0,
+        Err(_) => DEFAULT_BYTES,
+    }
+}
+
+/// An offset that marks an object's footer (index) entry rather than an extent.
+pub const FOOTER: u64 = u64::MAX;
+
+/// The on-disk cache of one data directory.
+pub struct DiskCache {
+    dir: PathBuf,
+    cap: u64,
+    /// Bytes this process added since it last trimmed the directory.
+    added: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    /// Entries found damaged (removed and fetched again).
+    pub corrupt: AtomicU64,
+}
+
+fn fnv(key: &str, off: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes().chain(off.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl DiskCache {
+    /// A cache of at most `cap` bytes in `dir` (created if needed).
+    pub fn open(dir: PathBuf, cap: u64) -> std::io::Result<DiskCache> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(DiskCache {
+            dir,
+            cap,
+            added: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, key: &str, off: u64) -> PathBuf {
+        let h = fnv(key, off);
+        self.dir.join(format!("{:02x}/{h:016x}", h >> 56))
+    }
+
+    /// The bytes cached for (`key`, `off`), if present, whole and with checksum `crc` (None:
+    /// checked by the caller, for footers).
+    pub fn get(&self, key: &str, off: u64, crc: Option<u32>) -> Option<bytes::Bytes> {
+        let path = self.path(key, off);
+        let raw = match std::fs::read(&path) {
+            Ok(raw) => raw,
+            Err(_) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        match parse(&raw, key, off) {
+            Some((data, stored_crc))
+                if crc.is_none_or(|c| c == stored_crc) && crc32c::crc32c(data) == stored_crc =>
+            {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                // Recently used (the eviction order).
+                if let Ok(f) = std::fs::File::options().write(true).open(&path) {
+                    let _ = f.set_modified(SystemTime::now());
+                }
+                Some(bytes::Bytes::copy_from_slice(data))
+            }
+            Some(_) | None if raw.starts_with(MAGIC) && header_key(&raw) == Some(key) => {
+                // Damaged: never served; fetched again.
+                tracing::warn!("disk cache entry {} is damaged: removed", path.display());
+                self.corrupt.fetch_add(1, Ordering::Relaxed);
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+            _ => {
+                // Another key with the same hash, or garbage: a miss.
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Caches `data` (checksum `crc`) for (`key`, `off`). Failures are ignored: it is a cache.
+    pub fn put(&self, key: &str, off: u64, data: &[u8], crc: u32) {
+        let path = self.path(key, off);
+        let Some(parent) = path.parent() else { return };
+        let tmp = parent.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            crate::engine::new_id()
+        ));
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(parent)?;
+            let mut f = std::fs::File::create(&tmp)?;
+            let mut head = Vec::with_capacity(22 + key.len());
+            head.extend_from_slice(MAGIC);
+            head.extend_from_slice(&(key.len() as u16).to_le_bytes());
+            head.extend_from_slice(key.as_bytes());
+            head.extend_from_slice(&off.to_le_bytes());
+            head.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            head.extend_from_slice(&crc.to_le_bytes());
+            f.write_all(&head)?;
+            f.write_all(data)?;
+            std::fs::rename(&tmp, &path)
+        };
+        if write().is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return;
+        }
+        let added = self.added.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+        if added > self.cap / 10 {
+            self.added.store(0, Ordering::Relaxed);
+            self.trim();
+        }
+    }
+
+    /// Removes least recently used entries until the cache is under 90% of its bound.
+    pub fn trim(&self) {
+        let mut entries: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+        let Ok(subdirs) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for sub in subdirs.flatten() {
+            let Ok(files) = std::fs::read_dir(sub.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                if let Ok(m) = f.metadata() {
+                    if m.is_file() {
+                        let t = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                        entries.push((t, m.len(), f.path()));
+                    }
+                }
+            }
+        }
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        let goal = self.cap / 10 * 9;
+        if total <= self.cap {
+            return;
+        }
+        entries.sort();
+        for (_, len, path) in entries {
+            if total <= goal {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total = total.saturating_sub(len);
+            }
+        }
+    }
+
+    /// Bytes of entries in the cache now (lists the directory).
+    pub fn size(&self) -> u64 {
+        let mut total = 0;
+        for sub in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(sub.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                total += f.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        total
+    }
+}
+
+/// The key named by an entry's header.
+fn header_key(raw: &[u8]) -> Option<&str> {
+    let klen = u16::from_le_bytes(raw.get(4..6)?.try_into().ok()?) as usize;
+    std::str::from_utf8(raw.get(6..6 + klen)?).ok()
+}
+
+/// The data and stored checksum of an entry for (`key`, `off`); None if it holds something else
+/// or is cut short.
+fn parse<'a>(raw: &'a [u8], key: &str, off: u64) -> Option<(&'a [u8], u32)> {
+    if !raw.starts_with(MAGIC) || header_key(raw)? != key {
+        return None;
+    }
+    let mut p = 6 + key.len();
+    let o = u64::from_le_bytes(raw.get(p..p + 8)?.try_into().ok()?);
+    p += 8;
+    let len = u32::from_le_bytes(raw.get(p..p + 4)?.try_into().ok()?) as usize;
+    p += 4;
+    let crc = u32::from_le_bytes(raw.get(p..p + 4)?.try_into().ok()?);
+    p += 4;
+    let data = raw.get(p..p + len)?;
+    if o != off || raw.len() != p + len {
+        return None;
+    }
+    Some((data, crc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_checked_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path().join("c"), 100_000).unwrap();
+        let data = vec![7u8; 30_000];
+        let crc = crc32c::crc32c(&data);
+        c.put("layers/a", 0, &data, crc);
+        assert_eq!(c.get("layers/a", 0, Some(crc)).unwrap(), data);
+        assert!(c.get("layers/a", 1, Some(crc)).is_none(), "another offset");
+        assert!(c.get("layers/b", 0, Some(crc)).is_none(), "another key");
+        // A wrong expected checksum, then damage: never served.
+        assert!(c.get("layers/a", 0, Some(crc ^ 1)).is_none());
+        c.put("layers/a", 0, &data, crc);
+        let path = c.path("layers/a", 0);
+        let mut raw = std::fs::read(&path).unwrap();
+        let n = raw.len();
+        raw[n - 1] ^= 0xff;
+        std::fs::write(&path, raw).unwrap();
+        assert!(c.get("layers/a", 0, Some(crc)).is_none());
+        assert!(!path.exists(), "a damaged entry is removed");
+        assert_eq!(c.corrupt.load(Ordering::Relaxed), 2, "both refusals count");
+        // The bound holds.
+        for i in 0..20 {
+            c.put(&format!("layers/k{i}"), 0, &data, crc);
+        }
+        c.trim();
+        assert!(c.size() <= 100_000, "{}", c.size());
+        assert!(
+            c.get("layers/k19", 0, Some(crc)).is_some(),
+            "the newest stays"
+        );
+    }
+}
