@@ -64,6 +64,7 @@ run_side() { # NAME DB
     read -r TMED[$name] TP99[$name] <<<"$(drv "$db" txns "$TXNS" | stats)"
 }
 
+probe_drop_caches
 LOAD_BEFORE=$(load_now)
 mkdir -p "$WORK/local"
 run_side local "$WORK/local/lat.duckdb"

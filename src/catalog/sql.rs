@@ -258,11 +258,15 @@ macro_rules! impl_catalog {
                     .fetch_optional(&mut **tx)
                     .await
                     .map_err(|e| self.db(e))?;
-                let r = sqlx::query("SELECT 1 AS x FROM session_layers WHERE layer_id = $1 LIMIT 1")
-                    .bind(id)
-                    .fetch_optional(&mut **tx)
-                    .await
-                    .map_err(|e| self.db(e))?;
+                let r = sqlx::query(
+                    "SELECT 1 AS x FROM session_layers WHERE layer_id = $1 \
+                     UNION ALL SELECT 1 AS x FROM sessions WHERE id = $2 LIMIT 1",
+                )
+                .bind(id)
+                .bind(id.get(..16).unwrap_or(id))
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(|e| self.db(e))?;
                 Ok(r.is_some())
             }
 
@@ -1080,18 +1084,34 @@ macro_rules! impl_catalog {
             }
 
             async fn register_sync(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
+                // The hot path of every DuckDB commit on a mount: as few statements as it takes.
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
-                self.lock_branch(&mut tx, req.repo_id, &req.branch).await?;
-                self.check_fence(&mut tx, req.repo_id, &req.branch, req.generation).await?;
-                let row = sqlx::query("SELECT next_seq FROM pending WHERE repo_id = $1 AND branch = $2")
-                    .bind(req.repo_id)
-                    .bind(&req.branch)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                let seq: i64 = match row {
-                    Some(r) => r.try_get("next_seq").map_err(|e| self.db(e))?,
-                    None => 0,
+                if $repeatable {
+                    // PostgreSQL: serialise with commits and moves of the branch (SQLite's write
+                    // transaction already holds the whole database).
+                    self.lock_branch(&mut tx, req.repo_id, &req.branch).await?;
+                }
+                // The writer's fence and the next sequence number, in one query.
+                let row = sqlx::query(
+                    "SELECT l.generation, l.released, p.next_seq FROM leases l \
+                     LEFT JOIN pending p ON p.repo_id = l.repo_id AND p.branch = l.branch \
+                     WHERE l.repo_id = $1 AND l.branch = $2",
+                )
+                .bind(req.repo_id)
+                .bind(&req.branch)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                let seq = match row {
+                    Some(r) => {
+                        let g: i64 = r.try_get("generation").map_err(|e| self.db(e))?;
+                        let released: i64 = r.try_get("released").map_err(|e| self.db(e))?;
+                        if g != req.generation || released != 0 {
+                            return Err(CatalogError::Fenced(req.branch.clone()));
+                        }
+                        r.try_get::<Option<i64>, _>("next_seq").map_err(|e| self.db(e))?.unwrap_or(0)
+                    }
+                    None => return Err(CatalogError::Fenced(req.branch.clone())),
                 };
                 let next = seq + req.layers.len() as i64;
                 sqlx::query(
@@ -1105,6 +1125,7 @@ macro_rules! impl_catalog {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.db(e))?;
+                // (The writer's session holds these layers by their id prefix: no registration row.)
                 let mut layers = Vec::with_capacity(req.layers.len());
                 for (i, SyncLayer { row: mut l, inline }) in req.layers.into_iter().enumerate() {
                     l.seq = seq + i as i64;
@@ -1120,14 +1141,6 @@ macro_rules! impl_catalog {
                             .map_err(|e| self.db(e))?;
                     }
                     self.insert_layer(&mut tx, req.repo_id, None, Some(&req.branch), &l).await?;
-                    if let Some(session) = &req.session_id {
-                        sqlx::query("INSERT INTO session_layers (session_id, layer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                            .bind(session)
-                            .bind(&l.id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(|e| self.db(e))?;
-                    }
                     layers.push(l);
                 }
                 sqlx::query("DELETE FROM pending_files WHERE repo_id = $1 AND branch = $2")
@@ -1136,16 +1149,21 @@ macro_rules! impl_catalog {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| self.db(e))?;
-                for f in &req.files {
-                    sqlx::query("INSERT INTO pending_files (repo_id, branch, path, file_id, size) VALUES ($1, $2, $3, $4, $5)")
-                        .bind(req.repo_id)
-                        .bind(&req.branch)
-                        .bind(&f.path)
-                        .bind(f.file_id)
-                        .bind(f.size)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| self.db(e))?;
+                // The file table in multi-row inserts.
+                for chunk in req.files.chunks(100) {
+                    let mut sql = String::from("INSERT INTO pending_files (repo_id, branch, path, file_id, size) VALUES ");
+                    for k in 0..chunk.len() {
+                        let b = 3 + 3 * k;
+                        if k > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push_str(&format!("($1, $2, ${b}, ${}, ${})", b + 1, b + 2));
+                    }
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(req.repo_id).bind(&req.branch);
+                    for f in chunk {
+                        q = q.bind(&f.path).bind(f.file_id).bind(f.size);
+                    }
+                    q.execute(&mut *tx).await.map_err(|e| self.db(e))?;
                 }
                 tx.commit().await.map_err(|e| self.db(e))?;
                 Ok(layers)
@@ -1189,14 +1207,6 @@ macro_rules! impl_catalog {
                         .map_err(|e| self.db(e))?;
                 }
                 self.insert_layer(&mut tx, req.repo_id, None, Some(&req.branch), &new).await?;
-                if let Some(session) = &req.session_id {
-                    sqlx::query("INSERT INTO session_layers (session_id, layer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                        .bind(session)
-                        .bind(&new.id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| self.db(e))?;
-                }
                 tx.commit().await.map_err(|e| self.db(e))?;
                 Ok(new)
             }

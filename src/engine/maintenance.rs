@@ -389,6 +389,16 @@ impl Engine {
                 live.insert(layer.clone());
             }
         }
+        // A session also holds the layers it wrote: their ids start with its id.
+        for l in &snap.layers {
+            if l.row
+                .id
+                .get(..16)
+                .is_some_and(|p| live_sessions.contains(p))
+            {
+                live.insert(l.row.id.clone());
+            }
+        }
         for l in &snap.layers {
             // Pending segments (compacted ones are superseded: their writer registered them).
             if l.row.commit_id.is_none() && l.superseded_at.is_none() {
