@@ -102,6 +102,15 @@ impl LayerCache {
         Ok(index)
     }
 
+    /// Keeps the bytes of an extent this process just wrote (their checksum is `crc`), so reading
+    /// them back needs no store round trip: in memory and, with a disk cache, on disk.
+    pub fn prime(&self, key: &str, data_off: u64, bytes: Bytes, crc: u32) {
+        if let Some(d) = &self.disk {
+            d.put(key, data_off, &bytes, crc);
+        }
+        lock(&self.extents).put((key.to_string(), data_off), bytes);
+    }
+
     /// The footer (and trailer) of an object, from the store: one ranged read of its tail, two
     /// if the footer is larger than the guess.
     async fn fetch_footer(&self, key: &str, size: u64) -> Result<(Bytes, layer::Trailer)> {

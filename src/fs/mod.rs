@@ -353,6 +353,8 @@ struct QueuedSync {
     /// The write sequence number its snapshot covered.
     seq: u64,
     segment: Option<Segment>,
+    /// The bytes the segment holds (memory pieces), to keep in the extent cache once stored.
+    dirty: ExtentMap,
     done: tokio::sync::oneshot::Sender<FsResult<()>>,
 }
 
@@ -369,6 +371,32 @@ enum ReadSrc {
         crc: u32,
         skip: u32,
     },
+}
+
+/// Puts the extents of layers this mount just stored into the extent cache, from the memory
+/// pieces they were written from.
+fn prime_written(
+    cache: &crate::engine::layers::LayerCache,
+    written: Vec<(String, Arc<crate::layer::LayerIndex>, u64, ExtentMap)>,
+) {
+    for (key, index, file_id, dirty) in written {
+        let Some(entry) = index.file(file_id) else {
+            continue;
+        };
+        for e in &entry.extents {
+            let mut buf = vec![0u8; e.len as usize];
+            for (start, p) in dirty.range(e.offset, e.offset + e.len as u64) {
+                if let Source::Mem { buf: b, .. } = &p.src {
+                    let at = (start - e.offset) as usize;
+                    buf[at..at + p.len as usize].copy_from_slice(&b[..p.len as usize]);
+                }
+            }
+            // Exactly the stored bytes, or nothing is cached.
+            if crc32c::crc32c(&buf) == e.crc {
+                cache.prime(&key, e.data_off, Bytes::from(buf), e.crc);
+            }
+        }
+    }
 }
 
 /// The database file whose checkpoint state a change to `name` can complete, if `name` is one of
@@ -1461,6 +1489,7 @@ impl QuackFs {
             size,
             seq,
             segment,
+            dirty,
             done,
         });
         let order = session.lock_registration().await;
@@ -1524,10 +1553,22 @@ impl QuackFs {
         };
         let mut indexes = Vec::new();
         let mut layers = Vec::new();
+        // Stored (not inline) segments, whose bytes go into the extent cache once registered:
+        // DuckDB reads back what it wrote, and that must not cost a store round trip.
+        let mut written: Vec<(String, Arc<crate::layer::LayerIndex>, u64, ExtentMap)> = Vec::new();
         for q in &mut batch {
             if let Some(seg) = q.segment.take() {
+                let index = Arc::new(seg.index);
+                if seg.layer.inline.is_none() {
+                    written.push((
+                        seg.layer.row.object_key.clone(),
+                        index.clone(),
+                        q.file_id,
+                        std::mem::take(&mut q.dirty),
+                    ));
+                }
                 layers.push(seg.layer);
-                indexes.push(Some(seg.index));
+                indexes.push(Some(index));
             } else {
                 indexes.push(None);
             }
@@ -1547,6 +1588,7 @@ impl QuackFs {
         {
             let mut st = self.lock();
             for (q, index) in batch.iter().zip(indexes) {
+                let index = index.as_deref();
                 // Registered: the memory pieces the layer covers now read from it.
                 if let Some(index) = index {
                     let Some(row) = rows.next() else { break };
@@ -1594,6 +1636,11 @@ impl QuackFs {
             if let Some(s) = &self.cfg.session {
                 s.registered_layers(new_layers);
             }
+        }
+        if !written.is_empty() {
+            let cache = self.engine.layers.clone();
+            self.rt
+                .spawn_blocking(move || prime_written(&cache, written));
         }
     }
 
