@@ -54,13 +54,14 @@ fn disk_cache(env: Env) {
         "8MiB",
     ];
     let envs = [("QUACKFS_DISK_CACHE", "8MiB")];
-    let read = |tag: &str| {
+    let read_with = |tag: &str, opts: &[&str]| {
         let dir = env.path(tag);
-        let m = env.mount_env(&envs, &[], "dc", &dir, &opts);
+        let m = env.mount_env(&envs, &[], "dc", &dir, opts);
         let got = std::fs::read(dir.join("dc.duckdb")).unwrap();
         m.unmount();
         got
     };
+    let read = |tag: &str| read_with(tag, &opts);
     // Cold: everything from the store, the cache fills up to its bound.
     assert!(read("r1") == want, "cold read through the disk cache");
     let files = cache_files(&env.home());
@@ -81,6 +82,26 @@ fn disk_cache(env: Env) {
     }
     assert!(read("r3") == want, "a damaged cache served wrong bytes");
     assert!(cache_bytes(&env.home()) <= CAP);
+    // A mount with a larger bound fills the cache beyond CAP; the next mount with CAP trims it.
+    let big = [
+        "--read-only",
+        "--cache-size",
+        "1MiB",
+        "--disk-cache",
+        "1GiB",
+    ];
+    assert!(read_with("r4", &big) == want);
+    assert!(
+        cache_bytes(&env.home()) > CAP,
+        "the larger bound was not used: {}",
+        cache_bytes(&env.home())
+    );
+    assert!(read("r5") == want);
+    assert!(
+        cache_bytes(&env.home()) <= CAP,
+        "a mount did not enforce its bound on a fuller cache: {}",
+        cache_bytes(&env.home())
+    );
 }
 
 on_both_backends!(disk_cache_embedded, disk_cache_pgs3, disk_cache);

@@ -163,6 +163,10 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     if let Some(bytes) = a.cache_size {
         engine.set_extent_cache(bytes);
     }
+    // The cache may hold more than this mount's bound (left by a mount with a larger one).
+    if let Some(d) = engine.disk_cache().cloned() {
+        tokio::task::spawn_blocking(move || d.trim());
+    }
     let engine = Arc::new(engine);
     let spec = ctx.parse_spec(&a.rev, a.at.as_deref())?;
     let current = ctx.current_repo()?;

@@ -190,7 +190,16 @@ pub struct BranchSession {
 }
 
 /// Pending segments of one size class merged together (size-tiered compaction).
-pub const COMPACT_FAN_IN: usize = 16;
+pub const COMPACT_FAN_IN: usize = 32;
+
+/// The compaction fan-in in effect: `QUACKFS_COMPACT_FAN_IN` (0 turns compaction off), else
+/// [`COMPACT_FAN_IN`].
+fn compact_fan_in() -> usize {
+    std::env::var("QUACKFS_COMPACT_FAN_IN")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(COMPACT_FAN_IN)
+}
 /// Most segments merged at once.
 const COMPACT_MAX: usize = 64;
 
@@ -218,7 +227,7 @@ fn compaction_run(layers: &[LayerRow]) -> Vec<LayerRow> {
         .take_while(|l| l.kind == LayerKind::Delta && size_class(l.size_bytes) == class)
         .take(COMPACT_MAX)
         .count();
-    if n < COMPACT_FAN_IN {
+    if n < compact_fan_in().max(2) {
         return Vec::new();
     }
     layers[layers.len() - n..].to_vec()
@@ -500,7 +509,8 @@ impl BranchSession {
     /// accumulated (see [`compact_pending`](Self::compact_pending)).
     pub fn registered_layers(self: &Arc<Self>, n: usize) {
         let since = self.since_compaction.fetch_add(n, Ordering::SeqCst) + n;
-        if since < COMPACT_FAN_IN || self.compacting.swap(true, Ordering::SeqCst) {
+        let fan_in = compact_fan_in();
+        if fan_in == 0 || since < fan_in || self.compacting.swap(true, Ordering::SeqCst) {
             return;
         }
         self.since_compaction.store(0, Ordering::SeqCst);

@@ -342,7 +342,14 @@ pub struct QuackFs {
     started: SystemTime,
     rt: tokio::runtime::Handle,
     pub stats: Stats,
+    /// Bytes of stored segments being copied into the extent cache (bounded by [`PRIME_MAX`]).
+    priming: Arc<AtomicU64>,
 }
+
+/// Most bytes of just-stored segments held for the extent cache at once. Beyond it (a bulk
+/// load) they are not primed: the memory they hold would escape the dirty limit, and a bulk
+/// load would only evict what readers use.
+const PRIME_MAX: u64 = 16 << 20;
 
 /// A sync waiting for its registration (group commit: whoever holds the registration order
 /// registers every queued one).
@@ -461,6 +468,7 @@ impl QuackFs {
             started: now,
             rt: tokio::runtime::Handle::try_current().map_err(|_| FsError::IO)?,
             stats: Stats::default(),
+            priming: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -1637,10 +1645,19 @@ impl QuackFs {
                 s.registered_layers(new_layers);
             }
         }
-        if !written.is_empty() {
-            let cache = self.engine.layers.clone();
-            self.rt
-                .spawn_blocking(move || prime_written(&cache, written));
+        // (A local store reads them back from the page cache: no need.)
+        let bytes: u64 = written.iter().map(|w| w.3.covered_bytes()).sum();
+        if bytes > 0 && self.engine.store.as_local().is_none() {
+            if self.priming.fetch_add(bytes, Ordering::SeqCst) + bytes <= PRIME_MAX {
+                let cache = self.engine.layers.clone();
+                let priming = self.priming.clone();
+                self.rt.spawn_blocking(move || {
+                    prime_written(&cache, written);
+                    priming.fetch_sub(bytes, Ordering::SeqCst);
+                });
+            } else {
+                self.priming.fetch_sub(bytes, Ordering::SeqCst);
+            }
         }
     }
 

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Benchmark: reads on a second host from PostgreSQL + S3 with 25 ms added per S3 round trip
+# (issue "Performance", goal 4), against DuckDB on a local-disk file in the same run.
+#
+#   bash bench/remote_reads.sh      (from the repository root; needs install-deps.sh --bench)
+#
+# Host A imports TPC-H sf=BENCH_SF (1) and makes BENCH_COMMITS (2000; the issue's case is 10000)
+# small commits on top, then `merge`. Host B (its own data dir: empty caches) mounts the head
+# read-only three times: cold (nothing cached), warm (its disk cache filled by the first), and
+# each time reopens the database and runs 5 TPC-H queries. The local side runs the same queries on
+# the file with a cold page cache. Targets: mount after merge <= 1 s; cold reopen + 5 queries
+# <= 2x local; with a warm disk cache <= 1.2x local.
+set -euo pipefail
+
+BENCH_NAME=remote_reads
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SF=${BENCH_SF:-1}
+COMMITS=${BENCH_COMMITS:-2000}
+DELAY=${BENCH_S3_DELAY_MS:-25}
+resolve_quackfs
+setup_workdir
+trap_mounts
+probe_drop_caches
+SVC=$(mktemp -d /tmp/qfs-bench-svc.XXXXXX)
+PROXY_PID=
+cleanup_proxy() { if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null || true; fi; }
+trap 'cleanup_mounts; cleanup_proxy; cleanup_services; cleanup_workdir' EXIT
+DB=$(bench_database tpch "$SF" 250)
+case "$DB" in *tpch*) ;; *) die "the TPC-H extension is needed (scripts/install-deps.sh --bench)" ;; esac
+bash "$BENCH_ROOT/scripts/services.sh" up "$SVC" >/dev/null 2>"$WORK/services.log" ||
+    { cat "$WORK/services.log" >&2; die "scripts/services.sh up failed"; }
+# shellcheck source=/dev/null
+. "$SVC/env"
+PROXY_PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$PYTHON" "$BENCH_ROOT/bench/delay_proxy.py" "$PROXY_PORT" "$QUACKFS_SERVICES_S3_PORT" "$DELAY" >"$WORK/proxy.log" 2>&1 &
+PROXY_PID=$!
+for _ in $(seq 100); do grep -q ready "$WORK/proxy.log" 2>/dev/null && break; sleep 0.05; done
+export QUACKFS_CATALOG=$QUACKFS_TEST_PG_URL
+export QUACKFS_STORE=s3://$QUACKFS_TEST_S3_BUCKET/remote-$(date +%s)
+export AWS_ENDPOINT_URL=http://127.0.0.1:$PROXY_PORT
+QUERIES="$BENCH_ROOT/bench/tpch_queries.py"
+LOAD_BEFORE=$(load_now)
+
+# Local baseline: cold page cache.
+cp "$DB" "$WORK/local.duckdb"
+drop_caches
+LOCAL_Q=$("$PYTHON" "$QUERIES" "$WORK/local.duckdb")
+log "local reopen + 5 queries: $LOCAL_Q s"
+
+# Host A: the history.
+export QUACKFS_HOME=$WORK/hostA
+timed "$QUACKFS" init tpch --import "$DB"
+log "host A: import in $T_REAL s"
+bench_mount tpch "$WORK/mntA"
+"$PYTHON" - "$WORK/mntA/tpch.duckdb" "$COMMITS" <<'PY'
+import sys, duckdb
+con = duckdb.connect(sys.argv[1])
+con.execute("CREATE TABLE IF NOT EXISTS hist (i BIGINT)")
+for i in range(int(sys.argv[2])):
+    con.execute("INSERT INTO hist VALUES (?)", [i])
+    con.execute("CHECKPOINT")
+con.close()
+PY
+bench_umount "$WORK/mntA"
+NCOMMITS=$("$QUACKFS" -r tpch log --json | "$PYTHON" -c 'import json,sys; print(len(json.load(sys.stdin)))')
+timed "$QUACKFS" -r tpch merge
+log "host A: $NCOMMITS commits, merge in $T_REAL s"
+
+# Host B: its own data dir (no caches).
+export QUACKFS_HOME=$WORK/hostB
+b_queries() { # TAG
+    drop_caches
+    bench_mount tpch@main "$WORK/mntB" --read-only
+    MOUNT_S=$T_REAL
+    Q=$("$PYTHON" "$QUERIES" "$WORK/mntB/tpch.duckdb")
+    bench_umount "$WORK/mntB"
+    log "host B ($1): mount $MOUNT_S s, reopen + 5 queries $Q s"
+}
+b_queries cold
+COLD_MOUNT=$MOUNT_S COLD_Q=$Q
+b_queries warm
+WARM_MOUNT=$MOUNT_S WARM_Q=$Q
+CACHE=$(du -sb "$WORK/hostB/cache" 2>/dev/null | cut -f1 || echo 0)
+LOAD_AFTER=$(load_now)
+
+R_COLD=$(ratio "$COLD_Q" "$LOCAL_Q")
+R_WARM=$(ratio "$WARM_Q" "$LOCAL_Q")
+echo "remote reads: TPC-H sf=$SF on PostgreSQL + S3, $DELAY ms added per S3 round trip, second host"
+machine_info
+echo "load before: $LOAD_BEFORE"
+echo "load after:  $LOAD_AFTER"
+echo "history: $NCOMMITS commits (then merge)"
+printf '%-22s %-10s %-10s\n' "" "mount s" "5 queries s"
+printf '%-22s %-10s %-10s\n' "local (cold page cache)" - "$LOCAL_Q"
+printf '%-22s %-10s %-10s\n' "host B cold" "$COLD_MOUNT" "$COLD_Q"
+printf '%-22s %-10s %-10s\n' "host B warm disk cache" "$WARM_MOUNT" "$WARM_Q"
+echo "disk cache on host B: $(mib "$CACHE")"
+echo "mount after merge: ${COLD_MOUNT} s (target <= 1): $(verdict "$COLD_MOUNT" 1)"
+echo "cold queries:      ${R_COLD}x local (target <= 2): $(verdict "$R_COLD" 2)"
+echo "warm disk cache:   ${R_WARM}x local (target <= 1.2): $(verdict "$R_WARM" 1.2)"
+append_result bench=remote_reads commits="$NCOMMITS" local_q="$LOCAL_Q" cold_q="$COLD_Q" warm_q="$WARM_Q" cold_mount="$COLD_MOUNT"
