@@ -90,6 +90,12 @@ pub enum Error {
     /// The catalog and the object store do not belong together (see `docs/operations.md`).
     #[error("{0}")]
     StoreMismatch(String),
+    /// A command used in a way it never works, with what to do instead.
+    #[error("{message}")]
+    Usage { message: String, hint: String },
+    /// `apply`: rows or schemas changed differently on both sides; nothing was committed.
+    #[error("{0}")]
+    MergeConflict(String),
 }
 
 /// The documented exit codes (`docs/cli.md`, `quackfs --help`): one per kind of failure, so a
@@ -189,7 +195,8 @@ impl Error {
             Error::BadName { .. }
             | Error::BadRevision { .. }
             | Error::BadTime(..)
-            | Error::NoRepoSelected => exit::USAGE,
+            | Error::NoRepoSelected
+            | Error::Usage { .. } => exit::USAGE,
             Error::NoSuchRepo(_)
             | Error::NoSuchRef { .. }
             | Error::UnknownRevision { .. }
@@ -199,6 +206,7 @@ impl Error {
             | Error::RepoExists(_)
             | Error::RefExists { .. }
             | Error::Conflict(_)
+            | Error::MergeConflict(_)
             | Error::Refused(_) => exit::REFUSED,
             Error::NothingToCommit => exit::NOTHING_TO_COMMIT,
             Error::Expired(_) => exit::EXPIRED,
@@ -251,6 +259,10 @@ impl Error {
             ),
             Error::AmbiguousRevision { .. } => Some("give more hex digits of the commit id".into()),
             Error::TargetExists(_) => Some("pass --force to overwrite it".into()),
+            Error::Usage { hint, .. } => Some(hint.clone()),
+            Error::MergeConflict(_) => Some(
+                "the conflicts are listed above; resolve them with --ours or --theirs, or change one side and apply again".into(),
+            ),
             Error::NothingToCommit => Some("use --allow-empty to record a commit anyway".into()),
             Error::BadTime(..) => Some(
                 "use RFC 3339 (2024-05-01T12:00:00Z), YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' or 'N hours ago'".into(),

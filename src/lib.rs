@@ -15,5 +15,6 @@ pub mod mountinfo;
 pub mod names;
 pub mod process;
 pub mod refspec;
+pub mod rows;
 pub mod store;
 pub mod tmpfiles;

@@ -124,6 +124,14 @@ pub fn resolve(path: &Path) -> std::io::Result<PathBuf> {
     Ok(p)
 }
 
+/// Detaches the mount at `dir` (MNT_DETACH): it goes once the last process using it lets go.
+pub fn lazy_unmount(dir: &Path) {
+    if let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) {
+        // SAFETY: valid NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
-//! The revision grammar: `[REPO@]REV` where REV is `BASE` followed by any number of `~N` and
-//! `@{TIME}` suffixes. BASE is a branch, a tag or a commit id prefix (resolved by the engine).
+//! The revision grammar: `[REPO@]REV` where REV is `BASE` followed by any number of `~N`, `^N`
+//! and `@{TIME}` suffixes (`^` alone is `^1`, the first parent; `^2` is the second parent of a
+//! commit made by `apply`). BASE is a branch, a tag or a commit id prefix (resolved by the engine).
 //!
 //! TIME is RFC 3339, `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]` (local time unless a zone is given), or
 //! `N seconds|minutes|hours|days|weeks ago`. Parse errors say which character is wrong.
@@ -28,6 +29,8 @@ pub struct Rev {
 pub enum Suffix {
     /// `~N`: the N-th first parent.
     Parent(u32),
+    /// `^N`: the N-th parent (`^1` the first, `^2` the second of a merge commit, `^0` itself).
+    Nth(u32),
     /// `@{TIME}`: where the branch pointed at that time (from its reflog).
     At(TimeSpec),
 }
@@ -45,6 +48,7 @@ impl fmt::Display for Rev {
         for s in &self.suffixes {
             match s {
                 Suffix::Parent(n) => write!(f, "~{n}")?,
+                Suffix::Nth(n) => write!(f, "^{n}")?,
                 Suffix::At(t) => write!(f, "@{{{}}}", t.text)?,
             }
         }
@@ -142,18 +146,30 @@ fn parse_rev_at(input: &str, start: usize, now: DateTime<Utc>) -> Result<Rev, Er
     let mut suffixes = Vec::new();
     while pos < input.len() {
         let rest = &input[pos..];
-        if let Some(after) = rest.strip_prefix('~') {
+        if let Some((sigil, after)) = rest
+            .strip_prefix('~')
+            .map(|a| ('~', a))
+            .or_else(|| rest.strip_prefix('^').map(|a| ('^', a)))
+        {
             let digits = after
                 .find(|c: char| !c.is_ascii_digit())
                 .unwrap_or(after.len());
             let n = if digits == 0 {
                 1
             } else {
-                after[..digits]
-                    .parse::<u32>()
-                    .map_err(|_| bad(input, pos + 1, "the number after '~' is too large"))?
+                after[..digits].parse::<u32>().map_err(|_| {
+                    bad(
+                        input,
+                        pos + 1,
+                        format!("the number after '{sigil}' is too large"),
+                    )
+                })?
             };
-            suffixes.push(Suffix::Parent(n));
+            suffixes.push(if sigil == '~' {
+                Suffix::Parent(n)
+            } else {
+                Suffix::Nth(n)
+            });
             pos += 1 + digits;
         } else if rest.starts_with("@{") {
             let Some(close) = rest.find('}') else {
@@ -174,7 +190,7 @@ fn parse_rev_at(input: &str, start: usize, now: DateTime<Utc>) -> Result<Rev, Er
             return Err(bad(
                 input,
                 pos,
-                format!("unexpected {c:?} (expected '~N' or '@{{TIME}}')"),
+                format!("unexpected {c:?} (expected '~N', '^N' or '@{{TIME}}')"),
             ));
         }
     }
@@ -307,8 +323,8 @@ mod tests {
         let cases = [
             ("", "expected a revision name (at character 1)"),
             (
-                "main^",
-                "unexpected '^' (expected '~N' or '@{TIME}') (at character 5)",
+                "main!",
+                "unexpected '!' (expected '~N', '^N' or '@{TIME}') (at character 5)",
             ),
             ("db@", "expected a revision after '@' (at character 4)"),
             (
@@ -412,6 +428,7 @@ mod tests {
             suffixes in proptest::collection::vec(
                 prop_oneof![
                     (0u32..1000).prop_map(Suffix::Parent),
+                    (0u32..3).prop_map(Suffix::Nth),
                     (0i64..2_000_000_000).prop_map(|s| {
                         let at = DateTime::from_timestamp(s, 0).unwrap();
                         Suffix::At(TimeSpec { text: at.to_rfc3339(), at })

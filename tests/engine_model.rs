@@ -508,6 +508,7 @@ async fn run_case(ops: Vec<Op>, local: bool) -> Result<(), TestCaseError> {
                         message: "step".into(),
                         author: "t".into(),
                         time: now_millis(),
+                        merge_parent: None,
                     },
                     true,
                 )

@@ -133,6 +133,7 @@ async fn commit_edits(
                 message: "c".into(),
                 author: "t".into(),
                 time: now_millis(),
+                merge_parent: None,
             },
             true,
         )

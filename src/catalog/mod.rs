@@ -158,6 +158,8 @@ pub struct Commit {
     pub logical_size: i64,
     /// When gc expired it (its bytes may be gone).
     pub expired_at: Option<Millis>,
+    /// The second parent of a commit made by `apply` (the source head it brought in).
+    pub merge_parent_id: Option<String>,
 }
 
 /// One file of a commit.
@@ -234,6 +236,8 @@ pub struct NewCommit {
     pub author: String,
     /// Wall-clock time; the catalog raises it to keep commit times monotonic along the branch.
     pub time: Millis,
+    /// The second parent (a merge by rows): the head of the source it brought in.
+    pub merge_parent: Option<String>,
 }
 
 /// Everything a new commit on a branch consists of, applied in one transaction.

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 const COMMIT_COLS: &str =
-    "id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size, expired_at";
+    "id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size, expired_at, merge_parent_id";
 const LAYER_COLS: &str =
     "id, repo_id, commit_id, seq, kind, object_key, size_bytes, min_time, max_time, created_at";
 
@@ -173,6 +173,7 @@ macro_rules! impl_catalog {
                         bytes_added: r.try_get("bytes_added")?,
                         logical_size: r.try_get("logical_size")?,
                         expired_at: r.try_get("expired_at")?,
+                        merge_parent_id: r.try_get("merge_parent_id")?,
                     })
                 };
                 g().map_err(|e| self.db(e))
@@ -403,10 +404,11 @@ macro_rules! impl_catalog {
                     bytes_added,
                     logical_size: files.iter().map(|f| f.size).sum(),
                     expired_at: None,
+                    merge_parent_id: new.merge_parent.clone(),
                 };
                 sqlx::query(
-                    "INSERT INTO commits (id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    "INSERT INTO commits (id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size, merge_parent_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .bind(&commit.id)
                 .bind(commit.repo_id)
@@ -418,6 +420,7 @@ macro_rules! impl_catalog {
                 .bind(commit.created_at)
                 .bind(commit.bytes_added)
                 .bind(commit.logical_size)
+                .bind(&commit.merge_parent_id)
                 .execute(&mut **tx)
                 .await
                 .map_err(|e| self.db(e))?;
@@ -635,6 +638,7 @@ macro_rules! impl_catalog {
                     bytes_added: 0,
                     logical_size: 0,
                     expired_at: None,
+                    merge_parent_id: None,
                 };
                 sqlx::query(
                     "INSERT INTO commits (id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size) \
@@ -1313,6 +1317,7 @@ macro_rules! impl_catalog {
                     bytes_added: 0,
                     logical_size: source.logical_size,
                     expired_at: None,
+                    merge_parent_id: None,
                 };
                 sqlx::query(
                     "INSERT INTO commits (id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size) \

@@ -13,6 +13,7 @@ fn commit(id: &str, t: Millis) -> NewCommit {
         message: format!("msg {id}"),
         author: "tester".into(),
         time: t,
+        merge_parent: None,
     }
 }
 

@@ -33,6 +33,7 @@ pub async fn run(ctx: &Ctx, a: CommitArgs) -> Result<()> {
         message: a.message.clone(),
         author: engine.author.clone(),
         time: quackfs::engine::now_millis(),
+        merge_parent: None,
     };
     engine.branch_head(&repo, &branch).await?;
     let c = engine

@@ -1,16 +1,22 @@
 use super::output::outln;
 use super::output::{print_json, print_table, size, table};
 use super::Ctx;
-use quackfs::engine::history::diff_views;
-use quackfs::engine::{export, short};
-use quackfs::error::{Error, Result};
-use std::collections::BTreeMap;
-use std::path::Path;
+use quackfs::catalog::{Commit, Repo};
+use quackfs::engine::history::{diff_views, FileDiff};
+use quackfs::engine::{duckdb_file, short, Engine};
+use quackfs::error::Result;
+use quackfs::fuse::snapshot::Snapshot;
+use quackfs::rows::{self, FileRows, RowDiffRequest};
+use std::sync::Arc;
 
-/// Show what changed between two revisions, per file, from the extent maps (no data read).
+/// Show what changed between two revisions: per file from the extent maps (no data read), and
+/// with --rows per table.
 ///
-/// For each file: size change, number of changed ranges, bytes changed. With --tables (needs the
-/// duckdb CLI on PATH), also tables added or dropped and row counts before and after.
+/// For each file: size change, number of changed ranges, bytes changed. With --rows (needs the
+/// duckdb CLI on PATH, or QUACKFS_DUCKDB): per table of each DuckDB file, rows inserted, deleted
+/// and updated (matched by primary key, else as a multiset of whole rows) and schema changes.
+/// Both versions are read in place through read-only snapshot mounts; tables whose storage did
+/// not change are not scanned.
 #[derive(Debug, clap::Args)]
 pub struct DiffArgs {
     /// The old side
@@ -19,13 +25,19 @@ pub struct DiffArgs {
     /// The new side [default: the head of the current branch]
     #[arg(value_name = "REV2")]
     pub rev2: Option<String>,
-    /// Also compare tables and row counts (exports both sides and queries them with duckdb)
-    #[arg(long)]
-    pub tables: bool,
+    /// Compare rows, table by table (all tables, or only those named: NAME or SCHEMA.NAME)
+    #[arg(long, value_name = "TABLE", num_args = 0.., value_delimiter = ',')]
+    pub rows: Option<Vec<String>>,
+    /// With --rows: up to N example rows per kind of change (shown with --json)
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "rows")]
+    pub show: usize,
+    /// With --rows: scan every table, also those whose storage is unchanged
+    #[arg(long, requires = "rows")]
+    pub scan_all: bool,
 }
 
 pub async fn run(ctx: &Ctx, a: DiffArgs) -> Result<()> {
-    let engine = ctx.engine().await?;
+    let engine = Arc::new(ctx.engine().await?);
     let old = ctx.resolve_rev(&engine, Some(&a.rev), None).await?;
     let rev2 = match &a.rev2 {
         Some(r) => r.clone(),
@@ -37,14 +49,24 @@ pub async fn run(ctx: &Ctx, a: DiffArgs) -> Result<()> {
     let va = engine.view(&old.commit).await?;
     let vb = engine.view(&new.commit).await?;
     let files = diff_views(&va, &vb);
-    let tables = if a.tables {
-        Some(table_diff(&va, &vb).await?)
-    } else {
-        None
+    let rows = match &a.rows {
+        Some(only) => Some(
+            row_diff(
+                &engine,
+                (&old.repo, &old.commit),
+                (&new.repo, &new.commit),
+                &files,
+                only,
+                a.show,
+                a.scan_all,
+            )
+            .await?,
+        ),
+        None => None,
     };
     if ctx.json {
         return print_json(&serde_json::json!({
-            "old": old.commit.id, "new": new.commit.id, "files": files, "tables": tables,
+            "old": old.commit.id, "new": new.commit.id, "files": files, "rows": rows,
         }));
     }
     outln!("diff {} {}", short(&old.commit.id), short(&new.commit.id));
@@ -64,116 +86,103 @@ pub async fn run(ctx: &Ctx, a: DiffArgs) -> Result<()> {
         }
         print_table(&t)?;
     }
-    if let Some(tables) = tables {
+    for f in rows.iter().flatten() {
         outln!();
-        let mut t = table(&["TABLE", "OLD ROWS", "NEW ROWS", "CHANGE"]);
-        for r in &tables {
-            let n = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-            let change = match (r.old_rows, r.new_rows) {
-                (None, Some(_)) => "added".to_string(),
-                (Some(_), None) => "dropped".to_string(),
-                (Some(a), Some(b)) if a != b => format!("{:+}", b - a),
-                _ => String::new(),
-            };
-            t.add_row(vec![r.table.clone(), n(r.old_rows), n(r.new_rows), change]);
+        outln!(
+            "rows of {}: {} table(s) changed, {} unchanged, {} skipped (storage unchanged)",
+            f.file,
+            f.tables.len(),
+            f.unchanged.len(),
+            f.skipped.len()
+        );
+        if f.tables.is_empty() {
+            continue;
+        }
+        let mut t = table(&[
+            "TABLE",
+            "CHANGE",
+            "MATCHED BY",
+            "INSERTED",
+            "DELETED",
+            "UPDATED",
+            "SCHEMA",
+        ]);
+        for r in &f.tables {
+            t.add_row(vec![
+                r.table.clone(),
+                r.change.clone(),
+                r.key
+                    .as_ref()
+                    .map(|k| k.join(", "))
+                    .unwrap_or_else(|| "whole rows".into()),
+                r.inserted.to_string(),
+                r.deleted.to_string(),
+                r.updated.to_string(),
+                r.schema.join("; "),
+            ]);
         }
         print_table(&t)?;
     }
     Ok(())
 }
 
-/// Row counts of one table on both sides.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TableDiff {
-    pub table: String,
-    pub old_rows: Option<i64>,
-    pub new_rows: Option<i64>,
-}
-
-async fn table_diff(
-    va: &quackfs::engine::view::ReadView,
-    vb: &quackfs::engine::view::ReadView,
-) -> Result<Vec<TableDiff>> {
-    let tmp = tempdir()?;
-    let (da, db) = (tmp.join("old"), tmp.join("new"));
-    let pb = indicatif::ProgressBar::hidden();
-    let result = async {
-        export::export(va, &da, false, &pb).await?;
-        export::export(vb, &db, false, &pb).await?;
-        let a = tables_of(&da, va)?;
-        let b = tables_of(&db, vb)?;
-        let mut names: Vec<&String> = a.keys().chain(b.keys()).collect();
-        names.sort();
-        names.dedup();
-        Ok(names
-            .into_iter()
-            .map(|n| TableDiff {
-                table: n.clone(),
-                old_rows: a.get(n).copied(),
-                new_rows: b.get(n).copied(),
-            })
-            .filter(|d| d.old_rows != d.new_rows || d.old_rows.is_none())
-            .collect())
+/// Row changes of every DuckDB database file either side has.
+async fn row_diff(
+    engine: &Arc<Engine>,
+    old: (&Repo, &Commit),
+    new: (&Repo, &Commit),
+    files: &[FileDiff],
+    only: &[String],
+    show: usize,
+    scan_all: bool,
+) -> Result<Vec<FileRows>> {
+    let va = engine.view(old.1).await?;
+    let vb = engine.view(new.1).await?;
+    let mut dbs: Vec<&String> = va
+        .files
+        .keys()
+        .chain(vb.files.keys())
+        .filter(|n| n.ends_with(".duckdb"))
+        .collect();
+    dbs.sort();
+    dbs.dedup();
+    if dbs.is_empty() {
+        return Ok(Vec::new());
     }
-    .await;
-    let _ = std::fs::remove_dir_all(&tmp);
-    result
-}
-
-fn tempdir() -> Result<std::path::PathBuf> {
-    let p = std::env::temp_dir().join(format!("quackfs-diff-{}", quackfs::engine::new_id()));
-    std::fs::create_dir_all(&p).map_err(|e| Error::file(&p, e))?;
-    Ok(p)
-}
-
-/// Table name -> row count of the first `.duckdb` file of an exported revision.
-fn tables_of(dir: &Path, view: &quackfs::engine::view::ReadView) -> Result<BTreeMap<String, i64>> {
-    let Some(db) = view.files.keys().find(|n| n.ends_with(".duckdb")) else {
-        return Ok(BTreeMap::new());
-    };
-    let path = dir.join(db);
-    let list = run_duckdb(
-        &path,
-        "SELECT schema_name || '.' || table_name FROM duckdb_tables() ORDER BY 1",
-    )?;
-    let mut out = BTreeMap::new();
-    for t in list.lines().filter(|l| !l.is_empty()) {
-        let (schema, name) = t.split_once('.').unwrap_or(("main", t));
-        let q = format!(
-            "SELECT count(*) FROM \"{}\".\"{}\"",
-            schema.replace('"', "\"\""),
-            name.replace('"', "\"\"")
-        );
-        let n = run_duckdb(&path, &q)?
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| Error::Invalid(format!("cannot count rows of {t}")))?;
-        out.insert(
-            if schema == "main" {
-                name.to_string()
-            } else {
-                t.to_string()
-            },
-            n,
-        );
+    let tmp = std::env::temp_dir();
+    let sa = Snapshot::mount(engine.clone(), old.0, old.1, &tmp).await?;
+    let sb = Snapshot::mount(engine.clone(), new.0, new.1, &tmp).await?;
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for name in dbs {
+        let diff = files.iter().find(|f| &f.name == name);
+        // A WAL that differs means rows that are not in the database file's blocks yet.
+        let wal_changed = duckdb_file::WAL_SUFFIXES
+            .iter()
+            .any(|s| files.iter().any(|f| f.name == format!("{name}{s}")));
+        let no_change: Vec<(u64, u64)> = Vec::new();
+        let changed = match diff {
+            _ if scan_all || wal_changed => None,
+            Some(d) => Some(d.ranges.as_slice()),
+            None => Some(no_change.as_slice()),
+        };
+        let req = RowDiffRequest {
+            file: name.clone(),
+            old: va.files.contains_key(name).then(|| sa.path(name)),
+            new: vb.files.contains_key(name).then(|| sb.path(name)),
+            changed,
+            only,
+            show,
+        };
+        match rows::diff_file(req).await {
+            Ok(f) => out.push(f),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
     }
-    Ok(out)
-}
-
-fn run_duckdb(db: &Path, sql: &str) -> Result<String> {
-    let out = std::process::Command::new("duckdb")
-        .args(["-readonly", "-csv", "-noheader"])
-        .arg(db)
-        .arg("-c")
-        .arg(sql)
-        .output()
-        .map_err(|e| Error::Invalid(format!("diff --tables needs the duckdb CLI on PATH: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::Invalid(format!(
-            "duckdb failed on {}: {}",
-            db.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    sa.close().await;
+    sb.close().await;
+    result.map(|()| out)
 }

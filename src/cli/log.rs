@@ -4,6 +4,9 @@ use quackfs::engine::short;
 use quackfs::error::Result;
 
 /// Show history, newest first: id, time, author, kind, message, bytes added.
+///
+/// The history follows first parents; a commit made by `apply` names its second parent (the
+/// source head it brought in, `REV^2`) after its message.
 #[derive(Debug, clap::Args)]
 pub struct LogArgs {
     /// Where to start [default: the current branch]
@@ -42,7 +45,10 @@ pub async fn run(ctx: &Ctx, a: LogArgs) -> Result<()> {
                 c.kind.as_str().to_string()
             },
             size(c.bytes_added),
-            c.message.clone(),
+            match &c.merge_parent_id {
+                Some(p2) => format!("{} (merge of {})", c.message, short(p2)),
+                None => c.message.clone(),
+            },
         ]);
     }
     print_table(&t)?;

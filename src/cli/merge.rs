@@ -2,7 +2,7 @@ use super::output::outln;
 use super::output::{print_json, size};
 use super::Ctx;
 use quackfs::engine::short;
-use quackfs::error::Result;
+use quackfs::error::{Error, Result};
 
 /// Compact the current database's layers offline, beside live mounts.
 ///
@@ -14,9 +14,22 @@ pub struct MergeArgs {
     /// Show what would be done without writing anything
     #[arg(long)]
     pub dry_run: bool,
+    /// (Not a merge of branches: bringing a branch's changes in is `quackfs apply SOURCE`.)
+    #[arg(value_name = "SOURCE", hide = true)]
+    pub source: Option<String>,
 }
 
 pub async fn run(ctx: &Ctx, a: MergeArgs) -> Result<()> {
+    if let Some(source) = &a.source {
+        return Err(Error::Usage {
+            message: format!(
+                "`quackfs merge` compacts layers and takes no revision ({source:?})"
+            ),
+            hint: format!(
+                "to bring the changes of {source} into a branch, run `quackfs apply {source}` (-b BRANCH for another branch than the current one)"
+            ),
+        });
+    }
     let engine = ctx.engine().await?;
     let repo = engine.repo(&ctx.require_repo()?).await?;
     let pb = ctx.progress("merge");

@@ -1,6 +1,8 @@
 //! Command-line interface: one module per subcommand, each with an `Args` struct (its doc comment
 //! is the help text) and a `run` function. Data goes to stdout, everything else to stderr.
 
+mod apply;
+mod bisect;
 mod branch;
 mod clone;
 mod commit;
@@ -112,6 +114,8 @@ pub enum Command {
     Reset(reset::ResetArgs),
     Clone(clone::CloneArgs),
     Diff(diff::DiffArgs),
+    Apply(apply::ApplyArgs),
+    Bisect(bisect::BisectArgs),
     Verify(verify::VerifyArgs),
     Drop(drop::DropArgs),
     Merge(merge::MergeArgs),
@@ -180,6 +184,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Reset(a) => reset::run(ctx, a).await,
         Command::Clone(a) => clone::run(ctx, a).await,
         Command::Diff(a) => diff::run(ctx, a).await,
+        Command::Apply(a) => apply::run(ctx, a).await,
+        Command::Bisect(a) => bisect::run(ctx, a).await,
         Command::Verify(a) => verify::run(ctx, a).await,
         Command::Drop(a) => drop::run(ctx, a).await,
         Command::Merge(a) => merge::run(ctx, a).await,
@@ -193,9 +199,11 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
 fn access(command: &Command) -> Access {
     match command {
         Command::Init(_) => Access::Create,
-        Command::Import(_) | Command::Mount(_) | Command::Merge(_) | Command::Gc(_) => {
-            Access::Write
-        }
+        Command::Import(_)
+        | Command::Mount(_)
+        | Command::Merge(_)
+        | Command::Gc(_)
+        | Command::Apply(_) => Access::Write,
         _ => Access::Read,
     }
 }

@@ -4,6 +4,7 @@ use quackfs::engine::short;
 use quackfs::error::{Error, Result};
 use quackfs::fs::{MountConfig, QuackFs, DEFAULT_DIRTY_LIMIT};
 use quackfs::fuse::FuseAdapter;
+use quackfs::mountinfo::lazy_unmount;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,14 +120,6 @@ fn check_mount_point(dir: &Path) -> Result<PathBuf> {
         )));
     }
     Ok(dir)
-}
-
-/// Detaches a mount even if it is busy or its server is gone.
-pub fn lazy_unmount(dir: &Path) {
-    if let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) {
-        // SAFETY: valid NUL-terminated path.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    }
 }
 
 pub async fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {

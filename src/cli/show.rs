@@ -70,6 +70,9 @@ pub async fn run(ctx: &Ctx, a: ShowArgs) -> Result<()> {
     outln!("commit   {}", c.id);
     outln!("database {}", r.repo.name);
     outln!("parent   {}", c.parent_id.as_deref().unwrap_or("(none)"));
+    if let Some(p2) = &c.merge_parent_id {
+        outln!("merged   {p2} (second parent, ^2)");
+    }
     outln!("kind     {}", c.kind.as_str());
     outln!("author   {}", c.author);
     outln!("time     {}", time(c.created_at));

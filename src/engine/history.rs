@@ -139,6 +139,7 @@ impl Engine {
             message: format!("clone of {}@{}", source_repo.name, short(&source.id)),
             author: self.author.clone(),
             time: now_millis(),
+            merge_parent: None,
         };
         let (repo, _) = self
             .catalog
@@ -160,6 +161,42 @@ impl Engine {
             }
         }
         Ok(seen.into_values().collect())
+    }
+
+    /// `id` and every commit it descends from, through first and second parents (one catalog
+    /// query per first-parent chain).
+    pub async fn ancestry(&self, id: &str) -> Result<BTreeMap<String, crate::catalog::Commit>> {
+        let mut seen = BTreeMap::new();
+        let mut todo = vec![id.to_string()];
+        while let Some(start) = todo.pop() {
+            if seen.contains_key(&start) {
+                continue;
+            }
+            for c in self.catalog.ancestors(&start, i64::MAX).await? {
+                if seen.contains_key(&c.id) {
+                    break;
+                }
+                if let Some(p2) = &c.merge_parent_id {
+                    todo.push(p2.clone());
+                }
+                seen.insert(c.id.clone(), c);
+            }
+        }
+        Ok(seen)
+    }
+
+    /// The merge base of two commits: the newest commit both descend from (None: unrelated).
+    pub async fn merge_base(
+        &self,
+        a: &crate::catalog::Commit,
+        b: &crate::catalog::Commit,
+    ) -> Result<Option<crate::catalog::Commit>> {
+        let ours = self.ancestry(&a.id).await?;
+        let theirs = self.ancestry(&b.id).await?;
+        Ok(theirs
+            .into_values()
+            .filter(|c| ours.contains_key(&c.id))
+            .max_by_key(|c| (c.created_at, c.depth)))
     }
 
     /// Re-reads every layer the given commits need, straight from the store, checking the footer

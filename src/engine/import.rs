@@ -162,6 +162,17 @@ impl Drop for ReadAhead {
     }
 }
 
+/// How an import is recorded (the default: an `import` commit on the branch's head).
+#[derive(Debug, Clone, Default)]
+pub struct ImportAs {
+    /// The commit's kind [default: import].
+    pub kind: Option<CommitKind>,
+    /// Refuse unless the branch still points here.
+    pub expected_head: Option<String>,
+    /// The commit's second parent.
+    pub merge_parent: Option<String>,
+}
+
 impl Engine {
     /// Imports `paths` (each stored under its base name) onto `branch` as one commit.
     pub async fn import(
@@ -172,9 +183,31 @@ impl Engine {
         message: Option<&str>,
         progress: &ProgressBar,
     ) -> Result<ImportOutcome> {
+        self.import_as(repo, branch, paths, message, progress, &ImportAs::default())
+            .await
+    }
+
+    /// [`import`](Self::import), recorded as `how` says (a merge commit of `apply`).
+    pub async fn import_as(
+        &self,
+        repo: &Repo,
+        branch: &str,
+        paths: &[PathBuf],
+        message: Option<&str>,
+        progress: &ProgressBar,
+        how: &ImportAs,
+    ) -> Result<ImportOutcome> {
         let inputs = check_inputs(paths)?;
         check_local_wals(&inputs)?;
         let head = self.branch_head(repo, branch).await?;
+        if let Some(expected) = &how.expected_head {
+            if *expected != head.id {
+                return Err(Error::Conflict(format!(
+                    "branch {branch:?} moved meanwhile (it no longer points at {})",
+                    super::short(expected)
+                )));
+            }
+        }
         // Fail before reading anything if the branch has a writer or uncommitted changes (the
         // commit's own transaction checks again).
         self.unless_dead_writer(repo.id, || self.catalog.check_branch_free(repo.id, branch))
@@ -185,7 +218,7 @@ impl Engine {
         let session = self.open_session(repo.id, "import").await?;
         let r = self
             .import_in(
-                &session, repo, branch, &inputs, &head, &view, message, progress,
+                &session, repo, branch, &inputs, &head, &view, message, progress, how,
             )
             .await;
         session.close().await;
@@ -203,6 +236,7 @@ impl Engine {
         view: &super::view::ReadView,
         message: Option<&str>,
         progress: &ProgressBar,
+        how: &ImportAs,
     ) -> Result<ImportOutcome> {
         let mut files: BTreeMap<String, FileRow> = self
             .catalog
@@ -342,14 +376,18 @@ impl Engine {
             expected_head: head.id.clone(),
             commit: NewCommit {
                 id: new_id(),
-                kind: CommitKind::Import,
+                kind: how.kind.unwrap_or(CommitKind::Import),
                 message: message.clone(),
                 author: self.author.clone(),
                 time: now,
+                merge_parent: how.merge_parent.clone(),
             },
             files: files.into_values().collect(),
             layers: vec![stored.row],
-            reason: format!("import: {message}"),
+            reason: format!(
+                "{}: {message}",
+                how.kind.unwrap_or(CommitKind::Import).as_str()
+            ),
         };
         let commit = self
             .unless_dead_writer(repo.id, || self.catalog.make_commit(req.clone()))

@@ -252,6 +252,7 @@ impl Engine {
             message: "init".into(),
             author: self.author.clone(),
             time: now_millis(),
+            merge_parent: None,
         };
         self.catalog
             .create_repo(name, root)
@@ -387,10 +388,31 @@ impl Engine {
                     }
                     commit = chain.into_iter().last().ok_or_else(unknown)?;
                 }
+                Suffix::Nth(0) => branch = None,
+                Suffix::Nth(n) => {
+                    branch = None;
+                    let parent = match n {
+                        1 => commit.parent_id.clone(),
+                        2 => commit.merge_parent_id.clone(),
+                        _ => None,
+                    };
+                    let Some(parent) = parent else {
+                        let has = match (&commit.parent_id, &commit.merge_parent_id) {
+                            (None, _) => "no parent (it is the first commit)",
+                            (Some(_), None) => "one parent",
+                            (Some(_), Some(_)) => "two parents",
+                        };
+                        return Err(Error::Invalid(format!(
+                            "{applied}^{n}: {applied} has {has}"
+                        )));
+                    };
+                    commit = self.catalog.commit(&parent).await?.ok_or_else(unknown)?;
+                }
             }
             applied = match s {
                 Suffix::At(t) => format!("{applied}@{{{}}}", t.text),
                 Suffix::Parent(n) => format!("{applied}~{n}"),
+                Suffix::Nth(n) => format!("{applied}^{n}"),
             };
         }
         Ok(Resolved {

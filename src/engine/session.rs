@@ -601,6 +601,7 @@ impl BranchSession {
             message,
             author: self.engine.author.clone(),
             time: now_millis(),
+            merge_parent: None,
         };
         match self
             .engine

@@ -3,6 +3,8 @@
 //! object store or the catalog (read, fsync, create, rename, unlink) runs as a task on the tokio
 //! runtime and replies from there, so one slow upload never blocks other requests.
 
+pub mod snapshot;
+
 use crate::fs::{Attr, FsError, Kind, QuackFs};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,

@@ -1,0 +1,143 @@
+//! A commit served read-only at a private directory by this process, through the same
+//! filesystem a `quackfs mount --read-only` runs, so that DuckDB reads a version in place
+//! (`diff --rows`, `apply`, `bisect`): nothing is exported, only the blocks DuckDB reads are
+//! fetched. The mount holds a reader session (gc keeps its layers) and is unmounted when the
+//! snapshot is closed or dropped, also when the command is interrupted.
+
+use super::FuseAdapter;
+use crate::catalog::{Commit, Repo};
+use crate::engine::session::ReadSession;
+use crate::engine::{short, Engine};
+use crate::error::{Error, Result};
+use crate::fs::{MountConfig, QuackFs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One commit mounted read-only at a temporary directory.
+pub struct Snapshot {
+    /// The temporary directory holding the mount point.
+    root: PathBuf,
+    dir: PathBuf,
+    commit: Commit,
+    unmounter: Option<fuser::SessionUnmounter>,
+    done: Option<std::sync::mpsc::Receiver<()>>,
+    reader: Option<ReadSession>,
+    fs: Arc<QuackFs>,
+}
+
+impl Snapshot {
+    /// Mounts `commit` of `repo` read-only under a new directory in `tmp`.
+    pub async fn mount(
+        engine: Arc<Engine>,
+        repo: &Repo,
+        commit: &Commit,
+        tmp: &Path,
+    ) -> Result<Snapshot> {
+        let root = tmp.join(format!("quackfs-snapshot-{}", crate::engine::new_id()));
+        let dir = root.join(short(&commit.id));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e))?;
+        let holder = crate::process::holder_string(&dir);
+        let (reader, view) = match ReadSession::open(engine.clone(), repo, commit, &holder).await {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&root);
+                return Err(e);
+            }
+        };
+        let cfg = MountConfig {
+            session: None,
+            autocommit: false,
+            scratch: root.join("scratch"),
+            dirty_limit: crate::fs::DEFAULT_DIRTY_LIMIT,
+        };
+        let failed =
+            |what: String| Error::Invalid(format!("cannot mount {}: {what}", dir.display()));
+        let fs = match QuackFs::new(engine, view, cfg) {
+            Ok(fs) => Arc::new(fs),
+            Err(e) => {
+                reader.release().await;
+                let _ = std::fs::remove_dir_all(&root);
+                return Err(failed(std::io::Error::from_raw_os_error(e.0).to_string()));
+            }
+        };
+        let fsname = format!("quackfs:{}@{}", repo.name, short(&commit.id));
+        let adapter = FuseAdapter::new(fs.clone(), tokio::runtime::Handle::current());
+        let config = super::config(true, &fsname);
+        let mount_dir = dir.clone();
+        let session =
+            tokio::task::spawn_blocking(move || fuser::Session::new(adapter, &mount_dir, &config))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+        let mut session = match session {
+            Ok(s) => s,
+            Err(e) => {
+                reader.release().await;
+                fs.remove_scratch();
+                let _ = std::fs::remove_dir_all(&root);
+                return Err(failed(e));
+            }
+        };
+        let unmounter = session.unmount_callable();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut snap = Snapshot {
+            root,
+            dir,
+            commit: commit.clone(),
+            unmounter: Some(unmounter),
+            done: Some(rx),
+            reader: Some(reader),
+            fs,
+        };
+        std::thread::Builder::new()
+            .name("fuse-snapshot".into())
+            .spawn(move || {
+                let _ = session.run();
+                let _ = tx.send(());
+            })
+            .map_err(|e| {
+                snap.unmount();
+                Error::Invalid(format!("cannot start the FUSE session: {e}"))
+            })?;
+        Ok(snap)
+    }
+
+    /// The path of `file` (a name in the commit) inside the mount.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    pub fn commit(&self) -> &Commit {
+        &self.commit
+    }
+
+    /// Unmounts, ends the reader session and removes the temporary directory.
+    pub async fn close(mut self) {
+        self.unmount();
+        if let Some(r) = self.reader.take() {
+            r.release().await;
+        }
+    }
+
+    fn unmount(&mut self) {
+        if let Some(mut u) = self.unmounter.take() {
+            if u.unmount().is_err() {
+                // Busy (a DuckDB process still has it open, e.g. on Ctrl-C): detach it.
+                crate::mountinfo::lazy_unmount(&self.dir);
+            }
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.recv_timeout(std::time::Duration::from_secs(10));
+        }
+        self.fs.remove_scratch();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        // Dropped without close (an error or an interrupt): unmount now; the reader session
+        // expires on its own once its heartbeat stops.
+        self.unmount();
+    }
+}

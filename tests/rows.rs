@@ -1,0 +1,440 @@
+//! Row-level history on real databases written with the duckdb CLI through writable mounts:
+//! `diff --rows` (counts, schema changes, examples, unchanged tables skipped), `apply`
+//! (fast-forward, three-way merge by rows checked row by row against doing both changes by hand
+//! on one file, conflicts that commit nothing, --theirs), `REV^2`, and `bisect`.
+
+mod common;
+use common::{duckdb, duckdb_bin, Env};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Runs `sql` through a writable mount of `rev` and lets DuckDB checkpoint (a commit).
+fn write(env: &Env, rev: &str, sql: &str) {
+    let dir = env.path(&format!("w-{}", common::uuid_like()));
+    let m = env.mount(rev, &dir, &[]);
+    duckdb(&dir.join("db.duckdb"), &format!("{sql}; CHECKPOINT"));
+    m.unmount();
+}
+
+fn json(env: &Env, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = env.ok(&all);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn head(env: &Env, rev: &str) -> String {
+    json(env, &["show", rev])["commit"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The file of `rev`, exported.
+fn export(env: &Env, rev: &str) -> PathBuf {
+    let dir = env.path(&format!("x-{}", common::uuid_like()));
+    env.ok(&["export", rev, dir.to_str().unwrap()]);
+    dir.join("db.duckdb")
+}
+
+/// Runs SQL on an in-memory database with `a` and `b` attached read-only; CSV output.
+fn compare(a: &Path, b: &Path, sql: &str) -> String {
+    let out = std::process::Command::new(duckdb_bin())
+        .args(["-csv", "-noheader", "-bail", ":memory:", "-c"])
+        .arg(format!(
+            "ATTACH '{}' AS a (READ_ONLY); ATTACH '{}' AS b (READ_ONLY); {sql}",
+            a.display(),
+            b.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Asserts that two database files hold the same tables, columns and rows (as multisets).
+fn assert_same_rows(got: &Path, want: &Path) {
+    let tables = |db: &str| {
+        format!(
+            "SELECT schema_name || '.' || table_name || ':' || string_agg(column_name || ' ' || data_type, '; ' ORDER BY column_index) FROM duckdb_columns() WHERE database_name = '{db}' GROUP BY schema_name, table_name ORDER BY 1"
+        )
+    };
+    let g = compare(got, want, &tables("a"));
+    let w = compare(got, want, &tables("b"));
+    assert_eq!(g, w, "tables and columns differ");
+    for line in g.lines() {
+        let (qualified, _) = line.split_once(':').unwrap();
+        let (s, t) = qualified.split_once('.').unwrap();
+        let n = compare(
+            got,
+            want,
+            &format!(
+                "SELECT (SELECT count(*) FROM (SELECT * FROM a.\"{s}\".\"{t}\" EXCEPT ALL SELECT * FROM b.\"{s}\".\"{t}\")) || ' ' || (SELECT count(*) FROM (SELECT * FROM b.\"{s}\".\"{t}\" EXCEPT ALL SELECT * FROM a.\"{s}\".\"{t}\"))"
+            ),
+        );
+        assert_eq!(n, "0 0", "rows of {qualified} differ (missing, extra)");
+    }
+}
+
+const BASE: &str = "CREATE TABLE t(id INTEGER PRIMARY KEY, v VARCHAR, w DOUBLE);
+    INSERT INTO t SELECT range, 'v' || range, range / 7 FROM range(200000);
+    CREATE TABLE k(a INTEGER, b VARCHAR);
+    INSERT INTO k VALUES (1, 'a'), (1, 'a'), (2, 'b'), (3, 'c');
+    CREATE TABLE d(id INTEGER PRIMARY KEY, x VARCHAR);
+    INSERT INTO d SELECT range, md5(range::VARCHAR) FROM range(100000);
+    CREATE TABLE big AS SELECT range AS r, md5(range::VARCHAR) AS h FROM range(1000000);
+    CREATE SCHEMA s;
+    CREATE TABLE s.u(id INTEGER PRIMARY KEY, n INTEGER);
+    INSERT INTO s.u SELECT range, range FROM range(1000)";
+
+#[test]
+fn diff_rows_counts_changes_and_skips_unchanged_tables() {
+    let env = Env::new();
+    env.ok(&["init", "db"]);
+    write(&env, "db@main", BASE);
+    env.ok(&["tag", "base"]);
+    write(
+        &env,
+        "db@main",
+        "UPDATE t SET v = 'changed' WHERE id < 5;
+         DELETE FROM t WHERE id BETWEEN 100 AND 109;
+         INSERT INTO t VALUES (900000, 'new', 0), (900001, 'new', 1);
+         ALTER TABLE t ADD COLUMN z INTEGER;
+         INSERT INTO k VALUES (1, 'a'), (4, 'd');
+         DELETE FROM k WHERE b = 'c';
+         DELETE FROM d WHERE id % 1000 = 0;
+         ALTER TABLE s.u DROP COLUMN n;
+         CREATE TABLE fresh AS SELECT 1 AS one",
+    );
+    let diff = json(&env, &["diff", "base", "main", "--rows", "--show", "2"]);
+    let file = &diff["rows"][0];
+    assert_eq!(file["file"], "db.duckdb");
+    let table = |name: &str| -> Value {
+        file["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {file}"))
+    };
+    let t = table("t");
+    assert_eq!(
+        (&t["inserted"], &t["deleted"], &t["updated"]),
+        (&2.into(), &10.into(), &5.into()),
+        "{t}"
+    );
+    assert_eq!(t["key"], serde_json::json!(["id"]));
+    assert_eq!(t["schema"], serde_json::json!(["column z added (INTEGER)"]));
+    assert_eq!(t["examples"]["inserted"].as_array().unwrap().len(), 2);
+    let upd = &t["examples"]["updated"][0];
+    assert_eq!(upd["new"]["v"], "changed", "{upd}");
+    assert!(upd["old"]["v"].as_str().unwrap().starts_with('v'), "{upd}");
+    let k = table("k");
+    assert_eq!(
+        (&k["inserted"], &k["deleted"], &k["updated"], &k["key"]),
+        (&2.into(), &1.into(), &0.into(), &Value::Null),
+        "{k}"
+    );
+    // Only deletions: the data blocks stay, the row count tells.
+    let d = table("d");
+    assert_eq!(
+        (&d["deleted"], &d["inserted"]),
+        (&100.into(), &0.into()),
+        "{d}"
+    );
+    let u = table("s.u");
+    assert_eq!(u["schema"], serde_json::json!(["column n dropped"]), "{u}");
+    assert_eq!(table("fresh")["change"], "added");
+    assert_eq!(file["skipped"], serde_json::json!(["big"]), "{file}");
+
+    // Scanning every table finds the same and nothing in `big`.
+    let all = json(&env, &["diff", "base", "main", "--rows", "--scan-all"]);
+    assert_eq!(all["rows"][0]["skipped"], serde_json::json!([]));
+    assert_eq!(all["rows"][0]["unchanged"], serde_json::json!(["big"]));
+    for (a, b) in file["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(all["rows"][0]["tables"].as_array().unwrap())
+    {
+        for f in ["table", "inserted", "deleted", "updated", "schema"] {
+            assert_eq!(a[f], b[f], "{f} of {}", a["table"]);
+        }
+    }
+    // Named tables only; the text form.
+    let only = json(&env, &["diff", "base", "main", "--rows", "k"]);
+    assert_eq!(only["rows"][0]["tables"].as_array().unwrap().len(), 1);
+    let text = env.ok(&["diff", "base", "main", "--rows"]);
+    assert!(text.contains("1 skipped (storage unchanged)"), "{text}");
+    assert!(text.contains("column z added (INTEGER)"), "{text}");
+    // No change: nothing to report, every table skipped.
+    let same = json(&env, &["diff", "main", "main", "--rows"]);
+    assert_eq!(same["rows"][0]["tables"], serde_json::json!([]));
+    assert_eq!(same["rows"][0]["skipped"].as_array().unwrap().len(), 6);
+}
+
+const THEIRS: &str = "UPDATE t SET v = 'theirs' WHERE id < 10;
+    DELETE FROM t WHERE id BETWEEN 1000 AND 1004;
+    INSERT INTO t VALUES (500000, 'theirs new', 1.5);
+    ALTER TABLE t ADD COLUMN z INTEGER;
+    UPDATE t SET z = id WHERE id BETWEEN 10 AND 19;
+    INSERT INTO k VALUES (1, 'a'), (9, 'theirs');
+    DELETE FROM k WHERE a = 2;
+    ALTER TABLE d DROP COLUMN x;
+    CREATE TABLE theirs_new(id INTEGER PRIMARY KEY, s VARCHAR);
+    INSERT INTO theirs_new VALUES (1, 'one'), (2, 'two');
+    DROP TABLE big;
+    DELETE FROM s.u WHERE id < 10";
+
+const OURS: &str = "UPDATE t SET v = 'ours' WHERE id BETWEEN 100 AND 149;
+    DELETE FROM t WHERE id BETWEEN 2000 AND 2009;
+    INSERT INTO t VALUES (600000, 'ours new', 2.5);
+    INSERT INTO k VALUES (7, 'ours');
+    UPDATE d SET x = 'ours' WHERE id < 3;
+    INSERT INTO d VALUES (100000, 'ours');
+    UPDATE s.u SET n = -n WHERE id >= 990";
+
+fn apply_merges_rows_like_doing_both_by_hand(env: Env) {
+    env.ok(&["init", "db"]);
+    write(&env, "db@main", BASE);
+    env.ok(&["tag", "base"]);
+    env.ok(&["branch", "feat"]);
+    write(&env, "db@feat", THEIRS);
+    write(&env, "db@main", OURS);
+    let (ours, theirs) = (head(&env, "main"), head(&env, "feat"));
+
+    // What it would do, and nothing committed.
+    let dry = json(&env, &["apply", "feat", "--dry-run"]);
+    assert_eq!(dry["result"], "dry-run", "{dry}");
+    assert_eq!(head(&env, "main"), ours);
+    let t = dry["files"][0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "t")
+        .unwrap()
+        .clone();
+    assert_eq!(t["theirs"]["updated"], 20, "{t}");
+    assert_eq!(t["ours"]["updated"], 50, "{t}");
+    assert_eq!(t["conflicts"], 0, "{t}");
+
+    let out = json(&env, &["apply", "feat"]);
+    assert_eq!(out["result"], "merged", "{out}");
+    assert_eq!(out["parents"], serde_json::json!([ours, theirs]));
+    let merged = head(&env, "main");
+    assert_eq!(head(&env, "main^2"), theirs);
+    assert_eq!(head(&env, "main^1"), ours);
+    assert_eq!(head(&env, "main^"), ours);
+    let show = json(&env, &["show", "main"]);
+    assert_eq!(show["commit"]["kind"], "merge");
+    assert_eq!(show["commit"]["merge_parent_id"], theirs.as_str());
+    let log = env.ok(&["log", "-n", "1"]);
+    assert!(
+        log.contains(&format!("merge of {}", &theirs[..12])),
+        "{log}"
+    );
+    let e = env.fails_with(1, &["show", "main^3"]);
+    assert!(e.contains("main^3: main has two parents"), "{e}");
+
+    // Row by row the same as both changes made by hand on one copy of the base.
+    let want = export(&env, "base");
+    duckdb(&want, OURS);
+    duckdb(&want, THEIRS);
+    let got = export(&env, "main");
+    assert_same_rows(&got, &want);
+
+    // The merge commit opens in DuckDB through a mount, and applying again changes nothing.
+    let ro = env.path("ro");
+    let m = env.mount(&merged[..12], &ro, &[]);
+    let out = common::duckdb_raw(
+        &ro.join("db.duckdb"),
+        "SELECT count(*) FROM t WHERE v = 'theirs'",
+        &["-readonly"],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10", "{out:?}");
+    m.unmount();
+    let again = json(&env, &["apply", "feat"]);
+    assert_eq!(again["result"], "up-to-date", "{again}");
+    assert_eq!(head(&env, "main"), merged);
+}
+
+on_both_backends!(
+    apply_merges_rows_like_doing_both_by_hand_embedded,
+    apply_merges_rows_like_doing_both_by_hand_pgs3,
+    apply_merges_rows_like_doing_both_by_hand
+);
+
+#[test]
+fn conflicting_changes_are_listed_and_nothing_is_committed() {
+    let env = Env::new();
+    env.ok(&["init", "db"]);
+    write(
+        &env,
+        "db@main",
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v VARCHAR); INSERT INTO t SELECT range, 'v' || range FROM range(100)",
+    );
+    env.ok(&["branch", "feat"]);
+    write(&env, "db@feat", "UPDATE t SET v = 'theirs' WHERE id IN (1, 2); DELETE FROM t WHERE id = 3; UPDATE t SET v = 'only theirs' WHERE id = 50");
+    write(&env, "db@main", "UPDATE t SET v = 'ours' WHERE id = 1; UPDATE t SET v = 'theirs' WHERE id = 2; UPDATE t SET v = 'ours' WHERE id = 3");
+    let ours = head(&env, "main");
+    let out = env
+        .cmd()
+        .args(["--json", "apply", "feat"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["result"], "conflicts");
+    let conflicts = report["files"][0]["conflicts"].as_array().unwrap();
+    // Row 2 changed the same way on both sides: no conflict. Rows 1 and 3 conflict.
+    let mut keys: Vec<i64> = conflicts
+        .iter()
+        .map(|c| c["key"]["id"].as_i64().unwrap())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, vec![1, 3], "{report}");
+    let c1 = conflicts.iter().find(|c| c["key"]["id"] == 1).unwrap();
+    assert_eq!(c1["base"]["v"], "v1");
+    assert_eq!(c1["ours"]["v"], "ours");
+    assert_eq!(c1["theirs"]["v"], "theirs");
+    let c3 = conflicts.iter().find(|c| c["key"]["id"] == 3).unwrap();
+    assert_eq!(c3["theirs"], Value::Null, "deleted on their side: {c3}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 row(s) changed differently"), "{stderr}");
+    assert!(stderr.contains("--ours or --theirs"), "{stderr}");
+    assert_eq!(head(&env, "main"), ours, "nothing is committed");
+    // Text form lists them too.
+    let text = env.fails_with(3, &["apply", "feat", "--dry-run"]);
+    assert!(text.contains("2 row(s)"), "{text}");
+
+    // --ours keeps the branch's rows, and still takes the source's other changes.
+    env.ok(&["branch", "try-ours", "main"]);
+    env.ok(&["apply", "feat", "-b", "try-ours", "--ours"]);
+    let got = export(&env, "try-ours");
+    assert_eq!(
+        duckdb(
+            &got,
+            "SELECT string_agg(id || '=' || v, ' ' ORDER BY id) FROM t WHERE id IN (1, 2, 3, 50)"
+        ),
+        "1=ours 2=theirs 3=ours 50=only theirs"
+    );
+    // --theirs takes the source's rows (row 3 is deleted).
+    env.ok(&["apply", "feat", "--theirs"]);
+    let got = export(&env, "main");
+    assert_eq!(
+        duckdb(
+            &got,
+            "SELECT string_agg(id || '=' || v, ' ' ORDER BY id) FROM t WHERE id IN (1, 2, 3, 50)"
+        ),
+        "1=theirs 2=theirs 50=only theirs"
+    );
+
+    // Conflicting schema changes refuse the merge whatever the resolution.
+    env.ok(&["branch", "s1", "main"]);
+    env.ok(&["branch", "s2", "main"]);
+    write(&env, "db@s1", "ALTER TABLE t ADD COLUMN c INTEGER");
+    write(&env, "db@s2", "ALTER TABLE t ADD COLUMN c VARCHAR");
+    let before = head(&env, "s2");
+    let e = env.fails_with(3, &["apply", "s1", "-b", "s2", "--theirs"]);
+    assert!(
+        e.contains("column c added on both sides with different types"),
+        "{e}"
+    );
+    assert_eq!(head(&env, "s2"), before);
+}
+
+#[test]
+fn fast_forward_touches_no_rows_and_merge_points_at_apply() {
+    let env = Env::new();
+    env.ok(&["init", "db"]);
+    write(
+        &env,
+        "db@main",
+        "CREATE TABLE t AS SELECT range AS id FROM range(10)",
+    );
+    env.ok(&["branch", "feat"]);
+    write(&env, "db@feat", "INSERT INTO t VALUES (10)");
+    let theirs = head(&env, "feat");
+    let out = json(&env, &["apply", "feat", "--dry-run"]);
+    assert_eq!(out["result"], "fast-forward");
+    assert_ne!(head(&env, "main"), theirs);
+    let text = env.ok(&["apply", "feat"]);
+    assert!(text.contains("fast-forward"), "{text}");
+    assert_eq!(head(&env, "main"), theirs);
+    let again = env.ok(&["apply", "feat"]);
+    assert!(again.contains("already has every change"), "{again}");
+    // `merge` is layer compaction; it points at `apply`.
+    let e = env.fails_with(2, &["merge", "feat"]);
+    assert!(e.contains("quackfs apply feat"), "{e}");
+    let e = env.fails_with(6, &["apply", "nosuch"]);
+    assert!(e.contains("nosuch"), "{e}");
+}
+
+#[test]
+fn bisect_finds_a_planted_bad_commit_among_64() {
+    let env = Env::new();
+    env.ok(&["init", "db"]);
+    let dir = env.path("m");
+    let m = env.mount("db@main", &dir, &[]);
+    let db = dir.join("db.duckdb");
+    duckdb(&db, "CREATE TABLE t(i INTEGER, v INTEGER); CHECKPOINT");
+    // 64 commits after the good one; the 41st plants a negative value.
+    for i in 1..=64 {
+        let v = if i == 41 { -1 } else { i };
+        duckdb(&db, &format!("INSERT INTO t VALUES ({i}, {v}); CHECKPOINT"));
+    }
+    m.unmount();
+    let log = json(&env, &["log"]);
+    let commits: Vec<String> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    // Newest first; the oldest is the empty `init`, the next one made the table.
+    let good = commits[commits.len() - 2].clone();
+    let candidates = commits.len() - 3;
+    assert!(candidates >= 63, "{candidates} commits between");
+    let query = "SELECT count(*) FILTER (WHERE v < 0) = 0 FROM t";
+    let out = json(&env, &["bisect", &good, "main", "--sql", query]);
+    let first_bad = out["first_bad"]["id"].as_str().unwrap().to_string();
+    assert_eq!(out["candidates"], candidates, "{out}");
+    // It is the commit that planted the value: bad, and its parent good.
+    let at = |rev: &str| {
+        duckdb(
+            &export(&env, rev),
+            "SELECT count(*) FILTER (WHERE v < 0) FROM t",
+        )
+    };
+    assert_eq!(at(&first_bad[..12]), "1");
+    assert_eq!(at(&format!("{}~1", &first_bad[..12])), "0");
+    assert_eq!(
+        duckdb(&export(&env, &first_bad[..12]), "SELECT max(i) FROM t"),
+        "41"
+    );
+    let steps = out["steps"].as_array().unwrap().len();
+    let bound = (candidates as f64 + 1.0).log2().ceil() as usize;
+    assert!(
+        steps <= bound,
+        "{steps} versions opened for {candidates} candidates"
+    );
+    let text = env.ok(&["bisect", &good, "main", "--sql", query]);
+    assert!(
+        text.contains(&format!("first bad commit: {first_bad}")),
+        "{text}"
+    );
+    let good = &good;
+    // A query that is not one boolean is an error that names the commit.
+    let e = env.fails(&["bisect", good, "main", "--sql", "SELECT 1, 2"]);
+    assert!(e.contains("one row with one boolean column"), "{e}");
+    let e = env.fails(&["bisect", "main", good, "--sql", "SELECT true"]);
+    assert!(e.contains("is not an ancestor"), "{e}");
+    // No snapshot mount is left behind.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("quackfs-snapshot"), "{mounts}");
+}
