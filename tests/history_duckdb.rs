@@ -164,19 +164,21 @@ fn diff_and_verify() {
     let text = env.ok(&["diff", "main~1"]);
     assert!(text.contains("d.duckdb"), "{text}");
 
-    // --tables: the added table and the row counts.
-    let tables: serde_json::Value =
-        serde_json::from_str(&env.ok(&["diff", "--json", "--tables", "main~1", "main"])).unwrap();
-    let rows = tables["tables"].as_array().unwrap();
-    let u = rows
+    // --rows: the added table and its rows; t (no key) lost 100 rows and gained 100.
+    let rows: serde_json::Value =
+        serde_json::from_str(&env.ok(&["diff", "--json", "main~1", "main", "--rows"])).unwrap();
+    let tables = rows["rows"][0]["tables"].as_array().unwrap();
+    let u = tables
         .iter()
         .find(|r| r["table"] == "u")
         .expect("table u listed");
-    assert_eq!(u["old_rows"], serde_json::Value::Null);
-    assert_eq!(u["new_rows"], 42);
-    assert!(
-        rows.iter().all(|r| r["table"] != "t"),
-        "t kept its row count: {rows:?}"
+    assert_eq!(u["change"], "added");
+    assert_eq!(u["inserted"], 42);
+    let t = tables.iter().find(|r| r["table"] == "t").expect("t listed");
+    assert_eq!(
+        (&t["inserted"], &t["deleted"], &t["updated"]),
+        (&100.into(), &100.into(), &0.into()),
+        "{t}"
     );
 
     // verify passes, then finds a flipped byte and names the object.
