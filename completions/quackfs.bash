@@ -16,6 +16,12 @@ _quackfs() {
             ",$1")
                 cmd="quackfs"
                 ;;
+            quackfs,apply)
+                cmd="quackfs__subcmd__apply"
+                ;;
+            quackfs,bisect)
+                cmd="quackfs__subcmd__bisect"
+                ;;
             quackfs,branch)
                 cmd="quackfs__subcmd__branch"
                 ;;
@@ -84,6 +90,12 @@ _quackfs() {
                 ;;
             quackfs,verify)
                 cmd="quackfs__subcmd__verify"
+                ;;
+            quackfs__subcmd__help,apply)
+                cmd="quackfs__subcmd__help__subcmd__apply"
+                ;;
+            quackfs__subcmd__help,bisect)
+                cmd="quackfs__subcmd__help__subcmd__bisect"
                 ;;
             quackfs__subcmd__help,branch)
                 cmd="quackfs__subcmd__help__subcmd__branch"
@@ -161,12 +173,104 @@ _quackfs() {
 
     case "${cmd}" in
         quackfs)
-            opts="-r -v -q -h -V --data-dir --catalog --store --repo --json --verbose --quiet --help --version init use repos import export mount umount commit log show status branch tag reflog reset clone diff verify drop merge gc completions help"
+            opts="-r -v -q -h -V --data-dir --catalog --store --repo --json --verbose --quiet --help --version init use repos import export mount umount commit log show status branch tag reflog reset clone diff apply bisect verify drop merge gc completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        quackfs__subcmd__apply)
+            opts="-b -m -r -v -q -h -V --branch --dry-run --ours --theirs --message --data-dir --catalog --store --repo --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --branch)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --message)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        quackfs__subcmd__bisect)
+            opts="-r -v -q -h -V --sql --file --data-dir --catalog --store --repo --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --sql)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --data-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -355,12 +459,20 @@ _quackfs() {
             return 0
             ;;
         quackfs__subcmd__diff)
-            opts="-r -v -q -h -V --tables --data-dir --catalog --store --repo --json --verbose --quiet --help --version"
+            opts="-r -v -q -h -V --rows --show --scan-all --data-dir --catalog --store --repo --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --rows)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --show)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --data-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -503,8 +615,36 @@ _quackfs() {
             return 0
             ;;
         quackfs__subcmd__help)
-            opts="init use repos import export mount umount commit log show status branch tag reflog reset clone diff verify drop merge gc completions help"
+            opts="init use repos import export mount umount commit log show status branch tag reflog reset clone diff apply bisect verify drop merge gc completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        quackfs__subcmd__help__subcmd__apply)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        quackfs__subcmd__help__subcmd__bisect)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1015,7 +1155,7 @@ _quackfs() {
             return 0
             ;;
         quackfs__subcmd__mount)
-            opts="-r -v -q -h -V --read-only --daemon --autocommit --at --cache-size --ready-file --data-dir --catalog --store --repo --json --verbose --quiet --help --version"
+            opts="-r -v -q -h -V --read-only --daemon --autocommit --at --cache-size --disk-cache --dirty-limit --ready-file --data-dir --catalog --store --repo --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1030,6 +1170,14 @@ _quackfs() {
                     return 0
                     ;;
                 --cache-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --disk-cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dirty-limit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

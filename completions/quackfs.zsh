@@ -146,7 +146,9 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '--autocommit=[Make a \`checkpoint\` commit whenever DuckDB completes a checkpoint]:AUTOCOMMIT:(checkpoint off)' \
 '--at=[Where the branch pointed at this time (same as REV@{TIME}; read-only)]:TIME:_default' \
-'--cache-size=[Memory for cached layer data, e.g. 512MiB]:SIZE:_default' \
+'--cache-size=[Memory for extents read from the object store (checksummed, immutable), e.g. 512MiB \[default\: 256MiB\]]:SIZE:_default' \
+'--disk-cache=[Local disk for extents read from a remote store (S3), shared by the mounts of this data directory and kept across remounts; 0 turns it off \[default\: 2GiB for S3, none for the local store\]]:SIZE:_default' \
+'--dirty-limit=[Most written-but-unsynced bytes held in memory; past it writes wait for a flush (backpressure, e.g. while the object store is down) \[default\: 256MiB\]]:SIZE:_default' \
 '--ready-file=[(internal) file to report readiness to, used by --daemon]:READY_FILE:_files' \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
@@ -225,8 +227,8 @@ _arguments "${_arguments_options[@]}" : \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '(-v --verbose)-q[Only errors on stderr]' \
 '(-v --verbose)--quiet[Only errors on stderr]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
 '--version[Print version]' \
 '::rev -- Where to start \[default\: the current branch\]:_default' \
@@ -379,12 +381,14 @@ _arguments "${_arguments_options[@]}" : \
 ;;
 (diff)
 _arguments "${_arguments_options[@]}" : \
+'*--rows=[Compare rows, table by table (all tables, or only those named\: NAME or SCHEMA.NAME)]::TABLE:_default' \
+'--show=[With --rows\: up to N example rows per kind of change (shown with --json)]:N:_default' \
 '--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
 '--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
 '--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
 '-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
 '--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
-'--tables[Also compare tables and row counts (exports both sides and queries them with duckdb)]' \
+'--scan-all[With --rows\: scan every table, also those whose storage is unchanged]' \
 '--json[Machine-readable JSON output]' \
 '*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
 '*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
@@ -396,6 +400,54 @@ _arguments "${_arguments_options[@]}" : \
 '--version[Print version]' \
 ':rev -- The old side:_default' \
 '::rev2 -- The new side \[default\: the head of the current branch\]:_default' \
+&& ret=0
+;;
+(apply)
+_arguments "${_arguments_options[@]}" : \
+'-b+[The branch to apply them to \[default\: the current branch\]]:BRANCH:_default' \
+'--branch=[The branch to apply them to \[default\: the current branch\]]:BRANCH:_default' \
+'-m+[Message of the merge commit \[default\: "apply SOURCE onto BRANCH"\]]:MSG:_default' \
+'--message=[Message of the merge commit \[default\: "apply SOURCE onto BRANCH"\]]:MSG:_default' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--dry-run[Show what would change; commit nothing]' \
+'(--theirs)--ours[Resolve every conflicting row by keeping the branch'\''s version]' \
+'--theirs[Resolve every conflicting row by taking SOURCE'\''s version]' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':source -- The revision whose changes to bring in (a branch, tag or commit of the same database):_default' \
+&& ret=0
+;;
+(bisect)
+_arguments "${_arguments_options[@]}" : \
+'--sql=[The query\: one row, one boolean column (true = good), run with the database as the default catalog]:QUERY:_default' \
+'--file=[The database file to query \[default\: the commit'\''s only .duckdb file\]]:NAME:_default' \
+'--data-dir=[Data directory\: embedded catalog, objects, cache, local state \[default\: \$XDG_DATA_HOME/quackfs\]]:DIR:_files' \
+'--catalog=[Catalog\: sqlite\://PATH or postgres\://USER\:PASS@HOST\:PORT/DB \[default\: sqlite\://DATA_DIR/catalog.sqlite\]]:URL:_default' \
+'--store=[Object store\: file\://PATH or s3\://BUCKET\[/PREFIX\] \[default\: file\://DATA_DIR/objects\]]:URL:_default' \
+'-r+[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--repo=[Which database \[default\: the one mounted where the current directory is, else the one chosen with \`quackfs use\`\]]:NAME:_default' \
+'--json[Machine-readable JSON output]' \
+'*-v[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'*--verbose[More logging on stderr (repeat for more); RUST_LOG overrides]' \
+'(-v --verbose)-q[Only errors on stderr]' \
+'(-v --verbose)--quiet[Only errors on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':good -- A revision where QUERY returns true:_default' \
+':bad -- A later revision (GOOD is among its first parents) where QUERY returns false:_default' \
 && ret=0
 ;;
 (verify)
@@ -455,6 +507,7 @@ _arguments "${_arguments_options[@]}" : \
 '--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
 '--version[Print version]' \
+'::source -- (Not a merge of branches\: bringing a branch'\''s changes in is `quackfs apply SOURCE`.):_default' \
 && ret=0
 ;;
 (gc)
@@ -577,6 +630,14 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(apply)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(bisect)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (verify)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -629,7 +690,9 @@ _quackfs_commands() {
 'reflog:Show where a branch pointed, when, and why (newest first)' \
 'reset:Move a branch to another revision (recorded in the reflog)' \
 'clone:Create a new database whose \`main\` starts at REV, sharing all its layers (zero copy)' \
-'diff:Show what changed between two revisions, per file, from the extent maps (no data read)' \
+'diff:Show what changed between two revisions\: per file from the extent maps (no data read), and with --rows per table' \
+'apply:Bring the changes SOURCE made since the merge base onto a branch' \
+'bisect:Find the first commit between GOOD and BAD where a query turns false' \
 'verify:Re-read every byte of a revision (or of every commit) and check it against its checksums' \
 'drop:Delete a database\: its branches, tags and history names go' \
 'merge:Compact the current database'\''s layers offline, beside live mounts' \
@@ -638,6 +701,16 @@ _quackfs_commands() {
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'quackfs commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__apply_commands] )) ||
+_quackfs__subcmd__apply_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs apply commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__bisect_commands] )) ||
+_quackfs__subcmd__bisect_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs bisect commands' commands "$@"
 }
 (( $+functions[_quackfs__subcmd__branch_commands] )) ||
 _quackfs__subcmd__branch_commands() {
@@ -698,7 +771,9 @@ _quackfs__subcmd__help_commands() {
 'reflog:Show where a branch pointed, when, and why (newest first)' \
 'reset:Move a branch to another revision (recorded in the reflog)' \
 'clone:Create a new database whose \`main\` starts at REV, sharing all its layers (zero copy)' \
-'diff:Show what changed between two revisions, per file, from the extent maps (no data read)' \
+'diff:Show what changed between two revisions\: per file from the extent maps (no data read), and with --rows per table' \
+'apply:Bring the changes SOURCE made since the merge base onto a branch' \
+'bisect:Find the first commit between GOOD and BAD where a query turns false' \
 'verify:Re-read every byte of a revision (or of every commit) and check it against its checksums' \
 'drop:Delete a database\: its branches, tags and history names go' \
 'merge:Compact the current database'\''s layers offline, beside live mounts' \
@@ -707,6 +782,16 @@ _quackfs__subcmd__help_commands() {
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'quackfs help commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__apply_commands] )) ||
+_quackfs__subcmd__help__subcmd__apply_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help apply commands' commands "$@"
+}
+(( $+functions[_quackfs__subcmd__help__subcmd__bisect_commands] )) ||
+_quackfs__subcmd__help__subcmd__bisect_commands() {
+    local commands; commands=()
+    _describe -t commands 'quackfs help bisect commands' commands "$@"
 }
 (( $+functions[_quackfs__subcmd__help__subcmd__branch_commands] )) ||
 _quackfs__subcmd__help__subcmd__branch_commands() {

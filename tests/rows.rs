@@ -223,6 +223,12 @@ fn apply_merges_rows_like_doing_both_by_hand(env: Env) {
     assert_eq!(t["ours"]["updated"], 50, "{t}");
     assert_eq!(t["conflicts"], 0, "{t}");
 
+    let held = env.path("held");
+    let m = env.mount("db@main", &held, &[]);
+    let e = env.fails_with(3, &["apply", "feat"]);
+    assert!(e.contains("mounted writable"), "{e}");
+    m.unmount();
+    assert_eq!(head(&env, "main"), ours);
     let out = json(&env, &["apply", "feat"]);
     assert_eq!(out["result"], "merged", "{out}");
     assert_eq!(out["parents"], serde_json::json!([ours, theirs]));
@@ -360,6 +366,12 @@ fn fast_forward_touches_no_rows_and_merge_points_at_apply() {
     env.ok(&["branch", "feat"]);
     write(&env, "db@feat", "INSERT INTO t VALUES (10)");
     let theirs = head(&env, "feat");
+    // One writer per branch: not while a mount holds it.
+    let held = env.path("held");
+    let m = env.mount("db@main", &held, &[]);
+    let e = env.fails_with(3, &["apply", "feat"]);
+    assert!(e.contains("mounted writable"), "{e}");
+    m.unmount();
     let out = json(&env, &["apply", "feat", "--dry-run"]);
     assert_eq!(out["result"], "fast-forward");
     assert_ne!(head(&env, "main"), theirs);
