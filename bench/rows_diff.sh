@@ -30,7 +30,7 @@ log "building $TABLES tables x $ROWS rows"
 SQL=""
 for i in $(seq 1 "$TABLES"); do
     SQL+="CREATE TABLE t$i(id BIGINT PRIMARY KEY, a VARCHAR, b DOUBLE, c BIGINT);
-INSERT INTO t$i SELECT range, md5(range::VARCHAR), range / 3.0, hash(range) FROM range($ROWS);
+INSERT INTO t$i SELECT range, md5(range::VARCHAR), range / 3.0, (hash(range) >> 1)::BIGINT FROM range($ROWS);
 "
 done
 "$DUCKDB" "$DB" -c "$SQL CHECKPOINT;" >/dev/null

@@ -50,7 +50,7 @@ pub fn holder_string(dir: &std::path::Path) -> String {
 fn holder_field<'a>(holder: &'a str, key: &str) -> Option<&'a str> {
     let start = holder.find(&format!("{key}="))? + key.len() + 1;
     let rest = &holder[start..];
-    let end = [" host=", " pid=", " dir=", " machine="]
+    let end = [" host=", " pid=", " dir=", " machine=", " follows="]
         .iter()
         .filter_map(|k| rest.find(k))
         .min()
@@ -90,6 +90,11 @@ pub fn holder_runs_here(holder: &str) -> bool {
     host == host_name()
         && holder_field(holder, "machine").is_some_and(|m| m == machine_id())
         && is_running(pid)
+}
+
+/// The branch a `--follow` mount's holder string follows, if it is one.
+pub fn holder_follows(holder: &str) -> Option<&str> {
+    holder_field(holder, "follows")
 }
 
 /// The directory a holder string names, if any.

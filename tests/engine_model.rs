@@ -426,6 +426,7 @@ async fn open_fs(engine: Arc<Engine>, repo: &catalog::Repo, dir: &std::path::Pat
         autocommit: false,
         scratch: dir.join(format!("scratch-{}", new_id())),
         dirty_limit: DEFAULT_DIRTY_LIMIT,
+        follow: false,
     };
     Arc::new(QuackFs::new(engine, o.view, cfg).unwrap())
 }

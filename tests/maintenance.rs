@@ -98,6 +98,7 @@ async fn commit_edits(
         autocommit: false,
         scratch: dir,
         dirty_limit: DEFAULT_DIRTY_LIMIT,
+        follow: false,
     };
     let fs = Arc::new(QuackFs::new(engine.clone(), o.view, cfg).unwrap());
     let (ino, fh) = match fs.lookup(ROOT, "f") {

@@ -46,6 +46,14 @@ pub struct MountArgs {
     /// (backpressure, e.g. while the object store is down) [default: 256MiB]
     #[arg(long, value_name = "SIZE", value_parser = super::parse_bytes)]
     pub dirty_limit: Option<u64>,
+    /// Read-only, following the branch REV: when it moves to a new commit, opens from then on see
+    /// that commit (within --follow-interval plus the time to read its layer footers); a file
+    /// handle already open keeps reading the commit it opened, whole
+    #[arg(long, conflicts_with = "at")]
+    pub follow: bool,
+    /// How often a --follow mount asks the catalog where the branch points
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration, requires = "follow")]
+    pub follow_interval: Duration,
     /// (internal) file to report readiness to, used by --daemon
     #[arg(long, hide = true)]
     pub ready_file: Option<PathBuf>,
@@ -167,8 +175,21 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     for n in &r.notes {
         ctx.note(format!("note: {n}"));
     }
-    let writer = r.branch.clone().filter(|_| !a.read_only);
-    let holder = quackfs::process::holder_string(&dir);
+    let followed = match (&r.branch, a.follow) {
+        (Some(b), true) => Some(b.clone()),
+        (None, true) => {
+            return Err(Error::Usage {
+                message: format!("--follow follows a branch; {} is not one", a.rev),
+                hint: "name a branch (`quackfs branch` lists them), or mount the revision without --follow".into(),
+            })
+        }
+        _ => None,
+    };
+    let writer = r.branch.clone().filter(|_| !a.read_only && !a.follow);
+    let mut holder = quackfs::process::holder_string(&dir);
+    if let Some(b) = &followed {
+        holder = format!("{holder} follows={b}");
+    }
     let scratch = ctx
         .cfg
         .data_dir
@@ -179,11 +200,13 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         autocommit: a.autocommit == Autocommit::Checkpoint,
         scratch,
         dirty_limit: a.dirty_limit.unwrap_or(DEFAULT_DIRTY_LIMIT),
+        follow: followed.is_some(),
     };
     // What the mount holds in the catalog: a writable branch's session, or a reader's pin.
     let (held, view, head_view) = match &writer {
         Some(branch) => {
-            let o = BranchSession::open(engine.clone(), r.repo.clone(), branch, holder).await?;
+            let o =
+                BranchSession::open(engine.clone(), r.repo.clone(), branch, holder.clone()).await?;
             cfg.session = Some(o.session.clone());
             (Held::Branch(o.session), o.view, o.head_view)
         }
@@ -216,6 +239,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         r.repo.name,
         writer
             .clone()
+            .or_else(|| followed.clone())
             .unwrap_or_else(|| short(&commit_id).to_string())
     );
     let adapter = FuseAdapter::new(fs.clone(), tokio::runtime::Handle::current());
@@ -246,6 +270,31 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         })
         .map_err(|e| Error::Invalid(format!("cannot start the FUSE session: {e}")))?;
 
+    // A follower moves to the branch's new commits in the background.
+    let (held, follower) = match (held, &followed) {
+        (Held::Reader(first), Some(branch)) => {
+            let sessions = Arc::new(tokio::sync::Mutex::new(vec![(0, first)]));
+            let f = Follower {
+                engine: engine.clone(),
+                repo: r.repo.clone(),
+                branch: branch.clone(),
+                fs: fs.clone(),
+                holder: holder.clone(),
+                serving: commit_id.clone(),
+                interval: a.follow_interval,
+                sessions: sessions.clone(),
+            };
+            (Held::Follower(sessions), Some(f))
+        }
+        (held, _) => (held, None),
+    };
+    let following = async move {
+        match follower {
+            Some(f) => f.run().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(following);
     let runfile = runfile(&ctx.cfg.data_dir, &dir);
     if let Some(parent) = runfile.parent() {
         let _ = std::fs::create_dir_all(parent);
@@ -255,7 +304,15 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     let _ = std::fs::write(&runfile, std::process::id().to_string());
     let what = match &writer {
         Some(b) => format!("{}@{b} (writable)", r.repo.name),
-        None => format!("{}@{} (read-only)", r.repo.name, short(&commit_id)),
+        None => match &followed {
+            Some(b) => format!(
+                "{}@{b} read-only, following it from {} (every {:?})",
+                r.repo.name,
+                short(&commit_id),
+                a.follow_interval
+            ),
+            None => format!("{}@{} (read-only)", r.repo.name, short(&commit_id)),
+        },
     };
     ctx.note(format!(
         "mounted {what} at {}; stop with Ctrl-C or `quackfs umount {}`",
@@ -270,6 +327,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         _ = sigint.recv() => false,
         _ = sigterm.recv() => false,
         _ = &mut done_rx => true,
+        _ = &mut following => true,
     };
     if !ended_by_itself {
         ctx.note(format!("unmounting {}", dir.display()));
@@ -310,6 +368,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
 enum Held {
     Branch(Arc<BranchSession>),
     Reader(ReadSession),
+    Follower(FollowSessions),
 }
 
 impl Held {
@@ -317,6 +376,78 @@ impl Held {
         match self {
             Held::Branch(s) => s.release().await,
             Held::Reader(r) => r.release().await,
+            Held::Follower(sessions) => {
+                for (_, rs) in std::mem::take(&mut *sessions.lock().await) {
+                    rs.release().await;
+                }
+            }
+        }
+    }
+}
+
+/// A `--follow` mount's watcher: polls where the branch points and moves the mount to each new
+/// commit. Every commit served (a generation) keeps its own reader session, so gc keeps its
+/// layers, until no inode of that generation is named or open any more.
+struct Follower {
+    engine: Arc<quackfs::engine::Engine>,
+    repo: quackfs::catalog::Repo,
+    branch: String,
+    fs: Arc<QuackFs>,
+    holder: String,
+    serving: String,
+    interval: Duration,
+    sessions: FollowSessions,
+}
+
+/// The reader sessions of a follower's generations (released when the mount ends).
+type FollowSessions = Arc<tokio::sync::Mutex<Vec<(u64, ReadSession)>>>;
+
+impl Follower {
+    /// Runs until the mount ends (the future is dropped).
+    async fn run(mut self) {
+        let mut gen = 0u64;
+        let branch = self.branch.clone();
+        loop {
+            tokio::time::sleep(self.interval).await;
+            match self.engine.branch_head(&self.repo, &branch).await {
+                Ok(head) if head.id != self.serving => {
+                    match ReadSession::open(self.engine.clone(), &self.repo, &head, &self.holder)
+                        .await
+                    {
+                        Ok((rs, view)) => {
+                            gen += 1;
+                            let changed = self.fs.follow(&view, gen);
+                            tracing::info!(
+                                "following {branch}: now serving {} ({} file(s) changed)",
+                                short(&head.id),
+                                changed.len()
+                            );
+                            self.serving = head.id.clone();
+                            self.sessions.lock().await.push((gen, rs));
+                        }
+                        Err(e) => tracing::warn!(
+                            "following {branch}: cannot open {} yet: {e}",
+                            short(&head.id)
+                        ),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("following {branch}: {e}"),
+            }
+            // Generations no file of the mount belongs to any more let their commit go.
+            let live = self.fs.live_generations();
+            tracing::debug!("following {branch}: generations in use {live:?} (serving {gen})");
+            let done: Vec<ReadSession> = {
+                let mut sessions = self.sessions.lock().await;
+                let (keep, done): (Vec<_>, Vec<_>) = std::mem::take(&mut *sessions)
+                    .into_iter()
+                    .partition(|(g, _)| *g == gen || live.contains(g));
+                *sessions = keep;
+                done.into_iter().map(|(_, rs)| rs).collect()
+            };
+            for rs in done {
+                rs.release().await;
+            }
         }
     }
 }
@@ -376,6 +507,13 @@ async fn daemonize(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     ]);
     if a.read_only {
         args.push("--read-only".into());
+    }
+    if a.follow {
+        args.push("--follow".into());
+        args.extend([
+            "--follow-interval".into(),
+            format!("{}ms", a.follow_interval.as_millis()).into(),
+        ]);
     }
     if a.autocommit == Autocommit::Off {
         args.extend(["--autocommit".into(), "off".into()]);

@@ -56,7 +56,8 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
         if now - p.heartbeat_at <= HEARTBEAT_STALE_MS {
             mounts.push(
                 serde_json::json!({ "commit": p.commit_id, "holder": p.holder,
-                "writable": false, "heartbeat_age_secs": age(p.heartbeat_at) }),
+                "writable": false, "heartbeat_age_secs": age(p.heartbeat_at),
+                "follows": quackfs::process::holder_follows(&p.holder) }),
             );
         }
     }
@@ -119,10 +120,16 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
         let hb = &m["heartbeat_age_secs"];
         match m["branch"].as_str() {
             Some(b) => outln!("mount    {b} writable by {holder} (heartbeat {hb}s ago)"),
-            None => outln!(
-                "mount    {} read-only by {holder} (heartbeat {hb}s ago)",
-                short(m["commit"].as_str().unwrap_or(""))
-            ),
+            None => match m["follows"].as_str() {
+                Some(b) => outln!(
+                    "mount    {} read-only, following {b}, by {holder} (heartbeat {hb}s ago)",
+                    short(m["commit"].as_str().unwrap_or(""))
+                ),
+                None => outln!(
+                    "mount    {} read-only by {holder} (heartbeat {hb}s ago)",
+                    short(m["commit"].as_str().unwrap_or(""))
+                ),
+            },
         }
     }
     outln!("catalog  {catalog}");

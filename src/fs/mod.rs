@@ -117,6 +117,9 @@ pub struct MountConfig {
     pub scratch: PathBuf,
     /// Most dirty bytes held in memory before writes wait.
     pub dirty_limit: u64,
+    /// A read-only mount that follows its branch ([`QuackFs::follow`]): the kernel must look
+    /// names up again instead of caching them.
+    pub follow: bool,
 }
 
 /// Upper bounds (microseconds) of the sync latency histogram's buckets; the last is +Inf.
@@ -329,6 +332,8 @@ struct State {
     committed_iters: HashMap<String, u64>,
     /// Last attributes of removed scratch entries (fstat on an open descriptor still works).
     removed: HashMap<u64, Attr>,
+    /// A following mount: the generation (commit served) each file inode belongs to.
+    node_gen: HashMap<u64, u64>,
 }
 
 /// The filesystem of one mount.
@@ -440,6 +445,7 @@ impl QuackFs {
             dirty_bytes: 0,
             committed_iters: HashMap::new(),
             removed: HashMap::new(),
+            node_gen: HashMap::new(),
         };
         for f in view.files.values() {
             let ino = st.next_ino;
@@ -478,6 +484,125 @@ impl QuackFs {
 
     pub fn writable(&self) -> bool {
         self.cfg.session.is_some()
+    }
+
+    /// Whether this read-only mount follows its branch.
+    pub fn follows(&self) -> bool {
+        self.cfg.follow
+    }
+
+    /// Serves `view` (a newer commit of the followed branch, generation `gen`) to every open from
+    /// now on. A file whose contents changed gets a new inode: handles already open keep reading
+    /// the old one (its commit, whole; the kernel's page cache is per inode, so it never mixes
+    /// the two), and the old inode goes when its last handle closes. Unchanged files keep their
+    /// inode and cached pages. Returns the names that changed.
+    pub fn follow(&self, view: &ReadView, gen: u64) -> Vec<String> {
+        let mut st = self.lock();
+        // The new view's layers, numbered in this mount's layer table (by object key).
+        let mut by_key: HashMap<Arc<str>, u32> =
+            st.layers.iter().map(|(n, k)| (k.clone(), *n)).collect();
+        let mut remap = Vec::with_capacity(view.layers.len());
+        for l in &view.layers {
+            let key: Arc<str> = Arc::from(l.row.object_key.as_str());
+            let no = match by_key.get(&key) {
+                Some(n) => *n,
+                None => {
+                    let n = st.next_layer;
+                    st.next_layer += 1;
+                    st.layers.insert(n, key.clone());
+                    by_key.insert(key, n);
+                    n
+                }
+            };
+            remap.push(no);
+        }
+        let mtime =
+            SystemTime::UNIX_EPOCH + Duration::from_millis(view.commit.created_at.max(0) as u64);
+        let mut changed = Vec::new();
+        let old_names: Vec<String> = st.root.keys().cloned().collect();
+        for name in old_names {
+            if !view.files.contains_key(&name) {
+                if let Some(ino) = st.root.remove(&name) {
+                    Self::retire(&mut st, ino);
+                }
+                changed.push(name);
+            }
+        }
+        for f in view.files.values() {
+            let mut map = ExtentMap::new();
+            for (off, p) in f.map.iter() {
+                let mut src = p.src.clone();
+                if let Source::Layer { layer, .. } = &mut src {
+                    *layer = remap.get(*layer as usize).copied().unwrap_or(*layer);
+                }
+                map.insert(off, p.len, src);
+            }
+            let same = st
+                .root
+                .get(&f.path)
+                .and_then(|ino| st.nodes.get(ino))
+                .is_some_and(|n| match n {
+                    Node::File(old) => {
+                        old.file_id == f.file_id
+                            && old.size == f.size
+                            && old.map.iter().eq(map.iter())
+                    }
+                    Node::Scratch(_) => false,
+                });
+            if same {
+                // The new generation's session holds the same layers.
+                if let Some(ino) = st.root.get(&f.path).copied() {
+                    st.node_gen.insert(ino, gen);
+                }
+                continue;
+            }
+            if let Some(ino) = st.root.remove(&f.path) {
+                Self::retire(&mut st, ino);
+            }
+            let ino = st.next_ino;
+            st.next_ino += 1;
+            st.root.insert(f.path.clone(), ino);
+            st.nodes.insert(
+                ino,
+                Node::File(FileNode::new(
+                    f.file_id, &f.path, f.size, map, 0o644, mtime, 0,
+                )),
+            );
+            st.node_gen.insert(ino, gen);
+            changed.push(f.path.clone());
+        }
+        st.durable = view
+            .files
+            .values()
+            .map(|f| (f.path.clone(), (f.file_id, f.size)))
+            .collect();
+        Self::collect_layers(&mut st);
+        changed
+    }
+
+    /// A file inode no longer named: removed now, or when its last handle closes.
+    fn retire(st: &mut State, ino: u64) {
+        let open = match st.nodes.get_mut(&ino) {
+            Some(Node::File(f)) => {
+                f.name = None;
+                f.open
+            }
+            _ => 0,
+        };
+        if open == 0 {
+            st.nodes.remove(&ino);
+            st.node_gen.remove(&ino);
+        }
+    }
+
+    /// The generations ([`follow`](Self::follow)) some inode still belongs to: files named now
+    /// or held open. Generation 0 is the commit the mount started with.
+    pub fn live_generations(&self) -> std::collections::BTreeSet<u64> {
+        let st = self.lock();
+        st.nodes
+            .keys()
+            .map(|ino| st.node_gen.get(ino).copied().unwrap_or(0))
+            .collect()
     }
 
     /// The writable branch's session, or EROFS.
@@ -847,6 +972,7 @@ impl QuackFs {
                     if let Some(Node::File(f)) = st.nodes.remove(&ino) {
                         st.dirty_bytes = st.dirty_bytes.saturating_sub(f.dirty_bytes);
                     }
+                    st.node_gen.remove(&ino);
                 }
                 Ok(())
             }

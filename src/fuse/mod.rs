@@ -31,7 +31,11 @@ pub struct FuseAdapter {
 impl FuseAdapter {
     pub fn new(fs: Arc<QuackFs>, rt: tokio::runtime::Handle) -> FuseAdapter {
         // Read-only revisions never change: let the kernel cache attributes and pages for long.
-        let ttl = if fs.writable() {
+        let ttl = if fs.follows() {
+            // A follower's names move to new inodes when the branch moves: look them up again
+            // on every open.
+            Duration::ZERO
+        } else if fs.writable() {
             Duration::from_secs(1)
         } else {
             Duration::from_secs(3600)

@@ -49,6 +49,7 @@ impl Snapshot {
             autocommit: false,
             scratch: root.join("scratch"),
             dirty_limit: crate::fs::DEFAULT_DIRTY_LIMIT,
+            follow: false,
         };
         let failed =
             |what: String| Error::Invalid(format!("cannot mount {}: {what}", dir.display()));

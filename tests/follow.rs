@@ -1,0 +1,214 @@
+//! `mount --follow`: a read-only mount that follows its branch. A writer commits in a loop while
+//! a reader opens, queries and closes in a loop: every query sees a complete commit, never goes
+//! backwards, and reaches the newest. A handle opened before the branch moved keeps reading its
+//! commit byte for byte, also after merge + gc, and a fresh open reads the new one. Embedded
+//! (two processes of one host) and PostgreSQL + S3 (two hosts: separate data directories).
+
+mod common;
+use common::{duckdb, duckdb_raw, Backend, Env};
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// (rows, complete) as seen by a fresh DuckDB process on the follower.
+fn observe(db: &std::path::Path) -> Option<(i64, bool)> {
+    let out = duckdb_raw(
+        db,
+        "SELECT count(*), count(*) = count(DISTINCT i) AND count(*) = coalesce(max(i) + 1, 0) FROM t",
+        &["-readonly"],
+    );
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (n, ok) = text.trim().split_once(',')?;
+    Some((n.parse().ok()?, ok == "true"))
+}
+
+fn wait_for_rows(db: &std::path::Path, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if observe(db).is_some_and(|(got, _)| got == n) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the follower did not reach {n} rows: {:?}", observe(db));
+}
+
+fn export(env: &Env, rev: &str, tag: &str) -> Vec<u8> {
+    let dir = env.path(tag);
+    env.ok(&["export", rev, dir.to_str().unwrap()]);
+    std::fs::read(dir.join("db.duckdb")).unwrap()
+}
+
+fn read_all(f: &mut std::fs::File) -> Vec<u8> {
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).unwrap();
+    v
+}
+
+fn drop_page_cache() {
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+}
+
+fn follow(writer: Env, reader: Env) {
+    writer.ok(&["init", "db"]);
+    let w = writer.path("w");
+    let wm = writer.mount("db@main", &w, &[]);
+    let wdb = w.join("db.duckdb");
+    // Enough data that the follower reads through its small cache from the store.
+    duckdb(
+        &wdb,
+        "CREATE TABLE t(i BIGINT); CREATE TABLE pad AS SELECT range AS r, md5(range::VARCHAR) AS h FROM range(300000); CHECKPOINT",
+    );
+    let r = reader.path("r");
+    let rm = reader.mount(
+        "db@main",
+        &r,
+        &[
+            "--follow",
+            "--cache-size",
+            "1MiB",
+            "--follow-interval",
+            "100ms",
+        ],
+    );
+    let rdb = r.join("db.duckdb");
+    assert_eq!(observe(&rdb), Some((0, true)));
+    let st = reader.ok(&["-r", "db", "status"]);
+    assert!(st.contains("read-only, following main"), "{st}");
+
+    // Writer commits, reader opens/queries/closes in a loop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let reader_loop = {
+        let (stop, seen, rdb) = (stop.clone(), seen.clone(), rdb.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(o) = observe(&rdb) {
+                    seen.lock().unwrap().push(o);
+                }
+            }
+        })
+    };
+    const COMMITS: i64 = 20;
+    for n in 0..COMMITS {
+        duckdb(&wdb, &format!("INSERT INTO t VALUES ({n}); CHECKPOINT"));
+    }
+    wait_for_rows(&rdb, COMMITS);
+    stop.store(true, Ordering::SeqCst);
+    reader_loop.join().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() > 5, "the reader hardly ran: {seen:?}");
+    for w in seen.windows(2) {
+        assert!(w[1].0 >= w[0].0, "went backwards: {seen:?}");
+    }
+    assert!(
+        seen.iter().all(|(_, ok)| *ok),
+        "an incomplete commit: {seen:?}"
+    );
+
+    // A handle opened now keeps reading this commit after the branch moves.
+    let before = writer.ok(&["-r", "db", "show", "--json"]);
+    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+    let old_id = before["commit"]["id"].as_str().unwrap().to_string();
+    let want_old = export(&writer, &old_id[..12], "old");
+    let mut held = std::fs::File::open(&rdb).unwrap();
+    assert!(
+        read_all(&mut held) == want_old,
+        "the open handle reads its commit"
+    );
+    duckdb(
+        &wdb,
+        &format!(
+            "INSERT INTO t VALUES ({COMMITS}); UPDATE pad SET h = 'x' WHERE r % 3 = 0; CHECKPOINT"
+        ),
+    );
+    wait_for_rows(&rdb, COMMITS + 1);
+    wm.unmount();
+    let want_new = export(&writer, "main", "new");
+    assert!(want_new != want_old);
+    // gc with no retention beside the open handle: its commit stays readable.
+    writer.ok(&["-r", "db", "merge"]);
+    writer.ok(&["-r", "db", "gc", "--retain", "0s", "--grace", "0s"]);
+    drop_page_cache();
+    assert!(
+        read_all(&mut held) == want_old,
+        "the open handle switched commits or lost bytes"
+    );
+    let mut fresh = std::fs::File::open(&rdb).unwrap();
+    assert!(
+        read_all(&mut fresh) == want_new,
+        "a new open reads the new commit"
+    );
+    drop(fresh);
+    drop(held);
+    // With the old handle closed, the follower lets the old commit go: one session left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st: serde_json::Value =
+            serde_json::from_str(&reader.ok(&["-r", "db", "status", "--json"])).unwrap();
+        let followers: Vec<&serde_json::Value> = st["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["follows"] == "main")
+            .collect();
+        if followers.len() == 1 {
+            let head: serde_json::Value =
+                serde_json::from_str(&reader.ok(&["-r", "db", "show", "--json"])).unwrap();
+            assert_eq!(followers[0]["commit"], head["commit"]["id"], "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "old generations kept: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rm.unmount();
+}
+
+#[test]
+fn follow_embedded_two_processes() {
+    let env = Env::on(Backend::Embedded).unwrap();
+    let mut reader = Env::new();
+    // The same data directory and catalog: a second process of the same host.
+    reader.backend = vec![(
+        "QUACKFS_HOME".to_string(),
+        env.home().to_string_lossy().to_string(),
+    )];
+    follow(env, reader);
+}
+
+#[test]
+fn follow_pgs3_two_hosts() {
+    let Some(a) = Env::on(Backend::PgS3) else {
+        return;
+    };
+    let mut b = Env::new();
+    b.backend = a.backend.clone();
+    follow(a, b);
+}
+
+#[test]
+fn follow_needs_a_branch() {
+    let env = Env::new();
+    env.ok(&["init", "db"]);
+    env.ok(&["tag", "v1"]);
+    let dir = env.path("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = env.fails_with(2, &["mount", "db@v1", dir.to_str().unwrap(), "--follow"]);
+    assert!(e.contains("--follow follows a branch"), "{e}");
+    let e = env.fails_with(
+        2,
+        &[
+            "mount",
+            "db",
+            dir.to_str().unwrap(),
+            "--follow-interval",
+            "1s",
+        ],
+    );
+    assert!(e.contains("--follow"), "{e}");
+}
