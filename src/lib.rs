@@ -11,6 +11,7 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod layer;
+pub mod metrics;
 pub mod mountinfo;
 pub mod names;
 pub mod process;

@@ -54,6 +54,10 @@ pub struct MountArgs {
     /// How often a --follow mount asks the catalog where the branch points
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration, requires = "follow")]
     pub follow_interval: Duration,
+    /// Serve metrics in the Prometheus text format at http://ADDR/metrics (e.g. 127.0.0.1:9187);
+    /// docs/operations.md lists them. `quackfs status --json` shows the same figures
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// (internal) file to report readiness to, used by --daemon
     #[arg(long, hide = true)]
     pub ready_file: Option<PathBuf>,
@@ -143,6 +147,15 @@ pub async fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
 
 async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     let dir = check_mount_point(&a.dir)?;
+    // A metrics address that cannot be served fails the mount before anything is held.
+    let metrics_listener = match a.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Invalid(format!("cannot serve metrics at {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     // Watch for Ctrl-C and SIGTERM before mounting, so a signal that arrives as soon as the mount
     // appears still unmounts cleanly.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -302,6 +315,14 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     // Room for the outcome of the final sync, taken now: it can be written even on a full disk.
     let _ = std::fs::write(outcome_file(&runfile), outcome_record("running"));
     let _ = std::fs::write(&runfile, std::process::id().to_string());
+    let reporter = tokio::spawn(report_metrics(
+        fs.clone(),
+        engine.clone(),
+        r.repo.id,
+        writer.clone(),
+        metrics_file(&runfile),
+        metrics_listener,
+    ));
     let what = match &writer {
         Some(b) => format!("{}@{b} (writable)", r.repo.name),
         None => match &followed {
@@ -357,6 +378,8 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     if let Err(e) = overwrite(&outcome_file(&runfile), &outcome_record(&outcome)) {
         tracing::warn!("cannot record the outcome for `quackfs umount`: {e}");
     }
+    reporter.abort();
+    let _ = std::fs::remove_file(metrics_file(&runfile));
     let _ = std::fs::remove_file(&runfile);
     if result.is_ok() {
         ctx.note(format!("unmounted {}", dir.display()));
@@ -452,6 +475,111 @@ impl Follower {
     }
 }
 
+/// Where a running mount keeps its metrics snapshot (JSON, rewritten every second) for
+/// `quackfs status --json`, next to its run file.
+pub fn metrics_file(runfile: &Path) -> PathBuf {
+    runfile.with_extension("metrics.json")
+}
+
+/// The mount's figures now, with the branch's pending layers from the catalog.
+async fn metrics_now(
+    fs: &QuackFs,
+    engine: &quackfs::engine::Engine,
+    repo_id: i64,
+    branch: Option<&str>,
+) -> quackfs::metrics::Snapshot {
+    let (layers, bytes) = match branch {
+        Some(b) => match engine.catalog.pending(repo_id, b).await {
+            Ok(Some(p)) => (
+                p.layers.len() as u64,
+                p.layers.iter().map(|l| l.size_bytes.max(0) as u64).sum(),
+            ),
+            Ok(None) => (0, 0),
+            Err(e) => {
+                quackfs::metrics::count_catalog_error(&e);
+                (0, 0)
+            }
+        },
+        None => (0, 0),
+    };
+    fs.metrics(layers, bytes)
+}
+
+/// Writes the metrics snapshot every second and, with --metrics, answers scrapes.
+async fn report_metrics(
+    fs: Arc<QuackFs>,
+    engine: Arc<quackfs::engine::Engine>,
+    repo_id: i64,
+    branch: Option<String>,
+    file: PathBuf,
+    listener: Option<tokio::net::TcpListener>,
+) {
+    if let Some(listener) = listener {
+        let (fs, engine, branch) = (fs.clone(), engine.clone(), branch.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (fs, engine, branch) = (fs.clone(), engine.clone(), branch.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let (fs, engine, branch) = (fs.clone(), engine.clone(), branch.clone());
+                        async move { scrape(req, &fs, &engine, repo_id, branch.as_deref()).await }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await
+                    {
+                        tracing::debug!("metrics connection: {e}");
+                    }
+                });
+            }
+        });
+    }
+    loop {
+        let snap = metrics_now(&fs, &engine, repo_id, branch.as_deref()).await;
+        if let Ok(json) = serde_json::to_vec(&snap) {
+            let tmp = file.with_extension("tmp");
+            if std::fs::write(&tmp, json).is_ok() {
+                let _ = std::fs::rename(&tmp, &file);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One HTTP request to the metrics address.
+async fn scrape(
+    req: hyper::Request<hyper::body::Incoming>,
+    fs: &QuackFs,
+    engine: &quackfs::engine::Engine,
+    repo_id: i64,
+    branch: Option<&str>,
+) -> std::result::Result<
+    hyper::Response<http_body_util::Full<bytes::Bytes>>,
+    std::convert::Infallible,
+> {
+    let full = |status: u16, ctype: &str, body: String| {
+        let mut resp = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+        *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+        if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+            resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        }
+        resp
+    };
+    if req.uri().path() != "/metrics" {
+        return Ok(full(404, "text/plain", "quackfs serves /metrics\n".into()));
+    }
+    let snap = metrics_now(fs, engine, repo_id, branch).await;
+    Ok(full(
+        200,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        quackfs::metrics::prometheus_text(&snap),
+    ))
+}
+
 /// Where a mount process leaves the outcome of its final sync ("ok" or "error: …") for
 /// `quackfs umount`, next to its run file.
 pub fn outcome_file(runfile: &Path) -> PathBuf {
@@ -529,6 +657,9 @@ async fn daemonize(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     }
     if let Some(n) = a.disk_cache {
         args.extend(["--disk-cache".into(), n.to_string().into()]);
+    }
+    if let Some(addr) = a.metrics {
+        args.extend(["--metrics".into(), addr.to_string().into()]);
     }
     args.extend(["--ready-file".into(), ready.clone().into_os_string()]);
     let mut cmd = std::process::Command::new(exe);

@@ -144,8 +144,10 @@ impl LayerCache {
     pub async fn extent(&self, key: &str, data_off: u64, len: u32, crc: u32) -> Result<Bytes> {
         let cache_key = (key.to_string(), data_off);
         if let Some(b) = lock(&self.extents).get(&cache_key) {
+            crate::metrics::add(&crate::metrics::GLOBAL.memory_cache_hits, 1);
             return Ok(b);
         }
+        crate::metrics::add(&crate::metrics::GLOBAL.memory_cache_misses, 1);
         if let Some(b) = self
             .disk
             .as_ref()

@@ -191,6 +191,8 @@ impl Engine {
     /// An engine over given backends; the caller vouches that the store belongs to the catalog
     /// ([`Ownership::Trusted`]).
     pub fn new(catalog: DynCatalog, store: DynStore, tmp_dir: PathBuf, author: String) -> Engine {
+        // Traffic and errors of the object store itself (not of layers kept in the catalog).
+        let store = crate::metrics::MeteredStore::wrap(store);
         let inline = Arc::new(inline::InlineStore::new(catalog.clone(), store));
         let store: DynStore = inline.clone();
         let layers = Arc::new(LayerCache::new(store.clone(), EXTENT_CACHE_BYTES));

@@ -354,12 +354,16 @@ impl BranchSession {
                     .heartbeat(s.repo.id, &s.branch, s.generation)
                     .await
                 {
-                    Ok(()) => {}
+                    Ok(()) => crate::metrics::add(&crate::metrics::GLOBAL.lease_heartbeats, 1),
                     Err(CatalogError::Fenced(_)) => {
                         s.fence();
                         return;
                     }
-                    Err(e) => tracing::warn!("lease heartbeat failed: {e}"),
+                    Err(e) => {
+                        crate::metrics::add(&crate::metrics::GLOBAL.lease_heartbeat_failures, 1);
+                        crate::metrics::count_catalog_error(&e);
+                        tracing::warn!("lease heartbeat failed: {e}");
+                    }
                 }
             }
         });
@@ -369,6 +373,7 @@ impl BranchSession {
     /// Marks this writer as fenced: every later write and sync fails.
     pub fn fence(&self) {
         if !self.fenced.swap(true, Ordering::SeqCst) {
+            crate::metrics::add(&crate::metrics::GLOBAL.fence_events, 1);
             tracing::error!("the writer lease was taken over: refusing all further writes");
         }
     }

@@ -66,6 +66,7 @@ impl FsError {
 impl From<Error> for FsError {
     fn from(e: Error) -> FsError {
         tracing::warn!("I/O failed: {e}");
+        crate::metrics::count(&e);
         match e {
             Error::Store(StoreError::NoSpace(_)) => FsError::NOSPC,
             Error::Catalog(c) if c.is_no_space() => FsError::NOSPC,
@@ -154,9 +155,28 @@ pub struct Stats {
     pub commits: AtomicU64,
     /// Writes that waited for a flush because the dirty limit was reached.
     pub write_waits: AtomicU64,
+    /// Bytes DuckDB wrote (write calls on versioned files).
+    pub written_bytes: AtomicU64,
+    /// Bytes of the layers syncs produced (in the catalog or the store).
+    pub stored_bytes: AtomicU64,
+    /// Reads by the number of distinct layers they went through ([`READ_LAYER_BUCKETS`]).
+    pub read_layers: [AtomicU64; 8],
+    pub read_layers_sum: AtomicU64,
 }
 
+/// Upper bounds of the read-amplification histogram's buckets; the last is +Inf.
+pub const READ_LAYER_BUCKETS: [u64; 8] = [0, 1, 2, 4, 8, 16, 64, u64::MAX];
+
 impl Stats {
+    fn record_read(&self, layers: u64) {
+        self.read_layers_sum.fetch_add(layers, Ordering::Relaxed);
+        let b = READ_LAYER_BUCKETS
+            .iter()
+            .position(|&ub| layers <= ub)
+            .unwrap_or(READ_LAYER_BUCKETS.len() - 1);
+        self.read_layers[b].fetch_add(1, Ordering::Relaxed);
+    }
+
     fn record_sync(&self, took: Duration) {
         let us = took.as_micros() as u64;
         self.syncs.fetch_add(1, Ordering::Relaxed);
@@ -484,6 +504,66 @@ impl QuackFs {
 
     pub fn writable(&self) -> bool {
         self.cfg.session.is_some()
+    }
+
+    /// Everything this mount reports (`mount --metrics`, `status --json`); the pending figures
+    /// come from the catalog (another host may have committed them).
+    pub fn metrics(&self, pending_layers: u64, pending_bytes: u64) -> crate::metrics::Snapshot {
+        use crate::metrics::{Histogram, GLOBAL};
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let bound = |b: u64, scale: f64| {
+            if b == u64::MAX {
+                f64::INFINITY
+            } else {
+                b as f64 * scale
+            }
+        };
+        let s = &self.stats;
+        let fsync_seconds = Histogram {
+            buckets: SYNC_BUCKETS_US
+                .iter()
+                .zip(&s.sync_latency)
+                .map(|(b, c)| (bound(*b, 1e-6), get(c)))
+                .collect(),
+            sum: get(&s.sync_micros_total) as f64 / 1e6,
+            count: get(&s.syncs),
+        };
+        let read_layers = Histogram {
+            buckets: READ_LAYER_BUCKETS
+                .iter()
+                .zip(&s.read_layers)
+                .map(|(b, c)| (bound(*b, 1.0), get(c)))
+                .collect(),
+            sum: get(&s.read_layers_sum) as f64,
+            count: s.read_layers.iter().map(get).sum(),
+        };
+        let disk = self.engine.disk_cache();
+        crate::metrics::Snapshot {
+            fsync_seconds,
+            read_layers,
+            duckdb_written_bytes: get(&s.written_bytes),
+            stored_bytes: get(&s.stored_bytes),
+            uploads: get(&GLOBAL.uploads),
+            uploaded_bytes: get(&GLOBAL.uploaded_bytes),
+            downloads: get(&GLOBAL.downloads),
+            downloaded_bytes: get(&GLOBAL.downloaded_bytes),
+            memory_cache_hits: get(&GLOBAL.memory_cache_hits),
+            memory_cache_misses: get(&GLOBAL.memory_cache_misses),
+            disk_cache_hits: disk.map(|d| get(&d.hits)).unwrap_or(0),
+            disk_cache_misses: disk.map(|d| get(&d.misses)).unwrap_or(0),
+            dirty_bytes: self.lock().dirty_bytes,
+            pending_layers,
+            pending_bytes,
+            commits: get(&s.commits),
+            registrations: get(&s.registrations),
+            lease_heartbeats: get(&GLOBAL.lease_heartbeats),
+            lease_heartbeat_failures: get(&GLOBAL.lease_heartbeat_failures),
+            fence_events: get(&GLOBAL.fence_events),
+            errors: crate::metrics::global_errors()
+                .into_iter()
+                .map(|((b, k), n)| (format!("{b}/{k}"), n))
+                .collect(),
+        }
     }
 
     /// Whether this read-only mount follows its branch.
@@ -999,6 +1079,16 @@ impl QuackFs {
             }
             (end - off, Self::pieces(&st, f, off, end)?)
         };
+        let mut layers: Vec<&Arc<str>> = pieces
+            .iter()
+            .filter_map(|(_, _, src)| match src {
+                ReadSrc::Layer { key, .. } => Some(key),
+                ReadSrc::Mem(_) => None,
+            })
+            .collect();
+        layers.sort();
+        layers.dedup();
+        self.stats.record_read(layers.len() as u64);
         let mut buf = vec![0u8; len as usize];
         self.fill(&mut buf, pieces).await?;
         Ok(buf)
@@ -1186,6 +1276,9 @@ impl QuackFs {
         if flush {
             self.start_flush();
         }
+        self.stats
+            .written_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(data.len() as u32)
     }
 
@@ -1604,6 +1697,9 @@ impl QuackFs {
             let seg = session
                 .store_segment(file_id, size, &dirty, truncate_to)
                 .await?;
+            self.stats
+                .stored_bytes
+                .fetch_add(seg.layer.row.size_bytes as u64, Ordering::Relaxed);
             if seg.layer.inline.is_none() {
                 self.stats.layers_uploaded.fetch_add(1, Ordering::Relaxed);
                 self.stats

@@ -1,0 +1,179 @@
+//! `mount --metrics ADDR`: scraped during a DuckDB workload, the counters move as they should;
+//! `status --json` reports the same figures. On both backend pairs (on S3, bytes really go up to
+//! and come down from the object store).
+
+mod common;
+use common::{duckdb, duckdb_raw, Env};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// GET /metrics: (metric line without value -> value).
+fn scrape(addr: &str) -> BTreeMap<String, f64> {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("openmetrics-text"), "{head}");
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn get(m: &BTreeMap<String, f64>, k: &str) -> f64 {
+    *m.get(k)
+        .unwrap_or_else(|| panic!("no {k} in {:#?}", m.keys().collect::<Vec<_>>()))
+}
+
+fn metrics(env: Env) {
+    env.ok(&["init", "db"]);
+    let dir = env.path("m");
+    let addr = free_addr();
+    let m = env.mount("db", &dir, &["--metrics", &addr, "--autocommit", "off"]);
+    let db = dir.join("db.duckdb");
+    let before = scrape(&addr);
+    assert_eq!(get(&before, "quackfs_duckdb_written_bytes_total"), 0.0);
+    assert_eq!(get(&before, "quackfs_pending_layers"), 0.0);
+    // Enough rows that a checkpoint is larger than what the catalog keeps inline.
+    duckdb(
+        &db,
+        "CREATE TABLE t AS SELECT range AS i, md5(range::VARCHAR) AS h FROM range(400000); CHECKPOINT",
+    );
+    for i in 0..5 {
+        duckdb(&db, &format!("INSERT INTO t VALUES ({i}, 'x')"));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = scrape(&addr);
+    let written = get(&after, "quackfs_duckdb_written_bytes_total");
+    assert!(written > 10_000_000.0, "{written}");
+    let syncs = get(&after, "quackfs_fsync_duration_seconds_count");
+    assert!(syncs >= 6.0, "{syncs} syncs");
+    assert_eq!(
+        get(&after, "quackfs_fsync_duration_seconds_bucket{le=\"+Inf\"}"),
+        syncs
+    );
+    assert!(get(&after, "quackfs_fsync_duration_seconds_sum") > 0.0);
+    let stored = get(&after, "quackfs_stored_bytes_total");
+    assert!(
+        stored > 0.0 && stored <= written * 1.2,
+        "stored {stored}, written {written}"
+    );
+    assert!(get(&after, "quackfs_registrations_total") >= 1.0);
+    assert!(get(&after, "quackfs_pending_layers") >= 2.0);
+    assert!(get(&after, "quackfs_pending_bytes") > 1_000_000.0);
+    assert!(
+        get(&after, "quackfs_lease_heartbeats_total") >= 1.0,
+        "heartbeats"
+    );
+    assert_eq!(get(&after, "quackfs_fence_events_total"), 0.0);
+    assert!(get(&after, "quackfs_uploaded_bytes_total") > 1_000_000.0);
+    // DuckDB read its file back: reads went through layers.
+    assert!(get(&after, "quackfs_read_layers_count") > 0.0);
+    // The same figures in status --json.
+    let st: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    let sm = &st["mounts"][0]["metrics"];
+    assert!(
+        sm["duckdb_written_bytes"].as_f64().unwrap() >= written,
+        "{st}"
+    );
+    assert!(
+        sm["fsync_seconds"]["count"].as_f64().unwrap() >= syncs,
+        "{st}"
+    );
+    // A commit from outside takes the pending layers: the gauge follows.
+    env.ok(&["commit", "-m", "sealed"]);
+    let sealed = scrape(&addr);
+    assert_eq!(get(&sealed, "quackfs_pending_layers"), 0.0);
+    assert_eq!(get(&sealed, "quackfs_pending_bytes"), 0.0);
+    // Anything but /metrics is a 404.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+    m.unmount();
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "still serving"
+    );
+
+    // A fresh read-only mount with a small cache reads the file from the store: downloads and
+    // cache misses count; reading it again hits the memory cache.
+    let ro = env.path("ro");
+    let addr = free_addr();
+    let m = env.mount(
+        "db",
+        &ro,
+        &[
+            "--read-only",
+            "--metrics",
+            &addr,
+            "--cache-size",
+            "64MiB",
+            "--disk-cache",
+            "0",
+        ],
+    );
+    let q = "SELECT count(*), max(h) FROM t";
+    let out = duckdb_raw(&ro.join("db.duckdb"), q, &["-readonly"]);
+    assert!(out.status.success());
+    let cold = scrape(&addr);
+    assert!(get(&cold, "quackfs_downloaded_bytes_total") > 1_000_000.0);
+    assert!(get(&cold, "quackfs_memory_cache_misses_total") > 0.0);
+    assert_eq!(get(&cold, "quackfs_duckdb_written_bytes_total"), 0.0);
+    assert_eq!(get(&cold, "quackfs_pending_layers"), 0.0);
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    let out = duckdb_raw(&ro.join("db.duckdb"), q, &["-readonly"]);
+    assert!(out.status.success());
+    let warm = scrape(&addr);
+    assert!(
+        get(&warm, "quackfs_memory_cache_hits_total")
+            > get(&cold, "quackfs_memory_cache_hits_total"),
+        "no hits on the second read"
+    );
+    m.unmount();
+}
+
+on_both_backends!(metrics_embedded, metrics_pgs3, metrics);
+
+#[test]
+fn a_metrics_address_in_use_fails_the_mount() {
+    let env = Env::new();
+    env.ok(&["init", "db"]);
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = env.path("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = env.fails(&["mount", "db", dir.to_str().unwrap(), "--metrics", &addr]);
+    assert!(
+        e.contains(&format!("cannot serve metrics at {addr}")),
+        "{e}"
+    );
+    let e = env.fails_with(
+        2,
+        &[
+            "mount",
+            "db",
+            dir.to_str().unwrap(),
+            "--metrics",
+            "nonsense",
+        ],
+    );
+    assert!(e.contains("--metrics"), "{e}");
+}
