@@ -399,6 +399,12 @@ pub trait Catalog: Send + Sync + 'static {
     /// Where the catalog lives, password masked.
     fn describe(&self) -> String;
 
+    /// Notifications of ref moves ('REPO_ID:NAME') where the backend has them (PostgreSQL
+    /// LISTEN/NOTIFY); None: poll.
+    async fn ref_changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
+
     /// The catalog's identity and binding state.
     async fn binding(&self) -> Result<BindingState, CatalogError>;
     /// Records `id` as the catalog's identity (and `store` as its store) unless it already has

@@ -44,9 +44,16 @@ pub struct SqliteCatalog {
 pub struct PgCatalog {
     pool: PgPool,
     url: String,
+    /// Ref moves announced by the `refs_notify` trigger ('REPO_ID:NAME'), once someone listens.
+    ref_changes: tokio::sync::OnceCell<tokio::sync::broadcast::Sender<String>>,
 }
 
 impl SqliteCatalog {
+    /// SQLite has no notifications: followers poll.
+    async fn ref_changes_impl(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
+
     /// Opens (creating if needed) the SQLite catalog at `path` and applies migrations.
     pub async fn open(path: &str) -> Result<Self, CatalogError> {
         let url = format!("sqlite://{path}");
@@ -139,7 +146,50 @@ impl PgCatalog {
                 url: masked.clone(),
                 source,
             })?;
-        Ok(PgCatalog { pool, url: masked })
+        Ok(PgCatalog {
+            pool,
+            url: masked,
+            ref_changes: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Ref moves, from a LISTEN connection started on first use (it reconnects by itself).
+    async fn ref_changes_impl(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        let tx = self
+            .ref_changes
+            .get_or_try_init(|| async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+                listener.listen("quackfs_refs").await?;
+                let (tx, _) = tokio::sync::broadcast::channel(256);
+                let sender = tx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match listener.recv().await {
+                            Ok(n) => {
+                                // Nobody listening any more: stop.
+                                if sender.send(n.payload().to_string()).is_err()
+                                    && sender.receiver_count() == 0
+                                {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!("listening for branch moves: {e}");
+                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                });
+                Ok::<_, sqlx::Error>(tx)
+            })
+            .await;
+        match tx {
+            Ok(tx) => Some(tx.subscribe()),
+            Err(e) => {
+                tracing::warn!("no notifications of branch moves (polling instead): {e}");
+                None
+            }
+        }
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
@@ -551,6 +601,10 @@ macro_rules! impl_catalog {
 
         #[async_trait]
         impl Catalog for $ty {
+            async fn ref_changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+                self.ref_changes_impl().await
+            }
+
             fn describe(&self) -> String {
                 self.url.clone()
             }

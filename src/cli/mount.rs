@@ -430,8 +430,33 @@ impl Follower {
     async fn run(mut self) {
         let mut gen = 0u64;
         let branch = self.branch.clone();
+        // PostgreSQL announces branch moves (LISTEN/NOTIFY): wake at once; poll as well.
+        let mut moves = self.engine.catalog.ref_changes().await;
+        let ours = format!("{}:{branch}", self.repo.id);
         loop {
-            tokio::time::sleep(self.interval).await;
+            match moves.as_mut() {
+                Some(rx) => {
+                    let announced = async {
+                        loop {
+                            match rx.recv().await {
+                                Ok(p) if p == ours => return true,
+                                Ok(_) => {}
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                                    return true
+                                }
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                    return false
+                                }
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.interval) => {}
+                        open = announced => if !open { moves = None },
+                    }
+                }
+                None => tokio::time::sleep(self.interval).await,
+            }
             match self.engine.branch_head(&self.repo, &branch).await {
                 Ok(head) if head.id != self.serving => {
                     match ReadSession::open(self.engine.clone(), &self.repo, &head, &self.holder)
