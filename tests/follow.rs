@@ -94,6 +94,18 @@ fn follow(writer: Env, reader: Env) {
             }
         })
     };
+    // Meanwhile the name never vanishes, not even for a moment while the follower switches.
+    let stat_errors = Arc::new(Mutex::new(Vec::new()));
+    let stat_loop = {
+        let (stop, errors, rdb) = (stop.clone(), stat_errors.clone(), rdb.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Err(e) = std::fs::metadata(&rdb) {
+                    errors.lock().unwrap().push(e.to_string());
+                }
+            }
+        })
+    };
     const COMMITS: i64 = 20;
     for n in 0..COMMITS {
         duckdb(&wdb, &format!("INSERT INTO t VALUES ({n}); CHECKPOINT"));
@@ -101,6 +113,9 @@ fn follow(writer: Env, reader: Env) {
     wait_for_rows(&rdb, COMMITS);
     stop.store(true, Ordering::SeqCst);
     reader_loop.join().unwrap();
+    stat_loop.join().unwrap();
+    let errors = stat_errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "stat failed during switches: {errors:?}");
     let seen = seen.lock().unwrap().clone();
     assert!(seen.len() > 5, "the reader hardly ran: {seen:?}");
     for w in seen.windows(2) {

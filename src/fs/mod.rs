@@ -354,7 +354,13 @@ struct State {
     removed: HashMap<u64, Attr>,
     /// A following mount: the generation (commit served) each file inode belongs to.
     node_gen: HashMap<u64, u64>,
+    /// Inodes a follow replaced, with when: kept a moment even if not open, so that a lookup
+    /// answered just before the switch can still be followed by its getattr or open.
+    retired: Vec<(u64, std::time::Instant)>,
 }
+
+/// How long a replaced, unopened inode of a following mount stays answerable.
+const RETIRED_GRACE: Duration = Duration::from_secs(3);
 
 /// The filesystem of one mount.
 pub struct QuackFs {
@@ -466,6 +472,7 @@ impl QuackFs {
             committed_iters: HashMap::new(),
             removed: HashMap::new(),
             node_gen: HashMap::new(),
+            retired: Vec::new(),
         };
         for f in view.files.values() {
             let ino = st.next_ino;
@@ -660,25 +667,39 @@ impl QuackFs {
         changed
     }
 
-    /// A file inode no longer named: removed now, or when its last handle closes.
+    /// A file inode no longer named: removed when its last handle closes, or after
+    /// [`RETIRED_GRACE`] if it is not open.
     fn retire(st: &mut State, ino: u64) {
-        let open = match st.nodes.get_mut(&ino) {
-            Some(Node::File(f)) => {
-                f.name = None;
-                f.open
-            }
-            _ => 0,
-        };
-        if open == 0 {
-            st.nodes.remove(&ino);
-            st.node_gen.remove(&ino);
+        if let Some(Node::File(f)) = st.nodes.get_mut(&ino) {
+            f.name = None;
+            st.retired.push((ino, std::time::Instant::now()));
         }
+    }
+
+    /// Removes retired inodes past their grace that no handle holds.
+    fn sweep_retired(st: &mut State) {
+        let now = std::time::Instant::now();
+        let mut keep = Vec::new();
+        for (ino, at) in std::mem::take(&mut st.retired) {
+            let open = match st.nodes.get(&ino) {
+                Some(Node::File(f)) => f.open,
+                _ => continue,
+            };
+            if open == 0 && now.duration_since(at) >= RETIRED_GRACE {
+                st.nodes.remove(&ino);
+                st.node_gen.remove(&ino);
+            } else {
+                keep.push((ino, at));
+            }
+        }
+        st.retired = keep;
     }
 
     /// The generations ([`follow`](Self::follow)) some inode still belongs to: files named now
     /// or held open. Generation 0 is the commit the mount started with.
     pub fn live_generations(&self) -> std::collections::BTreeSet<u64> {
-        let st = self.lock();
+        let mut st = self.lock();
+        Self::sweep_retired(&mut st);
         st.nodes
             .keys()
             .map(|ino| st.node_gen.get(ino).copied().unwrap_or(0))
