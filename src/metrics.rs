@@ -88,14 +88,24 @@ impl MeteredStore {
     }
 }
 
-fn counted<T>(r: Result<T, StoreError>) -> Result<T, StoreError> {
+/// Counts the error of a store call; a missing key counts only where data was expected (a
+/// probe or a delete of a missing key is an answer, not a failure).
+fn counted_as<T>(r: Result<T, StoreError>, missing_is_error: bool) -> Result<T, StoreError> {
     if let Err(e) = &r {
-        // A missing key on a probe or delete is an answer, not a failure.
-        if !matches!(e, StoreError::NotFound(_)) {
+        if missing_is_error || !matches!(e, StoreError::NotFound(_)) {
             count_error("store", store_error_kind(e));
         }
     }
     r
+}
+
+fn counted<T>(r: Result<T, StoreError>) -> Result<T, StoreError> {
+    counted_as(r, false)
+}
+
+/// A read of data: a missing object is an error.
+fn counted_read<T>(r: Result<T, StoreError>) -> Result<T, StoreError> {
+    counted_as(r, true)
 }
 
 #[async_trait::async_trait]
@@ -121,7 +131,7 @@ impl ObjectStore for MeteredStore {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let r = counted(self.inner.get(key).await);
+        let r = counted_read(self.inner.get(key).await);
         if let Ok(b) = &r {
             add(&GLOBAL.downloads, 1);
             add(&GLOBAL.downloaded_bytes, b.len() as u64);
@@ -130,7 +140,7 @@ impl ObjectStore for MeteredStore {
     }
 
     async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, StoreError> {
-        let r = counted(self.inner.get_range(key, start, end).await);
+        let r = counted_read(self.inner.get_range(key, start, end).await);
         if let Ok(b) = &r {
             add(&GLOBAL.downloads, 1);
             add(&GLOBAL.downloaded_bytes, b.len() as u64);
@@ -139,7 +149,7 @@ impl ObjectStore for MeteredStore {
     }
 
     async fn read_into(&self, key: &str, start: u64, buf: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        let r = counted(self.inner.read_into(key, start, buf).await);
+        let r = counted_read(self.inner.read_into(key, start, buf).await);
         if let Ok(b) = &r {
             add(&GLOBAL.downloads, 1);
             add(&GLOBAL.downloaded_bytes, b.len() as u64);

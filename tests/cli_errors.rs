@@ -62,9 +62,14 @@ fn bad_input_is_a_clear_error() {
         e.contains("main~5: main has only 0 commit(s) before it"),
         "{e}"
     );
+    let e = env.fails(&["log", "main!"]);
+    assert!(
+        e.contains("invalid revision \"main!\": unexpected '!'"),
+        "{e}"
+    );
     let e = env.fails(&["log", "main^"]);
     assert!(
-        e.contains("invalid revision \"main^\": unexpected '^'"),
+        e.contains("main^1: main has no parent (it is the first commit)"),
         "{e}"
     );
     let e = env.fails(&["log", "main@{next tuesday}"]);

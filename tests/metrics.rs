@@ -148,6 +148,83 @@ fn metrics(env: Env) {
         "no hits on the second read"
     );
     m.unmount();
+
+    // With a disk cache: a cold mount misses, the next one hits.
+    let _ = std::fs::remove_dir_all(env.home().join("cache"));
+    let disk = |tag: &str| {
+        let dir = env.path(tag);
+        let addr = free_addr();
+        let m = env.mount_env(
+            &[],
+            &[],
+            "db",
+            &dir,
+            &[
+                "--read-only",
+                "--metrics",
+                &addr,
+                "--cache-size",
+                "1MiB",
+                "--disk-cache",
+                "256MiB",
+            ],
+        );
+        let out = duckdb_raw(&dir.join("db.duckdb"), q, &["-readonly"]);
+        assert!(out.status.success());
+        let got = scrape(&addr);
+        m.unmount();
+        got
+    };
+    let first = disk("d1");
+    assert!(get(&first, "quackfs_disk_cache_misses_total") > 0.0);
+    let second = disk("d2");
+    assert!(get(&second, "quackfs_disk_cache_hits_total") > 0.0);
+
+    // A layer object gone from S3 under a running mount: the read fails and the error is
+    // counted by kind. (The local store keeps object files open: a deleted one still reads.)
+    if env.backend.is_empty() {
+        return;
+    }
+    let show: serde_json::Value = serde_json::from_str(&env.ok(&["show", "--json"])).unwrap();
+    // (The largest: small ones may be kept in the catalog.)
+    let key = show["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|l| l["bytes"].as_i64().unwrap())
+        .and_then(|l| l["object_key"].as_str())
+        .unwrap()
+        .to_string();
+    assert!(key.starts_with("layers/"), "{key}");
+    let _ = std::fs::remove_dir_all(env.home().join("cache"));
+    let dir = env.path("broken");
+    let addr = free_addr();
+    let m = env.mount(
+        "db",
+        &dir,
+        &[
+            "--read-only",
+            "--metrics",
+            &addr,
+            "--disk-cache",
+            "0",
+            "--cache-size",
+            "1MiB",
+        ],
+    );
+    common::with_store(&env, async |st| st.delete(&key).await.unwrap());
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    let out = duckdb_raw(&dir.join("db.duckdb"), q, &["-readonly"]);
+    assert!(!out.status.success(), "read a missing object");
+    let broken = scrape(&addr);
+    assert!(
+        get(
+            &broken,
+            "quackfs_errors_total{backend=\"store\",kind=\"not_found\"}"
+        ) >= 1.0,
+        "{broken:?}"
+    );
+    m.unmount();
 }
 
 on_both_backends!(metrics_embedded, metrics_pgs3, metrics);

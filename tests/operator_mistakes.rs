@@ -2,7 +2,7 @@
 //! of failure has its documented exit code (issue 9, item 4). Each test runs the real binary.
 
 mod common;
-use common::{is_mounted, Env, TmpfsGuard};
+use common::{is_mounted, store_url, with_store, Env, TmpfsGuard};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -18,24 +18,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// The object store URL of `env`.
-fn store_url(env: &Env) -> String {
-    env.backend
-        .iter()
-        .find(|(k, _)| k == "QUACKFS_STORE")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| format!("file://{}", env.home().join("objects").display()))
-}
-
-/// Runs `f` on the store of `env` (through the library, on a runtime of its own).
-fn with_store<T>(env: &Env, f: impl AsyncFnOnce(quackfs::store::DynStore) -> T) -> T {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = quackfs::engine::open_store(&store_url(env)).await.unwrap();
-        f(store).await
-    })
 }
 
 /// Keys of the layer objects in the store of `env`.
@@ -900,7 +882,7 @@ fn exit_codes_tell_the_kinds_of_failure_apart() {
     assert_eq!(out.status.code(), Some(2));
     env.fails_with(2, &["init", "bad name"]);
     two_commits(&env);
-    env.fails_with(2, &["log", "main^"]);
+    env.fails_with(2, &["log", "main!"]);
     env.fails_with(2, &["log", "main@{next tuesday}"]);
     let out = env.cmd().args(["gc", "--retain", "5x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -431,3 +431,21 @@ impl Mount {
         status
     }
 }
+
+/// The object store URL of `env`.
+pub fn store_url(env: &Env) -> String {
+    env.backend
+        .iter()
+        .find(|(k, _)| k == "QUACKFS_STORE")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| format!("file://{}", env.home().join("objects").display()))
+}
+
+/// Runs `f` on the store of `env` (through the library, on a runtime of its own).
+pub fn with_store<T>(env: &Env, f: impl AsyncFnOnce(quackfs::store::DynStore) -> T) -> T {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = quackfs::engine::open_store(&store_url(env)).await.unwrap();
+        f(store).await
+    })
+}
