@@ -51,7 +51,10 @@ log "local reopen + 5 queries: $LOCAL_Q s"
 
 # Host A: the history.
 export QUACKFS_HOME=$WORK/hostA
-timed "$QUACKFS" init tpch --import "$DB"
+# (Imported by its base name: the mount serves it as tpch.duckdb.)
+mkdir -p "$WORK/in"
+cp "$DB" "$WORK/in/tpch.duckdb"
+timed "$QUACKFS" init tpch --import "$WORK/in/tpch.duckdb"
 log "host A: import in $T_REAL s"
 bench_mount tpch "$WORK/mntA"
 "$PYTHON" - "$WORK/mntA/tpch.duckdb" "$COMMITS" <<'PY'

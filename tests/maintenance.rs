@@ -253,7 +253,14 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if c.repo_id == repo.id && fresh.expired_at.is_none() {
                     let _ = engine
                         .catalog
-                        .move_branch(repo.id, BRANCHES[branch], &c.id, "reset", now_millis())
+                        .move_branch(
+                            repo.id,
+                            BRANCHES[branch],
+                            None,
+                            &c.id,
+                            "reset",
+                            now_millis(),
+                        )
                         .await;
                 }
             }

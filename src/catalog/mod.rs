@@ -545,11 +545,13 @@ pub trait Catalog: Send + Sync + 'static {
         root: NewCommit,
     ) -> Result<(Repo, Commit), CatalogError>;
     /// Moves a branch to `target` (reset), refused while a writable mount holds it or while it
-    /// has synced-but-uncommitted changes (same rule as `make_commit`).
+    /// has synced-but-uncommitted changes (same rule as `make_commit`), and, with `expected`,
+    /// unless the branch still points there (compare-and-swap: a fast-forward).
     async fn move_branch(
         &self,
         repo_id: i64,
         branch: &str,
+        expected: Option<&str>,
         target: &str,
         reason: &str,
         now: Millis,

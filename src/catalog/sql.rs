@@ -1420,9 +1420,17 @@ macro_rules! impl_catalog {
                 Ok((repo, commit))
             }
 
-            async fn move_branch(&self, repo_id: i64, branch: &str, target: &str, reason: &str, now: Millis) -> Result<(), CatalogError> {
+            async fn move_branch(&self, repo_id: i64, branch: &str, expected: Option<&str>, target: &str, reason: &str, now: Millis) -> Result<(), CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
                 let head = self.lock_branch(&mut tx, repo_id, branch).await?;
+                if let Some(expected) = expected {
+                    if head != expected {
+                        return Err(CatalogError::Conflict(format!(
+                            "branch {branch:?} moved meanwhile (it no longer points at {})",
+                            &expected[..expected.len().min(12)]
+                        )));
+                    }
+                }
                 self.guard_branch(&mut tx, repo_id, branch).await?;
                 match self.commit_in(&mut tx, target).await? {
                     None => return Err(CatalogError::NotFound { what: "commit", name: target.to_string() }),

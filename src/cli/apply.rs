@@ -82,9 +82,14 @@ pub async fn run(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
             let reason = format!("apply {} (fast-forward)", a.source);
             engine
                 .unless_dead_writer(repo.id, || {
-                    engine
-                        .catalog
-                        .move_branch(repo.id, &branch, &theirs.id, &reason, now_millis())
+                    engine.catalog.move_branch(
+                        repo.id,
+                        &branch,
+                        Some(&ours.id),
+                        &theirs.id,
+                        &reason,
+                        now_millis(),
+                    )
                 })
                 .await?;
         }

@@ -33,9 +33,14 @@ pub async fn run(ctx: &Ctx, a: ResetArgs) -> Result<()> {
     let reason = format!("reset to {}", spec.rev);
     engine
         .unless_dead_writer(repo.id, || {
-            engine
-                .catalog
-                .move_branch(repo.id, &a.branch, &r.commit.id, &reason, now_millis())
+            engine.catalog.move_branch(
+                repo.id,
+                &a.branch,
+                None,
+                &r.commit.id,
+                &reason,
+                now_millis(),
+            )
         })
         .await?;
     ctx.note(format!(

@@ -12,8 +12,23 @@ use std::sync::{Arc, Mutex};
 /// How much of an object's tail is fetched first, hoping the whole footer is in it.
 const TAIL_GUESS: u64 = 64 * 1024;
 /// On a miss, following extents stored contiguously in the same object are fetched in the same
-/// request, up to this many bytes (readahead and request coalescing for sequential reads).
+/// request, up to this many bytes (readahead and request coalescing for sequential reads); a
+/// remote store pays a round trip per request, so it gets a wider window (QUACKFS_FETCH_WINDOW
+/// overrides both).
 const FETCH_WINDOW: u64 = 1024 * 1024;
+const REMOTE_FETCH_WINDOW: u64 = 8 * 1024 * 1024;
+
+fn fetch_window(local: bool) -> u64 {
+    std::env::var("QUACKFS_FETCH_WINDOW")
+        .ok()
+        .and_then(|v| v.trim().parse::<bytesize::ByteSize>().ok())
+        .map(|b| b.as_u64().max(1))
+        .unwrap_or(if local {
+            FETCH_WINDOW
+        } else {
+            REMOTE_FETCH_WINDOW
+        })
+}
 
 /// Extents of one object by their offset in it: (length, crc).
 type ExtentOffsets = BTreeMap<u64, (u32, u32)>;
@@ -28,6 +43,8 @@ pub struct LayerCache {
     /// Per object: extents by their offset in the object -> (length, crc), for coalescing.
     by_offset: Mutex<lru::LruCache<String, Arc<ExtentOffsets>>>,
     extents: Mutex<Lru>,
+    /// Bytes one miss fetches at most ([`fetch_window`]).
+    window: u64,
 }
 
 /// Footer indexes (and extent offset tables) kept in memory: objects beyond it are read again
@@ -43,11 +60,12 @@ impl LayerCache {
     /// The same, with an on-disk cache under the memory one.
     pub fn with_disk(store: DynStore, extent_bytes: u64, disk: Option<Arc<DiskCache>>) -> Self {
         LayerCache {
-            store,
             disk,
             indexes: Mutex::new(lru::LruCache::new(index_entries())),
             by_offset: Mutex::new(lru::LruCache::new(index_entries())),
             extents: Mutex::new(Lru::new(extent_bytes)),
+            window: fetch_window(store.as_local().is_some()),
+            store,
         }
     }
 
@@ -159,10 +177,12 @@ impl LayerCache {
         // The extent, and the ones right after it in the object while they fit the window.
         let mut run = vec![(data_off, len, crc)];
         let offsets = lock(&self.by_offset).get(key).cloned();
-        if let (Some(offsets), true) = (offsets, lock(&self.extents).cap > 0) {
+        // (Never more than a quarter of the memory cache the run goes into.)
+        let window = self.window.min(lock(&self.extents).cap / 4);
+        if let (Some(offsets), true) = (offsets, window > 0) {
             let mut end = data_off + len as u64;
             for (&off, &(l, c)) in offsets.range(end..) {
-                if off != end || end + l as u64 - data_off > FETCH_WINDOW {
+                if off != end || end + l as u64 - data_off > window {
                     break;
                 }
                 run.push((off, l, c));
