@@ -39,6 +39,9 @@ pub fn configured_bytes(local_store: bool) -> u64 {
 /// An offset that marks an object's footer (index) entry rather than an extent.
 pub const FOOTER: u64 = u64::MAX;
 
+/// How stale an entry's recency stamp (its mtime) may get before a hit renews it.
+const RECENCY_STEP: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The on-disk cache of one data directory.
 pub struct DiskCache {
     dir: PathBuf,
@@ -87,8 +90,18 @@ impl DiskCache {
     /// checked by the caller, for footers).
     pub fn get(&self, key: &str, off: u64, crc: Option<u32>) -> Option<bytes::Bytes> {
         let path = self.path(key, off);
-        let raw = match std::fs::read(&path) {
-            Ok(raw) => raw,
+        // One open for the read and the recency stamp.
+        let read = || -> std::io::Result<(Vec<u8>, std::fs::File)> {
+            let mut f = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open(&path)?;
+            let mut raw = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut raw)?;
+            Ok((raw, f))
+        };
+        let (raw, file) = match read() {
+            Ok(r) => r,
             Err(_) => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 return None;
@@ -99,11 +112,18 @@ impl DiskCache {
                 if crc.is_none_or(|c| c == stored_crc) && crc32c::crc32c(data) == stored_crc =>
             {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                // Recently used (the eviction order).
-                if let Ok(f) = std::fs::File::options().write(true).open(&path) {
-                    let _ = f.set_modified(SystemTime::now());
+                // Recently used (the eviction order), stamped at most once a minute.
+                let now = SystemTime::now();
+                let stale = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| now.duration_since(t).unwrap_or_default() > RECENCY_STEP)
+                    .unwrap_or(true);
+                if stale {
+                    let _ = file.set_modified(now);
                 }
-                Some(bytes::Bytes::copy_from_slice(data))
+                let start = raw.len() - data.len();
+                Some(bytes::Bytes::from(raw).slice(start..))
             }
             Some(_) | None if raw.starts_with(MAGIC) && header_key(&raw) == Some(key) => {
                 // Damaged: never served; fetched again.
