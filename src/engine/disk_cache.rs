@@ -48,6 +48,8 @@ pub struct DiskCache {
     cap: u64,
     /// Bytes this process added since it last trimmed the directory.
     added: AtomicU64,
+    /// Bytes the last trim left free (0 before the first: the first put trims).
+    room: AtomicU64,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     /// Entries found damaged (removed and fetched again).
@@ -71,6 +73,7 @@ impl DiskCache {
             dir,
             cap,
             added: AtomicU64::new(0),
+            room: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
@@ -149,6 +152,18 @@ impl DiskCache {
             std::process::id(),
             crate::engine::new_id()
         ));
+        let entry_len = (22 + key.len() + data.len()) as u64;
+        if entry_len > self.cap {
+            return;
+        }
+        // Room first: a trim leaves `room` bytes free and at most that much is added before the
+        // next one, so this process never makes the cache hold more than its bound.
+        if self.added.load(Ordering::Relaxed) + entry_len > self.room.load(Ordering::Relaxed) {
+            let room = (self.cap / 10).max(entry_len);
+            self.trim_leaving(room);
+            self.room.store(room, Ordering::Relaxed);
+            self.added.store(0, Ordering::Relaxed);
+        }
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(parent)?;
             let mut f = std::fs::File::create(&tmp)?;
@@ -167,15 +182,16 @@ impl DiskCache {
             let _ = std::fs::remove_file(&tmp);
             return;
         }
-        let added = self.added.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
-        if added > self.cap / 10 {
-            self.added.store(0, Ordering::Relaxed);
-            self.trim();
-        }
+        self.added.fetch_add(entry_len, Ordering::Relaxed);
     }
 
-    /// Removes least recently used entries until the cache is under 90% of its bound.
+    /// Removes least recently used entries until the cache holds at most 90% of its bound.
     pub fn trim(&self) {
+        self.trim_leaving(self.cap / 10);
+    }
+
+    /// Removes least recently used entries until `room` bytes are free under the bound.
+    fn trim_leaving(&self, room: u64) {
         let mut entries: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
         let Ok(subdirs) = std::fs::read_dir(&self.dir) else {
             return;
@@ -194,8 +210,8 @@ impl DiskCache {
             }
         }
         let mut total: u64 = entries.iter().map(|e| e.1).sum();
-        let goal = self.cap / 10 * 9;
-        if total <= self.cap {
+        let goal = self.cap.saturating_sub(room);
+        if total <= goal {
             return;
         }
         entries.sort();
