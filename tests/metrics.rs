@@ -58,8 +58,16 @@ fn metrics(env: Env) {
     for i in 0..5 {
         duckdb(&db, &format!("INSERT INTO t VALUES ({i}, 'x')"));
     }
-    std::thread::sleep(Duration::from_millis(2500));
-    let after = scrape(&addr);
+    // The lease heartbeat runs every 2 s: wait for one (a loaded machine may delay it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let m = scrape(&addr);
+        if get(&m, "quackfs_lease_heartbeats_total") >= 1.0 || std::time::Instant::now() > deadline
+        {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let written = get(&after, "quackfs_duckdb_written_bytes_total");
     assert!(written > 10_000_000.0, "{written}");
     let syncs = get(&after, "quackfs_fsync_duration_seconds_count");
