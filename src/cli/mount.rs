@@ -3,7 +3,6 @@ use quackfs::engine::session::{BranchSession, ReadSession};
 use quackfs::engine::short;
 use quackfs::error::{Error, Result};
 use quackfs::fs::{MountConfig, QuackFs, DEFAULT_DIRTY_LIMIT};
-use quackfs::fuse::FuseAdapter;
 use quackfs::mountinfo::lazy_unmount;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -255,16 +254,9 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
             .or_else(|| followed.clone())
             .unwrap_or_else(|| short(&commit_id).to_string())
     );
-    let adapter = FuseAdapter::new(fs.clone(), tokio::runtime::Handle::current());
-    let config = quackfs::fuse::config(writer.is_none(), &fsname);
-    let mount_dir = dir.clone();
-    let session =
-        tokio::task::spawn_blocking(move || fuser::Session::new(adapter, &mount_dir, &config))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-    let mut session = match session {
-        Ok(s) => s,
+    let served = quackfs::fuse::serve(fs.clone(), &dir, writer.is_none(), &fsname).await;
+    let (mut unmounter, mut done_rx) = match served {
+        Ok(s) => (s.unmounter, s.done),
         Err(e) => {
             held.release().await;
             fs.remove_scratch();
@@ -274,14 +266,6 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
             )));
         }
     };
-    let mut unmounter = session.unmount_callable();
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("fuse-session".into())
-        .spawn(move || {
-            let _ = done_tx.send(session.run());
-        })
-        .map_err(|e| Error::Invalid(format!("cannot start the FUSE session: {e}")))?;
 
     // A follower moves to the branch's new commits in the background.
     let (held, follower) = match (held, &followed) {

@@ -467,6 +467,41 @@ impl AttrMaker {
     }
 }
 
+/// A FUSE session serving a [`QuackFs`] at a directory, run on a thread of its own.
+pub struct Served {
+    pub unmounter: fuser::SessionUnmounter,
+    /// Receives the session's result when it ends (unmounted, or the kernel went away).
+    pub done: tokio::sync::oneshot::Receiver<std::io::Result<()>>,
+}
+
+/// Mounts `fs` at `dir` (read-only or not, named `fsname` in the mount table) and starts
+/// serving it.
+pub async fn serve(
+    fs: Arc<QuackFs>,
+    dir: &std::path::Path,
+    read_only: bool,
+    fsname: &str,
+) -> Result<Served, String> {
+    let adapter = FuseAdapter::new(fs, tokio::runtime::Handle::current());
+    let config = config(read_only, fsname);
+    let mount_dir = dir.to_path_buf();
+    let mut session =
+        tokio::task::spawn_blocking(move || fuser::Session::new(adapter, &mount_dir, &config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    let unmounter = session.unmount_callable();
+    let (tx, done) = tokio::sync::oneshot::channel();
+    // (If the thread cannot start, the session is dropped with the closure: that unmounts.)
+    std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let _ = tx.send(session.run());
+        })
+        .map_err(|e| format!("cannot start the FUSE session: {e}"))?;
+    Ok(Served { unmounter, done })
+}
+
 /// Mount options for a quackfs mount.
 pub fn config(read_only: bool, fsname: &str) -> fuser::Config {
     let mut opts = vec![

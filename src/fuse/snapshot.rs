@@ -4,7 +4,6 @@
 //! fetched. The mount holds a reader session (gc keeps its layers) and is unmounted when the
 //! snapshot is closed or dropped, also when the command is interrupted.
 
-use super::FuseAdapter;
 use crate::catalog::{Commit, Repo};
 use crate::engine::session::ReadSession;
 use crate::engine::{short, Engine};
@@ -20,7 +19,7 @@ pub struct Snapshot {
     dir: PathBuf,
     commit: Commit,
     unmounter: Option<fuser::SessionUnmounter>,
-    done: Option<std::sync::mpsc::Receiver<()>>,
+    done: Option<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
     reader: Option<ReadSession>,
     fs: Arc<QuackFs>,
 }
@@ -62,15 +61,7 @@ impl Snapshot {
             }
         };
         let fsname = format!("quackfs:{}@{}", repo.name, short(&commit.id));
-        let adapter = FuseAdapter::new(fs.clone(), tokio::runtime::Handle::current());
-        let config = super::config(true, &fsname);
-        let mount_dir = dir.clone();
-        let session =
-            tokio::task::spawn_blocking(move || fuser::Session::new(adapter, &mount_dir, &config))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-        let mut session = match session {
+        let served = match super::serve(fs.clone(), &dir, true, &fsname).await {
             Ok(s) => s,
             Err(e) => {
                 reader.release().await;
@@ -79,27 +70,15 @@ impl Snapshot {
                 return Err(failed(e));
             }
         };
-        let unmounter = session.unmount_callable();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut snap = Snapshot {
+        let snap = Snapshot {
             root,
             dir,
             commit: commit.clone(),
-            unmounter: Some(unmounter),
-            done: Some(rx),
+            unmounter: Some(served.unmounter),
+            done: Some(served.done),
             reader: Some(reader),
             fs,
         };
-        std::thread::Builder::new()
-            .name("fuse-snapshot".into())
-            .spawn(move || {
-                let _ = session.run();
-                let _ = tx.send(());
-            })
-            .map_err(|e| {
-                snap.unmount();
-                Error::Invalid(format!("cannot start the FUSE session: {e}"))
-            })?;
         Ok(snap)
     }
 
@@ -127,8 +106,17 @@ impl Snapshot {
                 crate::mountinfo::lazy_unmount(&self.dir);
             }
         }
-        if let Some(done) = self.done.take() {
-            let _ = done.recv_timeout(std::time::Duration::from_secs(10));
+        // Wait (briefly) for the session thread to end; this may run inside the runtime, where
+        // a blocking receive is not allowed.
+        if let Some(mut done) = self.done.take() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while matches!(
+                done.try_recv(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+            ) && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
         }
         self.fs.remove_scratch();
         let _ = std::fs::remove_dir_all(&self.root);
