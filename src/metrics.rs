@@ -26,6 +26,8 @@ pub struct Global {
     pub downloaded_bytes: AtomicU64,
     pub memory_cache_hits: AtomicU64,
     pub memory_cache_misses: AtomicU64,
+    /// Background fetches ahead of a forward-going reader.
+    pub readahead_fetches: AtomicU64,
     pub lease_heartbeats: AtomicU64,
     pub lease_heartbeat_failures: AtomicU64,
     pub fence_events: AtomicU64,
@@ -219,6 +221,7 @@ pub struct Snapshot {
     pub downloaded_bytes: u64,
     pub memory_cache_hits: u64,
     pub memory_cache_misses: u64,
+    pub readahead_fetches: u64,
     pub disk_cache_hits: u64,
     pub disk_cache_misses: u64,
     pub dirty_bytes: u64,
@@ -259,7 +262,7 @@ pub fn prometheus_text(s: &Snapshot) -> String {
         "Distinct layers one read went through (read amplification)",
         s.read_layers.clone(),
     );
-    let counters: [(&str, &str, u64); 14] = [
+    let counters: [(&str, &str, u64); 15] = [
         (
             "duckdb_written_bytes",
             "Bytes DuckDB wrote into the mount",
@@ -291,6 +294,11 @@ pub fn prometheus_text(s: &Snapshot) -> String {
             "memory_cache_misses",
             "Extent reads the memory cache did not hold",
             s.memory_cache_misses,
+        ),
+        (
+            "readahead_fetches",
+            "Background fetches of extents ahead of a forward-going reader (remote stores)",
+            s.readahead_fetches,
         ),
         (
             "disk_cache_hits",

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::layer::{self, LayerIndex, TRAILER_LEN};
 use crate::store::DynStore;
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// How much of an object's tail is fetched first, hoping the whole footer is in it.
@@ -42,9 +42,11 @@ pub struct LayerCache {
     indexes: Mutex<lru::LruCache<String, Arc<LayerIndex>>>,
     /// Per object: extents by their offset in the object -> (length, crc), for coalescing.
     by_offset: Mutex<lru::LruCache<String, Arc<ExtentOffsets>>>,
-    extents: Mutex<Lru>,
+    extents: Arc<Mutex<Lru>>,
     /// Bytes one miss fetches at most ([`fetch_window`]).
     window: u64,
+    /// Sequential-read detection and background fetches ahead of it (remote stores).
+    ahead: Readahead,
 }
 
 /// Footer indexes (and extent offset tables) kept in memory: objects beyond it are read again
@@ -63,14 +65,43 @@ impl LayerCache {
             disk,
             indexes: Mutex::new(lru::LruCache::new(index_entries())),
             by_offset: Mutex::new(lru::LruCache::new(index_entries())),
-            extents: Mutex::new(Lru::new(extent_bytes)),
+            extents: Arc::new(Mutex::new(Lru::new(extent_bytes))),
             window: fetch_window(store.as_local().is_some()),
+            ahead: Readahead::new(readahead_windows(store.as_local().is_some())),
             store,
         }
     }
 
+    /// A cache with the given fetch window and windows read ahead (instead of the defaults).
+    pub fn tuned(store: DynStore, extent_bytes: u64, window: u64, readahead: usize) -> Self {
+        let mut c = Self::new(store, extent_bytes);
+        c.window = window;
+        c.ahead = Readahead::new(readahead);
+        c
+    }
+
     pub fn store(&self) -> &DynStore {
         &self.store
+    }
+
+    /// Waits until no fetch ahead is under way.
+    pub async fn read_ahead_idle(&self) {
+        loop {
+            let pending: Vec<Pending> = lock(&self.ahead.state.0)
+                .in_flight
+                .values()
+                .flat_map(|m| m.values().map(|(_, p)| p.clone()))
+                .collect();
+            if pending.is_empty() {
+                return;
+            }
+            futures::future::join_all(pending).await;
+        }
+    }
+
+    /// Whether the memory cache holds the extent at `data_off` of object `key`.
+    pub fn holds(&self, key: &str, data_off: u64) -> bool {
+        lock(&self.extents).contains(&(key.to_string(), data_off))
     }
 
     /// The footer index of the object `key` of `size` bytes.
@@ -161,9 +192,21 @@ impl LayerCache {
     /// The bytes of one whole extent, checksum verified.
     pub async fn extent(&self, key: &str, data_off: u64, len: u32, crc: u32) -> Result<Bytes> {
         let cache_key = (key.to_string(), data_off);
-        if let Some(b) = lock(&self.extents).get(&cache_key) {
+        let hit = lock(&self.extents).get(&cache_key);
+        if let Some(b) = hit {
             crate::metrics::add(&crate::metrics::GLOBAL.memory_cache_hits, 1);
+            self.read_ahead(key, data_off, None);
             return Ok(b);
+        }
+        // A fetch ahead that holds this extent is under way: wait for it rather than fetch twice.
+        if let Some(pending) = self.ahead.in_flight(key, data_off) {
+            pending.await;
+            let hit = lock(&self.extents).get(&cache_key);
+            if let Some(b) = hit {
+                crate::metrics::add(&crate::metrics::GLOBAL.memory_cache_hits, 1);
+                self.read_ahead(key, data_off, None);
+                return Ok(b);
+            }
         }
         crate::metrics::add(&crate::metrics::GLOBAL.memory_cache_misses, 1);
         if let Some(b) = self
@@ -172,67 +215,372 @@ impl LayerCache {
             .and_then(|d| d.get(key, data_off, Some(crc)))
         {
             lock(&self.extents).put(cache_key, b.clone());
+            self.read_ahead(key, data_off, Some(data_off + len as u64));
             return Ok(b);
         }
         // The extent, and the ones right after it in the object while they fit the window.
-        let mut run = vec![(data_off, len, crc)];
+        let window = self.window_bytes();
         let offsets = lock(&self.by_offset).get(key).cloned();
-        // (Never more than a quarter of the memory cache the run goes into.)
-        let window = self.window.min(lock(&self.extents).cap / 4);
-        if let (Some(offsets), true) = (offsets, window > 0) {
-            let mut end = data_off + len as u64;
-            for (&off, &(l, c)) in offsets.range(end..) {
-                if off != end || end + l as u64 - data_off > window {
-                    break;
-                }
-                run.push((off, l, c));
-                end += l as u64;
-            }
-        }
-        let end = run
-            .last()
-            .map(|(o, l, _)| o + *l as u64)
-            .unwrap_or(data_off);
-        let all = self.store.get_range(key, data_off, end).await?;
-        let mut first = None;
-        for (off, l, c) in run {
-            let from = (off - data_off) as usize;
-            let Some(bytes) =
-                (from + l as usize <= all.len()).then(|| all.slice(from..from + l as usize))
-            else {
-                return Err(Error::Corrupt(format!(
-                    "layer object {key}: shorter than its index says"
-                )));
-            };
-            let entry = layer::ExtentEntry {
-                offset: 0,
-                len: l,
-                data_off: off,
-                crc: c,
-            };
-            let checked = layer::verify_extent(&entry, &bytes);
-            if off == data_off {
-                checked.map_err(|e| {
-                    Error::Corrupt(format!(
-                        "layer object {key}: extent at object offset {data_off}: {e}"
-                    ))
-                })?;
-                first = Some(bytes.clone());
-                if let Some(d) = &self.disk {
-                    d.put(key, off, &bytes, c);
-                }
-                lock(&self.extents).put(cache_key.clone(), bytes);
-            } else if checked.is_ok() {
-                // Read ahead; a damaged neighbour is reported when it is itself read.
-                if let Some(d) = &self.disk {
-                    d.put(key, off, &bytes, c);
-                }
-                lock(&self.extents).put((key.to_string(), off), bytes);
-            }
-        }
-        first.ok_or_else(|| {
+        let run = match offsets {
+            Some(offsets) => window_run(&offsets, (data_off, len, crc), window),
+            None => vec![(data_off, len, crc)],
+        };
+        // Fetches ahead (if the reads go forward) start before this one is awaited.
+        let demand_end = run.last().map_or(data_off, |(o, l, _)| o + *l as u64);
+        self.read_ahead(key, data_off, Some(demand_end));
+        let fetched =
+            fetch_run(&self.store, self.disk.as_deref(), &self.extents, key, &run).await?;
+        fetched.ok_or_else(|| {
             Error::Corrupt(format!("layer object {key}: extent at {data_off} missing"))
         })
+    }
+
+    /// Bytes one fetch covers: the window, never more than a quarter of the memory cache the
+    /// fetched extents go into.
+    fn window_bytes(&self) -> u64 {
+        self.window.min(lock(&self.extents).cap / 4)
+    }
+
+    /// Notes a read of the extent at `data_off` of object `key` (`miss`: it was not in memory and
+    /// is being read up to there) and, once reads of the object go forward, starts fetches of the
+    /// extents ahead of them.
+    fn read_ahead(&self, key: &str, data_off: u64, miss: Option<u64>) {
+        if !self.ahead.enabled() {
+            return;
+        }
+        let window = self.window_bytes();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(offsets) = lock(&self.by_offset).get(key).cloned() else {
+            return;
+        };
+        // As many fetches as there are free slots for (the stream only advances over those).
+        let mut permits = self.ahead.permits();
+        let runs = self
+            .ahead
+            .note(key, data_off, miss, window, &offsets, permits.len());
+        for run in runs {
+            let (Some(permit), Some(&(first, _, _))) = (permits.pop(), run.first()) else {
+                break;
+            };
+            let end = run.last().map_or(first, |(o, l, _)| o + *l as u64);
+            let (store, disk, extents) =
+                (self.store.clone(), self.disk.clone(), self.extents.clone());
+            let (key_owned, ahead) = (key.to_string(), self.ahead.clone_state());
+            // Registered before it starts, so its end always finds (and removes) the entry.
+            let finished = self.ahead.started(key, first, end);
+            rt.spawn(async move {
+                if let Err(e) =
+                    fetch_ahead(&store, disk.as_deref(), &extents, &key_owned, run).await
+                {
+                    tracing::debug!(key = %key_owned, error = %e, "read ahead failed");
+                }
+                ahead.done(&key_owned, first);
+                drop((permit, finished));
+            });
+        }
+    }
+}
+
+/// Brings the extents `run` (back to back in object `key`) into the memory cache: from the disk
+/// cache where it holds them, the rest from the store, a request per contiguous stretch.
+async fn fetch_ahead(
+    store: &DynStore,
+    disk: Option<&DiskCache>,
+    extents: &Mutex<Lru>,
+    key: &str,
+    mut run: Vec<(u64, u32, u32)>,
+) -> Result<()> {
+    {
+        let mem = lock(extents);
+        run.retain(|(o, _, _)| !mem.contains(&(key.to_string(), *o)));
+    }
+    if let Some(d) = disk {
+        run.retain(|(o, _, c)| match d.get(key, *o, Some(*c)) {
+            Some(b) => {
+                lock(extents).put((key.to_string(), *o), b);
+                false
+            }
+            None => true,
+        });
+    }
+    let mut stretch: Vec<(u64, u32, u32)> = Vec::new();
+    for e in run {
+        if let Some(&(o, l, _)) = stretch.last() {
+            if o + l as u64 != e.0 {
+                crate::metrics::add(&crate::metrics::GLOBAL.readahead_fetches, 1);
+                fetch_run(store, disk, extents, key, &std::mem::take(&mut stretch)).await?;
+            }
+        }
+        stretch.push(e);
+    }
+    if !stretch.is_empty() {
+        crate::metrics::add(&crate::metrics::GLOBAL.readahead_fetches, 1);
+        fetch_run(store, disk, extents, key, &stretch).await?;
+    }
+    Ok(())
+}
+
+/// The extent `first` and those stored right after it in an object (from its offset table), back
+/// to back, while they fit `window` bytes counted from the start of `first`.
+fn window_run(
+    offsets: &ExtentOffsets,
+    first: (u64, u32, u32),
+    window: u64,
+) -> Vec<(u64, u32, u32)> {
+    let start = first.0;
+    let mut end = first.0 + first.1 as u64;
+    let mut out = vec![first];
+    for (&off, &(l, c)) in offsets.range(end..) {
+        if off != end || end + l as u64 - start > window {
+            break;
+        }
+        out.push((off, l, c));
+        end += l as u64;
+    }
+    out
+}
+
+/// Fetches the extents `run` (object offset, length, crc; back to back in object `key`) in one
+/// request, verifies each and keeps the good ones in the caches. Returns the first extent's bytes;
+/// a damaged first extent is an error, a damaged later one is skipped (it is reported when it is
+/// itself read).
+async fn fetch_run(
+    store: &DynStore,
+    disk: Option<&DiskCache>,
+    extents: &Mutex<Lru>,
+    key: &str,
+    run: &[(u64, u32, u32)],
+) -> Result<Option<Bytes>> {
+    let Some(&(data_off, _, _)) = run.first() else {
+        return Ok(None);
+    };
+    let end = run
+        .last()
+        .map(|(o, l, _)| o + *l as u64)
+        .unwrap_or(data_off);
+    let all = store.get_range(key, data_off, end).await?;
+    let mut first = None;
+    for &(off, l, c) in run {
+        let from = (off - data_off) as usize;
+        let Some(bytes) =
+            (from + l as usize <= all.len()).then(|| all.slice(from..from + l as usize))
+        else {
+            return Err(Error::Corrupt(format!(
+                "layer object {key}: shorter than its index says"
+            )));
+        };
+        let entry = layer::ExtentEntry {
+            offset: 0,
+            len: l,
+            data_off: off,
+            crc: c,
+        };
+        let checked = layer::verify_extent(&entry, &bytes);
+        if off == data_off {
+            checked.map_err(|e| {
+                Error::Corrupt(format!(
+                    "layer object {key}: extent at object offset {data_off}: {e}"
+                ))
+            })?;
+            first = Some(bytes.clone());
+        } else if checked.is_err() {
+            continue;
+        }
+        if let Some(d) = disk {
+            d.put(key, off, &bytes, c);
+        }
+        lock(extents).put((key.to_string(), off), bytes);
+    }
+    Ok(first)
+}
+
+/// Windows fetched ahead of a forward-going reader of one object on a remote store (each a
+/// background request of up to the fetch window), `QUACKFS_READAHEAD` overriding; 0 turns it off.
+/// A local store reads fast enough without it.
+const REMOTE_READAHEAD: usize = 4;
+
+fn readahead_windows(local: bool) -> usize {
+    std::env::var("QUACKFS_READAHEAD")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(if local { 0 } else { REMOTE_READAHEAD })
+}
+
+/// Readers of one object that go forward (a scan, or DuckDB's threads scanning neighbouring row
+/// groups): where they are and how far fetches ahead of them reach.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    /// The furthest offset read.
+    at: u64,
+    /// Where the next fetch ahead starts (everything before it is fetched or being fetched).
+    next: u64,
+    /// Two reads in a row went forward: fetch ahead.
+    active: bool,
+}
+
+type Pending = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
+#[derive(Default)]
+struct AheadState {
+    /// Per object, a few streams (most recent last).
+    streams: HashMap<String, Vec<Stream>>,
+    /// Fetches ahead under way, per object: (start, end) -> completion.
+    in_flight: HashMap<String, BTreeMap<u64, (u64, Pending)>>,
+}
+
+/// Shared by a cache and its background fetches.
+#[derive(Clone)]
+struct AheadHandle(Arc<Mutex<AheadState>>);
+
+impl AheadHandle {
+    fn done(&self, key: &str, start: u64) {
+        let mut st = lock(&self.0);
+        if let Some(m) = st.in_flight.get_mut(key) {
+            m.remove(&start);
+            if m.is_empty() {
+                st.in_flight.remove(key);
+            }
+        }
+    }
+}
+
+/// Objects whose streams are remembered; beyond it the state starts over (a new stream is only
+/// one extra miss).
+const AHEAD_OBJECTS: usize = 1024;
+/// Streams remembered per object.
+const STREAMS_PER_OBJECT: usize = 4;
+
+struct Readahead {
+    /// Windows ahead of a stream (0: off).
+    windows: usize,
+    state: AheadHandle,
+    /// Bounds the fetches ahead in flight (memory, and the store's connections).
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Readahead {
+    fn new(windows: usize) -> Self {
+        Readahead {
+            windows,
+            state: AheadHandle(Arc::new(Mutex::new(AheadState::default()))),
+            permits: Arc::new(tokio::sync::Semaphore::new(windows.max(1))),
+        }
+    }
+
+    fn clone_state(&self) -> AheadHandle {
+        self.state.clone()
+    }
+
+    /// The free slots for fetches ahead, taken.
+    fn permits(&self) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+        (0..self.windows)
+            .map_while(|_| self.permits.clone().try_acquire_owned().ok())
+            .collect()
+    }
+
+    /// The completion of a fetch ahead that covers `off` of `key`, if one is under way.
+    fn in_flight(&self, key: &str, off: u64) -> Option<Pending> {
+        if self.windows == 0 {
+            return None;
+        }
+        let st = lock(&self.state.0);
+        let (_, (end, p)) = st.in_flight.get(key)?.range(..=off).next_back()?;
+        (off < *end).then(|| p.clone())
+    }
+
+    /// Registers a fetch ahead of `[start, end)` of `key`; it is complete when the returned
+    /// sender is dropped.
+    fn started(&self, key: &str, start: u64, end: u64) -> tokio::sync::oneshot::Sender<()> {
+        use futures::FutureExt;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let pending: Pending = async move {
+            let _ = rx.await;
+        }
+        .boxed()
+        .shared();
+        let mut st = lock(&self.state.0);
+        st.in_flight
+            .entry(key.to_string())
+            .or_default()
+            .insert(start, (end, pending));
+        tx
+    }
+
+    fn enabled(&self) -> bool {
+        self.windows > 0
+    }
+
+    /// Records a read of `off` in object `key` (whose extents are `offsets`; `miss`: it was not
+    /// in memory and is being read up to there); returns the runs of extents to fetch ahead of
+    /// it (each up to `window` bytes), if any.
+    fn note(
+        &self,
+        key: &str,
+        off: u64,
+        miss: Option<u64>,
+        window: u64,
+        offsets: &ExtentOffsets,
+        max_runs: usize,
+    ) -> Vec<Vec<(u64, u32, u32)>> {
+        let reach = window * self.windows as u64;
+        let mut st = lock(&self.state.0);
+        if !st.streams.contains_key(key) {
+            if miss.is_none() {
+                return Vec::new();
+            }
+            if st.streams.len() >= AHEAD_OBJECTS {
+                st.streams.clear();
+            }
+        }
+        let streams = st.streams.entry(key.to_string()).or_default();
+        // The stream this read belongs to: it lies between just behind the stream and one
+        // window past what was fetched for it.
+        let found = streams
+            .iter()
+            .position(|s| off + reach >= s.at && off <= s.next + window);
+        let Some(i) = found else {
+            if let Some(next) = miss {
+                if streams.len() >= STREAMS_PER_OBJECT {
+                    streams.remove(0);
+                }
+                streams.push(Stream {
+                    at: off,
+                    next,
+                    active: false,
+                });
+            }
+            return Vec::new();
+        };
+        let mut s = streams.remove(i);
+        if miss.is_some() && off >= s.at {
+            s.active = true;
+        }
+        s.at = s.at.max(off);
+        s.next = s.next.max(miss.unwrap_or(off));
+        let mut runs = Vec::new();
+        while s.active && s.next < s.at + reach && runs.len() < max_runs {
+            // The extent holding `next` (extents lie back to back) and those after it.
+            let Some((&o, &(l, c))) = offsets.range(..=s.next).next_back() else {
+                break;
+            };
+            let first = if o + l as u64 > s.next {
+                (o, l, c)
+            } else {
+                match offsets.range(s.next..).next() {
+                    Some((&o, &(l, c))) => (o, l, c),
+                    None => break,
+                }
+            };
+            let run = window_run(offsets, first, window);
+            s.next = run
+                .last()
+                .map_or(s.next + window, |(o, l, _)| o + *l as u64);
+            runs.push(run);
+        }
+        streams.push(s);
+        runs
     }
 }
 
@@ -262,6 +610,10 @@ impl Lru {
         }
     }
 
+    fn contains(&self, k: &(String, u64)) -> bool {
+        self.map.contains(k)
+    }
+
     fn get(&mut self, k: &(String, u64)) -> Option<Bytes> {
         self.map.get(k).cloned()
     }
@@ -287,6 +639,118 @@ impl Lru {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layer::{LayerKind, LayerWriter};
+    use crate::store::faulty::{FaultyStore, Op};
+    use crate::store::memory::MemoryStore;
+    use crate::store::ObjectStore;
+
+    const EXT: usize = 64 * 1024;
+    const N: usize = 64;
+
+    fn extent_data(i: usize) -> Vec<u8> {
+        (0..EXT).map(|j| (i * 31 + j * 7) as u8).collect()
+    }
+
+    /// A layer of one file of `N` extents of `EXT` bytes stored back to back, in a counting
+    /// store; `damage` flips a byte of that extent in the stored object.
+    async fn layer_store(damage: Option<usize>) -> (Arc<FaultyStore>, u64, Arc<LayerIndex>) {
+        let mut w = LayerWriter::new(Vec::new(), LayerKind::Delta);
+        w.begin_file(1, None, (N * EXT) as u64).unwrap();
+        for i in 0..N {
+            w.add_extent((i * EXT) as u64, &extent_data(i)).unwrap();
+        }
+        let (mut obj, index, _) = w.finish().unwrap();
+        if let Some(d) = damage {
+            let e = &index.files[0].extents[d];
+            obj[e.data_off as usize + 5] ^= 0xff;
+        }
+        let size = obj.len() as u64;
+        let store = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+        store.put("l", Bytes::from(obj)).await.unwrap();
+        (store, size, Arc::new(index))
+    }
+
+    /// Reads extent `i` through `cache`.
+    async fn read(cache: &LayerCache, index: &LayerIndex, i: usize) -> Result<Bytes> {
+        let e = &index.files[0].extents[i];
+        cache.extent("l", e.data_off, e.len, e.crc).await
+    }
+
+    fn cache_over(store: &Arc<FaultyStore>, readahead: usize) -> LayerCache {
+        // A window of 4 extents.
+        LayerCache::tuned(store.clone(), 64 << 20, 4 * EXT as u64, readahead)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forward_scan_is_fetched_ahead_once_and_exactly() {
+        let (store, size, index) = layer_store(None).await;
+        let cache = cache_over(&store, 4);
+        cache.index("l", size).await.unwrap();
+        let before = store.count(Op::GetRange);
+        // Two misses going forward start the fetches ahead: up to four windows past the reader
+        // (the second miss fetches its own window, three more follow).
+        read(&cache, &index, 0).await.unwrap();
+        read(&cache, &index, 4).await.unwrap();
+        cache.read_ahead_idle().await;
+        let off = |i: usize| index.files[0].extents[i].data_off;
+        for i in 8..20 {
+            assert!(cache.holds("l", off(i)), "extent {i} was not fetched ahead");
+        }
+        assert!(
+            !cache.holds("l", off(20)),
+            "fetched further than four windows ahead"
+        );
+        // The whole scan gives the exact bytes, and every window is fetched once.
+        for i in 0..N {
+            assert_eq!(
+                read(&cache, &index, i).await.unwrap(),
+                extent_data(i),
+                "extent {i}"
+            );
+        }
+        cache.read_ahead_idle().await;
+        assert_eq!(store.count(Op::GetRange) - before, (N / 4) as u64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scattered_reads_fetch_nothing_ahead() {
+        let (store, size, index) = layer_store(None).await;
+        let cache = cache_over(&store, 4);
+        cache.index("l", size).await.unwrap();
+        let before = store.count(Op::GetRange);
+        for i in [0, 40, 20, 60, 12] {
+            assert_eq!(read(&cache, &index, i).await.unwrap(), extent_data(i));
+        }
+        cache.read_ahead_idle().await;
+        assert_eq!(store.count(Op::GetRange) - before, 5);
+        // Off: a forward scan fetches only what it misses.
+        let cache = cache_over(&store, 0);
+        cache.index("l", size).await.unwrap();
+        let before = store.count(Op::GetRange);
+        read(&cache, &index, 0).await.unwrap();
+        read(&cache, &index, 4).await.unwrap();
+        cache.read_ahead_idle().await;
+        assert!(!cache.holds("l", index.files[0].extents[8].data_off));
+        assert_eq!(store.count(Op::GetRange) - before, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_extent_fetched_ahead_is_an_error_when_read() {
+        let (store, size, index) = layer_store(Some(13)).await;
+        let cache = cache_over(&store, 4);
+        cache.index("l", size).await.unwrap();
+        for i in 0..N {
+            let got = read(&cache, &index, i).await;
+            if i == 13 {
+                assert!(
+                    matches!(&got, Err(Error::Corrupt(m)) if m.contains("layer object l")),
+                    "{got:?}"
+                );
+            } else {
+                assert_eq!(got.unwrap(), extent_data(i), "extent {i}");
+            }
+        }
+    }
 
     #[test]
     fn lru_evicts_least_recent() {

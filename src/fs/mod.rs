@@ -556,6 +556,7 @@ impl QuackFs {
             downloaded_bytes: get(&GLOBAL.downloaded_bytes),
             memory_cache_hits: get(&GLOBAL.memory_cache_hits),
             memory_cache_misses: get(&GLOBAL.memory_cache_misses),
+            readahead_fetches: get(&GLOBAL.readahead_fetches),
             disk_cache_hits: disk.map(|d| get(&d.hits)).unwrap_or(0),
             disk_cache_misses: disk.map(|d| get(&d.misses)).unwrap_or(0),
             dirty_bytes: self.lock().dirty_bytes,
