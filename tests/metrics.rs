@@ -93,8 +93,19 @@ fn metrics(env: Env) {
     assert!(get(&after, "quackfs_uploaded_bytes_total") > 1_000_000.0);
     // DuckDB read its file back: reads went through layers.
     assert!(get(&after, "quackfs_read_layers_count") > 0.0);
-    // The same figures in status --json.
-    let st: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    // The same figures in status --json (its snapshot is rewritten every second: wait for the
+    // one taken after the scrape).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        let st: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+        let sm = &st["mounts"][0]["metrics"];
+        let caught_up = sm["duckdb_written_bytes"].as_f64().unwrap_or(0.0) >= written
+            && sm["fsync_seconds"]["count"].as_f64().unwrap_or(0.0) >= syncs;
+        if caught_up || std::time::Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let sm = &st["mounts"][0]["metrics"];
     assert!(
         sm["duckdb_written_bytes"].as_f64().unwrap() >= written,
