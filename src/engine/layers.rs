@@ -73,6 +73,7 @@ impl LayerCache {
     }
 
     /// A cache with the given fetch window and windows read ahead (instead of the defaults).
+    #[cfg(test)]
     pub fn tuned(store: DynStore, extent_bytes: u64, window: u64, readahead: usize) -> Self {
         let mut c = Self::new(store, extent_bytes);
         c.window = window;
@@ -85,6 +86,7 @@ impl LayerCache {
     }
 
     /// Waits until no fetch ahead is under way.
+    #[cfg(test)]
     pub async fn read_ahead_idle(&self) {
         loop {
             let pending: Vec<Pending> = lock(&self.ahead.state.0)
@@ -100,6 +102,7 @@ impl LayerCache {
     }
 
     /// Whether the memory cache holds the extent at `data_off` of object `key`.
+    #[cfg(test)]
     pub fn holds(&self, key: &str, data_off: u64) -> bool {
         lock(&self.extents).contains(&(key.to_string(), data_off))
     }
@@ -192,19 +195,13 @@ impl LayerCache {
     /// The bytes of one whole extent, checksum verified.
     pub async fn extent(&self, key: &str, data_off: u64, len: u32, crc: u32) -> Result<Bytes> {
         let cache_key = (key.to_string(), data_off);
-        let hit = lock(&self.extents).get(&cache_key);
-        if let Some(b) = hit {
-            crate::metrics::add(&crate::metrics::GLOBAL.memory_cache_hits, 1);
-            self.read_ahead(key, data_off, None);
+        if let Some(b) = self.memory_hit(&cache_key) {
             return Ok(b);
         }
         // A fetch ahead that holds this extent is under way: wait for it rather than fetch twice.
         if let Some(pending) = self.ahead.in_flight(key, data_off) {
             pending.await;
-            let hit = lock(&self.extents).get(&cache_key);
-            if let Some(b) = hit {
-                crate::metrics::add(&crate::metrics::GLOBAL.memory_cache_hits, 1);
-                self.read_ahead(key, data_off, None);
+            if let Some(b) = self.memory_hit(&cache_key) {
                 return Ok(b);
             }
         }
@@ -235,6 +232,14 @@ impl LayerCache {
         })
     }
 
+    /// The extent `cache_key` from the memory cache, counted, and noted for reading ahead.
+    fn memory_hit(&self, cache_key: &(String, u64)) -> Option<Bytes> {
+        let hit = lock(&self.extents).get(cache_key)?;
+        crate::metrics::add(&crate::metrics::GLOBAL.memory_cache_hits, 1);
+        self.read_ahead(&cache_key.0, cache_key.1, None);
+        Some(hit)
+    }
+
     /// Bytes one fetch covers: the window, never more than a quarter of the memory cache the
     /// fetched extents go into.
     fn window_bytes(&self) -> u64 {
@@ -248,20 +253,15 @@ impl LayerCache {
         if !self.ahead.enabled() {
             return;
         }
-        let window = self.window_bytes();
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let Some(offsets) = lock(&self.by_offset).get(key).cloned() else {
-            return;
-        };
-        // As many fetches as there are free slots for (the stream only advances over those).
-        let mut permits = self.ahead.permits();
-        let runs = self
-            .ahead
-            .note(key, data_off, miss, window, &offsets, permits.len());
-        for run in runs {
-            let (Some(permit), Some(&(first, _, _))) = (permits.pop(), run.first()) else {
+        let window = self.window_bytes();
+        // The object's offset table is looked up only when there is something to fetch.
+        let offsets = || lock(&self.by_offset).get(key).cloned();
+        for run in self.ahead.note(key, data_off, miss, window, offsets) {
+            // (The stream advanced over at most as many runs as there were free slots.)
+            let (Some(permit), Some(&(first, _, _))) = (self.ahead.permit(), run.first()) else {
                 break;
             };
             let end = run.last().map_or(first, |(o, l, _)| o + *l as u64);
@@ -473,11 +473,9 @@ impl Readahead {
         self.state.clone()
     }
 
-    /// The free slots for fetches ahead, taken.
-    fn permits(&self) -> Vec<tokio::sync::OwnedSemaphorePermit> {
-        (0..self.windows)
-            .map_while(|_| self.permits.clone().try_acquire_owned().ok())
-            .collect()
+    /// A free slot for a fetch ahead, taken.
+    fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
     }
 
     /// The completion of a fetch ahead that covers `off` of `key`, if one is under way.
@@ -521,8 +519,7 @@ impl Readahead {
         off: u64,
         miss: Option<u64>,
         window: u64,
-        offsets: &ExtentOffsets,
-        max_runs: usize,
+        offsets: impl FnOnce() -> Option<Arc<ExtentOffsets>>,
     ) -> Vec<Vec<(u64, u32, u32)>> {
         let reach = window * self.windows as u64;
         let mut st = lock(&self.state.0);
@@ -533,8 +530,11 @@ impl Readahead {
             if st.streams.len() >= AHEAD_OBJECTS {
                 st.streams.clear();
             }
+            st.streams.insert(key.to_string(), Vec::new());
         }
-        let streams = st.streams.entry(key.to_string()).or_default();
+        let Some(streams) = st.streams.get_mut(key) else {
+            return Vec::new();
+        };
         // The stream this read belongs to: it lies between just behind the stream and one
         // window past what was fetched for it.
         let found = streams
@@ -560,24 +560,24 @@ impl Readahead {
         s.at = s.at.max(off);
         s.next = s.next.max(miss.unwrap_or(off));
         let mut runs = Vec::new();
-        while s.active && s.next < s.at + reach && runs.len() < max_runs {
-            // The extent holding `next` (extents lie back to back) and those after it.
-            let Some((&o, &(l, c))) = offsets.range(..=s.next).next_back() else {
-                break;
-            };
-            let first = if o + l as u64 > s.next {
-                (o, l, c)
-            } else {
-                match offsets.range(s.next..).next() {
-                    Some((&o, &(l, c))) => (o, l, c),
-                    None => break,
-                }
-            };
-            let run = window_run(offsets, first, window);
-            s.next = run
-                .last()
-                .map_or(s.next + window, |(o, l, _)| o + *l as u64);
-            runs.push(run);
+        let max_runs = self.permits.available_permits();
+        let wanted = s.active && s.next < s.at + reach && max_runs > 0;
+        if let Some(offsets) = wanted.then(offsets).flatten() {
+            while s.next < s.at + reach && runs.len() < max_runs {
+                // The extent holding `next` (extents lie back to back), or the first after it.
+                let holding = offsets
+                    .range(..=s.next)
+                    .next_back()
+                    .filter(|(&o, &(l, _))| o + l as u64 > s.next);
+                let Some((&o, &(l, c))) = holding.or_else(|| offsets.range(s.next..).next()) else {
+                    break;
+                };
+                let run = window_run(&offsets, (o, l, c), window);
+                s.next = run
+                    .last()
+                    .map_or(s.next + window, |(o, l, _)| o + *l as u64);
+                runs.push(run);
+            }
         }
         streams.push(s);
         runs
@@ -676,17 +676,22 @@ mod tests {
         cache.extent("l", e.data_off, e.len, e.crc).await
     }
 
-    fn cache_over(store: &Arc<FaultyStore>, readahead: usize) -> LayerCache {
-        // A window of 4 extents.
-        LayerCache::tuned(store.clone(), 64 << 20, 4 * EXT as u64, readahead)
+    /// A cache over `store` (a window of 4 extents) with the layer's index loaded, and the
+    /// store's ranged reads so far.
+    async fn cache_over(
+        store: &Arc<FaultyStore>,
+        size: u64,
+        readahead: usize,
+    ) -> (LayerCache, u64) {
+        let cache = LayerCache::tuned(store.clone(), 64 << 20, 4 * EXT as u64, readahead);
+        cache.index("l", size).await.unwrap();
+        (cache, store.count(Op::GetRange))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_forward_scan_is_fetched_ahead_once_and_exactly() {
         let (store, size, index) = layer_store(None).await;
-        let cache = cache_over(&store, 4);
-        cache.index("l", size).await.unwrap();
-        let before = store.count(Op::GetRange);
+        let (cache, before) = cache_over(&store, size, 4).await;
         // Two misses going forward start the fetches ahead: up to four windows past the reader
         // (the second miss fetches its own window, three more follow).
         read(&cache, &index, 0).await.unwrap();
@@ -715,18 +720,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn scattered_reads_fetch_nothing_ahead() {
         let (store, size, index) = layer_store(None).await;
-        let cache = cache_over(&store, 4);
-        cache.index("l", size).await.unwrap();
-        let before = store.count(Op::GetRange);
+        let (cache, before) = cache_over(&store, size, 4).await;
         for i in [0, 40, 20, 60, 12] {
             assert_eq!(read(&cache, &index, i).await.unwrap(), extent_data(i));
         }
         cache.read_ahead_idle().await;
         assert_eq!(store.count(Op::GetRange) - before, 5);
         // Off: a forward scan fetches only what it misses.
-        let cache = cache_over(&store, 0);
-        cache.index("l", size).await.unwrap();
-        let before = store.count(Op::GetRange);
+        let (cache, before) = cache_over(&store, size, 0).await;
         read(&cache, &index, 0).await.unwrap();
         read(&cache, &index, 4).await.unwrap();
         cache.read_ahead_idle().await;
@@ -737,8 +738,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_damaged_extent_fetched_ahead_is_an_error_when_read() {
         let (store, size, index) = layer_store(Some(13)).await;
-        let cache = cache_over(&store, 4);
-        cache.index("l", size).await.unwrap();
+        let (cache, _) = cache_over(&store, size, 4).await;
         for i in 0..N {
             let got = read(&cache, &index, i).await;
             if i == 13 {
