@@ -19,10 +19,8 @@ const FETCH_WINDOW: u64 = 1024 * 1024;
 const REMOTE_FETCH_WINDOW: u64 = 8 * 1024 * 1024;
 
 fn fetch_window(local: bool) -> u64 {
-    std::env::var("QUACKFS_FETCH_WINDOW")
-        .ok()
-        .and_then(|v| v.trim().parse::<bytesize::ByteSize>().ok())
-        .map(|b| b.as_u64().max(1))
+    crate::tuning::size("QUACKFS_FETCH_WINDOW")
+        .map(|b| b.max(1))
         .unwrap_or(if local {
             FETCH_WINDOW
         } else {
@@ -198,7 +196,8 @@ impl LayerCache {
         if let Some(b) = self.memory_hit(&cache_key) {
             return Ok(b);
         }
-        // A fetch ahead that holds this extent is under way: wait for it rather than fetch twice.
+        // A fetch that holds this extent is under way (ahead of a reader, or another reader's
+        // miss): wait for it rather than fetch the same bytes twice.
         if let Some(pending) = self.ahead.in_flight(key, data_off) {
             pending.await;
             if let Some(b) = self.memory_hit(&cache_key) {
@@ -222,8 +221,20 @@ impl LayerCache {
             Some(offsets) => window_run(&offsets, (data_off, len, crc), window),
             None => vec![(data_off, len, crc)],
         };
-        // Fetches ahead (if the reads go forward) start before this one is awaited.
         let demand_end = run.last().map_or(data_off, |(o, l, _)| o + *l as u64);
+        // Registered as under way (unless another reader's fetch got there first: then wait
+        // for it once), so concurrent misses of these extents wait for this fetch.
+        let _fetching = match self.ahead.claim(key, data_off, demand_end) {
+            Ok(claimed) => Some(claimed),
+            Err(pending) => {
+                pending.await;
+                if let Some(b) = self.memory_hit(&cache_key) {
+                    return Ok(b);
+                }
+                self.ahead.claim(key, data_off, demand_end).ok()
+            }
+        };
+        // Fetches ahead (if the reads go forward) start before this one is awaited.
         self.read_ahead(key, data_off, Some(demand_end));
         let fetched =
             fetch_run(&self.store, self.disk.as_deref(), &self.extents, key, &run).await?;
@@ -267,17 +278,19 @@ impl LayerCache {
             let end = run.last().map_or(first, |(o, l, _)| o + *l as u64);
             let (store, disk, extents) =
                 (self.store.clone(), self.disk.clone(), self.extents.clone());
-            let (key_owned, ahead) = (key.to_string(), self.ahead.clone_state());
-            // Registered before it starts, so its end always finds (and removes) the entry.
-            let finished = self.ahead.started(key, first, end);
+            let key_owned = key.to_string();
+            // Registered before it starts (the runs ahead start where every fetch under way
+            // ends), so a read of these extents meanwhile waits for it.
+            let Ok(fetching) = self.ahead.claim(key, first, end) else {
+                continue;
+            };
             rt.spawn(async move {
                 if let Err(e) =
                     fetch_ahead(&store, disk.as_deref(), &extents, &key_owned, run).await
                 {
                     tracing::debug!(key = %key_owned, error = %e, "read ahead failed");
                 }
-                ahead.done(&key_owned, first);
-                drop((permit, finished));
+                drop((permit, fetching));
             });
         }
     }
@@ -402,10 +415,10 @@ async fn fetch_run(
 const REMOTE_READAHEAD: usize = 4;
 
 fn readahead_windows(local: bool) -> usize {
-    std::env::var("QUACKFS_READAHEAD")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(if local { 0 } else { REMOTE_READAHEAD })
+    crate::tuning::count("QUACKFS_READAHEAD")
+        .map_or(if local { 0 } else { REMOTE_READAHEAD }, |n| {
+            n.min(usize::MAX as u64) as usize
+        })
 }
 
 /// Readers of one object that go forward (a scan, or DuckDB's threads scanning neighbouring row
@@ -434,13 +447,23 @@ struct AheadState {
 #[derive(Clone)]
 struct AheadHandle(Arc<Mutex<AheadState>>);
 
-impl AheadHandle {
-    fn done(&self, key: &str, start: u64) {
-        let mut st = lock(&self.0);
-        if let Some(m) = st.in_flight.get_mut(key) {
-            m.remove(&start);
+/// A fetch registered as under way: dropping it (the fetch ended, well or not) removes the entry
+/// and wakes whoever waits for it.
+struct InFlight {
+    state: AheadHandle,
+    key: String,
+    start: u64,
+    _done: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // (The sender is dropped after this: waiters find the entry gone and the bytes cached.)
+        let mut st = lock(&self.state.0);
+        if let Some(m) = st.in_flight.get_mut(&self.key) {
+            m.remove(&self.start);
             if m.is_empty() {
-                st.in_flight.remove(key);
+                st.in_flight.remove(&self.key);
             }
         }
     }
@@ -469,41 +492,45 @@ impl Readahead {
         }
     }
 
-    fn clone_state(&self) -> AheadHandle {
-        self.state.clone()
-    }
-
     /// A free slot for a fetch ahead, taken.
     fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.permits.clone().try_acquire_owned().ok()
     }
 
-    /// The completion of a fetch ahead that covers `off` of `key`, if one is under way.
+    /// The completion of a fetch that covers `off` of `key`, if one is under way.
     fn in_flight(&self, key: &str, off: u64) -> Option<Pending> {
-        if self.windows == 0 {
-            return None;
-        }
-        let st = lock(&self.state.0);
+        Self::covering(&lock(&self.state.0), key, off)
+    }
+
+    fn covering(st: &AheadState, key: &str, off: u64) -> Option<Pending> {
         let (_, (end, p)) = st.in_flight.get(key)?.range(..=off).next_back()?;
         (off < *end).then(|| p.clone())
     }
 
-    /// Registers a fetch ahead of `[start, end)` of `key`; it is complete when the returned
-    /// sender is dropped.
-    fn started(&self, key: &str, start: u64, end: u64) -> tokio::sync::oneshot::Sender<()> {
+    /// Registers a fetch of `[start, end)` of `key` as under way (until the returned guard is
+    /// dropped), unless a fetch covering `start` is under way already: then its completion.
+    fn claim(&self, key: &str, start: u64, end: u64) -> std::result::Result<InFlight, Pending> {
         use futures::FutureExt;
+        let mut st = lock(&self.state.0);
+        if let Some(p) = Self::covering(&st, key, start) {
+            return Err(p);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let pending: Pending = async move {
             let _ = rx.await;
         }
         .boxed()
         .shared();
-        let mut st = lock(&self.state.0);
         st.in_flight
             .entry(key.to_string())
             .or_default()
             .insert(start, (end, pending));
-        tx
+        Ok(InFlight {
+            state: self.state.clone(),
+            key: key.to_string(),
+            start,
+            _done: tx,
+        })
     }
 
     fn enabled(&self) -> bool {
@@ -733,6 +760,47 @@ mod tests {
         cache.read_ahead_idle().await;
         assert!(!cache.holds("l", index.files[0].extents[8].data_off));
         assert_eq!(store.count(Op::GetRange) - before, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_of_one_window_fetch_it_once() {
+        let (store, size, index) = layer_store(None).await;
+        store.set_read_latency_ms(50);
+        // Readahead off: only the readers' own misses fetch.
+        let (cache, before) = cache_over(&store, size, 0).await;
+        let cache = Arc::new(cache);
+        let index = Arc::new(index);
+        // Eight readers miss extents of the first window (0..4) at once.
+        let readers: Vec<_> = (0..8)
+            .map(|r| {
+                let (cache, index) = (cache.clone(), index.clone());
+                tokio::spawn(async move {
+                    let i = r % 4;
+                    (i, read(&cache, &index, i).await)
+                })
+            })
+            .collect();
+        for r in readers {
+            let (i, got) = r.await.unwrap();
+            assert_eq!(got.unwrap(), extent_data(i), "extent {i}");
+        }
+        assert_eq!(
+            store.count(Op::GetRange) - before,
+            1,
+            "one window, fetched once"
+        );
+        // A reader waiting for a fetch that failed fetches the extent itself.
+        let (cache, _) = cache_over(&store, size, 0).await;
+        let cache = Arc::new(cache);
+        store.fail_nth(1);
+        let first = {
+            let (cache, index) = (cache.clone(), index.clone());
+            tokio::spawn(async move { read(&cache, &index, 8).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let second = read(&cache, &index, 9).await;
+        assert!(first.await.unwrap().is_err(), "the injected failure");
+        assert_eq!(second.unwrap(), extent_data(9));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,8 @@ pub struct FaultyStore {
     fail_all: AtomicBool,
     /// Puts numbered above this fail.
     puts_allowed: AtomicU64,
+    /// Milliseconds every ranged read waits before it is answered (a distant store).
+    read_latency_ms: AtomicU64,
 }
 
 impl FaultyStore {
@@ -49,7 +51,13 @@ impl FaultyStore {
             fail_at: AtomicU64::new(0),
             fail_all: AtomicBool::new(false),
             puts_allowed: AtomicU64::new(u64::MAX),
+            read_latency_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Every ranged read from now on waits `ms` milliseconds before it is answered.
+    pub fn set_read_latency_ms(&self, ms: u64) {
+        self.read_latency_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Makes the `n`-th call from now (1-based, counting every operation) fail; `n = 0` disarms.
@@ -134,6 +142,11 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, StoreError> {
+        // (The wait comes first: an injected failure is answered as late as a success.)
+        let ms = self.read_latency_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         self.check(Op::GetRange, key)?;
         self.inner.get_range(key, start, end).await
     }
