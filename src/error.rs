@@ -258,6 +258,9 @@ impl Error {
                 "a revision is a branch, a tag, a commit id (4+ hex digits), REV~N or REV@{TIME}; `quackfs log` shows commits".into(),
             ),
             Error::AmbiguousRevision { .. } => Some("give more hex digits of the commit id".into()),
+            Error::Config(m) if m.starts_with("invalid QUACKFS_") => Some(
+                "docs/operations.md lists the QUACKFS_* variables and their defaults; unset it for the default".into(),
+            ),
             Error::TargetExists(_) => Some("pass --force to overwrite it".into()),
             Error::Usage { hint, .. } => Some(hint.clone()),
             Error::MergeConflict(_) => Some(

@@ -19,3 +19,4 @@ pub mod refspec;
 pub mod rows;
 pub mod store;
 pub mod tmpfiles;
+pub mod tuning;

@@ -107,6 +107,44 @@ fn bad_input_is_a_clear_error() {
 }
 
 #[test]
+fn a_malformed_tuning_variable_is_a_clear_error() {
+    let env = Env::new();
+    env.ok(&["init", "db"]);
+    for (var, value, expected) in [
+        ("QUACKFS_READAHEAD", "lots", "expected a whole number"),
+        ("QUACKFS_FETCH_WINDOW", "8 MeB", "expected a size"),
+        ("QUACKFS_DISK_CACHE", "-1", "expected a size"),
+        ("QUACKFS_INLINE_SPILL_AFTER", "4", "expected a duration"),
+        ("QUACKFS_S3_RETRY_TIMEOUT", "soon", "expected a duration"),
+    ] {
+        let out = env.cmd().env(var, value).args(["log"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(9), "{var}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid {var}={value:?}: {expected}")),
+            "{var}: {stderr}"
+        );
+        assert!(
+            stderr.contains("hint: docs/operations.md lists"),
+            "{stderr}"
+        );
+    }
+    // Set and well formed, or empty: fine.
+    let out = env
+        .cmd()
+        .env("QUACKFS_READAHEAD", "0")
+        .env("QUACKFS_FETCH_WINDOW", "")
+        .args(["log"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn credentials_never_printed() {
     let env = Env::new();
     let out = env

@@ -128,6 +128,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Command::Completions(a) = &cli.command {
         return completions::run(a);
     }
+    // A tuning variable that does not parse is an error before anything runs.
+    quackfs::tuning::check().map_err(Error::Config)?;
     let g = &cli.global;
     let cfg = Config::load(Overrides {
         data_dir: g.data_dir.clone(),

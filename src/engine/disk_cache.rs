@@ -26,13 +26,10 @@ pub const DEFAULT_BYTES: u64 = 2 << 30;
 /// for a remote store; none for the local store, whose objects are on local disk already (unless
 /// the variable asks for one).
 pub fn configured_bytes(local_store: bool) -> u64 {
-    match std::env::var("QUACKFS_DISK_CACHE") {
-        Ok(v) => v
-            .trim()
-            .parse::<bytesize::ByteSize>()
-            .map_or(DEFAULT_BYTES, |b| b.as_u64()),
-        Err(_) if local_store => 0,
-        Err(_) => DEFAULT_BYTES,
+    match crate::tuning::size("QUACKFS_DISK_CACHE") {
+        Some(bytes) => bytes,
+        None if local_store => 0,
+        None => DEFAULT_BYTES,
     }
 }
 

@@ -32,10 +32,7 @@ pub const INLINE_MAX_LOCAL: usize = 64 << 10;
 pub fn inline_max(local_store: bool) -> usize {
     static MAX: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let set = *MAX.get_or_init(|| {
-        std::env::var("QUACKFS_INLINE_MAX")
-            .ok()
-            .and_then(|v| v.trim().parse::<bytesize::ByteSize>().ok())
-            .map(|b| b.as_u64() as usize)
+        crate::tuning::size("QUACKFS_INLINE_MAX").map(|b| b.min(usize::MAX as u64) as usize)
     });
     set.unwrap_or(if local_store {
         INLINE_MAX_LOCAL
@@ -49,10 +46,10 @@ const CACHE_BYTES: u64 = 32 << 20;
 /// How old a layer kept in the catalog gets before it is moved into the store: `default_ms`, or
 /// `QUACKFS_INLINE_SPILL_AFTER` (e.g. `10s`, `1h`) when set (tests and tuning).
 pub fn spill_after_ms(default_ms: i64) -> i64 {
-    std::env::var("QUACKFS_INLINE_SPILL_AFTER")
+    crate::tuning::duration("QUACKFS_INLINE_SPILL_AFTER")
         .ok()
-        .and_then(|v| humantime::parse_duration(&v).ok())
-        .map_or(default_ms, |d| d.as_millis() as i64)
+        .flatten()
+        .map_or(default_ms, |d| d.as_millis().min(i64::MAX as u128) as i64)
 }
 
 /// The key of a layer kept in the catalog.

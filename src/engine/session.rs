@@ -195,10 +195,8 @@ pub const COMPACT_FAN_IN: usize = 32;
 /// The compaction fan-in in effect: `QUACKFS_COMPACT_FAN_IN` (0 turns compaction off), else
 /// [`COMPACT_FAN_IN`].
 fn compact_fan_in() -> usize {
-    std::env::var("QUACKFS_COMPACT_FAN_IN")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(COMPACT_FAN_IN)
+    crate::tuning::count("QUACKFS_COMPACT_FAN_IN")
+        .map_or(COMPACT_FAN_IN, |n| n.min(usize::MAX as u64) as usize)
 }
 /// Most segments merged at once.
 const COMPACT_MAX: usize = 64;

@@ -124,14 +124,9 @@ impl S3Options {
     pub fn from_env() -> Result<S3Options, S3ConfigError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let endpoint_url = var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL"));
-        let retry_timeout = match var(RETRY_TIMEOUT_ENV) {
-            Some(v) => humantime::parse_duration(v.trim()).map_err(|e| {
-                S3ConfigError(format!(
-                    "invalid {RETRY_TIMEOUT_ENV}={v:?}: {e} (expected a duration such as 30s)"
-                ))
-            })?,
-            None => DEFAULT_RETRY_TIMEOUT,
-        };
+        let retry_timeout = crate::tuning::duration(RETRY_TIMEOUT_ENV)
+            .map_err(S3ConfigError)?
+            .unwrap_or(DEFAULT_RETRY_TIMEOUT);
         Ok(S3Options {
             endpoint_url,
             retry_timeout,
