@@ -28,15 +28,20 @@ fn layer_kind_str(k: LayerKind) -> &'static str {
 /// How long connecting keeps retrying before it gives up: `QUACKFS_CONNECT_TIMEOUT` (e.g. `5s`),
 /// default 30 seconds.
 fn connect_timeout() -> Duration {
-    std::env::var("QUACKFS_CONNECT_TIMEOUT")
+    crate::tuning::duration("QUACKFS_CONNECT_TIMEOUT")
         .ok()
-        .and_then(|v| humantime::parse_duration(&v).ok())
+        .flatten()
         .unwrap_or(Duration::from_secs(30))
 }
 
 /// The SQLite catalog (embedded default).
 pub struct SqliteCatalog {
     pool: SqlitePool,
+    /// One connection for write transactions: SQLite has one writer at a time anyway, and a
+    /// connection keeps its page cache only while no other connection wrote since its last
+    /// transaction, so writes that follow each other (every sync of a mount) find their pages
+    /// in memory instead of reading them again.
+    writer: SqlitePool,
     url: String,
 }
 
@@ -77,13 +82,13 @@ impl SqliteCatalog {
         // not reused: after SQLITE_FULL (disk full) SQLite rolls the transaction back itself, the
         // ROLLBACK sqlx sends then fails, and sqlx keeps counting the connection as inside a
         // transaction, so every later BEGIN on it would fail.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .before_acquire(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
-            .after_release(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
-            .connect_with(opts)
-            .await
-            .map_err(db)?;
+        let pool_of = |n| {
+            SqlitePoolOptions::new()
+                .max_connections(n)
+                .before_acquire(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
+                .after_release(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
+        };
+        let pool = pool_of(4).connect_with(opts.clone()).await.map_err(db)?;
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
@@ -91,13 +96,15 @@ impl SqliteCatalog {
                 url: url.clone(),
                 source,
             })?;
-        Ok(SqliteCatalog { pool, url })
+        // (Opened after the migrations, which may create the file's schema.)
+        let writer = pool_of(1).connect_with(opts).await.map_err(db)?;
+        Ok(SqliteCatalog { pool, writer, url })
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
         // IMMEDIATE takes the write lock up front, so a read-then-write transaction never fails
         // half-way with SQLITE_BUSY when another process writes.
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+        self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 }
 
