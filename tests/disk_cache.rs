@@ -102,6 +102,32 @@ fn disk_cache(env: Env) {
         "a mount did not enforce its bound on a fuller cache: {}",
         cache_bytes(&env.home())
     );
+    // `merge` reads the segments its own layer replaces: it adds nothing to the disk cache.
+    let before: std::collections::BTreeSet<_> = cache_files(&env.home()).into_iter().collect();
+    let out = env
+        .cmd_env(&envs)
+        .args(["merge", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        report["bytes_written"].as_u64().unwrap_or(0) > 0,
+        "merge had nothing to read: {stdout}"
+    );
+    let after: std::collections::BTreeSet<_> = cache_files(&env.home()).into_iter().collect();
+    assert!(
+        after.is_subset(&before),
+        "merge filled the disk cache: {} new entries",
+        after.difference(&before).count()
+    );
+    // The merged head reads the same through the cache.
+    assert!(read("r6") == want, "read after merge");
 }
 
 on_both_backends!(disk_cache_embedded, disk_cache_pgs3, disk_cache);

@@ -31,6 +31,10 @@ pub async fn run(ctx: &Ctx, a: MergeArgs) -> Result<()> {
         });
     }
     let engine = ctx.engine().await?;
+    // It reads history its own layers replace: that is not worth a place in the disk cache.
+    if let Some(d) = engine.disk_cache() {
+        d.set_fill(false);
+    }
     let repo = engine.repo(&ctx.require_repo()?).await?;
     let pb = ctx.progress("merge");
     let started = std::time::Instant::now();

@@ -43,14 +43,25 @@ const RECENCY_STEP: std::time::Duration = std::time::Duration::from_secs(60);
 pub struct DiskCache {
     dir: PathBuf,
     cap: u64,
-    /// Bytes this process added since it last trimmed the directory.
-    added: AtomicU64,
-    /// Bytes the last trim left free (0 before the first: the first put trims).
-    room: AtomicU64,
+    /// What this process may still add before it trims the directory again; one lock, so
+    /// concurrent puts never both take the last of the room.
+    budget: std::sync::Mutex<Budget>,
+    /// Bytes of entries reserved and still being written (a trim leaves room for them too).
+    writing: AtomicU64,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     /// Entries found damaged (removed and fetched again).
     pub corrupt: AtomicU64,
+    /// Whether puts add entries (off: the cache is only read).
+    fill: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct Budget {
+    /// Bytes this process reserved since it last trimmed the directory.
+    added: u64,
+    /// Bytes the last trim left free (0 before the first: the first put trims).
+    room: u64,
 }
 
 fn fnv(key: &str, off: u64) -> u64 {
@@ -69,12 +80,19 @@ impl DiskCache {
         Ok(DiskCache {
             dir,
             cap,
-            added: AtomicU64::new(0),
-            room: AtomicU64::new(0),
+            budget: std::sync::Mutex::new(Budget::default()),
+            writing: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
+            fill: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// Off: this process reads the cache but adds nothing to it (`merge` reads history that its
+    /// own result replaces: filling the cache with it would only evict what mounts read).
+    pub fn set_fill(&self, on: bool) {
+        self.fill.store(on, Ordering::Relaxed);
     }
 
     pub fn dir(&self) -> &Path {
@@ -142,6 +160,9 @@ impl DiskCache {
 
     /// Caches `data` (checksum `crc`) for (`key`, `off`). Failures are ignored: it is a cache.
     pub fn put(&self, key: &str, off: u64, data: &[u8], crc: u32) {
+        if !self.fill.load(Ordering::Relaxed) {
+            return;
+        }
         let path = self.path(key, off);
         let Some(parent) = path.parent() else { return };
         let tmp = parent.join(format!(
@@ -153,13 +174,20 @@ impl DiskCache {
         if entry_len > self.cap {
             return;
         }
-        // Room first: a trim leaves `room` bytes free and at most that much is added before the
-        // next one, so this process never makes the cache hold more than its bound.
-        if self.added.load(Ordering::Relaxed) + entry_len > self.room.load(Ordering::Relaxed) {
-            let room = (self.cap / 10).max(entry_len);
-            self.trim_leaving(room);
-            self.room.store(room, Ordering::Relaxed);
-            self.added.store(0, Ordering::Relaxed);
+        // Room first, reserved under one lock: a trim leaves `room` bytes free (besides the
+        // entries still being written) and at most that much is reserved before the next one,
+        // so this process never makes the cache hold more than its bound, however many threads
+        // put at once.
+        {
+            let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+            if b.added + entry_len > b.room {
+                let room = (self.cap / 10).max(entry_len);
+                self.trim_leaving(room.saturating_add(self.writing.load(Ordering::SeqCst)));
+                b.room = room;
+                b.added = 0;
+            }
+            b.added += entry_len;
+            self.writing.fetch_add(entry_len, Ordering::SeqCst);
         }
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(parent)?;
@@ -177,9 +205,8 @@ impl DiskCache {
         };
         if write().is_err() {
             let _ = std::fs::remove_file(&tmp);
-            return;
         }
-        self.added.fetch_add(entry_len, Ordering::Relaxed);
+        self.writing.fetch_sub(entry_len, Ordering::SeqCst);
     }
 
     /// Removes least recently used entries until the cache holds at most 90% of its bound.
@@ -267,6 +294,45 @@ fn parse<'a>(raw: &'a [u8], key: &str, off: u64) -> Option<(&'a [u8], u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_puts_keep_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = std::sync::Arc::new(DiskCache::open(dir.path().join("c"), 200_000).unwrap());
+        let data = vec![5u8; 9_000];
+        let crc = crc32c::crc32c(&data);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (c, data) = (c.clone(), data.clone());
+                std::thread::spawn(move || {
+                    for i in 0..40 {
+                        c.put(&format!("layers/t{t}"), i, &data, crc);
+                        assert!(c.size() <= 200_000, "over the bound: {}", c.size());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(c.size() <= 200_000, "{}", c.size());
+    }
+
+    #[test]
+    fn a_cache_not_filled_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path().join("c"), 100_000).unwrap();
+        let data = vec![3u8; 1000];
+        let crc = crc32c::crc32c(&data);
+        c.put("layers/a", 0, &data, crc);
+        c.set_fill(false);
+        c.put("layers/b", 0, &data, crc);
+        assert!(
+            c.get("layers/b", 0, Some(crc)).is_none(),
+            "added while not filling"
+        );
+        assert_eq!(c.get("layers/a", 0, Some(crc)).unwrap(), data);
+    }
 
     #[test]
     fn entries_are_checked_and_bounded() {
