@@ -29,14 +29,14 @@ FIO_COMMON=(--name=frag --rw=randwrite --bs=4k --size="$SIZE" --numjobs="$JOBS" 
 
 # fio on DIR: write phase; prints MiB/s.
 fio_write() { # DIR
-    fio "${FIO_COMMON[@]}" --directory="$1" --do_verify=0 >"$WORK/fio-w.json"
+    (cd "$WORK" && fio "${FIO_COMMON[@]}" --directory="$1" --do_verify=0) >"$WORK/fio-w.json"
     "$PYTHON" -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.1f" % (j["jobs"][0]["write"]["bw"] / 1024))' "$WORK/fio-w.json"
 }
 # fio --verify_only on DIR: reads and checks every block; prints MiB/s (bytes / elapsed).
 fio_verify() { # DIR
     local t0 t1
     t0=$(date +%s.%N)
-    fio "${FIO_COMMON[@]}" --directory="$1" --verify_only >"$WORK/fio-v.json"
+    (cd "$WORK" && fio "${FIO_COMMON[@]}" --directory="$1" --verify_only) >"$WORK/fio-v.json"
     t1=$(date +%s.%N)
     "$PYTHON" -c 'import json,sys; j=json.load(open(sys.argv[1])); e=j["jobs"][0]["error"]; assert e == 0, e' "$WORK/fio-v.json"
     awk -v t0="$t0" -v t1="$t1" -v n="$JOBS" -v s="${SIZE%m}" 'BEGIN { printf "%.1f\n", n * s / (t1 - t0) }'
