@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a parser expects, for the message when a value does not parse.
+type Expected = &'static str;
+
+#[derive(Clone, Copy)]
 enum Kind {
-    /// Bytes: `4MiB`, `1.5 GB`, `65536`.
     Size,
-    /// A whole number: `4`, `0`.
     Count,
-    /// humantime: `30s`, `250ms`, `1h`.
     Duration,
 }
 
@@ -27,41 +27,36 @@ const VARS: &[(&str, Kind)] = &[
     ("QUACKFS_READAHEAD", Kind::Count),
 ];
 
-/// A parsed value.
-#[derive(Debug, PartialEq)]
-enum Value {
-    Number(u64),
-    Duration(Duration),
-}
-
-fn parse(kind: Kind, text: &str) -> Result<Value, &'static str> {
+/// Bytes, as `bytesize` reads them: `4MiB`, `1.5 GB`, `65536` (also the CLI's `--cache-size`).
+pub fn parse_size(text: &str) -> Result<u64, Expected> {
     let text = text.trim();
-    match kind {
-        Kind::Size => text
-            .parse::<bytesize::ByteSize>()
-            .map(|b| Value::Number(b.as_u64()))
-            .map_err(|_| "a size such as 4MiB, 512KiB or 65536"),
-        Kind::Count => text
-            .parse::<u64>()
-            .map(Value::Number)
-            .map_err(|_| "a whole number such as 4 (0 turns it off)"),
-        Kind::Duration => humantime::parse_duration(text)
-            .map(Value::Duration)
-            .map_err(|_| "a duration such as 30s, 250ms or 2m"),
+    match text.parse::<bytesize::ByteSize>() {
+        Ok(b) if !text.is_empty() => Ok(b.as_u64()),
+        _ => Err("a size such as 4MiB, 512KiB or 65536"),
     }
 }
 
-fn kind_of(name: &str) -> Kind {
-    VARS.iter()
-        .find(|(n, _)| *n == name)
-        .map_or(Kind::Count, |(_, k)| *k)
+/// A whole number: `4`, `0`.
+fn parse_count(text: &str) -> Result<usize, Expected> {
+    text.trim()
+        .parse()
+        .map_err(|_| "a whole number such as 4 (0 turns it off)")
 }
 
-/// The value of variable `name`: None when it is unset or empty; a message naming it when it
+/// A humantime duration: `30s`, `250ms`, `1h`.
+fn parse_duration(text: &str) -> Result<Duration, Expected> {
+    humantime::parse_duration(text.trim()).map_err(|_| "a duration such as 30s, 250ms or 2m")
+}
+
+/// Variable `name` through `parse`: None when it is unset or empty; a message naming it when it
 /// does not parse.
-fn read(name: &str) -> Result<Option<Value>, String> {
+fn read<T>(name: &str, parse: fn(&str) -> Result<T, Expected>) -> Result<Option<T>, String> {
+    debug_assert!(
+        VARS.iter().any(|(n, _)| *n == name),
+        "{name} is not in VARS: `check` would not see it"
+    );
     match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => parse(kind_of(name), &v)
+        Ok(v) if !v.trim().is_empty() => parse(&v)
             .map(Some)
             .map_err(|expected| format!("invalid {name}={v:?}: expected {expected}")),
         _ => Ok(None),
@@ -70,35 +65,29 @@ fn read(name: &str) -> Result<Option<Value>, String> {
 
 /// Checks every tuning variable that is set; the first one that does not parse is an error.
 pub fn check() -> Result<(), String> {
-    for (name, _) in VARS {
-        read(name)?;
+    for &(name, kind) in VARS {
+        match kind {
+            Kind::Size => read(name, parse_size).map(drop)?,
+            Kind::Count => read(name, parse_count).map(drop)?,
+            Kind::Duration => read(name, parse_duration).map(drop)?,
+        }
     }
     Ok(())
 }
 
-fn number(name: &str) -> Option<u64> {
-    match read(name) {
-        Ok(Some(Value::Number(n))) => Some(n),
-        _ => None,
-    }
-}
-
 /// A size variable in bytes (None: unset; [`check`] reported a malformed one at start).
 pub fn size(name: &str) -> Option<u64> {
-    number(name)
+    read(name, parse_size).ok().flatten()
 }
 
 /// A count variable (None: unset; [`check`] reported a malformed one at start).
-pub fn count(name: &str) -> Option<u64> {
-    number(name)
+pub fn count(name: &str) -> Option<usize> {
+    read(name, parse_count).ok().flatten()
 }
 
 /// A duration variable: None when unset; a message naming it when it does not parse.
 pub fn duration(name: &str) -> Result<Option<Duration>, String> {
-    match read(name)? {
-        Some(Value::Duration(d)) => Ok(Some(d)),
-        _ => Ok(None),
-    }
+    read(name, parse_duration)
 }
 
 #[cfg(test)]
@@ -107,22 +96,14 @@ mod tests {
 
     #[test]
     fn each_kind_parses_its_values_and_names_what_it_expects() {
-        assert_eq!(parse(Kind::Size, " 4MiB "), Ok(Value::Number(4 << 20)));
-        assert_eq!(parse(Kind::Size, "65536"), Ok(Value::Number(65536)));
-        assert_eq!(parse(Kind::Count, "0"), Ok(Value::Number(0)));
-        assert_eq!(
-            parse(Kind::Duration, "250ms"),
-            Ok(Value::Duration(Duration::from_millis(250)))
-        );
-        assert!(parse(Kind::Count, "four")
-            .unwrap_err()
-            .contains("whole number"));
-        assert!(parse(Kind::Count, "-1").is_err());
-        assert!(parse(Kind::Size, "lots").unwrap_err().contains("size"));
-        assert!(parse(Kind::Duration, "5").unwrap_err().contains("duration"));
-        // Every variable has a kind (a name missing from VARS would be parsed as a count).
-        for (name, kind) in VARS {
-            assert_eq!(kind_of(name), *kind);
-        }
+        assert_eq!(parse_size(" 4MiB "), Ok(4 << 20));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_count("0"), Ok(0));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_count("four").unwrap_err().contains("whole number"));
+        assert!(parse_count("-1").is_err());
+        assert!(parse_size("lots").unwrap_err().contains("size"));
+        assert!(parse_size(" ").is_err(), "an empty size is no size");
+        assert!(parse_duration("5").unwrap_err().contains("duration"));
     }
 }

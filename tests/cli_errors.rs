@@ -130,17 +130,9 @@ fn a_malformed_tuning_variable_is_a_clear_error() {
         );
     }
     // Set and well formed, or empty: fine.
-    let out = env
-        .cmd()
-        .env("QUACKFS_READAHEAD", "0")
-        .env("QUACKFS_FETCH_WINDOW", "")
-        .args(["log"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    env.ok_env(
+        &[("QUACKFS_READAHEAD", "0"), ("QUACKFS_FETCH_WINDOW", "")],
+        &["log"],
     );
 }
 

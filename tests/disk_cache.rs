@@ -104,17 +104,7 @@ fn disk_cache(env: Env) {
     );
     // `merge` reads the segments its own layer replaces: it adds nothing to the disk cache.
     let before: std::collections::BTreeSet<_> = cache_files(&env.home()).into_iter().collect();
-    let out = env
-        .cmd_env(&envs)
-        .args(["merge", "--json"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = env.ok_env(&envs, &["merge", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert!(
         report["bytes_written"].as_u64().unwrap_or(0) > 0,

@@ -174,17 +174,8 @@ fn small_syncs_kept_in_the_catalog_read_back_on_another_host() {
     check("from-catalog");
     m.unmount();
     // gc moves what is left in the catalog into S3; B reads the same bytes from there.
-    let out = a
-        .cmd_env(&[("QUACKFS_INLINE_SPILL_AFTER", "0s")])
-        .args(["--json", "gc"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = a.ok_env(&[("QUACKFS_INLINE_SPILL_AFTER", "0s")], &["--json", "gc"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(r["inline_moved"].as_u64().unwrap() >= 3, "{r}");
     assert_eq!(inline_count(), 0);
     check("from-s3");

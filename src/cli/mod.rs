@@ -331,10 +331,8 @@ impl Ctx {
 /// Argument parser for sizes (`--cache-size 512MiB`): accepts what `bytesize` reads (`512MiB`,
 /// `1.5 GB`, `4096`), so a typo is a usage error (exit 2) before anything runs. Keeps the text.
 pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
-    match text.trim().parse::<bytesize::ByteSize>() {
-        Ok(b) if !text.trim().is_empty() => Ok(b.as_u64()),
-        _ => Err("expected a size such as 512MiB, 2GiB or 1048576".to_string()),
-    }
+    quackfs::tuning::parse_size(text)
+        .map_err(|_| "expected a size such as 512MiB, 2GiB or 1048576".to_string())
 }
 
 /// Argument parser for durations (`--retain 7d`): what `humantime` reads, checked up front.

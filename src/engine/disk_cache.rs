@@ -13,7 +13,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 /// Entry header: magic, key length (u16), key, offset (u64), data length (u32), crc32c (u32).
@@ -53,7 +53,7 @@ pub struct DiskCache {
     /// Entries found damaged (removed and fetched again).
     pub corrupt: AtomicU64,
     /// Whether puts add entries (off: the cache is only read).
-    fill: std::sync::atomic::AtomicBool,
+    fill: AtomicBool,
 }
 
 #[derive(Default)]
@@ -85,7 +85,7 @@ impl DiskCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
-            fill: std::sync::atomic::AtomicBool::new(true),
+            fill: AtomicBool::new(true),
         })
     }
 

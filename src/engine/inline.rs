@@ -32,7 +32,7 @@ pub const INLINE_MAX_LOCAL: usize = 64 << 10;
 pub fn inline_max(local_store: bool) -> usize {
     static MAX: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let set = *MAX.get_or_init(|| {
-        crate::tuning::size("QUACKFS_INLINE_MAX").map(|b| b.min(usize::MAX as u64) as usize)
+        crate::tuning::size("QUACKFS_INLINE_MAX").map(|b| usize::try_from(b).unwrap_or(usize::MAX))
     });
     set.unwrap_or(if local_store {
         INLINE_MAX_LOCAL

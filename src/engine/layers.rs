@@ -196,24 +196,6 @@ impl LayerCache {
         if let Some(b) = self.memory_hit(&cache_key) {
             return Ok(b);
         }
-        // A fetch that holds this extent is under way (ahead of a reader, or another reader's
-        // miss): wait for it rather than fetch the same bytes twice.
-        if let Some(pending) = self.ahead.in_flight(key, data_off) {
-            pending.await;
-            if let Some(b) = self.memory_hit(&cache_key) {
-                return Ok(b);
-            }
-        }
-        crate::metrics::add(&crate::metrics::GLOBAL.memory_cache_misses, 1);
-        if let Some(b) = self
-            .disk
-            .as_ref()
-            .and_then(|d| d.get(key, data_off, Some(crc)))
-        {
-            lock(&self.extents).put(cache_key, b.clone());
-            self.read_ahead(key, data_off, Some(data_off + len as u64));
-            return Ok(b);
-        }
         // The extent, and the ones right after it in the object while they fit the window.
         let window = self.window_bytes();
         let offsets = lock(&self.by_offset).get(key).cloned();
@@ -222,8 +204,9 @@ impl LayerCache {
             None => vec![(data_off, len, crc)],
         };
         let demand_end = run.last().map_or(data_off, |(o, l, _)| o + *l as u64);
-        // Registered as under way (unless another reader's fetch got there first: then wait
-        // for it once), so concurrent misses of these extents wait for this fetch.
+        // Registered as under way, so concurrent misses of these extents wait for this fetch;
+        // if a fetch that holds this extent is under way already (ahead of a reader, or another
+        // reader's miss), wait for it once rather than fetch the same bytes twice.
         let _fetching = match self.ahead.claim(key, data_off, demand_end) {
             Ok(claimed) => Some(claimed),
             Err(pending) => {
@@ -234,6 +217,16 @@ impl LayerCache {
                 self.ahead.claim(key, data_off, demand_end).ok()
             }
         };
+        crate::metrics::add(&crate::metrics::GLOBAL.memory_cache_misses, 1);
+        if let Some(b) = self
+            .disk
+            .as_ref()
+            .and_then(|d| d.get(key, data_off, Some(crc)))
+        {
+            lock(&self.extents).put(cache_key, b.clone());
+            self.read_ahead(key, data_off, Some(data_off + len as u64));
+            return Ok(b);
+        }
         // Fetches ahead (if the reads go forward) start before this one is awaited.
         self.read_ahead(key, data_off, Some(demand_end));
         let fetched =
@@ -415,10 +408,7 @@ async fn fetch_run(
 const REMOTE_READAHEAD: usize = 4;
 
 fn readahead_windows(local: bool) -> usize {
-    crate::tuning::count("QUACKFS_READAHEAD")
-        .map_or(if local { 0 } else { REMOTE_READAHEAD }, |n| {
-            n.min(usize::MAX as u64) as usize
-        })
+    crate::tuning::count("QUACKFS_READAHEAD").unwrap_or(if local { 0 } else { REMOTE_READAHEAD })
 }
 
 /// Readers of one object that go forward (a scan, or DuckDB's threads scanning neighbouring row
@@ -497,23 +487,18 @@ impl Readahead {
         self.permits.clone().try_acquire_owned().ok()
     }
 
-    /// The completion of a fetch that covers `off` of `key`, if one is under way.
-    fn in_flight(&self, key: &str, off: u64) -> Option<Pending> {
-        Self::covering(&lock(&self.state.0), key, off)
-    }
-
-    fn covering(st: &AheadState, key: &str, off: u64) -> Option<Pending> {
-        let (_, (end, p)) = st.in_flight.get(key)?.range(..=off).next_back()?;
-        (off < *end).then(|| p.clone())
-    }
-
     /// Registers a fetch of `[start, end)` of `key` as under way (until the returned guard is
     /// dropped), unless a fetch covering `start` is under way already: then its completion.
     fn claim(&self, key: &str, start: u64, end: u64) -> std::result::Result<InFlight, Pending> {
         use futures::FutureExt;
         let mut st = lock(&self.state.0);
-        if let Some(p) = Self::covering(&st, key, start) {
-            return Err(p);
+        let under_way = st
+            .in_flight
+            .get(key)
+            .and_then(|m| m.range(..=start).next_back())
+            .filter(|(_, (end, _))| start < *end);
+        if let Some((_, (_, p))) = under_way {
+            return Err(p.clone());
         }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let pending: Pending = async move {
@@ -770,16 +755,19 @@ mod tests {
         let (cache, before) = cache_over(&store, size, 0).await;
         let cache = Arc::new(cache);
         let index = Arc::new(index);
-        // Eight readers miss extents of the first window (0..4) at once.
-        let readers: Vec<_> = (0..8)
-            .map(|r| {
-                let (cache, index) = (cache.clone(), index.clone());
-                tokio::spawn(async move {
-                    let i = r % 4;
-                    (i, read(&cache, &index, i).await)
-                })
+        // Eight readers miss extents of the first window (0..4) while the first one's fetch of
+        // it is under way. (It goes first: a reader of extent 2 going first would fetch the
+        // window from extent 2 on, and extent 0 would need a request of its own.)
+        let spawn_reader = |r: usize| {
+            let (cache, index) = (cache.clone(), index.clone());
+            tokio::spawn(async move {
+                let i = r % 4;
+                (i, read(&cache, &index, i).await)
             })
-            .collect();
+        };
+        let mut readers = vec![spawn_reader(0)];
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        readers.extend((1..8).map(spawn_reader));
         for r in readers {
             let (i, got) = r.await.unwrap();
             assert_eq!(got.unwrap(), extent_data(i), "extent {i}");

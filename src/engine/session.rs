@@ -195,8 +195,7 @@ pub const COMPACT_FAN_IN: usize = 32;
 /// The compaction fan-in in effect: `QUACKFS_COMPACT_FAN_IN` (0 turns compaction off), else
 /// [`COMPACT_FAN_IN`].
 fn compact_fan_in() -> usize {
-    crate::tuning::count("QUACKFS_COMPACT_FAN_IN")
-        .map_or(COMPACT_FAN_IN, |n| n.min(usize::MAX as u64) as usize)
+    crate::tuning::count("QUACKFS_COMPACT_FAN_IN").unwrap_or(COMPACT_FAN_IN)
 }
 /// Most segments merged at once.
 const COMPACT_MAX: usize = 64;

@@ -110,7 +110,12 @@ impl Env {
 
     /// Runs quackfs, expecting success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd().args(args).output().expect("run quackfs");
+        self.ok_env(&[], args)
+    }
+
+    /// `ok` with extra environment variables for the quackfs process.
+    pub fn ok_env(&self, envs: &[(&str, &str)], args: &[&str]) -> String {
+        let out = self.cmd_env(envs).args(args).output().expect("run quackfs");
         assert!(
             out.status.success(),
             "quackfs {args:?} failed: {}\n{}",
