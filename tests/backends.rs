@@ -632,6 +632,7 @@ async fn pg_catalog_suite() {
     let cat = quackfs::catalog::open(&url).await.unwrap();
     let started = Instant::now();
     quackfs::catalog::testsuite::run(cat.clone(), &tag()).await;
+    quackfs::catalog::testsuite::syncs_and_checkpoint_commits(cat.clone(), &tag()).await;
     quackfs::catalog::testsuite::concurrent_commits(cat.clone(), &tag()).await;
     eprintln!("catalog suite on PostgreSQL: {:.2?}", started.elapsed());
 }

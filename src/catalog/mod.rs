@@ -717,6 +717,7 @@ mod sqlite_suite {
             .await
             .unwrap();
         super::testsuite::run(cat.clone(), "aaaa").await;
+        super::testsuite::syncs_and_checkpoint_commits(cat.clone(), "dddd").await;
         super::testsuite::concurrent_commits(cat, "bbbb").await;
     }
 

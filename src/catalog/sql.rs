@@ -59,6 +59,128 @@ impl SqliteCatalog {
         None
     }
 
+    /// The hot path of every DuckDB commit on a mount. Each statement is a hand-off to the
+    /// connection's worker thread, so the steps go in four: the write transaction (it holds the
+    /// whole database: no branch lock), the fenced upsert of the branch's next sequence number,
+    /// one batch of the inserts and the commit. PostgreSQL makes the same steps in one call of
+    /// `quackfs_register_sync` (migrations/postgres/0009_one_trip_sync.sql).
+    async fn register_sync_impl(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
+        let n = req.layers.len() as i64;
+        let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+        // No row if the writer's lease moved on or was released: fenced.
+        let row = sqlx::query(
+            "INSERT INTO pending (repo_id, branch, next_seq, synced_at) \
+             SELECT repo_id, branch, $3, $4 FROM leases \
+             WHERE repo_id = $1 AND branch = $2 AND generation = $5 AND released = 0 \
+             ON CONFLICT (repo_id, branch) DO UPDATE SET next_seq = next_seq + $3, synced_at = $4 \
+             RETURNING next_seq",
+        )
+        .bind(req.repo_id)
+        .bind(&req.branch)
+        .bind(n)
+        .bind(req.now)
+        .bind(req.generation)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| self.db(e))?;
+        let Some(row) = row else {
+            return Err(CatalogError::Fenced(req.branch.clone()));
+        };
+        let seq = row.try_get::<i64, _>("next_seq").map_err(|e| self.db(e))? - n;
+        // (The writer's session holds these layers by their id prefix: no registration row.)
+        let mut batch = Batch::new(req.repo_id, &req.branch, req.now);
+        let mut layers = Vec::with_capacity(req.layers.len());
+        for (i, SyncLayer { row: mut l, inline }) in req.layers.into_iter().enumerate() {
+            l.seq = seq + i as i64;
+            l.commit_id = None;
+            if let Some(bytes) = inline {
+                batch.inline_object(&l.id, bytes);
+            }
+            batch.pending_layer(&l);
+            layers.push(l);
+        }
+        batch.pending_files(&req.files);
+        batch.execute(&mut tx).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(layers)
+    }
+
+    /// A checkpoint or `quackfs commit`, in four hand-offs as [`register_sync_impl`]
+    /// (Self::register_sync_impl): the write transaction, one query of what the commit needs,
+    /// one batch of the writes and the commit. PostgreSQL makes the same steps in one call of
+    /// `quackfs_commit_pending` (migrations/postgres/0009_one_trip_sync.sql).
+    async fn commit_pending_impl(
+        &self,
+        repo_id: i64,
+        branch: &str,
+        commit: NewCommit,
+        allow_empty: bool,
+    ) -> Result<Commit, CatalogError> {
+        let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+        let row = sqlx::query(
+            "SELECT r.commit_id AS head, c.id AS parent, c.depth, c.created_at, \
+             EXISTS (SELECT 1 FROM pending WHERE repo_id = $1 AND branch = $2) AS pending, \
+             (SELECT COALESCE(SUM(size_bytes), 0) FROM layers \
+              WHERE repo_id = $1 AND branch = $2 AND commit_id IS NULL AND superseded_at IS NULL) AS bytes_added, \
+             (SELECT COALESCE(SUM(size), 0) FROM pending_files WHERE repo_id = $1 AND branch = $2) AS pending_size, \
+             (SELECT COALESCE(SUM(size), 0) FROM commit_files WHERE commit_id = r.commit_id) AS head_size \
+             FROM refs r LEFT JOIN commits c ON c.id = r.commit_id \
+             WHERE r.repo_id = $1 AND r.name = $2 AND r.kind = 'branch'",
+        )
+        .bind(repo_id)
+        .bind(branch)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| self.db(e))?;
+        let Some(row) = row else {
+            return Err(CatalogError::NotFound {
+                what: "branch",
+                name: branch.to_string(),
+            });
+        };
+        let get = |name: &str| row.try_get::<i64, _>(name).map_err(|e| self.db(e));
+        let head: String = row.try_get("head").map_err(|e| self.db(e))?;
+        if row
+            .try_get::<Option<String>, _>("parent")
+            .map_err(|e| self.db(e))?
+            .is_none()
+        {
+            return Err(CatalogError::NotFound {
+                what: "commit",
+                name: head,
+            });
+        }
+        let pending = get("pending")? != 0;
+        if !pending && !allow_empty {
+            return Err(CatalogError::NothingPending);
+        }
+        let c = Commit {
+            id: commit.id,
+            repo_id,
+            parent_id: Some(head.clone()),
+            depth: get("depth")? + 1,
+            kind: commit.kind,
+            message: commit.message,
+            author: commit.author,
+            // Commit times are monotonic along a branch even if the clock steps back.
+            created_at: commit.time.max(get("created_at")? + 1),
+            bytes_added: get("bytes_added")?,
+            logical_size: if pending {
+                get("pending_size")?
+            } else {
+                get("head_size")?
+            },
+            expired_at: None,
+            merge_parent_id: commit.merge_parent,
+        };
+        // The write transaction read the head: nobody can move it before this commits.
+        let mut batch = Batch::new(repo_id, branch, c.created_at);
+        batch.seal(&c, pending, &format!("{}: {}", c.kind.as_str(), c.message));
+        batch.execute(&mut tx).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(c)
+    }
+
     /// Opens (creating if needed) the SQLite catalog at `path` and applies migrations.
     pub async fn open(path: &str) -> Result<Self, CatalogError> {
         let url = format!("sqlite://{path}");
@@ -105,6 +227,172 @@ impl SqliteCatalog {
         // IMMEDIATE takes the write lock up front, so a read-then-write transaction never fails
         // half-way with SQLITE_BUSY when another process writes.
         self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+/// Statements of one SQLite write transaction sent as one query (one hand-off to the
+/// connection's worker thread instead of one per statement). sqlx binds `$N` by its number
+/// across all the statements of a query: `$1` is the repository, `$2` the branch, `$3` the time.
+/// A batch of very many values becomes several queries (SQLite allows 32,766 in one).
+struct Batch {
+    done: Vec<(String, sqlx::sqlite::SqliteArguments)>,
+    sql: String,
+    args: sqlx::sqlite::SqliteArguments,
+    /// The first value that failed to encode (reported by `execute`).
+    failed: Option<sqlx::error::BoxDynError>,
+    next: usize,
+    common: (i64, String, Millis),
+}
+
+impl Batch {
+    const MAX_VALUES: usize = 10_000;
+
+    fn new(repo_id: i64, branch: &str, now: Millis) -> Self {
+        let mut b = Batch {
+            done: Vec::new(),
+            sql: String::new(),
+            args: Default::default(),
+            failed: None,
+            next: 1,
+            common: (repo_id, branch.to_string(), now),
+        };
+        b.start();
+        b
+    }
+
+    /// Binds `$1`..`$3` of a new query.
+    fn start(&mut self) {
+        let (repo_id, branch, now) = self.common.clone();
+        self.arg(repo_id);
+        self.arg(branch);
+        self.arg(now);
+    }
+
+    /// Called before each statement: a full query is set aside and a new one started.
+    fn statement(&mut self) {
+        if self.next > Self::MAX_VALUES {
+            let sql = std::mem::take(&mut self.sql);
+            let args = std::mem::take(&mut self.args);
+            self.done.push((sql, args));
+            self.next = 1;
+            self.start();
+        }
+    }
+
+    /// Adds a value; returns its placeholder.
+    fn arg<'t, T>(&mut self, v: T) -> String
+    where
+        T: sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    {
+        use sqlx::Arguments;
+        if let Err(e) = self.args.add(v) {
+            self.failed.get_or_insert(e);
+        }
+        let p = format!("${}", self.next);
+        self.next += 1;
+        p
+    }
+
+    fn inline_object(&mut self, id: &str, bytes: Vec<u8>) {
+        self.statement();
+        let (id, bytes) = (self.arg(id.to_string()), self.arg(bytes));
+        self.sql.push_str(&format!(
+            "INSERT INTO inline_objects (id, repo_id, bytes, created_at) VALUES ({id}, $1, {bytes}, $3);\n"
+        ));
+    }
+
+    fn pending_layer(&mut self, l: &LayerRow) {
+        self.statement();
+        let v = [
+            self.arg(l.id.clone()),
+            self.arg(l.seq),
+            self.arg(layer_kind_str(l.kind)),
+            self.arg(l.object_key.clone()),
+            self.arg(l.size_bytes),
+            self.arg(l.min_time),
+            self.arg(l.max_time),
+            self.arg(l.created_at),
+        ]
+        .join(", ");
+        self.sql.push_str(&format!(
+            "INSERT INTO layers (id, seq, kind, object_key, size_bytes, min_time, max_time, created_at, repo_id, commit_id, branch) \
+             VALUES ({v}, $1, NULL, $2);\n"
+        ));
+    }
+
+    /// The branch's complete pending file table.
+    fn pending_files(&mut self, files: &[FileRow]) {
+        self.statement();
+        self.sql
+            .push_str("DELETE FROM pending_files WHERE repo_id = $1 AND branch = $2;\n");
+        for f in files {
+            self.statement();
+            let v = [
+                self.arg(f.path.clone()),
+                self.arg(f.file_id),
+                self.arg(f.size),
+            ]
+            .join(", ");
+            self.sql.push_str(&format!(
+                "INSERT INTO pending_files (repo_id, branch, path, file_id, size) VALUES ($1, $2, {v});\n"
+            ));
+        }
+    }
+
+    /// Commit `c` on top of its parent, the branch's head: adopts the pending layers and file
+    /// table (`pending`; else the head's files are kept), moves the branch, logs the move.
+    fn seal(&mut self, c: &Commit, pending: bool, reason: &str) {
+        self.statement();
+        let parent = c.parent_id.clone().unwrap_or_default();
+        let v = [
+            self.arg(c.id.clone()),
+            self.arg(parent),
+            self.arg(c.depth),
+            self.arg(c.kind.as_str()),
+            self.arg(c.message.clone()),
+            self.arg(c.author.clone()),
+            self.arg(c.bytes_added),
+            self.arg(c.logical_size),
+            self.arg(c.merge_parent_id.clone()),
+            self.arg(reason.to_string()),
+        ];
+        let [id, parent, depth, kind, message, author, bytes, size, merge, reason] = &v;
+        let files = if pending {
+            "SELECT {id}, path, file_id, size FROM pending_files WHERE repo_id = $1 AND branch = $2"
+        } else {
+            "SELECT {id}, path, file_id, size FROM commit_files WHERE commit_id = {parent}"
+        }
+        .replace("{id}", id)
+        .replace("{parent}", parent);
+        self.sql.push_str(&format!(
+            "UPDATE refs SET commit_id = {id}, updated_at = $3 \
+             WHERE repo_id = $1 AND name = $2 AND kind = 'branch' AND commit_id = {parent};\n\
+             INSERT INTO commits (id, repo_id, parent_id, depth, kind, message, author, created_at, bytes_added, logical_size, merge_parent_id) \
+             VALUES ({id}, $1, {parent}, {depth}, {kind}, {message}, {author}, $3, {bytes}, {size}, {merge});\n\
+             INSERT INTO commit_files (commit_id, path, file_id, size) {files};\n\
+             UPDATE layers SET commit_id = {id}, branch = NULL WHERE repo_id = $1 AND branch = $2 AND commit_id IS NULL;\n\
+             DELETE FROM pending_files WHERE repo_id = $1 AND branch = $2;\n\
+             DELETE FROM pending WHERE repo_id = $1 AND branch = $2;\n\
+             INSERT INTO reflog (repo_id, branch, old_commit, new_commit, at, reason) VALUES ($1, $2, {parent}, {id}, $3, {reason});\n"
+        ));
+    }
+
+    async fn execute(
+        mut self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    ) -> Result<(), sqlx::Error> {
+        if let Some(e) = self.failed {
+            return Err(sqlx::Error::Encode(e));
+        }
+        self.done.push((self.sql, self.args));
+        for (sql, args) in self.done {
+            if !sql.is_empty() {
+                sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -201,6 +489,133 @@ impl PgCatalog {
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         self.pool.begin().await
+    }
+
+    /// One round trip: `quackfs_register_sync` (migrations/postgres/0009_one_trip_sync.sql) makes
+    /// the steps of [`SqliteCatalog`]'s statements on the server.
+    async fn register_sync_impl(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
+        let n = req.layers.len();
+        let (mut ids, mut kinds, mut keys) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut sizes, mut min_times, mut max_times, mut created) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut inline: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
+        let mut layers = Vec::with_capacity(n);
+        for SyncLayer { row, inline: bytes } in req.layers {
+            ids.push(row.id.clone());
+            kinds.push(layer_kind_str(row.kind));
+            keys.push(row.object_key.clone());
+            sizes.push(row.size_bytes);
+            min_times.push(row.min_time);
+            max_times.push(row.max_time);
+            created.push(row.created_at);
+            inline.push(bytes);
+            layers.push(row);
+        }
+        let paths: Vec<&str> = req.files.iter().map(|f| f.path.as_str()).collect();
+        let file_ids: Vec<i64> = req.files.iter().map(|f| f.file_id).collect();
+        let file_sizes: Vec<i64> = req.files.iter().map(|f| f.size).collect();
+        let row = sqlx::query(
+            "SELECT quackfs_register_sync($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) AS seq",
+        )
+        .bind(req.repo_id)
+        .bind(&req.branch)
+        .bind(req.generation)
+        .bind(req.now)
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&keys)
+        .bind(&sizes)
+        .bind(&min_times)
+        .bind(&max_times)
+        .bind(&created)
+        .bind(&inline)
+        .bind(&paths)
+        .bind(&file_ids)
+        .bind(&file_sizes)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.call_error(e, &req.branch))?;
+        let seq: i64 = row.try_get("seq").map_err(|e| self.db(e))?;
+        for (i, l) in layers.iter_mut().enumerate() {
+            l.seq = seq + i as i64;
+            l.commit_id = None;
+        }
+        Ok(layers)
+    }
+
+    /// One round trip: `quackfs_commit_pending` (migrations/postgres/0009_one_trip_sync.sql).
+    async fn commit_pending_impl(
+        &self,
+        repo_id: i64,
+        branch: &str,
+        commit: NewCommit,
+        allow_empty: bool,
+    ) -> Result<Commit, CatalogError> {
+        let reason = format!("{}: {}", commit.kind.as_str(), commit.message);
+        let row = sqlx::query(
+            "SELECT o_parent, o_depth, o_created_at, o_bytes_added, o_logical_size \
+             FROM quackfs_commit_pending($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(repo_id)
+        .bind(branch)
+        .bind(&commit.id)
+        .bind(commit.kind.as_str())
+        .bind(&commit.message)
+        .bind(&commit.author)
+        .bind(commit.time)
+        .bind(&commit.merge_parent)
+        .bind(allow_empty)
+        .bind(&reason)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.call_error(e, branch))?;
+        let g = || -> Result<Commit, sqlx::Error> {
+            Ok(Commit {
+                id: commit.id.clone(),
+                repo_id,
+                parent_id: Some(row.try_get("o_parent")?),
+                depth: row.try_get("o_depth")?,
+                kind: commit.kind,
+                message: commit.message.clone(),
+                author: commit.author.clone(),
+                created_at: row.try_get("o_created_at")?,
+                bytes_added: row.try_get("o_bytes_added")?,
+                logical_size: row.try_get("o_logical_size")?,
+                expired_at: None,
+                merge_parent_id: commit.merge_parent.clone(),
+            })
+        };
+        g().map_err(|e| self.db(e))
+    }
+
+    /// The error of a call of one of the functions of 0009_one_trip_sync.sql: its SQLSTATEs of
+    /// class QF are the catalog's own errors.
+    fn call_error(&self, e: sqlx::Error, branch: &str) -> CatalogError {
+        let (code, message) = match &e {
+            sqlx::Error::Database(d) => (d.code().map(|c| c.into_owned()), d.message().to_string()),
+            _ => (None, String::new()),
+        };
+        match code.as_deref() {
+            Some("QF001") => CatalogError::Fenced(branch.to_string()),
+            Some("QF002") => CatalogError::NotFound {
+                what: "branch",
+                name: branch.to_string(),
+            },
+            Some("QF003") => CatalogError::NothingPending,
+            Some("QF004") => CatalogError::Conflict(format!(
+                "branch {branch:?} moved while the commit was being made"
+            )),
+            Some("QF005") => self.bad(message),
+            _ => self.db(e),
+        }
     }
 }
 
@@ -1149,89 +1564,7 @@ macro_rules! impl_catalog {
             }
 
             async fn register_sync(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
-                // The hot path of every DuckDB commit on a mount: as few statements as it takes.
-                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
-                if $repeatable {
-                    // PostgreSQL: serialise with commits and moves of the branch (SQLite's write
-                    // transaction already holds the whole database).
-                    self.lock_branch(&mut tx, req.repo_id, &req.branch).await?;
-                }
-                // The writer's fence and the next sequence number, in one query.
-                let row = sqlx::query(
-                    "SELECT l.generation, l.released, p.next_seq FROM leases l \
-                     LEFT JOIN pending p ON p.repo_id = l.repo_id AND p.branch = l.branch \
-                     WHERE l.repo_id = $1 AND l.branch = $2",
-                )
-                .bind(req.repo_id)
-                .bind(&req.branch)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| self.db(e))?;
-                let seq = match row {
-                    Some(r) => {
-                        let g: i64 = r.try_get("generation").map_err(|e| self.db(e))?;
-                        let released: i64 = r.try_get("released").map_err(|e| self.db(e))?;
-                        if g != req.generation || released != 0 {
-                            return Err(CatalogError::Fenced(req.branch.clone()));
-                        }
-                        r.try_get::<Option<i64>, _>("next_seq").map_err(|e| self.db(e))?.unwrap_or(0)
-                    }
-                    None => return Err(CatalogError::Fenced(req.branch.clone())),
-                };
-                let next = seq + req.layers.len() as i64;
-                sqlx::query(
-                    "INSERT INTO pending (repo_id, branch, next_seq, synced_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (repo_id, branch) DO UPDATE SET next_seq = $3, synced_at = $4",
-                )
-                .bind(req.repo_id)
-                .bind(&req.branch)
-                .bind(next)
-                .bind(req.now)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.db(e))?;
-                // (The writer's session holds these layers by their id prefix: no registration row.)
-                let mut layers = Vec::with_capacity(req.layers.len());
-                for (i, SyncLayer { row: mut l, inline }) in req.layers.into_iter().enumerate() {
-                    l.seq = seq + i as i64;
-                    l.commit_id = None;
-                    if let Some(bytes) = inline {
-                        sqlx::query("INSERT INTO inline_objects (id, repo_id, bytes, created_at) VALUES ($1, $2, $3, $4)")
-                            .bind(&l.id)
-                            .bind(req.repo_id)
-                            .bind(bytes)
-                            .bind(req.now)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(|e| self.db(e))?;
-                    }
-                    self.insert_layer(&mut tx, req.repo_id, None, Some(&req.branch), &l).await?;
-                    layers.push(l);
-                }
-                sqlx::query("DELETE FROM pending_files WHERE repo_id = $1 AND branch = $2")
-                    .bind(req.repo_id)
-                    .bind(&req.branch)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                // The file table in multi-row inserts.
-                for chunk in req.files.chunks(100) {
-                    let mut sql = String::from("INSERT INTO pending_files (repo_id, branch, path, file_id, size) VALUES ");
-                    for k in 0..chunk.len() {
-                        let b = 3 + 3 * k;
-                        if k > 0 {
-                            sql.push_str(", ");
-                        }
-                        sql.push_str(&format!("($1, $2, ${b}, ${}, ${})", b + 1, b + 2));
-                    }
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(req.repo_id).bind(&req.branch);
-                    for f in chunk {
-                        q = q.bind(&f.path).bind(f.file_id).bind(f.size);
-                    }
-                    q.execute(&mut *tx).await.map_err(|e| self.db(e))?;
-                }
-                tx.commit().await.map_err(|e| self.db(e))?;
-                Ok(layers)
+                self.register_sync_impl(req).await
             }
 
             async fn replace_pending(&self, req: SyncRequest, old: &[String]) -> Result<LayerRow, CatalogError> {
@@ -1784,44 +2117,7 @@ macro_rules! impl_catalog {
                 commit: NewCommit,
                 allow_empty: bool,
             ) -> Result<Commit, CatalogError> {
-                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
-                let head = self.lock_branch(&mut tx, repo_id, branch).await?;
-                let Some(parent) = self.commit_in(&mut tx, &head).await? else {
-                    return Err(CatalogError::NotFound { what: "commit", name: head });
-                };
-                let pending = sqlx::query("SELECT next_seq FROM pending WHERE repo_id = $1 AND branch = $2")
-                    .bind(repo_id)
-                    .bind(branch)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                let id = if pending.is_some() {
-                    None
-                } else if allow_empty {
-                    Some(head.clone())
-                } else {
-                    return Err(CatalogError::NothingPending);
-                };
-                let rows = match id {
-                    None => sqlx::query("SELECT path, file_id, size FROM pending_files WHERE repo_id = $1 AND branch = $2 ORDER BY path")
-                        .bind(repo_id)
-                        .bind(branch)
-                        .fetch_all(&mut *tx)
-                        .await,
-                    Some(id) => sqlx::query("SELECT path, file_id, size FROM commit_files WHERE commit_id = $1 ORDER BY path")
-                        .bind(id)
-                        .fetch_all(&mut *tx)
-                        .await,
-                }
-                .map_err(|e| self.db(e))?;
-                let files = rows
-                    .iter()
-                    .map(|r| self.file_row(r))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let reason = format!("{}: {}", commit.kind.as_str(), commit.message);
-                let c = self.write_commit(&mut tx, repo_id, branch, &parent, &commit, &files, &[], true, &reason).await?;
-                tx.commit().await.map_err(|e| self.db(e))?;
-                Ok(c)
+                self.commit_pending_impl(repo_id, branch, commit, allow_empty).await
             }
         }
     };

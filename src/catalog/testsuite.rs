@@ -277,3 +277,262 @@ pub async fn binding(cat: DynCatalog) {
     cat.confirm_bound().await.unwrap();
     assert!(cat.binding().await.unwrap().bound);
 }
+
+/// The mount's commit path: syncs registered under the writer's lease (fenced otherwise), then
+/// sealed by `commit_pending`. PostgreSQL runs it as one function call per step and SQLite as
+/// statements: both must give these results.
+pub async fn syncs_and_checkpoint_commits(cat: DynCatalog, tag: &str) {
+    let name = format!("sync-{tag}");
+    let (repo, root) = cat
+        .create_repo(&name, commit(&format!("{tag}-sroot"), 1_000))
+        .await
+        .unwrap();
+    let file = |path: &str, file_id: i64, size: i64| FileRow {
+        path: path.into(),
+        file_id,
+        size,
+    };
+    let sync_layer = |id: &str, inline: Option<Vec<u8>>| SyncLayer {
+        row: LayerRow {
+            object_key: if inline.is_some() {
+                format!("{INLINE_PREFIX}{id}")
+            } else {
+                format!("layers/{id}")
+            },
+            ..layer(id, 99, repo.id)
+        },
+        inline,
+    };
+    let sync = |generation: i64, layers: Vec<SyncLayer>, files: Vec<FileRow>| SyncRequest {
+        repo_id: repo.id,
+        branch: "main".into(),
+        generation,
+        layers,
+        files,
+        now: 2_000,
+        session_id: None,
+    };
+    // Nothing pending yet: a checkpoint commit has nothing to seal.
+    assert!(matches!(
+        cat.commit_pending(
+            repo.id,
+            "main",
+            commit(&format!("{tag}-none"), 2_000),
+            false
+        )
+        .await,
+        Err(CatalogError::NothingPending)
+    ));
+    // Without the lease, or with a stale generation, a sync is fenced.
+    assert!(matches!(
+        cat.register_sync(sync(1, vec![sync_layer(&format!("{tag}-s0"), None)], vec![]))
+            .await,
+        Err(CatalogError::Fenced(b)) if b == "main"
+    ));
+    let lease = cat
+        .acquire_lease(repo.id, "main", "suite", 60_000)
+        .await
+        .unwrap();
+    assert!(matches!(
+        cat.register_sync(sync(
+            lease.generation + 1,
+            vec![sync_layer(&format!("{tag}-s0"), None)],
+            vec![]
+        ))
+        .await,
+        Err(CatalogError::Fenced(_))
+    ));
+    assert!(
+        cat.pending(repo.id, "main").await.unwrap().is_none(),
+        "a fenced sync leaves nothing"
+    );
+
+    // Two syncs: sequence numbers continue, inline bytes are kept, the file table is replaced.
+    let (a, b, c) = (
+        format!("{tag}-sa"),
+        format!("{tag}-sb"),
+        format!("{tag}-sc"),
+    );
+    let first = cat
+        .register_sync(sync(
+            lease.generation,
+            vec![sync_layer(&a, Some(vec![1, 2, 3])), sync_layer(&b, None)],
+            vec![file("x.duckdb", 7, 4096), file("x.duckdb.wal", 8, 10)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|l| (l.id.as_str(), l.seq))
+            .collect::<Vec<_>>(),
+        [(a.as_str(), 0), (b.as_str(), 1)]
+    );
+    let second = cat
+        .register_sync(sync(
+            lease.generation,
+            vec![sync_layer(&c, Some(vec![9; 5000]))],
+            vec![file("x.duckdb", 7, 8192)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!((second[0].id.as_str(), second[0].seq), (c.as_str(), 2));
+    assert_eq!(cat.inline_object(&a).await.unwrap(), Some(vec![1, 2, 3]));
+    assert_eq!(cat.inline_object(&c).await.unwrap(), Some(vec![9; 5000]));
+    assert_eq!(
+        cat.inline_object(&b).await.unwrap(),
+        None,
+        "stored, not inline"
+    );
+    let pending = cat
+        .pending(repo.id, "main")
+        .await
+        .unwrap()
+        .expect("pending");
+    assert_eq!(pending.files, vec![file("x.duckdb", 7, 8192)]);
+    assert_eq!(
+        pending
+            .layers
+            .iter()
+            .map(|l| (l.id.as_str(), l.seq, l.object_key.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (a.as_str(), 0, format!("{INLINE_PREFIX}{a}").as_str()),
+            (b.as_str(), 1, format!("layers/{b}").as_str()),
+            (c.as_str(), 2, format!("{INLINE_PREFIX}{c}").as_str()),
+        ]
+    );
+    assert_eq!(pending.synced_at, 2_000);
+
+    // The checkpoint commit adopts them; its time is after its parent's even if the clock is not.
+    let mut new = commit(&format!("{tag}-ckpt"), 500);
+    new.kind = CommitKind::Checkpoint;
+    let sealed = cat
+        .commit_pending(repo.id, "main", new.clone(), false)
+        .await
+        .unwrap();
+    assert_eq!(sealed.parent_id.as_deref(), Some(root.id.as_str()));
+    assert_eq!(sealed.depth, 1);
+    assert_eq!(sealed.created_at, root.created_at + 1);
+    assert_eq!(sealed.bytes_added, 100 + 99 + 100 + 99 + 100 + 99);
+    assert_eq!(sealed.logical_size, 8192);
+    assert_eq!(sealed.kind, CommitKind::Checkpoint);
+    assert_eq!(
+        cat.commit(&sealed.id).await.unwrap().as_ref(),
+        Some(&sealed)
+    );
+    assert_eq!(
+        cat.commit_files(&sealed.id).await.unwrap(),
+        vec![file("x.duckdb", 7, 8192)]
+    );
+    assert_eq!(
+        cat.commit_layers(&sealed.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| (l.id.as_str(), l.seq))
+            .collect::<Vec<_>>(),
+        [(a.as_str(), 0), (b.as_str(), 1), (c.as_str(), 2)]
+    );
+    assert_eq!(
+        cat.get_ref(repo.id, "main")
+            .await
+            .unwrap()
+            .unwrap()
+            .commit_id,
+        sealed.id
+    );
+    let log = cat.reflog(repo.id, "main").await.unwrap();
+    assert_eq!(log[0].old_commit.as_deref(), Some(root.id.as_str()));
+    assert_eq!(log[0].new_commit.as_deref(), Some(sealed.id.as_str()));
+    assert_eq!(log[0].reason, format!("checkpoint: msg {tag}-ckpt"));
+    assert!(cat.pending(repo.id, "main").await.unwrap().is_none());
+    assert!(matches!(
+        cat.commit_pending(
+            repo.id,
+            "main",
+            commit(&format!("{tag}-again"), 9_000),
+            false
+        )
+        .await,
+        Err(CatalogError::NothingPending)
+    ));
+
+    // A sync after the commit starts again at seq 0. A file table of many files (more values
+    // than one SQLite statement takes) arrives whole; an empty commit keeps the head's files.
+    let d = format!("{tag}-sd");
+    let many: Vec<FileRow> = (0..6_000)
+        .map(|i| file(&format!("f{i:05}.duckdb"), 100 + i, 2))
+        .collect();
+    let next = cat
+        .register_sync(sync(
+            lease.generation,
+            vec![sync_layer(&d, None)],
+            many.clone(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next[0].seq, 0);
+    assert_eq!(
+        cat.pending(repo.id, "main").await.unwrap().unwrap().files,
+        many
+    );
+    let c3 = cat
+        .commit_pending(repo.id, "main", commit(&format!("{tag}-c3"), 9_000), false)
+        .await
+        .unwrap();
+    assert_eq!(cat.commit_files(&c3.id).await.unwrap(), many);
+    assert_eq!((c3.bytes_added, c3.logical_size), (199, 12_000));
+    let empty = cat
+        .commit_pending(
+            repo.id,
+            "main",
+            commit(&format!("{tag}-empty"), 9_500),
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!((empty.bytes_added, empty.logical_size), (0, 12_000));
+    assert_eq!(cat.commit_files(&empty.id).await.unwrap(), many);
+    let mut tagged = commit(&format!("{tag}-merge"), 9_600);
+    tagged.merge_parent = Some(root.id.clone());
+    cat.register_sync(sync(
+        lease.generation,
+        vec![sync_layer(&format!("{tag}-se"), None)],
+        vec![file("y.duckdb", 9, 1)],
+    ))
+    .await
+    .unwrap();
+    let merged = cat
+        .commit_pending(repo.id, "main", tagged, false)
+        .await
+        .unwrap();
+    assert_eq!(merged.merge_parent_id.as_deref(), Some(root.id.as_str()));
+    assert_eq!(
+        cat.commit(&merged.id).await.unwrap().as_ref(),
+        Some(&merged)
+    );
+    let kept = cat
+        .commit_pending(repo.id, "main", commit(&format!("{tag}-keep"), 9_700), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        cat.commit_files(&kept.id).await.unwrap(),
+        vec![file("y.duckdb", 9, 1)]
+    );
+
+    // After the lease is released, syncs are fenced; an unknown branch is not found (or fenced).
+    cat.release_lease(repo.id, "main", lease.generation)
+        .await
+        .unwrap();
+    assert!(matches!(
+        cat.register_sync(sync(lease.generation, vec![], vec![]))
+            .await,
+        Err(CatalogError::Fenced(_))
+    ));
+    assert!(matches!(
+        cat.commit_pending(repo.id, "nope", commit(&format!("{tag}-nope"), 1), true)
+            .await,
+        Err(CatalogError::NotFound { what: "branch", .. })
+    ));
+}
