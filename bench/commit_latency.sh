@@ -8,7 +8,8 @@
 #   local     a file on local disk (the baseline)
 #   embedded  a quackfs mount on the embedded default (SQLite catalog, local objects)
 #   pgs3      a quackfs mount on PostgreSQL + S3 (SeaweedFS), throwaway servers on 127.0.0.1,
-#             S3 behind bench/delay_proxy.py adding BENCH_S3_DELAY_MS (25) per round trip
+#             S3 behind bench/delay_proxy.py adding BENCH_S3_DELAY_MS (25) per round trip;
+#             PostgreSQL durable (fsync and synchronous_commit on) unless BENCH_PG_DURABLE=0
 # Workloads: BENCH_SINGLE (1000) single-row autocommit INSERTs, and BENCH_TXNS (20) transactions
 # of UPDATE 1000 rows + INSERT 100 + COMMIT + CHECKPOINT on a BENCH_ROWS (1000000) row table.
 #
@@ -33,8 +34,8 @@ SVC=$(mktemp -d /tmp/qfs-bench-svc.XXXXXX)
 PROXY_PID=
 cleanup_proxy() { if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null || true; fi; }
 trap 'cleanup_mounts; cleanup_proxy; cleanup_services; cleanup_workdir' EXIT
-log "starting PostgreSQL + S3 in $SVC"
-bash "$BENCH_ROOT/scripts/services.sh" up "$SVC" >/dev/null 2>"$WORK/services.log" ||
+log "starting PostgreSQL + S3 in $SVC (durable PostgreSQL: ${BENCH_PG_DURABLE:-1})"
+QUACKFS_SERVICES_DURABLE=${BENCH_PG_DURABLE:-1} bash "$BENCH_ROOT/scripts/services.sh" up "$SVC" >/dev/null 2>"$WORK/services.log" ||
     { cat "$WORK/services.log" >&2; die "scripts/services.sh up failed"; }
 # shellcheck source=/dev/null
 . "$SVC/env"

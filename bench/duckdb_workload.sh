@@ -17,6 +17,7 @@
 #   BENCH_BACKEND=embedded|pgs3      where the mount keeps its data: the embedded catalog and local
 #                                    objects (default), or PostgreSQL + S3 (SeaweedFS) on 127.0.0.1,
 #                                    started for this run with scripts/services.sh and purged after
+#   BENCH_PG_DURABLE=1               0 = PostgreSQL with fsync and synchronous_commit off (pgs3)
 #
 # Issue targets (mount / local disk): whole workload <= 1.15x, the transaction phase <= 1.5x,
 # queries <= 1.2x; stored bytes after the run <= 1.05x the logical bytes that survive.
@@ -60,8 +61,8 @@ if [ "$BACKEND" = pgs3 ]; then
     # Throwaway PostgreSQL + SeaweedFS, stopped and purged on exit (after the mounts are gone).
     SVC=$(mktemp -d /tmp/qfs-bench-svc.XXXXXX)
     trap 'cleanup_mounts; cleanup_services; cleanup_workdir' EXIT
-    log "starting PostgreSQL + S3 in $SVC"
-    bash "$BENCH_ROOT/scripts/services.sh" up "$SVC" >/dev/null 2>"$WORK/services.log" ||
+    log "starting PostgreSQL + S3 in $SVC (durable PostgreSQL: ${BENCH_PG_DURABLE:-1})"
+    QUACKFS_SERVICES_DURABLE=${BENCH_PG_DURABLE:-1} bash "$BENCH_ROOT/scripts/services.sh" up "$SVC" >/dev/null 2>"$WORK/services.log" ||
         { cat "$WORK/services.log" >&2; die "scripts/services.sh up failed"; }
     # shellcheck source=/dev/null
     . "$SVC/env"

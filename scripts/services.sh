@@ -11,11 +11,13 @@
 # DIR/run (PostgreSQL socket dir), DIR/s3 (SeaweedFS data), DIR/*.log, DIR/ports, DIR/env.
 # PostgreSQL: database and user `quackfs` (password `quackfs`, trust auth on loopback).
 # S3: bucket `quackfs`, credentials quackfs / quackfs-secret. Both are tuned for speed, not
-# durability (fsync=off): never keep data you care about here.
+# durability (fsync=off): never keep data you care about here. QUACKFS_SERVICES_DURABLE=1 at
+# the first `up` of DIR makes PostgreSQL durable instead (fsync, synchronous_commit and
+# full_page_writes on, as a production server runs): benchmarks of commit latency use it.
 set -euo pipefail
 
 SELF=$(realpath "$0")
-usage() { sed -n '2,14p' "$SELF" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$SELF" | sed 's/^# \{0,1\}//'; }
 
 CMD=${1:-}
 [ $# -gt 0 ] && shift
@@ -198,10 +200,12 @@ start_pg() {
 # --- scripts/services.sh (throwaway test server) ---
 listen_addresses = '127.0.0.1'
 max_connections = 300
-fsync = off
-synchronous_commit = off
-full_page_writes = off
 EOF
+        if [ "${QUACKFS_SERVICES_DURABLE:-0}" = 1 ]; then
+            printf 'fsync = on\nsynchronous_commit = on\nfull_page_writes = on\n' >>"$PGDATA/postgresql.conf"
+        else
+            printf 'fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n' >>"$PGDATA/postgresql.conf"
+        fi
     fi
 
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
