@@ -199,24 +199,30 @@ impl LayerCache {
         // The extent, and the ones right after it in the object while they fit the window.
         let window = self.window_bytes();
         let offsets = lock(&self.by_offset).get(key).cloned();
-        let run = match offsets {
+        let mut run = match offsets {
             Some(offsets) => window_run(&offsets, (data_off, len, crc), window),
             None => vec![(data_off, len, crc)],
         };
         let demand_end = run.last().map_or(data_off, |(o, l, _)| o + *l as u64);
         // Registered as under way, so concurrent misses of these extents wait for this fetch;
         // if a fetch that holds this extent is under way already (ahead of a reader, or another
-        // reader's miss), wait for it once rather than fetch the same bytes twice.
-        let _fetching = match self.ahead.claim(key, data_off, demand_end) {
+        // reader's miss), wait for it once rather than fetch the same bytes twice, and the run
+        // stops where a fetch under way starts.
+        let _fetching = match self.ahead.claim(key, data_off, demand_end, true) {
             Ok(claimed) => Some(claimed),
             Err(pending) => {
                 pending.await;
                 if let Some(b) = self.memory_hit(&cache_key) {
                     return Ok(b);
                 }
-                self.ahead.claim(key, data_off, demand_end).ok()
+                self.ahead.claim(key, data_off, demand_end, true).ok()
             }
-        };
+        }
+        .map(|(claimed, end)| {
+            cut_run(&mut run, end);
+            claimed
+        });
+        let demand_end = run.last().map_or(data_off, |(o, l, _)| o + *l as u64);
         crate::metrics::add(&crate::metrics::GLOBAL.memory_cache_misses, 1);
         if let Some(b) = self
             .disk
@@ -274,7 +280,8 @@ impl LayerCache {
             let key_owned = key.to_string();
             // Registered before it starts (the runs ahead start where every fetch under way
             // ends), so a read of these extents meanwhile waits for it.
-            let Ok(fetching) = self.ahead.claim(key, first, end) else {
+            // (Not cut short: the stream counts these bytes as fetched.)
+            let Ok((fetching, _)) = self.ahead.claim(key, first, end, false) else {
                 continue;
             };
             rt.spawn(async move {
@@ -326,6 +333,16 @@ async fn fetch_ahead(
         fetch_run(store, disk, extents, key, &stretch).await?;
     }
     Ok(())
+}
+
+/// Drops the extents of `run` from `end` on (the first one always stays: a claim starts with it).
+fn cut_run(run: &mut Vec<(u64, u32, u32)>, end: u64) {
+    let keep = run
+        .iter()
+        .skip(1)
+        .position(|(o, l, _)| o + *l as u64 > end)
+        .map_or(run.len(), |i| i + 1);
+    run.truncate(keep);
 }
 
 /// The extent `first` and those stored right after it in an object (from its offset table), back
@@ -488,17 +505,27 @@ impl Readahead {
     }
 
     /// Registers a fetch of `[start, end)` of `key` as under way (until the returned guard is
-    /// dropped), unless a fetch covering `start` is under way already: then its completion.
-    fn claim(&self, key: &str, start: u64, end: u64) -> std::result::Result<InFlight, Pending> {
+    /// dropped), unless a fetch covering `start` is under way already: then its completion. With
+    /// `cut`, a fetch under way that starts inside the range cuts it short: the claim covers
+    /// `[start, its start)`. Returns the end claimed.
+    fn claim(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        cut: bool,
+    ) -> std::result::Result<(InFlight, u64), Pending> {
         use futures::FutureExt;
         let mut st = lock(&self.state.0);
-        let under_way = st
-            .in_flight
-            .get(key)
-            .and_then(|m| m.range(..=start).next_back())
-            .filter(|(_, (end, _))| start < *end);
-        if let Some((_, (_, p))) = under_way {
-            return Err(p.clone());
+        let mut end = end;
+        if let Some(m) = st.in_flight.get(key) {
+            // (Not only the last fetch starting before `start`: an older, longer one may hold it.)
+            if let Some((_, (_, p))) = m.range(..=start).rev().find(|(_, (e, _))| start < *e) {
+                return Err(p.clone());
+            }
+            if let Some((&next, _)) = m.range(start + 1..).next().filter(|_| cut) {
+                end = end.min(next);
+            }
         }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let pending: Pending = async move {
@@ -510,12 +537,13 @@ impl Readahead {
             .entry(key.to_string())
             .or_default()
             .insert(start, (end, pending));
-        Ok(InFlight {
+        let claimed = InFlight {
             state: self.state.clone(),
             key: key.to_string(),
             start,
             _done: tx,
-        })
+        };
+        Ok((claimed, end))
     }
 
     fn enabled(&self) -> bool {
@@ -688,6 +716,17 @@ mod tests {
         cache.extent("l", e.data_off, e.len, e.crc).await
     }
 
+    /// Returns once a fetch of object `key` is under way in `cache`.
+    async fn under_way(cache: &LayerCache, key: &str) {
+        for _ in 0..5000 {
+            if lock(&cache.ahead.state.0).in_flight.contains_key(key) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        panic!("no fetch of {key} under way after 5 s");
+    }
+
     /// A cache over `store` (a window of 4 extents) with the layer's index loaded, and the
     /// store's ranged reads so far.
     async fn cache_over(
@@ -766,7 +805,7 @@ mod tests {
             })
         };
         let mut readers = vec![spawn_reader(0)];
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        under_way(&cache, "l").await;
         readers.extend((1..8).map(spawn_reader));
         for r in readers {
             let (i, got) = r.await.unwrap();
@@ -789,6 +828,41 @@ mod tests {
         let second = read(&cache, &index, 9).await;
         assert!(first.await.unwrap().is_err(), "the injected failure");
         assert_eq!(second.unwrap(), extent_data(9));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_miss_stops_where_a_fetch_under_way_starts() {
+        let (store, size, index) = layer_store(None).await;
+        store.set_read_latency_ms(50);
+        let (cache, before) = cache_over(&store, size, 0).await;
+        let cache = Arc::new(cache);
+        let index = Arc::new(index);
+        let len = |i: usize| index.files[0].extents[i].len as u64;
+        let bytes_before = store.range_bytes();
+        // A reader of extent 2 fetches the window 2..6; a reader of extent 0, while that is
+        // under way, fetches 0..2 only (not 0..4: extents 2 and 3 are coming).
+        let second = {
+            let (cache, index) = (cache.clone(), index.clone());
+            tokio::spawn(async move { read(&cache, &index, 2).await })
+        };
+        under_way(&cache, "l").await;
+        assert_eq!(read(&cache, &index, 0).await.unwrap(), extent_data(0));
+        assert_eq!(second.await.unwrap().unwrap(), extent_data(2));
+        for i in 0..6 {
+            assert_eq!(
+                read(&cache, &index, i).await.unwrap(),
+                extent_data(i),
+                "extent {i}"
+            );
+        }
+        assert_eq!(store.count(Op::GetRange) - before, 2);
+        let window: u64 = (2..6).map(len).sum();
+        let head: u64 = (0..2).map(len).sum();
+        assert_eq!(
+            store.range_bytes() - bytes_before,
+            window + head,
+            "each byte asked for once"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

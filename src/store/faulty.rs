@@ -38,6 +38,8 @@ pub struct FaultyStore {
     puts_allowed: AtomicU64,
     /// Milliseconds every ranged read waits before it is answered (a distant store).
     read_latency_ms: AtomicU64,
+    /// Bytes asked for by ranged reads so far.
+    range_bytes: AtomicU64,
 }
 
 impl FaultyStore {
@@ -52,12 +54,18 @@ impl FaultyStore {
             fail_all: AtomicBool::new(false),
             puts_allowed: AtomicU64::new(u64::MAX),
             read_latency_ms: AtomicU64::new(0),
+            range_bytes: AtomicU64::new(0),
         }
     }
 
     /// Every ranged read from now on waits `ms` milliseconds before it is answered.
     pub fn set_read_latency_ms(&self, ms: u64) {
         self.read_latency_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Bytes asked for by ranged reads (`get_range`) so far.
+    pub fn range_bytes(&self) -> u64 {
+        self.range_bytes.load(Ordering::SeqCst)
     }
 
     /// Makes the `n`-th call from now (1-based, counting every operation) fail; `n = 0` disarms.
@@ -148,6 +156,8 @@ impl ObjectStore for FaultyStore {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
         self.check(Op::GetRange, key)?;
+        self.range_bytes
+            .fetch_add(end.saturating_sub(start), Ordering::SeqCst);
         self.inner.get_range(key, start, end).await
     }
 
