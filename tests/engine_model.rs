@@ -94,6 +94,17 @@ fn pattern(seed: u8, off: u64, len: usize) -> Vec<u8> {
 struct ModelFile {
     live: Vec<u8>,
     durable: Vec<u8>,
+    /// Whether its name is durable: a created file's name is registered with its first sync or
+    /// its rename (a crash before either leaves no file).
+    named: bool,
+}
+
+impl ModelFile {
+    /// A sync succeeded: what reads show is durable, and so is the name.
+    fn synced(&mut self) {
+        self.durable = self.live.clone();
+        self.named = true;
+    }
 }
 
 /// A file as the test holds it open on the filesystem.
@@ -205,7 +216,7 @@ impl Case {
         };
         self.fs.fsync(o.ino).await.map_err(io)?;
         let m = self.model(name);
-        m.durable = m.live.clone();
+        m.synced();
         Ok(())
     }
 
@@ -235,7 +246,7 @@ impl Case {
                     let m = self.model(name);
                     match r {
                         // Nothing needed uploading (the size alone, or nothing changed).
-                        Ok(()) => m.durable = m.live.clone(),
+                        Ok(()) => m.synced(),
                         Err(e) => prop_assert_eq!(e.0, libc::EIO),
                     }
                 }
@@ -253,6 +264,8 @@ impl Case {
                 if from != to && self.open.contains_key(from) {
                     self.fs.rename(ROOT, from, ROOT, to, 0).await.map_err(io)?;
                     let o = self.open.remove(from).unwrap();
+                    // The rename registers the name, also of a file never synced (empty).
+                    self.files.get_mut(&o.key).unwrap().named = true;
                     if let Some(old) = self.open.insert(to.to_string(), o) {
                         self.fs.release(old.fh).map_err(io)?;
                         self.files.remove(&old.key);
@@ -362,7 +375,7 @@ impl Case {
             let name = NAMES[*f];
             if self.open.contains_key(name) {
                 let m = self.model(name);
-                m.durable = m.live.clone();
+                m.synced();
             }
         }
         for f in written.intersection(&synced) {
@@ -375,6 +388,7 @@ impl Case {
     fn durable(&self) -> BTreeMap<String, Vec<u8>> {
         self.open
             .iter()
+            .filter(|(_, o)| self.files[&o.key].named)
             .map(|(n, o)| (n.clone(), self.files[&o.key].durable.clone()))
             .collect()
     }
@@ -863,5 +877,81 @@ fn pending_layers_are_compacted() {
             got == model,
             "a fresh mount reads other bytes after compaction"
         );
+    });
+}
+
+/// A created file's name is durable once the file is synced or the directory is: a crash before
+/// either leaves no file; `fsyncdir` registers the new names (empty, as their bytes are durable)
+/// and nothing else, and with nothing new it changes nothing.
+#[test]
+fn new_names_are_durable_after_fsync_or_fsyncdir() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("catalog.sqlite").display());
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let engine = Arc::new(Engine::new(
+            catalog::open(&url).await.unwrap(),
+            store.clone(),
+            tmp.clone(),
+            "t".into(),
+        ));
+        let (repo, _) = engine.init("names").await.unwrap();
+        let fs = open_fs(engine, &repo, dir.path()).await;
+        let create = |name: &'static str| {
+            let fs = fs.clone();
+            async move {
+                fs.create(
+                    ROOT,
+                    name,
+                    0o644,
+                    libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+                )
+                .await
+                .unwrap()
+                .0
+                .ino
+            }
+        };
+        let synced = create("synced").await;
+        let fh = fs.open(synced, libc::O_RDWR).await.unwrap();
+        fs.write(synced, fh, 0, b"kept", false).unwrap();
+        fs.fsync(synced).await.unwrap();
+        let by_dir = create("by-dir").await;
+        let fh = fs.open(by_dir, libc::O_RDWR).await.unwrap();
+        fs.write(by_dir, fh, 0, b"not synced", false).unwrap();
+        let cat = catalog::open(&url).await.unwrap();
+        let pending = || async { cat.pending(repo.id, "main").await.unwrap().unwrap().files };
+        fs.fsyncdir(ROOT).await.unwrap();
+        let files = pending().await;
+        let names: Vec<(&str, i64)> = files.iter().map(|f| (f.path.as_str(), f.size)).collect();
+        assert_eq!(names, [("by-dir", 0), ("synced", 4)]);
+        fs.fsyncdir(ROOT).await.unwrap();
+        assert_eq!(pending().await, files);
+        create("lost").await;
+
+        // A crash: the writer goes away without its final sync.
+        let session = fs.branch_session().unwrap();
+        session.release().await;
+        drop(fs);
+        let engine2 = Arc::new(Engine::new(
+            catalog::open(&url).await.unwrap(),
+            store,
+            tmp,
+            "t".into(),
+        ));
+        let fs2 = open_fs(engine2, &repo, dir.path()).await;
+        let mut want = BTreeMap::new();
+        want.insert("by-dir".to_string(), Vec::new());
+        want.insert("synced".to_string(), b"kept".to_vec());
+        assert_fs_holds(&fs2, &want, "the mount after a crash")
+            .await
+            .unwrap();
     });
 }

@@ -513,6 +513,16 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Registers a sync (fenced by the lease generation); returns the layer with its `seq`.
     async fn register_sync(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError>;
+    /// Registers a sync as [`register_sync`](Catalog::register_sync) and seals the branch's
+    /// pending state (with the sync) into `commit` as
+    /// [`commit_pending`](Catalog::commit_pending) does, in one transaction: the namespace change
+    /// of a mount that completes a DuckDB checkpoint and its checkpoint commit. Nothing of
+    /// either happens if either fails.
+    async fn register_and_commit(
+        &self,
+        req: SyncRequest,
+        commit: NewCommit,
+    ) -> Result<(Vec<LayerRow>, Commit), CatalogError>;
     /// Replaces consecutive pending segments `old` of a branch by one layer (`req.layers[0]`,
     /// already stored) taking the first one's place, fenced by the writer's generation; the old
     /// ones are superseded (the writer still reads them). `Conflict` if one of them is no longer

@@ -65,8 +65,35 @@ impl SqliteCatalog {
     /// one batch of the inserts and the commit. PostgreSQL makes the same steps in one call of
     /// `quackfs_register_sync` (migrations/postgres/0009_one_trip_sync.sql).
     async fn register_sync_impl(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
-        let n = req.layers.len() as i64;
         let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+        let layers = self.register_sync_in(&mut tx, req).await?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(layers)
+    }
+
+    /// A sync and the checkpoint commit it completes in one write transaction (see
+    /// [`Catalog::register_and_commit`]): the statements of both, one commit.
+    async fn register_and_commit_impl(
+        &self,
+        req: SyncRequest,
+        commit: NewCommit,
+    ) -> Result<(Vec<LayerRow>, Commit), CatalogError> {
+        let (repo_id, branch) = (req.repo_id, req.branch.clone());
+        let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+        let layers = self.register_sync_in(&mut tx, req).await?;
+        let c = self
+            .commit_pending_in(&mut tx, repo_id, &branch, commit, false)
+            .await?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok((layers, c))
+    }
+
+    async fn register_sync_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        req: SyncRequest,
+    ) -> Result<Vec<LayerRow>, CatalogError> {
+        let n = req.layers.len() as i64;
         // No row if the writer's lease moved on or was released: fenced.
         let row = sqlx::query(
             "INSERT INTO pending (repo_id, branch, next_seq, synced_at) \
@@ -80,7 +107,7 @@ impl SqliteCatalog {
         .bind(n)
         .bind(req.now)
         .bind(req.generation)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(|e| self.db(e))?;
         let Some(row) = row else {
@@ -100,8 +127,7 @@ impl SqliteCatalog {
             layers.push(l);
         }
         batch.pending_files(&req.files);
-        batch.execute(&mut tx).await.map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))?;
+        batch.execute(tx).await.map_err(|e| self.db(e))?;
         Ok(layers)
     }
 
@@ -117,6 +143,21 @@ impl SqliteCatalog {
         allow_empty: bool,
     ) -> Result<Commit, CatalogError> {
         let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+        let c = self
+            .commit_pending_in(&mut tx, repo_id, branch, commit, allow_empty)
+            .await?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(c)
+    }
+
+    async fn commit_pending_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        repo_id: i64,
+        branch: &str,
+        commit: NewCommit,
+        allow_empty: bool,
+    ) -> Result<Commit, CatalogError> {
         let row = sqlx::query(
             "SELECT r.commit_id AS head, c.id AS parent, c.depth, c.created_at, \
              EXISTS (SELECT 1 FROM pending WHERE repo_id = $1 AND branch = $2) AS pending, \
@@ -129,7 +170,7 @@ impl SqliteCatalog {
         )
         .bind(repo_id)
         .bind(branch)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(|e| self.db(e))?;
         let Some(row) = row else {
@@ -176,8 +217,7 @@ impl SqliteCatalog {
         // The write transaction read the head: nobody can move it before this commits.
         let mut batch = Batch::new(repo_id, branch, c.created_at);
         batch.seal(&c, pending, &format!("{}: {}", c.kind.as_str(), c.message));
-        batch.execute(&mut tx).await.map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))?;
+        batch.execute(tx).await.map_err(|e| self.db(e))?;
         Ok(c)
     }
 
@@ -494,60 +534,16 @@ impl PgCatalog {
     /// One round trip: `quackfs_register_sync` (migrations/postgres/0009_one_trip_sync.sql) makes
     /// the steps of [`SqliteCatalog`]'s statements on the server.
     async fn register_sync_impl(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
-        let n = req.layers.len();
-        let (mut ids, mut kinds, mut keys) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut sizes, mut min_times, mut max_times, mut created) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let mut inline: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
-        let mut layers = Vec::with_capacity(n);
-        for SyncLayer { row, inline: bytes } in req.layers {
-            ids.push(row.id.clone());
-            kinds.push(layer_kind_str(row.kind));
-            keys.push(row.object_key.clone());
-            sizes.push(row.size_bytes);
-            min_times.push(row.min_time);
-            max_times.push(row.max_time);
-            created.push(row.created_at);
-            inline.push(bytes);
-            layers.push(row);
-        }
-        let paths: Vec<&str> = req.files.iter().map(|f| f.path.as_str()).collect();
-        let file_ids: Vec<i64> = req.files.iter().map(|f| f.file_id).collect();
-        let file_sizes: Vec<i64> = req.files.iter().map(|f| f.size).collect();
-        let row = sqlx::query(
-            "SELECT quackfs_register_sync($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) AS seq",
-        )
-        .bind(req.repo_id)
-        .bind(&req.branch)
-        .bind(req.generation)
-        .bind(req.now)
-        .bind(&ids)
-        .bind(&kinds)
-        .bind(&keys)
-        .bind(&sizes)
-        .bind(&min_times)
-        .bind(&max_times)
-        .bind(&created)
-        .bind(&inline)
-        .bind(&paths)
-        .bind(&file_ids)
-        .bind(&file_sizes)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.call_error(e, &req.branch))?;
+        let (args, mut layers) = PgSyncArgs::new(req);
+        let row = args
+            .bind(sqlx::query(
+                "SELECT quackfs_register_sync($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) AS seq",
+            ))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.call_error(e, &args.branch))?;
         let seq: i64 = row.try_get("seq").map_err(|e| self.db(e))?;
-        for (i, l) in layers.iter_mut().enumerate() {
-            l.seq = seq + i as i64;
-            l.commit_id = None;
-        }
+        PgSyncArgs::number(&mut layers, seq);
         Ok(layers)
     }
 
@@ -577,6 +573,47 @@ impl PgCatalog {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| self.call_error(e, branch))?;
+        self.sealed(&row, repo_id, commit)
+    }
+
+    /// One round trip: `quackfs_register_and_commit` (migrations/postgres/0010_sync_and_commit.sql)
+    /// runs both functions in one transaction.
+    async fn register_and_commit_impl(
+        &self,
+        req: SyncRequest,
+        commit: NewCommit,
+    ) -> Result<(Vec<LayerRow>, Commit), CatalogError> {
+        let repo_id = req.repo_id;
+        let (args, mut layers) = PgSyncArgs::new(req);
+        let reason = format!("{}: {}", commit.kind.as_str(), commit.message);
+        let row = args
+            .bind(sqlx::query(
+                "SELECT o_seq, o_parent, o_depth, o_created_at, o_bytes_added, o_logical_size \
+                 FROM quackfs_register_and_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                 $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+            ))
+            .bind(&commit.id)
+            .bind(commit.kind.as_str())
+            .bind(&commit.message)
+            .bind(&commit.author)
+            .bind(commit.time)
+            .bind(&commit.merge_parent)
+            .bind(&reason)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.call_error(e, &args.branch))?;
+        let seq: i64 = row.try_get("o_seq").map_err(|e| self.db(e))?;
+        PgSyncArgs::number(&mut layers, seq);
+        Ok((layers, self.sealed(&row, repo_id, commit)?))
+    }
+
+    /// The commit the server sealed, from the OUT columns of `quackfs_commit_pending`.
+    fn sealed(
+        &self,
+        row: &sqlx::postgres::PgRow,
+        repo_id: i64,
+        commit: NewCommit,
+    ) -> Result<Commit, CatalogError> {
         let g = || -> Result<Commit, sqlx::Error> {
             Ok(Commit {
                 id: commit.id.clone(),
@@ -615,6 +652,92 @@ impl PgCatalog {
             )),
             Some("QF005") => self.bad(message),
             _ => self.db(e),
+        }
+    }
+}
+
+/// The parameters `$1`..`$15` of `quackfs_register_sync` (and of `quackfs_register_and_commit`):
+/// a sync's layers and file table as arrays.
+struct PgSyncArgs {
+    repo_id: i64,
+    branch: String,
+    generation: i64,
+    now: Millis,
+    ids: Vec<String>,
+    kinds: Vec<&'static str>,
+    keys: Vec<String>,
+    sizes: Vec<i64>,
+    min_times: Vec<Millis>,
+    max_times: Vec<Millis>,
+    created: Vec<Millis>,
+    inline: Vec<Option<Vec<u8>>>,
+    paths: Vec<String>,
+    file_ids: Vec<i64>,
+    file_sizes: Vec<i64>,
+}
+
+impl PgSyncArgs {
+    /// The arguments, and the layers to number once the server gave the first seq.
+    fn new(req: SyncRequest) -> (PgSyncArgs, Vec<LayerRow>) {
+        let n = req.layers.len();
+        let mut a = PgSyncArgs {
+            repo_id: req.repo_id,
+            branch: req.branch,
+            generation: req.generation,
+            now: req.now,
+            ids: Vec::with_capacity(n),
+            kinds: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            sizes: Vec::with_capacity(n),
+            min_times: Vec::with_capacity(n),
+            max_times: Vec::with_capacity(n),
+            created: Vec::with_capacity(n),
+            inline: Vec::with_capacity(n),
+            paths: req.files.iter().map(|f| f.path.clone()).collect(),
+            file_ids: req.files.iter().map(|f| f.file_id).collect(),
+            file_sizes: req.files.iter().map(|f| f.size).collect(),
+        };
+        let mut layers = Vec::with_capacity(n);
+        for SyncLayer { row, inline } in req.layers {
+            a.ids.push(row.id.clone());
+            a.kinds.push(layer_kind_str(row.kind));
+            a.keys.push(row.object_key.clone());
+            a.sizes.push(row.size_bytes);
+            a.min_times.push(row.min_time);
+            a.max_times.push(row.max_time);
+            a.created.push(row.created_at);
+            a.inline.push(inline);
+            layers.push(row);
+        }
+        (a, layers)
+    }
+
+    fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(self.repo_id)
+            .bind(&self.branch)
+            .bind(self.generation)
+            .bind(self.now)
+            .bind(&self.ids)
+            .bind(&self.kinds)
+            .bind(&self.keys)
+            .bind(&self.sizes)
+            .bind(&self.min_times)
+            .bind(&self.max_times)
+            .bind(&self.created)
+            .bind(&self.inline)
+            .bind(&self.paths)
+            .bind(&self.file_ids)
+            .bind(&self.file_sizes)
+    }
+
+    /// Layers registered from `seq` on, in order.
+    fn number(layers: &mut [LayerRow], seq: i64) {
+        for (i, l) in layers.iter_mut().enumerate() {
+            l.seq = seq + i as i64;
+            l.commit_id = None;
         }
     }
 }
@@ -1565,6 +1688,10 @@ macro_rules! impl_catalog {
 
             async fn register_sync(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
                 self.register_sync_impl(req).await
+            }
+
+            async fn register_and_commit(&self, req: SyncRequest, commit: NewCommit) -> Result<(Vec<LayerRow>, Commit), CatalogError> {
+                self.register_and_commit_impl(req, commit).await
             }
 
             async fn replace_pending(&self, req: SyncRequest, old: &[String]) -> Result<LayerRow, CatalogError> {

@@ -521,6 +521,81 @@ pub async fn syncs_and_checkpoint_commits(cat: DynCatalog, tag: &str) {
         vec![file("y.duckdb", 9, 1)]
     );
 
+    // A sync with its checkpoint commit, in one transaction: the pending layers before it and
+    // its own are adopted, the file table is the sync's, the reflog names the checkpoint.
+    cat.register_sync(sync(
+        lease.generation,
+        vec![sync_layer(&format!("{tag}-rc0"), Some(vec![4; 10]))],
+        vec![file("y.duckdb", 9, 1), file("y.duckdb.wal", 10, 30)],
+    ))
+    .await
+    .unwrap();
+    let mut ckpt = commit(&format!("{tag}-rc"), 9_800);
+    ckpt.kind = CommitKind::Checkpoint;
+    let (rc_layers, rc) = cat
+        .register_and_commit(
+            sync(
+                lease.generation,
+                vec![sync_layer(&format!("{tag}-rc1"), None)],
+                vec![file("y.duckdb", 9, 4096)],
+            ),
+            ckpt,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (rc_layers[0].id.clone(), rc_layers[0].seq),
+        (format!("{tag}-rc1"), 1)
+    );
+    assert_eq!(rc.parent_id.as_deref(), Some(kept.id.as_str()));
+    assert_eq!((rc.bytes_added, rc.logical_size), (2 * 199, 4096));
+    assert_eq!(cat.commit(&rc.id).await.unwrap().as_ref(), Some(&rc));
+    assert_eq!(
+        cat.commit_files(&rc.id).await.unwrap(),
+        vec![file("y.duckdb", 9, 4096)]
+    );
+    assert_eq!(
+        cat.commit_layers(&rc.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| (l.id.clone(), l.seq))
+            .collect::<Vec<_>>(),
+        [(format!("{tag}-rc0"), 0), (format!("{tag}-rc1"), 1)]
+    );
+    assert_eq!(
+        cat.inline_object(&format!("{tag}-rc0")).await.unwrap(),
+        Some(vec![4; 10])
+    );
+    assert!(cat.pending(repo.id, "main").await.unwrap().is_none());
+    assert_eq!(
+        cat.reflog(repo.id, "main").await.unwrap()[0].reason,
+        format!("checkpoint: msg {tag}-rc")
+    );
+    // Fenced: neither the sync nor the commit happens.
+    assert!(matches!(
+        cat.register_and_commit(
+            sync(
+                lease.generation + 1,
+                vec![sync_layer(&format!("{tag}-rc2"), None)],
+                vec![]
+            ),
+            commit(&format!("{tag}-rcf"), 9_900)
+        )
+        .await,
+        Err(CatalogError::Fenced(_))
+    ));
+    assert!(cat.pending(repo.id, "main").await.unwrap().is_none());
+    assert!(cat.commit(&format!("{tag}-rcf")).await.unwrap().is_none());
+    assert_eq!(
+        cat.get_ref(repo.id, "main")
+            .await
+            .unwrap()
+            .unwrap()
+            .commit_id,
+        rc.id
+    );
+
     // After the lease is released, syncs are fenced; an unknown branch is not found (or fenced).
     cat.release_lease(repo.id, "main", lease.generation)
         .await

@@ -471,6 +471,35 @@ impl BranchSession {
         layers: Vec<SyncLayer>,
         files: Vec<FileRow>,
     ) -> Result<Vec<LayerRow>> {
+        let (req, inline) = self.sync_request(layers, files)?;
+        let result = self.engine.catalog.register_sync(req).await;
+        self.registered(result, inline)
+    }
+
+    /// [`register`](Self::register) and [`checkpoint_commit`](Self::checkpoint_commit) in one
+    /// catalog transaction: a namespace change that completes a checkpoint and the commit of it.
+    pub async fn register_and_commit(
+        &self,
+        _order: &tokio::sync::MutexGuard<'_, ()>,
+        layers: Vec<SyncLayer>,
+        files: Vec<FileRow>,
+        message: String,
+    ) -> Result<(Vec<LayerRow>, Commit)> {
+        let (req, inline) = self.sync_request(layers, files)?;
+        let commit = self.new_commit(CommitKind::Checkpoint, message);
+        let result = self.engine.catalog.register_and_commit(req, commit).await;
+        let (layers, c) = self.registered(result, inline)?;
+        tracing::info!("checkpoint commit {}", short(&c.id));
+        Ok((layers, c))
+    }
+
+    /// The catalog request of a registration (fenced by this writer's generation), and the
+    /// bytes of its inline layers.
+    fn sync_request(
+        &self,
+        layers: Vec<SyncLayer>,
+        files: Vec<FileRow>,
+    ) -> Result<(SyncRequest, Vec<(String, bytes::Bytes)>)> {
         if self.is_fenced() {
             return Err(Error::Catalog(CatalogError::Fenced(self.branch.clone())));
         }
@@ -491,13 +520,22 @@ impl BranchSession {
             now: now_millis(),
             session_id: Some(self.session.id().to_string()),
         };
-        match self.engine.catalog.register_sync(req).await {
-            Ok(l) => {
-                // This process reads its own inline layers from memory.
+        Ok((req, inline))
+    }
+
+    /// After a registration: on success this process reads its own inline layers from memory;
+    /// a fenced writer stays fenced.
+    fn registered<T>(
+        &self,
+        result: std::result::Result<T, CatalogError>,
+        inline: Vec<(String, bytes::Bytes)>,
+    ) -> Result<T> {
+        match result {
+            Ok(t) => {
                 for (id, bytes) in inline {
                     self.engine.inline.prime(&id, bytes);
                 }
-                Ok(l)
+                Ok(t)
             }
             Err(e @ CatalogError::Fenced(_)) => {
                 self.fence();
@@ -589,6 +627,17 @@ impl BranchSession {
         }
     }
 
+    fn new_commit(&self, kind: CommitKind, message: String) -> NewCommit {
+        NewCommit {
+            id: new_id(),
+            kind,
+            message,
+            author: self.engine.author.clone(),
+            time: now_millis(),
+            merge_parent: None,
+        }
+    }
+
     /// Seals everything registered into a `checkpoint` commit (held registration order: the
     /// commit is exactly the state the last registration left). None if nothing was pending
     /// (someone else sealed it already).
@@ -597,14 +646,7 @@ impl BranchSession {
         _order: &tokio::sync::MutexGuard<'_, ()>,
         message: String,
     ) -> Result<Option<Commit>> {
-        let commit = NewCommit {
-            id: new_id(),
-            kind: CommitKind::Checkpoint,
-            message,
-            author: self.engine.author.clone(),
-            time: now_millis(),
-            merge_parent: None,
-        };
+        let commit = self.new_commit(CommitKind::Checkpoint, message);
         match self
             .engine
             .catalog

@@ -974,15 +974,15 @@ impl QuackFs {
             let fh = self.open(ino, flags).await?;
             return Ok((self.getattr(ino)?, fh));
         }
-        let session = self.session()?.clone();
-        let sync = session.lock_registration().await;
-        let mut undo = NsUndo::default();
+        // The new name is registered with the file's first fsync (or a rename of it, or an
+        // fsync of the directory), as a local filesystem makes a new name durable: a created
+        // file that was never synced is not part of the durable state yet.
+        self.session()?;
+        let mut st = self.lock();
+        if st.root.contains_key(name) {
+            return Err(FsError::EXIST);
+        }
         let (attr, fh) = {
-            let mut st = self.lock();
-            if st.root.contains_key(name) {
-                return Err(FsError::EXIST);
-            }
-            undo.entry(&st, name);
             let ino = st.next_ino;
             st.next_ino += 1;
             let now = SystemTime::now();
@@ -999,14 +999,10 @@ impl QuackFs {
                     1,
                 )),
             );
-            undo.added.push(ino);
             st.root.insert(name.to_string(), ino);
-            st.durable.insert(name.to_string(), (file_id, 0));
             let fh = Self::add_handle(&mut st, Handle::File { ino });
-            undo.handle = Some(fh);
             (self.node_attr(&st, ino)?, fh)
         };
-        self.register_namespace(&sync, undo, None).await?;
         Ok((attr, fh))
     }
 
@@ -1418,7 +1414,7 @@ impl QuackFs {
         let session = self.session()?.clone();
         let sync = session.lock_registration().await;
         let mut undo = NsUndo::default();
-        let checkpoint = {
+        let (checkpoint, changed) = {
             let mut st = self.lock();
             if parent != ROOT {
                 let rel = Self::scratch_child(&st, parent, name)?;
@@ -1434,11 +1430,13 @@ impl QuackFs {
             }
             undo.entry(&st, name);
             st.root.remove(name);
-            st.durable.remove(name);
+            // (A file created and never synced was not registered: nothing to register.)
+            let changed = st.durable.remove(name).is_some();
             Self::drop_name(&mut st, ino, &mut undo);
-            wal_database(name).map(|db| (db, false))
+            (wal_database(name).map(|db| (db, false)), changed)
         };
-        self.register_namespace(&sync, undo, checkpoint).await
+        self.register_namespace(&sync, undo, checkpoint, changed)
+            .await
     }
 
     /// The file at `ino` lost its name: forget it unless it is still open.
@@ -1563,31 +1561,72 @@ impl QuackFs {
                 f.name = Some(newname.to_string());
                 f.ctime = SystemTime::now();
             }
-            if let Some(entry) = st.durable.remove(name) {
-                st.durable.insert(newname.to_string(), entry);
-            }
+            // A file created and never synced is registered by its rename (empty, as it is
+            // durable), so that the rename replaces the file it replaces in the durable state.
+            let entry = match st.durable.remove(name) {
+                Some(entry) => entry,
+                None => match st.nodes.get(&ino) {
+                    Some(Node::File(f)) => (f.file_id, 0),
+                    _ => return Err(FsError::NOENT),
+                },
+            };
+            st.durable.insert(newname.to_string(), entry);
             // Onto a main WAL (DuckDB 1.5 finishing a checkpoint), or a WAL moved away.
             match duckdb_file::database_of_wal(newname) {
                 Some(db) if duckdb_file::wal_of(db) == newname => Some((db.to_string(), true)),
                 _ => wal_database(name).map(|db| (db, false)),
             }
         };
-        self.register_namespace(&sync, undo, checkpoint).await
+        self.register_namespace(&sync, undo, checkpoint, true).await
     }
 
     /// Registers the durable file table after a namespace change (create, rename, unlink).
     /// `checkpoint`: the database file whose checkpoint the change may have completed, and
     /// whether the change renamed a file onto its main WAL. Called holding the registration
     /// order (taken before the change was made, so no sync registers a half-made change); if
-    /// registering fails, `undo` puts the change back.
+    /// registering fails, `undo` puts the change back. `changed`: whether the durable file table
+    /// changed (else only a checkpoint commit may be due).
     async fn register_namespace(
         &self,
         order: &tokio::sync::MutexGuard<'_, ()>,
         undo: NsUndo,
         checkpoint: Option<(String, bool)>,
+        changed: bool,
     ) -> FsResult<()> {
         let session = self.session()?;
+        if !changed {
+            if let Some((db, renamed_onto_wal)) = checkpoint {
+                self.maybe_checkpoint_commit(order, &db, renamed_onto_wal)
+                    .await;
+            }
+            return Ok(());
+        }
         let files = self.durable_rows(&self.lock().durable);
+        // A change that completes a checkpoint (DuckDB removing the WAL) is registered with its
+        // checkpoint commit in one catalog transaction.
+        if let Some((db, renamed_onto_wal)) = &checkpoint {
+            if let Some(iter) = self.checkpoint_due(db, *renamed_onto_wal) {
+                let message = format!("checkpoint of {db}");
+                match session
+                    .register_and_commit(order, Vec::new(), files.clone(), message)
+                    .await
+                {
+                    Ok(_) => {
+                        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                        self.lock().committed_iters.insert(db.clone(), iter);
+                        return Ok(());
+                    }
+                    Err(e) if session.is_fenced() => {
+                        undo.undo(&mut self.lock());
+                        return Err(e.into());
+                    }
+                    // Register the change alone; its commit is tried after it, as after a sync.
+                    Err(e) => tracing::warn!(
+                        "registering a change with the checkpoint commit of {db} failed, registering it alone: {e}"
+                    ),
+                }
+            }
+        }
         if let Err(e) = session.register(order, Vec::new(), files).await {
             undo.undo(&mut self.lock());
             return Err(e.into());
@@ -1610,6 +1649,26 @@ impl QuackFs {
             .collect()
     }
 
+    /// The durable header iteration of database file `db` if the state registered (or about to
+    /// be registered, with the change just made) completes a checkpoint that is not in a commit
+    /// yet, with `--autocommit checkpoint`: the rule of [`maybe_checkpoint_commit`]
+    /// (Self::maybe_checkpoint_commit).
+    fn checkpoint_due(&self, db: &str, renamed_onto_wal: bool) -> Option<u64> {
+        self.cfg.session.as_ref().filter(|_| self.cfg.autocommit)?;
+        let st = self.lock();
+        let Some(Node::File(f)) = st.root.get(db).and_then(|i| st.nodes.get(i)) else {
+            return None;
+        };
+        let iter = f.durable_iter?;
+        let committed = st.committed_iters.get(db).copied().unwrap_or(0);
+        let wal_clear = renamed_onto_wal
+            || st
+                .durable
+                .get(&duckdb_file::wal_of(db))
+                .is_none_or(|&(_, size)| size == 0);
+        (iter > committed && wal_clear).then_some(iter)
+    }
+
     /// Seals a `checkpoint` commit if DuckDB has completed a checkpoint of database file `db`
     /// (docs/semantics.md, "Checkpoint commits"): its durable active header has a higher
     /// iteration than the last committed checkpoint, and its WAL holds nothing from before that
@@ -1622,27 +1681,11 @@ impl QuackFs {
         db: &str,
         renamed_onto_wal: bool,
     ) {
-        let Some(session) = self.cfg.session.as_ref().filter(|_| self.cfg.autocommit) else {
+        let Some(session) = self.cfg.session.as_ref() else {
             return;
         };
-        let iter = {
-            let st = self.lock();
-            let Some(Node::File(f)) = st.root.get(db).and_then(|i| st.nodes.get(i)) else {
-                return;
-            };
-            let Some(iter) = f.durable_iter else {
-                return;
-            };
-            let committed = st.committed_iters.get(db).copied().unwrap_or(0);
-            let wal_clear = renamed_onto_wal
-                || st
-                    .durable
-                    .get(&duckdb_file::wal_of(db))
-                    .is_none_or(|&(_, size)| size == 0);
-            if iter <= committed || !wal_clear {
-                return;
-            }
-            iter
+        let Some(iter) = self.checkpoint_due(db, renamed_onto_wal) else {
+            return;
         };
         match session
             .checkpoint_commit(order, format!("checkpoint of {db}"))
@@ -1659,6 +1702,38 @@ impl QuackFs {
                 "checkpoint commit of {db} (header iteration {iter}) failed, retried at its next change: {e}"
             ),
         }
+    }
+
+    /// fsync of a directory: makes the names of the root's files durable. A file created and
+    /// never synced is registered (empty, as it is durable); every other namespace change is
+    /// registered already. Scratch directories: nothing to do.
+    pub async fn fsyncdir(&self, ino: u64) -> FsResult<()> {
+        if ino != ROOT || !self.writable() {
+            return Ok(());
+        }
+        let Some(session) = self.cfg.session.clone() else {
+            return Ok(());
+        };
+        let order = session.lock_registration().await;
+        let mut undo = NsUndo::default();
+        let changed = {
+            let mut st = self.lock();
+            let new: Vec<(String, u64)> = st
+                .root
+                .iter()
+                .filter(|(name, _)| !st.durable.contains_key(*name))
+                .filter_map(|(name, i)| match st.nodes.get(i) {
+                    Some(Node::File(f)) => Some((name.clone(), f.file_id)),
+                    _ => None,
+                })
+                .collect();
+            for (name, file_id) in &new {
+                undo.entry(&st, name);
+                st.durable.insert(name.clone(), (*file_id, 0));
+            }
+            !new.is_empty()
+        };
+        self.register_namespace(&order, undo, None, changed).await
     }
 
     /// Makes everything written to `ino` durable: stored in a layer and registered. Syncs of
@@ -1796,10 +1871,7 @@ impl QuackFs {
             let st = self.lock();
             let mut durable = st.durable.clone();
             for q in &batch {
-                // The file may have been renamed meanwhile: update it by identity.
-                if let Some(entry) = durable.values_mut().find(|(id, _)| *id == q.file_id) {
-                    entry.1 = q.size;
-                }
+                Self::set_durable(&st.nodes, &mut durable, q);
             }
             self.durable_rows(&durable)
         };
@@ -1863,9 +1935,8 @@ impl QuackFs {
                         }
                     }
                 }
-                if let Some(entry) = st.durable.values_mut().find(|(id, _)| *id == q.file_id) {
-                    entry.1 = q.size;
-                }
+                let State { nodes, durable, .. } = &mut *st;
+                Self::set_durable(nodes, durable, q);
                 let mut freed = 0;
                 if let Some(Node::File(f)) = st.nodes.get_mut(&q.ino) {
                     f.dirty.drop_settled(q.seq);
@@ -1901,6 +1972,22 @@ impl QuackFs {
                 });
             } else {
                 self.priming.fetch_sub(bytes, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// The durable row of a synced file: found by identity (it may have been renamed since the
+    /// sync began), or, on the file's first sync, added under its name (unless it is unlinked).
+    fn set_durable(
+        nodes: &HashMap<u64, Node>,
+        durable: &mut BTreeMap<String, (u64, u64)>,
+        q: &QueuedSync,
+    ) {
+        if let Some(entry) = durable.values_mut().find(|(id, _)| *id == q.file_id) {
+            entry.1 = q.size;
+        } else if let Some(Node::File(f)) = nodes.get(&q.ino) {
+            if let Some(name) = f.name.as_ref().filter(|_| f.file_id == q.file_id) {
+                durable.insert(name.clone(), (q.file_id, q.size));
             }
         }
     }
