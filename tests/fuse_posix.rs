@@ -1004,3 +1004,38 @@ fn intentional_differences() {
     assert_eq!(std::fs::read(mnt.join("a")).unwrap(), vec![7u8; 100_000]);
     mount.unmount();
 }
+
+/// Through the kernel: a created file's name is durable once the file or the directory is
+/// fsynced, as on a local disk. After a crash (SIGKILL) the next mount shows the synced file
+/// with its bytes, the file whose directory was fsynced (empty: its bytes were never synced),
+/// and not the file neither was done for.
+#[test]
+fn new_names_survive_a_crash_once_synced() {
+    let env = Env::new();
+    let (mount, mnt) = fresh_mount(&env);
+    let mut synced = std::fs::File::create(mnt.join("synced")).unwrap();
+    std::io::Write::write_all(&mut synced, b"kept").unwrap();
+    synced.sync_all().unwrap();
+    std::fs::write(mnt.join("by-dir"), b"never synced").unwrap();
+    std::fs::File::open(&mnt).unwrap().sync_all().unwrap();
+    std::fs::write(mnt.join("lost"), b"never synced either").unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["by-dir", "lost", "synced"]);
+    mount.crash();
+
+    let mount = env.mount("px", &env.path("mnt"), &[]);
+    let mnt = mount.dir.clone();
+    let mut names: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["by-dir", "synced"]);
+    assert_eq!(std::fs::read(mnt.join("synced")).unwrap(), b"kept");
+    assert_eq!(std::fs::read(mnt.join("by-dir")).unwrap(), b"");
+    mount.unmount();
+}
