@@ -70,37 +70,48 @@ weed_running() {
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q weed
 }
 
-# Signed (SigV4) HEAD of the bucket: prints the HTTP status (0 = no answer); exits 0 on 200.
-# Checks at once that S3 answers, that the bucket exists and that the credentials work.
+# Signed (SigV4) HEAD of the bucket, then a PUT and a DELETE of a probe object: prints the HTTP
+# statuses (0 = no answer); exits 0 when all succeed. Checks at once that S3 answers, that the
+# bucket exists, that the credentials work and that it takes writes (after a restart SeaweedFS
+# answers HEAD before its volume server takes writes).
 s3_head_bucket() {
     AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET "$PY" - "http://127.0.0.1:$S3_PORT" "$S3_BUCKET" "$S3_REGION" <<'EOF'
 import datetime, hashlib, hmac, os, sys, urllib.error, urllib.request
 endpoint, bucket, region = sys.argv[1], sys.argv[2], sys.argv[3]
 ak, sk = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 host = endpoint.split("://", 1)[1]
-amz = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-empty = hashlib.sha256(b"").hexdigest()
-signed = "host;x-amz-content-sha256;x-amz-date"
-canonical = "\n".join(["HEAD", "/" + bucket, "", "host:" + host, "x-amz-content-sha256:" + empty,
-                       "x-amz-date:" + amz, "", signed, empty])
-scope = f"{amz[:8]}/{region}/s3/aws4_request"
-to_sign = "\n".join(["AWS4-HMAC-SHA256", amz, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-key = ("AWS4" + sk).encode()
-for part in (amz[:8], region, "s3", "aws4_request"):
-    key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-req = urllib.request.Request(f"{endpoint}/{bucket}", method="HEAD", headers={
-    "x-amz-date": amz, "x-amz-content-sha256": empty,
-    "Authorization": f"AWS4-HMAC-SHA256 Credential={ak}/{scope}, SignedHeaders={signed}, Signature={sig}"})
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-try:
-    code = opener.open(req, timeout=5).status
-except urllib.error.HTTPError as e:
-    code = e.code
-except OSError:
-    code = 0
-print(code)
-sys.exit(0 if code == 200 else 1)
+
+def call(method, path, body=b""):
+    amz = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    digest = hashlib.sha256(body).hexdigest()
+    signed = "host;x-amz-content-sha256;x-amz-date"
+    canonical = "\n".join([method, path, "", "host:" + host, "x-amz-content-sha256:" + digest,
+                           "x-amz-date:" + amz, "", signed, digest])
+    scope = f"{amz[:8]}/{region}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + sk).encode()
+    for part in (amz[:8], region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    req = urllib.request.Request(endpoint + path, data=body if method == "PUT" else None,
+        method=method, headers={"x-amz-date": amz, "x-amz-content-sha256": digest,
+        "Authorization": f"AWS4-HMAC-SHA256 Credential={ak}/{scope}, SignedHeaders={signed}, Signature={sig}"})
+    try:
+        return opener.open(req, timeout=5).status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+probe = f"/{bucket}/.services-probe-{os.getpid()}"
+codes = [call("HEAD", "/" + bucket)]
+if codes[0] == 200:
+    codes.append(call("PUT", probe, b"ready"))
+    if codes[1] == 200:
+        codes.append(call("DELETE", probe))
+print(" ".join(map(str, codes)))
+sys.exit(0 if codes[0] == 200 and codes[1:2] == [200] and codes[2:3] in ([200], [204]) else 1)
 EOF
 }
 
@@ -270,7 +281,7 @@ wait_weed() {
         code=$(s3_head_bucket) && return 0
         if [ $SECONDS -ge $deadline ]; then
             tail_log "$DIR/weed.log"
-            die "S3 not ready after ${WAIT_SECS}s (HEAD /$S3_BUCKET answered HTTP $code)"
+            die "S3 not ready after ${WAIT_SECS}s (HEAD /$S3_BUCKET, PUT and DELETE of a probe answered HTTP $code)"
         fi
         sleep 0.5
     done
