@@ -542,8 +542,9 @@ pub trait Catalog: Send + Sync + 'static {
         before: Millis,
         limit: i64,
     ) -> Result<Vec<(String, i64, Vec<u8>)>, CatalogError>;
-    /// After the object was stored as `layers/ID`: the layer names it, the catalog's copy goes.
-    async fn spilled(&self, id: &str) -> Result<(), CatalogError>;
+    /// After the objects were stored as `layers/ID`: their layers name them and the catalog's
+    /// copies go, all in one transaction.
+    async fn spilled(&self, ids: &[String]) -> Result<(), CatalogError>;
     /// The synced-but-uncommitted state of a branch, if any.
     async fn pending(&self, repo_id: i64, branch: &str) -> Result<Option<Pending>, CatalogError>;
     /// Creates database `name` whose `main` starts at a `clone` commit on top of `source` (any

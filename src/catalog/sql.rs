@@ -1758,19 +1758,21 @@ macro_rules! impl_catalog {
                     .map_err(|e| self.db(e))
             }
 
-            async fn spilled(&self, id: &str) -> Result<(), CatalogError> {
+            async fn spilled(&self, ids: &[String]) -> Result<(), CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
-                sqlx::query("UPDATE layers SET object_key = $1 WHERE id = $2")
-                    .bind(format!("layers/{id}"))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                sqlx::query("DELETE FROM inline_objects WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.db(e))?;
+                for id in ids {
+                    sqlx::query("UPDATE layers SET object_key = $1 WHERE id = $2")
+                        .bind(format!("layers/{id}"))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                    sqlx::query("DELETE FROM inline_objects WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                }
                 tx.commit().await.map_err(|e| self.db(e))?;
                 Ok(())
             }

@@ -15,6 +15,7 @@
 use crate::catalog::{DynCatalog, INLINE_PREFIX};
 use crate::store::{DynStore, LocalStore, ObjectMeta, ObjectStore, StoreError};
 use bytes::Bytes;
+use futures::StreamExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -40,6 +41,10 @@ pub fn inline_max(local_store: bool) -> usize {
         INLINE_MAX_REMOTE
     })
 }
+/// Layers a spill stores before it names them in one catalog transaction, and the uploads it
+/// runs at a time.
+const SPILL_BATCH: usize = 64;
+const SPILL_UPLOADS: usize = 8;
 /// Inline objects kept in memory by each process (they are small and immutable).
 const CACHE_BYTES: u64 = 32 << 20;
 
@@ -229,13 +234,126 @@ pub async fn spill(
 ) -> crate::error::Result<usize> {
     let objects = catalog.inline_objects(before, limit).await?;
     let mut moved = 0;
-    for (id, _repo, bytes) in objects {
-        match store.put(&format!("layers/{id}"), Bytes::from(bytes)).await {
-            Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
-            Err(e) => return Err(e.into()),
+    let mut objects = objects.into_iter().peekable();
+    while objects.peek().is_some() {
+        // A batch is stored (a few uploads at a time), then named by its layers in one catalog
+        // transaction: one WAL flush of the catalog per batch rather than per layer.
+        let batch: Vec<(String, i64, Vec<u8>)> = objects.by_ref().take(SPILL_BATCH).collect();
+        let results: Vec<(String, std::result::Result<(), StoreError>)> =
+            futures::stream::iter(batch.into_iter().map(|(id, _repo, bytes)| async move {
+                let r = match store.put(&format!("layers/{id}"), Bytes::from(bytes)).await {
+                    Ok(()) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                (id, r)
+            }))
+            .buffer_unordered(SPILL_UPLOADS)
+            .collect()
+            .await;
+        let mut stored = Vec::with_capacity(results.len());
+        let mut failed = None;
+        for (id, r) in results {
+            match r {
+                Ok(()) => stored.push(id),
+                Err(e) => failed = failed.or(Some(e)),
+            }
         }
-        catalog.spilled(&id).await?;
-        moved += 1;
+        // What was stored is named by its layers even if another upload failed.
+        if !stored.is_empty() {
+            catalog.spilled(&stored).await?;
+            moved += stored.len();
+        }
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
     }
     Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{self, CommitKind, LayerRow, NewCommit, SyncLayer, SyncRequest};
+    use crate::layer::LayerKind;
+    use crate::store::faulty::FaultyStore;
+    use crate::store::memory::MemoryStore;
+    use std::sync::Arc;
+
+    /// A spill stores layers in batches and names each batch in one catalog transaction; when an
+    /// upload fails, what was stored is still named (its catalog copy goes), the rest stays in
+    /// the catalog, and the next spill moves it. Every byte reads back the same from the store.
+    #[tokio::test]
+    async fn spill_moves_batches_and_keeps_what_a_failed_upload_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.sqlite").display());
+        let cat = catalog::open(&url).await.unwrap();
+        let root = NewCommit {
+            id: "root0000000000000000000000000000".into(),
+            kind: CommitKind::Manual,
+            message: "root".into(),
+            author: "t".into(),
+            time: 1,
+            merge_parent: None,
+        };
+        let (repo, _) = cat.create_repo("spill", root).await.unwrap();
+        let lease = cat
+            .acquire_lease(repo.id, "main", "test", 60_000)
+            .await
+            .unwrap();
+        let n = SPILL_BATCH + 36;
+        let body = |i: usize| vec![i as u8; 100 + i];
+        let layers = (0..n)
+            .map(|i| {
+                let id = format!("spill{i:04}");
+                SyncLayer {
+                    row: LayerRow {
+                        object_key: inline_key(&id),
+                        id,
+                        repo_id: repo.id,
+                        commit_id: None,
+                        seq: 0,
+                        kind: LayerKind::Delta,
+                        size_bytes: 100,
+                        min_time: 1,
+                        max_time: 1,
+                        created_at: 1,
+                    },
+                    inline: Some(body(i)),
+                }
+            })
+            .collect();
+        cat.register_sync(SyncRequest {
+            repo_id: repo.id,
+            branch: "main".into(),
+            generation: lease.generation,
+            layers,
+            files: vec![],
+            now: 1,
+            session_id: None,
+        })
+        .await
+        .unwrap();
+        let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+        let store: DynStore = faulty.clone();
+        let left = |cat: DynCatalog| async move {
+            cat.inline_objects(i64::MAX, 10_000).await.unwrap().len()
+        };
+
+        faulty.fail_puts_after((SPILL_BATCH + 6) as u64);
+        assert!(spill(&cat, &store, i64::MAX, 10_000).await.is_err());
+        assert_eq!(left(cat.clone()).await, n - SPILL_BATCH - 6);
+        faulty.clear_faults();
+        assert_eq!(
+            spill(&cat, &store, i64::MAX, 10_000).await.unwrap(),
+            n - SPILL_BATCH - 6
+        );
+        assert_eq!(left(cat.clone()).await, 0);
+        let pending = cat.pending(repo.id, "main").await.unwrap().unwrap();
+        assert_eq!(pending.layers.len(), n);
+        for (i, l) in pending.layers.iter().enumerate() {
+            assert_eq!(l.object_key, format!("layers/{}", l.id));
+            assert_eq!(cat.inline_object(&l.id).await.unwrap(), None);
+            assert_eq!(store.get(&l.object_key).await.unwrap().to_vec(), body(i));
+        }
+    }
 }
