@@ -8,9 +8,10 @@
 //! the catalog (and kept in a bounded memory cache: objects are immutable), or, once it was moved
 //! into the store, from `layers/ID`; every other key goes to the store. So reads, export, verify,
 //! merge and other hosts all see the same bytes wherever they are. [`spill`] moves inline objects
-//! into the store in the background (the writing mount, and gc for those a dead mount left):
-//! stored as `layers/ID` first, then the layer row names it and the catalog's copy goes, in one
-//! transaction; a reader that looked in the catalog just before still finds the stored object.
+//! into the store in the background (the writing mount, and gc for those a dead mount left), in
+//! batches: stored as `layers/ID` first, then the layer rows name them and the catalog's copies
+//! go, one transaction per batch; a reader that looked in the catalog just before still finds
+//! the stored object.
 
 use crate::catalog::{DynCatalog, INLINE_PREFIX};
 use crate::store::{DynStore, LocalStore, ObjectMeta, ObjectStore, StoreError};
