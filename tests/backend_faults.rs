@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{duckdb, Env, Mount};
+use common::{duckdb, listing, Env, Mount};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -727,16 +727,6 @@ fn pg_restart_fails_syncs_cleanly_and_the_mount_recovers() {
 
 // ------------------------------------------------------------------------------------------------
 // 2b. A namespace change whose registration fails leaves nothing behind.
-
-/// The root entries of a mount, sorted.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
-    v.sort();
-    v
-}
 
 #[test]
 fn failed_namespace_changes_are_rolled_back() {

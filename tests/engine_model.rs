@@ -445,6 +445,24 @@ async fn open_fs(engine: Arc<Engine>, repo: &catalog::Repo, dir: &std::path::Pat
     Arc::new(QuackFs::new(engine, o.view, cfg).unwrap())
 }
 
+/// An engine on a SQLite catalog in `dir` and an in-memory store; with the catalog URL, the
+/// scratch directory and the store, to open the same state again (after a crash).
+async fn memory_engine(
+    dir: &std::path::Path,
+) -> (Arc<Engine>, String, std::path::PathBuf, DynStore) {
+    let url = format!("sqlite://{}", dir.join("catalog.sqlite").display());
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let store: DynStore = Arc::new(MemoryStore::new());
+    let engine = Arc::new(Engine::new(
+        catalog::open(&url).await.unwrap(),
+        store.clone(),
+        tmp.clone(),
+        "t".into(),
+    ));
+    (engine, url, tmp, store)
+}
+
 /// Compares a file listing of the filesystem with `want`, reading every file whole.
 async fn assert_fs_holds(
     fs: &QuackFs,
@@ -742,15 +760,7 @@ fn concurrent_fsyncs_share_registrations() {
         .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("catalog.sqlite").display());
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        let engine = Arc::new(Engine::new(
-            catalog::open(&url).await.unwrap(),
-            Arc::new(MemoryStore::new()),
-            tmp,
-            "t".into(),
-        ));
+        let (engine, ..) = memory_engine(dir.path()).await;
         let (repo, _) = engine.init("group").await.unwrap();
         let fs = open_fs(engine, &repo, dir.path()).await;
         let mut inos = Vec::new();
@@ -808,16 +818,7 @@ fn pending_layers_are_compacted() {
         .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("catalog.sqlite").display());
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        let store: DynStore = Arc::new(MemoryStore::new());
-        let engine = Arc::new(Engine::new(
-            catalog::open(&url).await.unwrap(),
-            store.clone(),
-            tmp.clone(),
-            "t".into(),
-        ));
+        let (engine, url, tmp, store) = memory_engine(dir.path()).await;
         let (repo, _) = engine.init("compact").await.unwrap();
         let fs = open_fs(engine.clone(), &repo, dir.path()).await;
         let (a, fh) = fs
@@ -892,16 +893,7 @@ fn new_names_are_durable_after_fsync_or_fsyncdir() {
         .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("catalog.sqlite").display());
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        let store: DynStore = Arc::new(MemoryStore::new());
-        let engine = Arc::new(Engine::new(
-            catalog::open(&url).await.unwrap(),
-            store.clone(),
-            tmp.clone(),
-            "t".into(),
-        ));
+        let (engine, url, tmp, store) = memory_engine(dir.path()).await;
         let (repo, _) = engine.init("names").await.unwrap();
         let fs = open_fs(engine, &repo, dir.path()).await;
         let create = |name: &'static str| {

@@ -14,7 +14,7 @@
 //! only); subdirectories do not survive a remount.
 
 mod common;
-use common::{is_mounted, Env};
+use common::{is_mounted, listing, Env};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -1019,22 +1019,12 @@ fn new_names_survive_a_crash_once_synced() {
     std::fs::write(mnt.join("by-dir"), b"never synced").unwrap();
     std::fs::File::open(&mnt).unwrap().sync_all().unwrap();
     std::fs::write(mnt.join("lost"), b"never synced either").unwrap();
-    let mut names: Vec<String> = std::fs::read_dir(&mnt)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["by-dir", "lost", "synced"]);
+    assert_eq!(listing(&mnt), ["by-dir", "lost", "synced"]);
     mount.crash();
 
     let mount = env.mount("px", &env.path("mnt"), &[]);
     let mnt = mount.dir.clone();
-    let mut names: Vec<String> = std::fs::read_dir(&mnt)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["by-dir", "synced"]);
+    assert_eq!(listing(&mnt), ["by-dir", "synced"]);
     assert_eq!(std::fs::read(mnt.join("synced")).unwrap(), b"kept");
     assert_eq!(std::fs::read(mnt.join("by-dir")).unwrap(), b"");
     mount.unmount();

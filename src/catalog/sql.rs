@@ -556,23 +556,18 @@ impl PgCatalog {
         allow_empty: bool,
     ) -> Result<Commit, CatalogError> {
         let reason = format!("{}: {}", commit.kind.as_str(), commit.message);
-        let row = sqlx::query(
+        let q = sqlx::query(
             "SELECT o_parent, o_depth, o_created_at, o_bytes_added, o_logical_size \
              FROM quackfs_commit_pending($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(repo_id)
-        .bind(branch)
-        .bind(&commit.id)
-        .bind(commit.kind.as_str())
-        .bind(&commit.message)
-        .bind(&commit.author)
-        .bind(commit.time)
-        .bind(&commit.merge_parent)
-        .bind(allow_empty)
-        .bind(&reason)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.call_error(e, branch))?;
+        .bind(branch);
+        let row = bind_commit(q, &commit)
+            .bind(allow_empty)
+            .bind(&reason)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.call_error(e, branch))?;
         self.sealed(&row, repo_id, commit)
     }
 
@@ -586,18 +581,12 @@ impl PgCatalog {
         let repo_id = req.repo_id;
         let (args, mut layers) = PgSyncArgs::new(req);
         let reason = format!("{}: {}", commit.kind.as_str(), commit.message);
-        let row = args
-            .bind(sqlx::query(
-                "SELECT o_seq, o_parent, o_depth, o_created_at, o_bytes_added, o_logical_size \
-                 FROM quackfs_register_and_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-                 $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
-            ))
-            .bind(&commit.id)
-            .bind(commit.kind.as_str())
-            .bind(&commit.message)
-            .bind(&commit.author)
-            .bind(commit.time)
-            .bind(&commit.merge_parent)
+        let q = args.bind(sqlx::query(
+            "SELECT o_seq, o_parent, o_depth, o_created_at, o_bytes_added, o_logical_size \
+             FROM quackfs_register_and_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+             $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+        ));
+        let row = bind_commit(q, &commit)
             .bind(&reason)
             .fetch_one(&self.pool)
             .await
@@ -656,6 +645,19 @@ impl PgCatalog {
     }
 }
 
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds a new commit as the functions of 0009/0010 take it: id, kind, message, author, time,
+/// merge parent.
+fn bind_commit<'q>(q: PgQuery<'q>, commit: &'q NewCommit) -> PgQuery<'q> {
+    q.bind(&commit.id)
+        .bind(commit.kind.as_str())
+        .bind(&commit.message)
+        .bind(&commit.author)
+        .bind(commit.time)
+        .bind(&commit.merge_parent)
+}
+
 /// The parameters `$1`..`$15` of `quackfs_register_sync` (and of `quackfs_register_and_commit`):
 /// a sync's layers and file table as arrays.
 struct PgSyncArgs {
@@ -712,10 +714,7 @@ impl PgSyncArgs {
         (a, layers)
     }
 
-    fn bind<'q>(
-        &'q self,
-        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn bind<'q>(&'q self, q: PgQuery<'q>) -> PgQuery<'q> {
         q.bind(self.repo_id)
             .bind(&self.branch)
             .bind(self.generation)

@@ -278,6 +278,16 @@ pub async fn binding(cat: DynCatalog) {
     assert!(cat.binding().await.unwrap().bound);
 }
 
+/// The layers of a commit as (id, seq), in order.
+async fn layer_seqs(cat: &DynCatalog, commit_id: &str) -> Vec<(String, i64)> {
+    cat.commit_layers(commit_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.id, l.seq))
+        .collect()
+}
+
 /// The mount's commit path: syncs registered under the writer's lease (fenced otherwise), then
 /// sealed by `commit_pending`. PostgreSQL runs it as one function call per step and SQLite as
 /// statements: both must give these results.
@@ -426,13 +436,8 @@ pub async fn syncs_and_checkpoint_commits(cat: DynCatalog, tag: &str) {
         vec![file("x.duckdb", 7, 8192)]
     );
     assert_eq!(
-        cat.commit_layers(&sealed.id)
-            .await
-            .unwrap()
-            .iter()
-            .map(|l| (l.id.as_str(), l.seq))
-            .collect::<Vec<_>>(),
-        [(a.as_str(), 0), (b.as_str(), 1), (c.as_str(), 2)]
+        layer_seqs(&cat, &sealed.id).await,
+        [(a.clone(), 0), (b.clone(), 1), (c.clone(), 2)]
     );
     assert_eq!(
         cat.get_ref(repo.id, "main")
@@ -555,12 +560,7 @@ pub async fn syncs_and_checkpoint_commits(cat: DynCatalog, tag: &str) {
         vec![file("y.duckdb", 9, 4096)]
     );
     assert_eq!(
-        cat.commit_layers(&rc.id)
-            .await
-            .unwrap()
-            .iter()
-            .map(|l| (l.id.clone(), l.seq))
-            .collect::<Vec<_>>(),
+        layer_seqs(&cat, &rc.id).await,
         [(format!("{tag}-rc0"), 0), (format!("{tag}-rc1"), 1)]
     );
     assert_eq!(

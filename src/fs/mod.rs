@@ -976,34 +976,30 @@ impl QuackFs {
         }
         // The new name is registered with the file's first fsync (or a rename of it, or an
         // fsync of the directory), as a local filesystem makes a new name durable: a created
-        // file that was never synced is not part of the durable state yet.
+        // file that was never synced is not part of the durable state yet. (Without a session
+        // nothing is versioned: no root files.)
         self.session()?;
         let mut st = self.lock();
         if st.root.contains_key(name) {
             return Err(FsError::EXIST);
         }
-        let (attr, fh) = {
-            let ino = st.next_ino;
-            st.next_ino += 1;
-            let now = SystemTime::now();
-            let file_id = new_file_id();
-            st.nodes.insert(
-                ino,
-                Node::File(FileNode::new(
-                    file_id,
-                    name,
-                    0,
-                    ExtentMap::new(),
-                    (mode & 0o7777) as u16,
-                    now,
-                    1,
-                )),
-            );
-            st.root.insert(name.to_string(), ino);
-            let fh = Self::add_handle(&mut st, Handle::File { ino });
-            (self.node_attr(&st, ino)?, fh)
-        };
-        Ok((attr, fh))
+        let ino = st.next_ino;
+        st.next_ino += 1;
+        st.nodes.insert(
+            ino,
+            Node::File(FileNode::new(
+                new_file_id(),
+                name,
+                0,
+                ExtentMap::new(),
+                (mode & 0o7777) as u16,
+                SystemTime::now(),
+                1,
+            )),
+        );
+        st.root.insert(name.to_string(), ino);
+        let fh = Self::add_handle(&mut st, Handle::File { ino });
+        Ok((self.node_attr(&st, ino)?, fh))
     }
 
     fn add_handle(st: &mut State, h: Handle) -> u64 {
@@ -1580,7 +1576,7 @@ impl QuackFs {
         self.register_namespace(&sync, undo, checkpoint, true).await
     }
 
-    /// Registers the durable file table after a namespace change (create, rename, unlink).
+    /// Registers the durable file table after a namespace change (rename, unlink, fsyncdir).
     /// `checkpoint`: the database file whose checkpoint the change may have completed, and
     /// whether the change renamed a file onto its main WAL. Called holding the registration
     /// order (taken before the change was made, so no sync registers a half-made change); if
@@ -1604,27 +1600,27 @@ impl QuackFs {
         let files = self.durable_rows(&self.lock().durable);
         // A change that completes a checkpoint (DuckDB removing the WAL) is registered with its
         // checkpoint commit in one catalog transaction.
-        if let Some((db, renamed_onto_wal)) = &checkpoint {
-            if let Some(iter) = self.checkpoint_due(db, *renamed_onto_wal) {
-                let message = format!("checkpoint of {db}");
-                match session
-                    .register_and_commit(order, Vec::new(), files.clone(), message)
-                    .await
-                {
-                    Ok(_) => {
-                        self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                        self.lock().committed_iters.insert(db.clone(), iter);
-                        return Ok(());
-                    }
-                    Err(e) if session.is_fenced() => {
-                        undo.undo(&mut self.lock());
-                        return Err(e.into());
-                    }
-                    // Register the change alone; its commit is tried after it, as after a sync.
-                    Err(e) => tracing::warn!(
-                        "registering a change with the checkpoint commit of {db} failed, registering it alone: {e}"
-                    ),
+        let due = checkpoint
+            .as_ref()
+            .and_then(|(db, renamed)| Some((db, self.checkpoint_due(db, *renamed)?)));
+        if let Some((db, iter)) = due {
+            let message = format!("checkpoint of {db}");
+            match session
+                .register_and_commit(order, Vec::new(), files.clone(), message)
+                .await
+            {
+                Ok(_) => {
+                    self.checkpoint_sealed(db, iter, true);
+                    return Ok(());
                 }
+                Err(e) if session.is_fenced() => {
+                    undo.undo(&mut self.lock());
+                    return Err(e.into());
+                }
+                // Register the change alone; its commit is tried after it, as after a sync.
+                Err(e) => tracing::warn!(
+                    "registering a change with the checkpoint commit of {db} failed, registering it alone: {e}"
+                ),
             }
         }
         if let Err(e) = session.register(order, Vec::new(), files).await {
@@ -1691,17 +1687,21 @@ impl QuackFs {
             .checkpoint_commit(order, format!("checkpoint of {db}"))
             .await
         {
-            Ok(made) => {
-                if made.is_some() {
-                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                }
-                // Made, or someone sealed it already (`quackfs commit` from another process).
-                self.lock().committed_iters.insert(db.to_string(), iter);
-            }
+            // Made, or someone sealed it already (`quackfs commit` from another process).
+            Ok(made) => self.checkpoint_sealed(db, iter, made.is_some()),
             Err(e) => tracing::warn!(
                 "checkpoint commit of {db} (header iteration {iter}) failed, retried at its next change: {e}"
             ),
         }
+    }
+
+    /// The checkpoint of `db` at header iteration `iter` is in a commit (`made`: this mount
+    /// made it).
+    fn checkpoint_sealed(&self, db: &str, iter: u64, made: bool) {
+        if made {
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        self.lock().committed_iters.insert(db.to_string(), iter);
     }
 
     /// fsync of a directory: makes the names of the root's files durable. A file created and

@@ -454,3 +454,13 @@ pub fn with_store<T>(env: &Env, f: impl AsyncFnOnce(quackfs::store::DynStore) ->
         f(store).await
     })
 }
+
+/// The entries of a directory (a mount's root), sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
