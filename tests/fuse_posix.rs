@@ -943,7 +943,8 @@ fn regression_scratch_file_moved_to_root_lists_as_file() {
 // Intentional differences from a local filesystem
 
 /// Versioned root files cannot move into a directory (EXDEV, as between filesystems: `mv` copies),
-/// punching holes is refused (EOPNOTSUPP), and directories are scratch: gone after a remount.
+/// punching holes is refused (EOPNOTSUPP), there are no extended attributes (EOPNOTSUPP), and
+/// directories are scratch: gone after a remount.
 #[test]
 fn intentional_differences() {
     use std::os::unix::fs::FileExt;
@@ -991,6 +992,18 @@ fn intentional_differences() {
     f.read_exact_at(&mut buf, 0).unwrap();
     assert_eq!(buf, vec![7u8; 4096]);
     assert_eq!(f.metadata().unwrap().len(), 100_000);
+    // No extended attributes: reading or setting one is not supported, the list is empty.
+    let (path, name) = (cpath(&mnt.join("a")), c"user.note");
+    let mut value = [0u8; 16];
+    // SAFETY: valid C strings and a buffer of the length given.
+    let rc = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), 16) };
+    assert_eq!((rc, errno()), (-1, libc::EOPNOTSUPP));
+    // SAFETY: as above.
+    let rc = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), 4, 0) };
+    assert_eq!((rc, errno()), (-1, libc::EOPNOTSUPP));
+    // SAFETY: as above.
+    let rc = unsafe { libc::listxattr(path.as_ptr(), value.as_mut_ptr().cast(), 16) };
+    assert_eq!(rc, 0);
     drop(f);
     mount.unmount();
 

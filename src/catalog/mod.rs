@@ -535,8 +535,9 @@ pub trait Catalog: Send + Sync + 'static {
     /// The bytes of a layer object kept in the catalog, if it still is (else it was moved into
     /// the store as `layers/ID`).
     async fn inline_object(&self, id: &str) -> Result<Option<Vec<u8>>, CatalogError>;
-    /// Layer objects still kept in the catalog, created before `before`, oldest first, at most
-    /// `limit`: (id, repo id, bytes).
+    /// Layer objects still kept in the catalog whose layer is live (neither superseded by a
+    /// compaction nor marked by gc: those go with their rows), created before `before`, oldest
+    /// first, at most `limit`: (id, repo id, bytes).
     async fn inline_objects(
         &self,
         before: Millis,

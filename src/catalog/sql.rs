@@ -59,16 +59,24 @@ impl SqliteCatalog {
         None
     }
 
-    /// The hot path of every DuckDB commit on a mount. Each statement is a hand-off to the
-    /// connection's worker thread, so the steps go in four: the write transaction (it holds the
-    /// whole database: no branch lock), the fenced upsert of the branch's next sequence number,
-    /// one batch of the inserts and the commit. PostgreSQL makes the same steps in one call of
-    /// `quackfs_register_sync` (migrations/postgres/0009_one_trip_sync.sql).
+    /// The hot path of every DuckDB commit on a mount, in one hand-off to the connection's
+    /// worker thread: `BEGIN IMMEDIATE`, the statements of [`sync_batch`](Self::sync_batch)
+    /// (each fenced by the lease generation: a fenced sync writes nothing), its closing query of
+    /// the branch's next sequence number, `COMMIT`, sent as one query. PostgreSQL makes the same
+    /// steps in one call of `quackfs_register_sync` (migrations/postgres/0009_one_trip_sync.sql).
     async fn register_sync_impl(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
-        let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
-        let layers = self.register_sync_in(&mut tx, req).await?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(layers)
+        let mut conn = self.writer.acquire().await.map_err(|e| self.db(e))?;
+        let branch = req.branch.clone();
+        let (mut batch, layers) = Self::sync_batch(req);
+        batch.in_transaction();
+        let rows = match batch.fetch(&mut conn).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                rollback(&mut conn).await;
+                return Err(self.db(e));
+            }
+        };
+        self.synced(rows, layers, &branch)
     }
 
     /// A sync and the checkpoint commit it completes in one write transaction (see
@@ -80,7 +88,9 @@ impl SqliteCatalog {
     ) -> Result<(Vec<LayerRow>, Commit), CatalogError> {
         let (repo_id, branch) = (req.repo_id, req.branch.clone());
         let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
-        let layers = self.register_sync_in(&mut tx, req).await?;
+        let (batch, layers) = Self::sync_batch(req);
+        let rows = batch.fetch(&mut tx).await.map_err(|e| self.db(e))?;
+        let layers = self.synced(rows, layers, &branch)?;
         let c = self
             .commit_pending_in(&mut tx, repo_id, &branch, commit, false)
             .await?;
@@ -88,46 +98,45 @@ impl SqliteCatalog {
         Ok((layers, c))
     }
 
-    async fn register_sync_in(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-        req: SyncRequest,
-    ) -> Result<Vec<LayerRow>, CatalogError> {
+    /// The statements of a sync: the branch's next sequence number moved past the new layers
+    /// (their `seq` follow from it), the layers and inline objects, the complete pending file
+    /// table, each only while the writer holds the lease (`Batch::fenced`), then a query of the
+    /// next sequence number (no row: fenced, nothing written). With the layers to number.
+    fn sync_batch(req: SyncRequest) -> (Batch, Vec<LayerRow>) {
         let n = req.layers.len() as i64;
-        // No row if the writer's lease moved on or was released: fenced.
-        let row = sqlx::query(
-            "INSERT INTO pending (repo_id, branch, next_seq, synced_at) \
-             SELECT repo_id, branch, $3, $4 FROM leases \
-             WHERE repo_id = $1 AND branch = $2 AND generation = $5 AND released = 0 \
-             ON CONFLICT (repo_id, branch) DO UPDATE SET next_seq = next_seq + $3, synced_at = $4 \
-             RETURNING next_seq",
-        )
-        .bind(req.repo_id)
-        .bind(&req.branch)
-        .bind(n)
-        .bind(req.now)
-        .bind(req.generation)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        let Some(row) = row else {
-            return Err(CatalogError::Fenced(req.branch.clone()));
-        };
-        let seq = row.try_get::<i64, _>("next_seq").map_err(|e| self.db(e))? - n;
+        let mut batch = Batch::fenced(req.repo_id, &req.branch, req.now, req.generation);
+        batch.advance_seq(n);
         // (The writer's session holds these layers by their id prefix: no registration row.)
-        let mut batch = Batch::new(req.repo_id, &req.branch, req.now);
         let mut layers = Vec::with_capacity(req.layers.len());
         for (i, SyncLayer { row: mut l, inline }) in req.layers.into_iter().enumerate() {
-            l.seq = seq + i as i64;
             l.commit_id = None;
             if let Some(bytes) = inline {
                 batch.inline_object(&l.id, bytes);
             }
-            batch.pending_layer(&l);
+            batch.pending_layer(&l, Some(i as i64 - n));
             layers.push(l);
         }
         batch.pending_files(&req.files);
-        batch.execute(tx).await.map_err(|e| self.db(e))?;
+        batch.next_seq();
+        (batch, layers)
+    }
+
+    /// Numbers the layers of a sync from the rows of its batch (the closing query's next
+    /// sequence number); no row: the writer was fenced.
+    fn synced(
+        &self,
+        rows: Vec<sqlx::sqlite::SqliteRow>,
+        mut layers: Vec<LayerRow>,
+        branch: &str,
+    ) -> Result<Vec<LayerRow>, CatalogError> {
+        let Some(row) = rows.last() else {
+            return Err(CatalogError::Fenced(branch.to_string()));
+        };
+        let next = row.try_get::<i64, _>("next_seq").map_err(|e| self.db(e))?;
+        let first = next - layers.len() as i64;
+        for (i, l) in layers.iter_mut().enumerate() {
+            l.seq = first + i as i64;
+        }
         Ok(layers)
     }
 
@@ -244,9 +253,12 @@ impl SqliteCatalog {
         // not reused: after SQLITE_FULL (disk full) SQLite rolls the transaction back itself, the
         // ROLLBACK sqlx sends then fails, and sqlx keeps counting the connection as inside a
         // transaction, so every later BEGIN on it would fail.
+        // (No ping before each acquire: the file cannot hang up, and a ping is one more
+        // hand-off to the connection's worker thread on every catalog call.)
         let pool_of = |n| {
             SqlitePoolOptions::new()
                 .max_connections(n)
+                .test_before_acquire(false)
                 .before_acquire(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
                 .after_release(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
         };
@@ -272,8 +284,9 @@ impl SqliteCatalog {
 
 /// Statements of one SQLite write transaction sent as one query (one hand-off to the
 /// connection's worker thread instead of one per statement). sqlx binds `$N` by its number
-/// across all the statements of a query: `$1` is the repository, `$2` the branch, `$3` the time.
-/// A batch of very many values becomes several queries (SQLite allows 32,766 in one).
+/// across all the statements of a query: `$1` is the repository, `$2` the branch, `$3` the time
+/// and, in a fenced batch, `$4` the writer's lease generation. A batch of very many values
+/// becomes several queries (SQLite allows 32,766 in one).
 struct Batch {
     done: Vec<(String, sqlx::sqlite::SqliteArguments)>,
     sql: String,
@@ -281,31 +294,82 @@ struct Batch {
     /// The first value that failed to encode (reported by `execute`).
     failed: Option<sqlx::error::BoxDynError>,
     next: usize,
-    common: (i64, String, Millis),
+    common: (i64, String, Millis, Option<i64>),
+    /// Whether the batch opens and closes its own transaction (`in_transaction`).
+    own_transaction: bool,
+}
+
+/// The condition of every statement of a fenced batch: the writer still holds the lease.
+macro_rules! lease_held {
+    () => {
+        "EXISTS (SELECT 1 FROM leases WHERE repo_id = $1 AND branch = $2 AND generation = $4 AND released = 0)"
+    };
+}
+
+/// Rolls back whatever transaction a failed batch left open on `conn`; a connection that cannot
+/// say is closed rather than handed out again.
+async fn rollback(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
+    if let Err(e) = sqlx::query("ROLLBACK").execute(&mut **conn).await {
+        // SQLite rolled it back itself (or it never began): nothing to do.
+        if !e.to_string().contains("no transaction is active") {
+            tracing::warn!("rolling back a failed catalog write: {e}; closing its connection");
+            conn.close_on_drop();
+        }
+    }
 }
 
 impl Batch {
     const MAX_VALUES: usize = 10_000;
 
     fn new(repo_id: i64, branch: &str, now: Millis) -> Self {
+        Self::with(repo_id, branch, now, None)
+    }
+
+    /// A batch whose statements write only while the writer of lease `generation` holds the
+    /// branch: fenced, it writes nothing (and its closing query, if any, returns no row).
+    fn fenced(repo_id: i64, branch: &str, now: Millis, generation: i64) -> Self {
+        Self::with(repo_id, branch, now, Some(generation))
+    }
+
+    fn with(repo_id: i64, branch: &str, now: Millis, generation: Option<i64>) -> Self {
         let mut b = Batch {
             done: Vec::new(),
             sql: String::new(),
             args: Default::default(),
             failed: None,
             next: 1,
-            common: (repo_id, branch.to_string(), now),
+            common: (repo_id, branch.to_string(), now, generation),
+            own_transaction: false,
         };
         b.start();
         b
     }
 
-    /// Binds `$1`..`$3` of a new query.
+    /// Binds `$1`..`$4` of a new query.
     fn start(&mut self) {
-        let (repo_id, branch, now) = self.common.clone();
+        let (repo_id, branch, now, generation) = self.common.clone();
         self.arg(repo_id);
         self.arg(branch);
         self.arg(now);
+        if let Some(generation) = generation {
+            self.arg(generation);
+        }
+    }
+
+    /// ` WHERE` the condition of a fenced batch, or nothing.
+    fn guard(&self) -> &'static str {
+        match self.common.3 {
+            Some(_) => concat!(" WHERE ", lease_held!()),
+            None => "",
+        }
+    }
+
+    /// ` AND` the condition of a fenced batch, or nothing.
+    fn and_guard(&self) -> &'static str {
+        match self.common.3 {
+            Some(_) => concat!(" AND ", lease_held!()),
+            None => "",
+        }
     }
 
     /// Called before each statement: a full query is set aside and a new one started.
@@ -333,19 +397,57 @@ impl Batch {
         p
     }
 
+    /// Makes the batch its own write transaction: `BEGIN IMMEDIATE` first, `COMMIT` last (on
+    /// failure the caller rolls back).
+    fn in_transaction(&mut self) {
+        self.own_transaction = true;
+    }
+
+    /// Moves the branch's next sequence number `n` on (creating its pending row), the first
+    /// statement of a sync.
+    fn advance_seq(&mut self, n: i64) {
+        self.statement();
+        let n = self.arg(n);
+        self.sql.push_str(&format!(
+            "INSERT INTO pending (repo_id, branch, next_seq, synced_at) \
+             SELECT $1, $2, {n}, $3{guard} \
+             ON CONFLICT (repo_id, branch) DO UPDATE SET next_seq = next_seq + {n}, synced_at = $3;\n",
+            guard = if self.guard().is_empty() { " WHERE true" } else { self.guard() },
+        ));
+    }
+
+    /// The closing query of a sync: the branch's next sequence number (no row when fenced).
+    fn next_seq(&mut self) {
+        self.statement();
+        self.sql.push_str(&format!(
+            "SELECT next_seq FROM pending WHERE repo_id = $1 AND branch = $2{};\n",
+            self.and_guard()
+        ));
+    }
+
     fn inline_object(&mut self, id: &str, bytes: Vec<u8>) {
         self.statement();
         let (id, bytes) = (self.arg(id.to_string()), self.arg(bytes));
         self.sql.push_str(&format!(
-            "INSERT INTO inline_objects (id, repo_id, bytes, created_at) VALUES ({id}, $1, {bytes}, $3);\n"
+            "INSERT INTO inline_objects (id, repo_id, bytes, created_at) SELECT {id}, $1, {bytes}, $3{};\n",
+            self.guard()
         ));
     }
 
-    fn pending_layer(&mut self, l: &LayerRow) {
+    /// A pending layer of the branch; with `seq_from_next`, its `seq` is the branch's next
+    /// sequence number plus that (a sync numbers its layers after `advance_seq`).
+    fn pending_layer(&mut self, l: &LayerRow, seq_from_next: Option<i64>) {
         self.statement();
+        let seq = match seq_from_next {
+            Some(d) => format!(
+                "(SELECT next_seq FROM pending WHERE repo_id = $1 AND branch = $2) + {}",
+                self.arg(d)
+            ),
+            None => self.arg(l.seq),
+        };
         let v = [
             self.arg(l.id.clone()),
-            self.arg(l.seq),
+            seq,
             self.arg(layer_kind_str(l.kind)),
             self.arg(l.object_key.clone()),
             self.arg(l.size_bytes),
@@ -356,15 +458,18 @@ impl Batch {
         .join(", ");
         self.sql.push_str(&format!(
             "INSERT INTO layers (id, seq, kind, object_key, size_bytes, min_time, max_time, created_at, repo_id, commit_id, branch) \
-             VALUES ({v}, $1, NULL, $2);\n"
+             SELECT {v}, $1, NULL, $2{};\n",
+            self.guard()
         ));
     }
 
     /// The branch's complete pending file table.
     fn pending_files(&mut self, files: &[FileRow]) {
         self.statement();
-        self.sql
-            .push_str("DELETE FROM pending_files WHERE repo_id = $1 AND branch = $2;\n");
+        self.sql.push_str(&format!(
+            "DELETE FROM pending_files WHERE repo_id = $1 AND branch = $2{};\n",
+            self.and_guard()
+        ));
         for f in files {
             self.statement();
             let v = [
@@ -374,11 +479,11 @@ impl Batch {
             ]
             .join(", ");
             self.sql.push_str(&format!(
-                "INSERT INTO pending_files (repo_id, branch, path, file_id, size) VALUES ($1, $2, {v});\n"
+                "INSERT INTO pending_files (repo_id, branch, path, file_id, size) SELECT $1, $2, {v}{};\n",
+                self.guard()
             ));
         }
     }
-
     /// Commit `c` on top of its parent, the branch's head: adopts the pending layers and file
     /// table (`pending`; else the head's files are kept), moves the branch, logs the move.
     fn seal(&mut self, c: &Commit, pending: bool, reason: &str) {
@@ -417,24 +522,46 @@ impl Batch {
         ));
     }
 
-    async fn execute(
+    /// Runs the batch; the rows its queries return, in order.
+    async fn fetch(
         mut self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    ) -> Result<(), sqlx::Error> {
+        conn: &mut sqlx::SqliteConnection,
+    ) -> Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error> {
         if let Some(e) = self.failed {
             return Err(sqlx::Error::Encode(e));
         }
         self.done.push((self.sql, self.args));
-        for (sql, args) in self.done {
-            if !sql.is_empty() {
-                sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-                    .execute(&mut **tx)
-                    .await?;
+        if self.own_transaction {
+            if let Some(first) = self.done.first_mut() {
+                first.0.insert_str(0, "BEGIN IMMEDIATE;\n");
+            }
+            if let Some(last) = self.done.last_mut() {
+                last.0.push_str("COMMIT;\n");
             }
         }
-        Ok(())
+        let mut rows = Vec::new();
+        for (sql, args) in self.done {
+            if !sql.is_empty() {
+                rows.extend(
+                    sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                        .fetch_all(&mut *conn)
+                        .await?,
+                );
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn execute(
+        self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    ) -> Result<(), sqlx::Error> {
+        self.fetch(tx).await.map(drop)
     }
 }
+
+/// A PostgreSQL connection idle for longer than this is pinged before it is used.
+const PING_IDLE: Duration = Duration::from_secs(1);
 
 impl PgCatalog {
     /// Connects to PostgreSQL and applies migrations (sqlx serialises them with an advisory lock).
@@ -448,9 +575,23 @@ impl PgCatalog {
         let masked = mask_url(url);
         let opts =
             PgConnectOptions::from_str(url).map_err(|_| CatalogError::BadUrl(masked.clone()))?;
+        // A connection idle for a while is pinged before it is handed out (the server may have
+        // restarted or dropped it: a failed ping takes another), one used just now is not: the
+        // ping is a round trip, which every sync of a mount would pay on top of its own.
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .before_acquire(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
+            .test_before_acquire(false)
+            .before_acquire(|c, meta| {
+                Box::pin(async move {
+                    if c.is_in_transaction() {
+                        return Ok(false);
+                    }
+                    if meta.idle_for > PING_IDLE {
+                        sqlx::Connection::ping(c).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_release(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
             .acquire_timeout(connect_timeout())
             .connect_with(opts)
@@ -1697,23 +1838,30 @@ macro_rules! impl_catalog {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
                 self.lock_branch(&mut tx, req.repo_id, &req.branch).await?;
                 self.check_fence(&mut tx, req.repo_id, &req.branch, req.generation).await?;
+                // Still pending segments of this branch (a commit may have adopted them), all
+                // superseded in one statement per thousand.
                 let mut first = i64::MAX;
-                for id in old {
-                    // Still a pending segment of this branch (a commit may have adopted it).
-                    let r = sqlx::query(
-                        "UPDATE layers SET superseded_at = $1 WHERE id = $2 AND repo_id = $3 AND branch = $4 AND commit_id IS NULL AND superseded_at IS NULL RETURNING seq",
-                    )
-                    .bind(req.now)
-                    .bind(id)
-                    .bind(req.repo_id)
-                    .bind(&req.branch)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                    let Some(r) = r else {
-                        return Err(CatalogError::Conflict(format!("pending layer {id} was committed or replaced meanwhile")));
-                    };
-                    first = first.min(r.try_get::<i64, _>("seq").map_err(|e| self.db(e))?);
+                for ids in old.chunks(1_000) {
+                    let list = (0..ids.len()).map(|i| format!("${}", i + 4)).collect::<Vec<_>>().join(", ");
+                    let sql = format!(
+                        "UPDATE layers SET superseded_at = $1 WHERE repo_id = $2 AND branch = $3 \
+                         AND commit_id IS NULL AND superseded_at IS NULL AND id IN ({list}) RETURNING seq"
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(req.now).bind(req.repo_id).bind(&req.branch);
+                    for id in ids {
+                        q = q.bind(id);
+                    }
+                    let rows = q.fetch_all(&mut *tx).await.map_err(|e| self.db(e))?;
+                    if rows.len() != ids.len() {
+                        return Err(CatalogError::Conflict(format!(
+                            "{} of {} pending layers were committed or replaced meanwhile",
+                            ids.len() - rows.len(),
+                            ids.len()
+                        )));
+                    }
+                    for r in rows {
+                        first = first.min(r.try_get::<i64, _>("seq").map_err(|e| self.db(e))?);
+                    }
                 }
                 let Some(SyncLayer { row: mut new, inline }) = req.layers.into_iter().next() else {
                     return Err(CatalogError::Conflict("no replacement layer".into()));
@@ -1745,7 +1893,11 @@ macro_rules! impl_catalog {
             }
 
             async fn inline_objects(&self, before: Millis, limit: i64) -> Result<Vec<(String, i64, Vec<u8>)>, CatalogError> {
-                let rows = sqlx::query("SELECT id, repo_id, bytes FROM inline_objects WHERE created_at < $1 ORDER BY created_at LIMIT $2")
+                let rows = sqlx::query(
+                    "SELECT o.id, o.repo_id, o.bytes FROM layers l JOIN inline_objects o ON o.id = l.id \
+                     WHERE l.object_key LIKE 'inline/%' AND l.superseded_at IS NULL AND l.doomed_at IS NULL \
+                     AND l.created_at < $1 ORDER BY l.created_at LIMIT $2",
+                )
                     .bind(before)
                     .bind(limit)
                     .fetch_all(&self.pool)

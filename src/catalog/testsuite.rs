@@ -596,6 +596,91 @@ pub async fn syncs_and_checkpoint_commits(cat: DynCatalog, tag: &str) {
         rc.id
     );
 
+    // What a spill moves: live inline layers only; not those a compaction
+    // superseded or gc marked (their bytes stay readable in the catalog), not stored ones.
+    let ids: Vec<String> = (0..4).map(|i| format!("{tag}-sp{i}")).collect();
+    cat.register_sync(sync(
+        lease.generation,
+        ids.iter()
+            .map(|id| sync_layer(id, Some(vec![5; 7])))
+            .chain([sync_layer(&format!("{tag}-sp-stored"), None)])
+            .collect(),
+        vec![file("y.duckdb", 9, 4096)],
+    ))
+    .await
+    .unwrap();
+    cat.replace_pending(
+        sync(
+            lease.generation,
+            vec![sync_layer(&format!("{tag}-sp-merged"), Some(vec![6; 9]))],
+            vec![],
+        ),
+        &ids[..2],
+    )
+    .await
+    .unwrap();
+    // A replacement of layers one of which is no longer pending changes nothing.
+    assert!(matches!(
+        cat.replace_pending(
+            sync(
+                lease.generation,
+                vec![sync_layer(&format!("{tag}-sp-late"), None)],
+                vec![],
+            ),
+            &[ids[3].clone(), ids[1].clone()],
+        )
+        .await,
+        Err(CatalogError::Conflict(_))
+    ));
+    assert!(cat
+        .inline_object(&format!("{tag}-sp-late"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        cat.pending(repo.id, "main")
+            .await
+            .unwrap()
+            .unwrap()
+            .layers
+            .iter()
+            .map(|l| (l.id.clone(), l.seq))
+            .collect::<Vec<_>>(),
+        [
+            (format!("{tag}-sp-merged"), 0),
+            (ids[2].clone(), 2),
+            (ids[3].clone(), 3),
+            (format!("{tag}-sp-stored"), 4)
+        ],
+        "the merged layer takes the first one's place; the others are untouched"
+    );
+    cat.set_doomed(&ids[2..3], Some(9_900)).await.unwrap();
+    let candidates = || async {
+        cat.inline_objects(i64::MAX, 1_000_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(id, _, _)| id.starts_with(&format!("{tag}-sp")))
+            .map(|(id, repo_id, bytes)| (id, repo_id, bytes.len()))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(
+        candidates().await,
+        [
+            (ids[3].clone(), repo.id, 7),
+            (format!("{tag}-sp-merged"), repo.id, 9)
+        ]
+        .into()
+    );
+    assert_eq!(cat.inline_object(&ids[0]).await.unwrap(), Some(vec![5; 7]));
+    cat.spilled(&ids[3..]).await.unwrap();
+    assert_eq!(
+        candidates().await.len(),
+        1,
+        "a spilled layer is no candidate"
+    );
+    assert_eq!(cat.inline_object(&ids[3]).await.unwrap(), None);
+
     // After the lease is released, syncs are fenced; an unknown branch is not found (or fenced).
     cat.release_lease(repo.id, "main", lease.generation)
         .await

@@ -280,13 +280,10 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use std::sync::Arc;
 
-    /// A spill stores layers in batches and names each batch in one catalog transaction; when an
-    /// upload fails, what was stored is still named (its catalog copy goes), the rest stays in
-    /// the catalog, and the next spill moves it. Every byte reads back the same from the store.
-    #[tokio::test]
-    async fn spill_moves_batches_and_keeps_what_a_failed_upload_left() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("c.sqlite").display());
+    /// A catalog with a database `spill` whose `main` holds `n` pending inline layers
+    /// `spill0000`… (bodies by [`body`]), and the lease generation that registered them.
+    async fn inline_layers(dir: &Path, n: usize) -> (DynCatalog, i64, i64) {
+        let url = format!("sqlite://{}", dir.join("c.sqlite").display());
         let cat = catalog::open(&url).await.unwrap();
         let root = NewCommit {
             id: "root0000000000000000000000000000".into(),
@@ -301,60 +298,114 @@ mod tests {
             .acquire_lease(repo.id, "main", "test", 60_000)
             .await
             .unwrap();
-        let n = SPILL_BATCH + 36;
-        let body = |i: usize| vec![i as u8; 100 + i];
-        let layers = (0..n)
-            .map(|i| {
-                let id = format!("spill{i:04}");
-                SyncLayer {
-                    row: LayerRow {
-                        object_key: inline_key(&id),
-                        id,
-                        repo_id: repo.id,
-                        commit_id: None,
-                        seq: 0,
-                        kind: LayerKind::Delta,
-                        size_bytes: 100,
-                        min_time: 1,
-                        max_time: 1,
-                        created_at: 1,
-                    },
-                    inline: Some(body(i)),
-                }
-            })
-            .collect();
-        cat.register_sync(SyncRequest {
-            repo_id: repo.id,
+        let layers = (0..n).map(|i| inline_layer(repo.id, i)).collect();
+        cat.register_sync(sync_request(repo.id, lease.generation, layers))
+            .await
+            .unwrap();
+        (cat, repo.id, lease.generation)
+    }
+
+    fn body(i: usize) -> Vec<u8> {
+        vec![i as u8; 100 + i]
+    }
+
+    fn inline_layer(repo_id: i64, i: usize) -> SyncLayer {
+        let id = format!("spill{i:04}");
+        SyncLayer {
+            row: LayerRow {
+                object_key: inline_key(&id),
+                id,
+                repo_id,
+                commit_id: None,
+                seq: 0,
+                kind: LayerKind::Delta,
+                size_bytes: 100,
+                min_time: 1,
+                max_time: 1,
+                created_at: 1,
+            },
+            inline: Some(body(i)),
+        }
+    }
+
+    fn sync_request(repo_id: i64, generation: i64, layers: Vec<SyncLayer>) -> SyncRequest {
+        SyncRequest {
+            repo_id,
             branch: "main".into(),
-            generation: lease.generation,
+            generation,
             layers,
             files: vec![],
             now: 1,
             session_id: None,
-        })
-        .await
-        .unwrap();
+        }
+    }
+
+    async fn left(cat: &DynCatalog) -> usize {
+        cat.inline_objects(i64::MAX, 10_000).await.unwrap().len()
+    }
+
+    /// A spill stores layers in batches and names each batch in one catalog transaction; when an
+    /// upload fails, what was stored is still named (its catalog copy goes), the rest stays in
+    /// the catalog, and the next spill moves it. Every byte reads back the same from the store.
+    #[tokio::test]
+    async fn spill_moves_batches_and_keeps_what_a_failed_upload_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = SPILL_BATCH + 36;
+        let (cat, repo_id, _) = inline_layers(dir.path(), n).await;
         let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
         let store: DynStore = faulty.clone();
-        let left = |cat: DynCatalog| async move {
-            cat.inline_objects(i64::MAX, 10_000).await.unwrap().len()
-        };
 
         faulty.fail_puts_after((SPILL_BATCH + 6) as u64);
         assert!(spill(&cat, &store, i64::MAX, 10_000).await.is_err());
-        assert_eq!(left(cat.clone()).await, n - SPILL_BATCH - 6);
+        assert_eq!(left(&cat).await, n - SPILL_BATCH - 6);
         faulty.clear_faults();
         assert_eq!(
             spill(&cat, &store, i64::MAX, 10_000).await.unwrap(),
             n - SPILL_BATCH - 6
         );
-        assert_eq!(left(cat.clone()).await, 0);
-        let pending = cat.pending(repo.id, "main").await.unwrap().unwrap();
+        assert_eq!(left(&cat).await, 0);
+        let pending = cat.pending(repo_id, "main").await.unwrap().unwrap();
         assert_eq!(pending.layers.len(), n);
         for (i, l) in pending.layers.iter().enumerate() {
             assert_eq!(l.object_key, format!("layers/{}", l.id));
             assert_eq!(cat.inline_object(&l.id).await.unwrap(), None);
             assert_eq!(store.get(&l.object_key).await.unwrap().to_vec(), body(i));
+        }
+    }
+
+    /// Layers a compaction superseded are not moved: their bytes stay in the catalog (readers
+    /// that resolved them before still read them there) until gc deletes the rows, and the
+    /// store receives only the live layers, the compacted one among them.
+    #[tokio::test]
+    async fn spill_leaves_superseded_layers_in_the_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cat, repo_id, generation) = inline_layers(dir.path(), 10).await;
+        let old: Vec<String> = (0..8).map(|i| format!("spill{i:04}")).collect();
+        let merged = inline_layer(repo_id, 99);
+        cat.replace_pending(sync_request(repo_id, generation, vec![merged]), &old)
+            .await
+            .unwrap();
+        let inner = Arc::new(MemoryStore::new());
+        let store: DynStore = inner.clone();
+        assert_eq!(spill(&cat, &store, i64::MAX, 10_000).await.unwrap(), 3);
+        assert_eq!(left(&cat).await, 0);
+        let mut stored: Vec<String> = store
+            .list("layers/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        stored.sort();
+        assert_eq!(
+            stored,
+            ["layers/spill0008", "layers/spill0009", "layers/spill0099"]
+        );
+        // The superseded ones still read back exactly, from the catalog.
+        let reader = InlineStore::new(cat.clone(), store.clone());
+        for (i, id) in old.iter().enumerate() {
+            assert_eq!(cat.inline_object(id).await.unwrap(), Some(body(i)));
+            assert_eq!(reader.get(&inline_key(id)).await.unwrap().to_vec(), body(i));
         }
     }
 }

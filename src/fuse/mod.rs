@@ -412,7 +412,10 @@ impl Filesystem for FuseAdapter {
         _size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        reply.error(Errno::from_i32(libc::ENODATA));
+        // No extended attributes. ENOSYS (not ENODATA) makes the kernel stop asking: it answers
+        // EOPNOTSUPP itself from then on. It asks for `security.capability` before every write
+        // otherwise, a request per write that DuckDB's WAL appends would pay.
+        reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
