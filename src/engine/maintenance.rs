@@ -13,6 +13,7 @@ use super::{now_millis, Engine};
 use crate::catalog::{Commit, CommitKind, GcSnapshot, LayerRow, Millis, Repo};
 use crate::error::Result;
 use crate::layer::{LayerIndex, LayerKind};
+use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A head whose chain has more layers than this gets an image layer.
@@ -36,6 +37,8 @@ pub fn holder_alive(holder: &str, heartbeat_at: Millis, server_now: Millis, keep
     }
     server_now - heartbeat_at <= keep_ms || crate::process::holder_runs_here(holder)
 }
+/// Commits whose segments `merge` merges at once.
+const MERGE_CONCURRENCY: usize = 8;
 /// Pages of zeros are left out of image and merged layers.
 const PAGE: usize = 4096;
 
@@ -207,13 +210,16 @@ impl Engine {
         repo_id: i64,
         rows: Vec<LayerRow>,
     ) -> Result<(LayerRow, Vec<String>)> {
+        // The footers are fetched at once (each is a round trip to a remote store), applied in
+        // order.
+        let indexes = futures::future::try_join_all(
+            rows.iter()
+                .map(|row| self.layers.index(&row.object_key, row.size_bytes as u64)),
+        )
+        .await?;
         let mut layers = Vec::new();
         let mut folded = Folded::new();
-        for row in rows {
-            let index = self
-                .layers
-                .index(&row.object_key, row.size_bytes as u64)
-                .await?;
+        for (row, index) in rows.into_iter().zip(indexes) {
             folded.apply(layers.len() as u32, &index);
             layers.push(ViewLayer { row, index });
         }
@@ -262,19 +268,36 @@ impl Engine {
         let mut report = MergeReport::default();
         let commits = self.reachable_commits(repo).await?;
         progress.set_length(commits.len() as u64);
-        for c in commits
-            .iter()
-            .filter(|c| c.repo_id == repo.id && c.expired_at.is_none())
-        {
+        // Commits are merged independently of each other (each its own layers, its own catalog
+        // transaction), several at a time: each one waits on the store's round trips (footers,
+        // extents, the upload), which a distant store makes long. Reported in commit order.
+        let merges = futures::stream::iter(
+            commits
+                .iter()
+                .filter(|c| c.repo_id == repo.id && c.expired_at.is_none()),
+        )
+        .map(|c| async move {
             let rows = self.catalog.commit_layers(&c.id).await?;
             let segments = rows.iter().filter(|l| l.kind == LayerKind::Delta).count();
+            let mut merged = None;
             if segments > 1 && rows.iter().all(|l| l.kind == LayerKind::Delta) {
-                report.merged_segments.push((c.id.clone(), segments));
-                if !dry_run {
-                    report.bytes_written += self.merge_segments(session, c, rows).await?;
-                }
+                let bytes = if dry_run {
+                    0
+                } else {
+                    self.merge_segments(session, c, rows).await?
+                };
+                merged = Some((c.id.clone(), segments, bytes));
             }
             progress.inc(1);
+            Ok::<_, crate::error::Error>(merged)
+        })
+        .buffered(MERGE_CONCURRENCY);
+        futures::pin_mut!(merges);
+        while let Some(merged) = merges.next().await {
+            if let Some((id, segments, bytes)) = merged? {
+                report.merged_segments.push((id, segments));
+                report.bytes_written += bytes;
+            }
         }
         let merged: HashSet<&str> = report
             .merged_segments
