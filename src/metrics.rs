@@ -178,6 +178,10 @@ impl ObjectStore for MeteredStore {
     fn as_local(&self) -> Option<&LocalStore> {
         self.inner.as_local()
     }
+
+    fn read_now(&self, key: &str, start: u64, end: u64) -> Option<Bytes> {
+        self.inner.read_now(key, start, end)
+    }
 }
 
 /// A histogram as upper bounds and per-bucket counts (not cumulative), with sum and count.
@@ -214,6 +218,8 @@ pub struct Snapshot {
     /// Distinct layers one read went through.
     pub read_layers: Histogram,
     pub duckdb_written_bytes: u64,
+    /// Bytes DuckDB rewrote with the same contents (left out of the layers).
+    pub unchanged_bytes: u64,
     pub stored_bytes: u64,
     pub uploads: u64,
     pub uploaded_bytes: u64,
@@ -262,11 +268,16 @@ pub fn prometheus_text(s: &Snapshot) -> String {
         "Distinct layers one read went through (read amplification)",
         s.read_layers.clone(),
     );
-    let counters: [(&str, &str, u64); 15] = [
+    let counters: [(&str, &str, u64); 16] = [
         (
             "duckdb_written_bytes",
             "Bytes DuckDB wrote into the mount",
             s.duckdb_written_bytes,
+        ),
+        (
+            "unchanged_bytes",
+            "Bytes DuckDB wrote that equal what they replace (not stored again)",
+            s.unchanged_bytes,
         ),
         (
             "stored_bytes",

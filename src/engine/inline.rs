@@ -222,6 +222,20 @@ impl ObjectStore for InlineStore {
     fn as_local(&self) -> Option<&LocalStore> {
         self.inner.as_local()
     }
+
+    /// An inline object from the memory cache (a catalog query would wait), else the store's
+    /// own answer.
+    fn read_now(&self, key: &str, start: u64, end: u64) -> Option<Bytes> {
+        match inline_id(key) {
+            Some(id) => {
+                let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                let b = cache.map.peek(id)?;
+                let (start, end) = (usize::try_from(start).ok()?, usize::try_from(end).ok()?);
+                (start <= end && end <= b.len()).then(|| b.slice(start..end))
+            }
+            None => self.inner.read_now(key, start, end),
+        }
+    }
 }
 
 /// Moves inline objects created before `before` into the store (at most `limit`); returns how

@@ -242,6 +242,37 @@ impl LayerCache {
         })
     }
 
+    /// The bytes of one whole extent if they can be had without waiting on a network: memory,
+    /// the disk cache, or a store that answers at once (a local one); checksum verified. None
+    /// otherwise (also for damaged bytes: a read reports those). Nothing is counted or read
+    /// ahead: the write path asks, to compare what DuckDB rewrites with what it replaces.
+    pub fn extent_now(&self, key: &str, data_off: u64, len: u32, crc: u32) -> Option<Bytes> {
+        let cache_key = (key.to_string(), data_off);
+        if let Some(b) = lock(&self.extents).get(&cache_key) {
+            return Some(b);
+        }
+        let bytes = match self
+            .disk
+            .as_ref()
+            .and_then(|d| d.get(key, data_off, Some(crc)))
+        {
+            Some(b) => b,
+            None => {
+                let b = self.store.read_now(key, data_off, data_off + len as u64)?;
+                let entry = layer::ExtentEntry {
+                    offset: 0,
+                    len,
+                    data_off,
+                    crc,
+                };
+                layer::verify_extent(&entry, &b).ok()?;
+                b
+            }
+        };
+        lock(&self.extents).put(cache_key, bytes.clone());
+        Some(bytes)
+    }
+
     /// The extent `cache_key` from the memory cache, counted, and noted for reading ahead.
     fn memory_hit(&self, cache_key: &(String, u64)) -> Option<Bytes> {
         let hit = lock(&self.extents).get(cache_key)?;

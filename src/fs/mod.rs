@@ -34,6 +34,14 @@ pub const ROOT: u64 = 1;
 
 /// Dirty bytes held in memory before a background flush starts.
 const FLUSH_THRESHOLD: u64 = 64 * 1024 * 1024;
+/// A write over existing bytes is compared with them in units of this many bytes: units that
+/// did not change are left out of the dirty ranges (and so of the layers). DuckDB rewrites whole
+/// 256 KiB blocks and 4 KiB headers of which a few bytes changed.
+const COMPARE_UNIT: usize = 512;
+/// Changed units closer than this are kept as one range (fewer, longer extents).
+const COMPARE_GAP: usize = 4096;
+/// Zeros to compare holes with.
+static ZEROS: [u8; 65536] = [0; 65536];
 /// Default bound of a mount's dirty (written, unsynced) bytes: beyond it writes wait until a
 /// flush has stored some (backpressure, e.g. while the object store is down).
 pub const DEFAULT_DIRTY_LIMIT: u64 = 256 * 1024 * 1024;
@@ -157,6 +165,8 @@ pub struct Stats {
     pub write_waits: AtomicU64,
     /// Bytes DuckDB wrote (write calls on versioned files).
     pub written_bytes: AtomicU64,
+    /// Bytes of those writes equal to what they replaced (left out of the dirty ranges).
+    pub unchanged_bytes: AtomicU64,
     /// Bytes of the layers syncs produced (in the catalog or the store).
     pub stored_bytes: AtomicU64,
     /// Reads by the number of distinct layers they went through ([`READ_LAYER_BUCKETS`]).
@@ -215,6 +225,9 @@ struct FileNode {
     /// Orders the syncs of this file (snapshot, upload, registration); other files' syncs run
     /// beside it.
     sync: Arc<tokio::sync::Mutex<()>>,
+    /// Counts the changes of its contents (writes, truncations): a write that compared its bytes
+    /// with the contents outside the lock knows whether they are still the same.
+    changes: u64,
 }
 
 impl FileNode {
@@ -243,6 +256,7 @@ impl FileNode {
             open,
             durable_iter: None,
             sync: Arc::new(tokio::sync::Mutex::new(())),
+            changes: 0,
         }
     }
 }
@@ -549,6 +563,7 @@ impl QuackFs {
             fsync_seconds,
             read_layers,
             duckdb_written_bytes: get(&s.written_bytes),
+            unchanged_bytes: get(&s.unchanged_bytes),
             stored_bytes: get(&s.stored_bytes),
             uploads: get(&GLOBAL.uploads),
             uploaded_bytes: get(&GLOBAL.uploaded_bytes),
@@ -1238,7 +1253,8 @@ impl QuackFs {
         append: bool,
     ) -> FsResult<u32> {
         self.check_writable()?;
-        let flush = {
+        // What the bytes replace, if they replace any: compared outside the lock.
+        let before = {
             let mut st = self.lock();
             if let Some(Handle::Scratch(file)) = st.handles.get(&fh) {
                 let file = file.clone();
@@ -1262,6 +1278,36 @@ impl QuackFs {
                         .unwrap_or_else(|p| p.into_inner().0);
                 }
             }
+            let Some(Node::File(f)) = st.nodes.get(&ino) else {
+                return Err(FsError::NOENT);
+            };
+            let end = (off + data.len() as u64).min(f.size);
+            if append || off >= end || data.len() < COMPARE_UNIT {
+                None
+            } else {
+                Self::pieces(&st, f, off, end)
+                    .ok()
+                    .map(|pieces| (f.changes, end - off, pieces))
+            }
+        };
+        // Runs of `data` that differ from what they replace (all of it when that is not known).
+        let changed = before
+            .and_then(|(changes, len, pieces)| {
+                self.changed_runs(&data[..len as usize], pieces)
+                    .map(|runs| (changes, len, runs))
+            })
+            .map(|(changes, len, mut runs)| {
+                // What lies past the old end is new in any case.
+                if (len as usize) < data.len() {
+                    match runs.last_mut() {
+                        Some(last) if last.1 == len as usize => last.1 = data.len(),
+                        _ => runs.push((len as usize, data.len())),
+                    }
+                }
+                (changes, runs)
+            });
+        let flush = {
+            let mut st = self.lock();
             st.write_seq += 1;
             let seq = st.write_seq;
             let Some(Node::File(f)) = st.nodes.get_mut(&ino) else {
@@ -1269,22 +1315,33 @@ impl QuackFs {
             };
             let off = if append { f.size } else { off };
             let buf = Bytes::copy_from_slice(data);
-            let len = data.len() as u64;
-            f.map.insert(
-                off,
-                len,
-                Source::Mem {
-                    buf: buf.clone(),
+            let whole = [(0, data.len())];
+            let runs: &[(usize, usize)] = match &changed {
+                // Nothing changed the contents since they were compared.
+                Some((changes, runs)) if *changes == f.changes => runs,
+                _ => &whole,
+            };
+            let mut added = 0;
+            for &(a, b) in runs {
+                let (at, len) = (off + a as u64, (b - a) as u64);
+                let src = Source::Mem {
+                    buf: buf.slice(a..b),
                     seq,
-                },
-            );
-            f.dirty.insert(off, len, Source::Mem { buf, seq });
-            f.dirty_bytes += len;
-            f.size = f.size.max(off + len);
+                };
+                f.map.insert(at, len, src.clone());
+                f.dirty.insert(at, len, src);
+                added += len;
+            }
+            f.changes += 1;
+            f.dirty_bytes += added;
+            f.size = f.size.max(off + data.len() as u64);
             let now = SystemTime::now();
             f.mtime = now;
             f.ctime = now;
-            st.dirty_bytes += len;
+            st.dirty_bytes += added;
+            self.stats
+                .unchanged_bytes
+                .fetch_add(data.len() as u64 - added, Ordering::Relaxed);
             st.dirty_bytes > FLUSH_THRESHOLD
         };
         if flush {
@@ -1294,6 +1351,71 @@ impl QuackFs {
             .written_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(data.len() as u32)
+    }
+
+    /// The runs (start, end) of `new` that differ from the bytes `pieces` resolve to (what `new`
+    /// overwrites), in units of [`COMPARE_UNIT`] bytes, runs closer than [`COMPARE_GAP`] joined;
+    /// None when the old bytes cannot be had at once (they would be fetched from a remote store,
+    /// or read from disk): the write is then taken whole.
+    fn changed_runs(&self, new: &[u8], pieces: Resolved) -> Option<Vec<(usize, usize)>> {
+        let mut differs = vec![false; new.len().div_ceil(COMPARE_UNIT)];
+        let mut covered = 0;
+        let compare = |at: usize, old: &[u8], differs: &mut Vec<bool>| {
+            let new = &new[at..at + old.len()];
+            // Units of the write that this piece overlaps.
+            let mut u = at / COMPARE_UNIT;
+            while u * COMPARE_UNIT < at + old.len() {
+                let (s, e) = (
+                    (u * COMPARE_UNIT).max(at),
+                    ((u + 1) * COMPARE_UNIT).min(at + old.len()),
+                );
+                if new[s - at..e - at] != old[s - at..e - at] {
+                    differs[u] = true;
+                }
+                u += 1;
+            }
+        };
+        for (at, plen, src) in pieces {
+            let (at, plen) = (at as usize, plen as usize);
+            // A hole before this piece reads as zeros.
+            if at > covered {
+                for s in (covered..at).step_by(ZEROS.len()) {
+                    let e = (s + ZEROS.len()).min(at);
+                    compare(s, &ZEROS[..e - s], &mut differs);
+                }
+            }
+            match src {
+                ReadSrc::Mem(b) => compare(at, &b[..plen], &mut differs),
+                ReadSrc::Layer {
+                    key,
+                    data_off,
+                    ext_len,
+                    crc,
+                    skip,
+                } => {
+                    let b = self
+                        .engine
+                        .layers
+                        .extent_now(&key, data_off, ext_len, crc)?;
+                    let old = b.get(skip as usize..skip as usize + plen)?;
+                    compare(at, old, &mut differs);
+                }
+            }
+            covered = at + plen;
+        }
+        for s in (covered..new.len()).step_by(ZEROS.len()) {
+            let e = (s + ZEROS.len()).min(new.len());
+            compare(s, &ZEROS[..e - s], &mut differs);
+        }
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for (u, _) in differs.iter().enumerate().filter(|(_, d)| **d) {
+            let (s, e) = (u * COMPARE_UNIT, ((u + 1) * COMPARE_UNIT).min(new.len()));
+            match runs.last_mut() {
+                Some(last) if s - last.1 < COMPARE_GAP => last.1 = e,
+                _ => runs.push((s, e)),
+            }
+        }
+        Some(runs)
     }
 
     /// Starts a background flush of every file's dirty data, unless one is running.
@@ -1338,6 +1460,7 @@ impl QuackFs {
             }
         };
         if size < f.size {
+            f.changes += 1;
             f.map.truncate(size);
             f.dirty.truncate(size);
             f.truncate_to = Some(f.truncate_to.map_or(size, |t| t.min(size)));

@@ -184,6 +184,17 @@ impl ObjectStore for FaultyStore {
     fn describe(&self) -> String {
         format!("faulty+{}", self.inner.describe())
     }
+
+    /// Not counted as a call; nothing while any fault is armed or reads are slow.
+    fn read_now(&self, key: &str, start: u64, end: u64) -> Option<Bytes> {
+        let armed = self.fail_all.load(Ordering::SeqCst)
+            || self.fail_at.load(Ordering::SeqCst) != 0
+            || self.read_latency_ms.load(Ordering::SeqCst) != 0;
+        if armed {
+            return None;
+        }
+        self.inner.read_now(key, start, end)
+    }
 }
 
 #[cfg(test)]

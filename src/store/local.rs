@@ -458,6 +458,34 @@ impl ObjectStore for LocalStore {
     fn as_local(&self) -> Option<&LocalStore> {
         Some(self)
     }
+
+    /// A read of the object's file on the calling thread, only of what the page cache holds
+    /// (`RWF_NOWAIT`: a read that would wait for the disk is not made).
+    fn read_now(&self, key: &str, start: u64, end: u64) -> Option<Bytes> {
+        use std::os::fd::AsRawFd;
+        validate_key(key).ok()?;
+        let file = self.object_file(key).ok()?;
+        if start > end || end > file.1 {
+            return None;
+        }
+        let mut buf = vec![0u8; usize::try_from(end - start).ok()?];
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: one iovec over `buf`, which lives across the call; the descriptor is open.
+        let n = unsafe {
+            libc::preadv2(
+                file.0.as_raw_fd(),
+                &iov,
+                1,
+                i64::try_from(start).ok()?,
+                libc::RWF_NOWAIT,
+            )
+        };
+        // (Short: part of it is not cached.)
+        (usize::try_from(n).ok()? == buf.len()).then(|| Bytes::from(buf))
+    }
 }
 
 #[cfg(test)]

@@ -140,6 +140,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn as_local(&self) -> Option<&LocalStore> {
         None
     }
+
+    /// The bytes of `[start, end)` of object `key` if they can be had at once, without waiting
+    /// on a network (memory, or a file on local disk); None otherwise, and on any error: the
+    /// caller does without (the write path uses it to compare rewritten bytes with the stored
+    /// ones, and stores what differs).
+    fn read_now(&self, _key: &str, _start: u64, _end: u64) -> Option<Bytes> {
+        None
+    }
 }
 
 /// The error for a [`ObjectStore::read_into`] range that runs past the end of the object.
