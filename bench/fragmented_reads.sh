@@ -55,7 +55,7 @@ export QUACKFS_HOME=$WORK/home
 bench_mount frag "$WORK/mnt"
 log "mount: write"
 MNT_W=$(fio_write "$WORK/mnt")
-PENDING=$("$QUACKFS" -r frag status --json | "$PYTHON" -c 'import json,sys; j=json.load(sys.stdin); p=j.get("pending") or {}; print(p.get("layers", p.get("layer_count", "?")))' 2>/dev/null || echo "?")
+PENDING=$("$QUACKFS" -r frag status --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["uncommitted_layers"])' 2>/dev/null || echo "?")
 bench_umount "$WORK/mnt"
 bench_mount frag "$WORK/mnt"
 drop_caches
@@ -70,7 +70,7 @@ echo "fragmented history: fio $JOBS x $SIZE random 4 KiB writes, fsync every 64,
 machine_info
 echo "load before: $LOAD_BEFORE"
 echo "load after:  $LOAD_AFTER"
-echo "pending layers after the writes: $PENDING"
+echo "pending layers after the writes (compacted by the mount): $PENDING"
 printf '%-8s %-14s %-22s\n' side "write MiB/s" "cold verify MiB/s"
 printf '%-8s %-14s %-22s\n' local "$LOCAL_W" "$LOCAL_V"
 printf '%-8s %-14s %-22s\n' mount "$MNT_W" "$MNT_V"

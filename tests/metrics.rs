@@ -115,6 +115,8 @@ fn metrics(env: Env) {
         sm["fsync_seconds"]["count"].as_f64().unwrap() >= syncs,
         "{st}"
     );
+    assert_eq!(st["uncommitted"], true, "{st}");
+    assert!(st["uncommitted_layers"].as_u64().unwrap() >= 1, "{st}");
     // A commit from outside takes the pending layers: the gauge follows.
     env.ok(&["commit", "-m", "sealed"]);
     let sealed = scrape(&addr);

@@ -90,6 +90,7 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
         return print_json(&serde_json::json!({
             "database": repo.name, "branch": branch, "head": head,
             "uncommitted": pending.is_some(), "uncommitted_bytes": pending_bytes,
+            "uncommitted_layers": pending.as_ref().map_or(0, |p| p.layers.len()),
             "mounts": mounts, "files": files, "problem": problem,
             "catalog": catalog, "store": store,
         }));

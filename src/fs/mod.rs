@@ -36,10 +36,14 @@ pub const ROOT: u64 = 1;
 const FLUSH_THRESHOLD: u64 = 64 * 1024 * 1024;
 /// A write over existing bytes is compared with them in units of this many bytes: units that
 /// did not change are left out of the dirty ranges (and so of the layers). DuckDB rewrites whole
-/// 256 KiB blocks and 4 KiB headers of which a few bytes changed.
+/// 256 KiB blocks of which a few bytes changed.
 const COMPARE_UNIT: usize = 512;
 /// Changed units closer than this are kept as one range (fewer, longer extents).
 const COMPARE_GAP: usize = 4096;
+/// Only writes at least this long are compared: the old bytes come a whole stored extent (up to
+/// 256 KiB) at a time, so comparing random 4 KiB writes (a page store's, fio's) could read 64
+/// times what they write, for little to gain.
+const COMPARE_MIN: usize = 64 << 10;
 /// Zeros to compare holes with.
 static ZEROS: [u8; 65536] = [0; 65536];
 /// Default bound of a mount's dirty (written, unsynced) bytes: beyond it writes wait until a
@@ -1282,7 +1286,7 @@ impl QuackFs {
                 return Err(FsError::NOENT);
             };
             let end = (off + data.len() as u64).min(f.size);
-            if append || off >= end || data.len() < COMPARE_UNIT {
+            if append || off >= end || data.len() < COMPARE_MIN {
                 None
             } else {
                 Self::pieces(&st, f, off, end)
