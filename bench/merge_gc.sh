@@ -186,7 +186,8 @@ storage() { # STATE: stored bytes (objects/layers and catalog), layer objects, c
     local state=$1
     q --json repos >"$WORK/repos-$state.json"
     q --json show main >"$WORK/show-$state.json"
-    M[$state.stored]=$(dir_bytes "$QUACKFS_HOME/objects/layers")
+    # (Layers kept in the catalog, small syncs, are stored bytes too.)
+    M[$state.stored]=$(($(dir_bytes "$QUACKFS_HOME/objects/layers") + $(field "$WORK/repos-$state.json" 0 inline_bytes)))
     M[$state.stored_catalog]=$(field "$WORK/repos-$state.json" 0 stored_bytes)
     M[$state.logical]=$(field "$WORK/repos-$state.json" 0 logical_bytes)
     M[$state.objects]=$(find "$QUACKFS_HOME/objects/layers" -type f | wc -l)

@@ -391,6 +391,8 @@ pub struct RepoStats {
     pub commits: i64,
     /// Bytes of the layer objects owned by this database's commits.
     pub stored_bytes: i64,
+    /// Of those, bytes of layer objects kept in the catalog (not in the object store).
+    pub inline_bytes: i64,
 }
 
 /// The catalog interface.

@@ -1446,7 +1446,8 @@ macro_rules! impl_catalog {
                        (SELECT COUNT(*) FROM refs WHERE repo_id = $1 AND kind = 'branch') AS branches, \
                        (SELECT COUNT(*) FROM refs WHERE repo_id = $1 AND kind = 'tag') AS tags, \
                        (SELECT COUNT(*) FROM commits WHERE repo_id = $1) AS commits, \
-                       (SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM layers WHERE repo_id = $1) AS stored",
+                       (SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM layers WHERE repo_id = $1) AS stored, \
+                       (SELECT CAST(COALESCE(SUM(length(bytes)), 0) AS BIGINT) FROM inline_objects WHERE repo_id = $1) AS inline",
                 )
                 .bind(repo_id)
                 .fetch_one(&self.pool)
@@ -1458,6 +1459,7 @@ macro_rules! impl_catalog {
                         tags: r.try_get("tags")?,
                         commits: r.try_get("commits")?,
                         stored_bytes: r.try_get::<i64, _>("stored")?,
+                        inline_bytes: r.try_get::<i64, _>("inline")?,
                     })
                 };
                 g().map_err(|e| self.db(e))

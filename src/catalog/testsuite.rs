@@ -189,7 +189,8 @@ pub async fn run(cat: DynCatalog, tag: &str) {
             branches: 2,
             tags: 1,
             commits: 3,
-            stored_bytes: 100 + 101 + 100
+            stored_bytes: 100 + 101 + 100,
+            inline_bytes: 0,
         }
     );
     assert!(matches!(
@@ -413,6 +414,10 @@ pub async fn syncs_and_checkpoint_commits(cat: DynCatalog, tag: &str) {
         ]
     );
     assert_eq!(pending.synced_at, 2_000);
+    assert_eq!(
+        cat.repo_stats(repo.id).await.unwrap().inline_bytes,
+        3 + 5000
+    );
 
     // The checkpoint commit adopts them; its time is after its parent's even if the clock is not.
     let mut new = commit(&format!("{tag}-ckpt"), 500);

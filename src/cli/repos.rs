@@ -14,6 +14,9 @@ struct Row {
     commits: i64,
     logical_bytes: i64,
     stored_bytes: i64,
+    /// Of the stored bytes, those kept in the catalog (small syncs; on the local store they stay
+    /// there until merge and gc replace them).
+    inline_bytes: i64,
     shared_bytes: i64,
     created_at: String,
 }
@@ -43,6 +46,7 @@ pub async fn run(ctx: &Ctx, _a: ReposArgs) -> Result<()> {
             commits: stats.commits,
             logical_bytes: logical,
             stored_bytes: stats.stored_bytes,
+            inline_bytes: stats.inline_bytes,
             shared_bytes: shared,
             created_at: quackfs::engine::fmt_time(repo.created_at),
         });
