@@ -364,13 +364,13 @@ impl Case {
                     let (ino, fh) = (o.ino, o.fh);
                     let data = pattern(seed, off, len);
                     tasks.push(tokio::task::spawn_blocking(move || {
-                        fs.write(ino, fh, off, &data, false).map(|_| Vec::new())
+                        fs.write(ino, fh, off, &data, false).map(|_| ())
                     }));
                 }
                 Op::Truncate { file, size } => {
                     let ino = self.open[NAMES[file]].ino;
                     tasks.push(tokio::task::spawn_blocking(move || {
-                        fs.set_size(ino, size).map(|_| Vec::new())
+                        fs.set_size(ino, size).map(|_| ())
                     }));
                 }
                 Op::Fsync { file } | Op::FailedFsync { file } => {
@@ -378,7 +378,7 @@ impl Case {
                         let ino = o.ino;
                         let rt = tokio::runtime::Handle::current();
                         tasks.push(tokio::task::spawn_blocking(move || {
-                            rt.block_on(fs.fsync(ino)).map(|_| Vec::new())
+                            rt.block_on(fs.fsync(ino)).map(|_| ())
                         }));
                     }
                 }
@@ -387,7 +387,7 @@ impl Case {
                         let (ino, fh) = (o.ino, o.fh);
                         let rt = tokio::runtime::Handle::current();
                         tasks.push(tokio::task::spawn_blocking(move || {
-                            rt.block_on(fs.read(ino, fh, off, len))
+                            rt.block_on(fs.read(ino, fh, off, len)).map(|_| ())
                         }));
                     }
                 }

@@ -1094,21 +1094,22 @@ impl QuackFs {
         }
     }
 
-    /// Reads up to `size` bytes at `off`.
-    pub async fn read(&self, ino: u64, fh: u64, off: u64, size: u32) -> FsResult<Vec<u8>> {
+    /// Reads up to `size` bytes at `off`. A read that one piece covers (the usual case: a read
+    /// within one extent or one dirty buffer) shares that piece's bytes, uncopied.
+    pub async fn read(&self, ino: u64, fh: u64, off: u64, size: u32) -> FsResult<Bytes> {
         let (len, pieces) = {
             let st = self.lock();
             if let Some(Handle::Scratch(file)) = st.handles.get(&fh) {
                 let file = file.clone();
                 drop(st);
-                return scratch::read(&file, off, size);
+                return scratch::read(&file, off, size).map(Bytes::from);
             }
             let Some(Node::File(f)) = st.nodes.get(&ino) else {
                 return Err(FsError::NOENT);
             };
             let end = (off + size as u64).min(f.size);
             if off >= end {
-                return Ok(Vec::new());
+                return Ok(Bytes::new());
             }
             (end - off, Self::pieces(&st, f, off, end)?)
         };
@@ -1122,9 +1123,38 @@ impl QuackFs {
         layers.sort();
         layers.dedup();
         self.stats.record_read(layers.len() as u64);
+        if matches!(pieces[..], [(0, plen, _)] if plen == len) {
+            let (_, _, src) = pieces.into_iter().next().ok_or(FsError::IO)?;
+            return self.piece(src, len).await;
+        }
         let mut buf = vec![0u8; len as usize];
         self.fill(&mut buf, pieces).await?;
-        Ok(buf)
+        Ok(Bytes::from(buf))
+    }
+
+    /// The `len` bytes of one resolved piece, shared with the cache or buffer that holds them.
+    async fn piece(&self, src: ReadSrc, len: u64) -> FsResult<Bytes> {
+        let (bytes, from) = match src {
+            ReadSrc::Mem(b) => (b, 0),
+            ReadSrc::Layer {
+                key,
+                data_off,
+                ext_len,
+                crc,
+                skip,
+            } => (
+                self.engine
+                    .layers
+                    .extent(&key, data_off, ext_len, crc)
+                    .await?,
+                skip as usize,
+            ),
+        };
+        let to = from + len as usize;
+        if to > bytes.len() {
+            return Err(FsError::IO);
+        }
+        Ok(bytes.slice(from..to))
     }
 
     /// Where the bytes of `[off, end)` of `f` come from, resolved under the state lock: (offset
@@ -1164,23 +1194,8 @@ impl QuackFs {
                 .get_mut(at as usize..(at + plen) as usize)
                 .ok_or(FsError::IO)?;
             match src {
-                ReadSrc::Mem(b) => dst.copy_from_slice(&b[..plen as usize]),
-                ReadSrc::Layer {
-                    key,
-                    data_off,
-                    ext_len,
-                    crc,
-                    skip,
-                } => {
-                    let bytes = self
-                        .engine
-                        .layers
-                        .extent(&key, data_off, ext_len, crc)
-                        .await?;
-                    let from = skip as usize;
-                    let src = bytes.get(from..from + plen as usize).ok_or(FsError::IO)?;
-                    dst.copy_from_slice(src);
-                }
+                ReadSrc::Mem(b) => dst.copy_from_slice(b.get(..plen as usize).ok_or(FsError::IO)?),
+                src => dst.copy_from_slice(&self.piece(src, plen).await?),
             }
         }
         Ok(())
