@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: what a DuckDB commit costs on a mount, against DuckDB on a local-disk file in the
-# same run (issue "Performance", goals 1 and 2).
+# same run (issue "Performance", goal 1; goal 2, concurrent fsyncs, is bench/group_commit.sh).
 #
 #   bash bench/commit_latency.sh      (from the repository root; see bench/README.md)
 #
