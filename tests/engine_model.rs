@@ -514,6 +514,27 @@ async fn memory_engine(
     (engine, url, tmp, store)
 }
 
+/// Ends `fs`'s writer session and opens the branch again in a fresh engine over the same catalog
+/// and store, as a new mount process would.
+async fn remount(
+    fs: Arc<QuackFs>,
+    url: &str,
+    store: DynStore,
+    tmp: std::path::PathBuf,
+    repo: &catalog::Repo,
+    dir: &std::path::Path,
+) -> Arc<QuackFs> {
+    fs.branch_session().unwrap().release().await;
+    drop(fs);
+    let engine = Arc::new(Engine::new(
+        catalog::open(url).await.unwrap(),
+        store,
+        tmp,
+        "t".into(),
+    ));
+    open_fs(engine, repo, dir).await
+}
+
 /// Compares a file listing of the filesystem with `want`, reading every file whole.
 async fn assert_fs_holds(
     fs: &QuackFs,
@@ -910,15 +931,7 @@ fn pending_layers_are_compacted() {
             .unwrap();
         assert!(got == model, "the live mount reads other bytes");
         // A fresh mount reads the compacted state.
-        fs.branch_session().unwrap().release().await;
-        drop(fs);
-        let engine2 = Arc::new(Engine::new(
-            catalog::open(&url).await.unwrap(),
-            store,
-            tmp,
-            "t".into(),
-        ));
-        let fs2 = open_fs(engine2, &repo, dir.path()).await;
+        let fs2 = remount(fs, &url, store, tmp, &repo, dir.path()).await;
         let a2 = fs2.lookup(ROOT, "f").unwrap();
         let fh2 = fs2.open(a2.ino, libc::O_RDONLY).await.unwrap();
         let got = fs2
@@ -994,15 +1007,7 @@ fn rewritten_blocks_store_only_what_changed() {
             .await
             .unwrap();
         assert!(got == model, "the live mount reads other bytes");
-        fs.branch_session().unwrap().release().await;
-        drop(fs);
-        let engine2 = Arc::new(Engine::new(
-            catalog::open(&url).await.unwrap(),
-            store,
-            tmp,
-            "t".into(),
-        ));
-        let fs2 = open_fs(engine2, &repo, dir.path()).await;
+        let fs2 = remount(fs, &url, store, tmp, &repo, dir.path()).await;
         let a2 = fs2.lookup(ROOT, "db.duckdb").unwrap();
         let fh2 = fs2.open(a2.ino, libc::O_RDONLY).await.unwrap();
         let got = fs2
@@ -1061,16 +1066,7 @@ fn new_names_are_durable_after_fsync_or_fsyncdir() {
         create("lost").await;
 
         // A crash: the writer goes away without its final sync.
-        let session = fs.branch_session().unwrap();
-        session.release().await;
-        drop(fs);
-        let engine2 = Arc::new(Engine::new(
-            catalog::open(&url).await.unwrap(),
-            store,
-            tmp,
-            "t".into(),
-        ));
-        let fs2 = open_fs(engine2, &repo, dir.path()).await;
+        let fs2 = remount(fs, &url, store, tmp, &repo, dir.path()).await;
         let mut want = BTreeMap::new();
         want.insert("by-dir".to_string(), Vec::new());
         want.insert("synced".to_string(), b"kept".to_vec());

@@ -420,13 +420,25 @@ type Resolved = Vec<(u64, u64, ReadSrc)>;
 /// Where the bytes of one piece of a read come from (resolved under the lock).
 enum ReadSrc {
     Mem(Bytes),
-    Layer {
-        key: Arc<str>,
-        data_off: u64,
-        ext_len: u32,
-        crc: u32,
-        skip: u32,
-    },
+    Layer(ExtentPiece),
+}
+
+/// A piece of a stored extent: the extent (its object, offset in it, length and checksum) and
+/// where the piece starts in it.
+struct ExtentPiece {
+    key: Arc<str>,
+    data_off: u64,
+    ext_len: u32,
+    crc: u32,
+    skip: u32,
+}
+
+impl ExtentPiece {
+    /// The piece's `len` bytes, out of its whole extent `ext` (None if `ext` is too short).
+    fn cut(&self, ext: Bytes, len: usize) -> Option<Bytes> {
+        let (from, to) = (self.skip as usize, self.skip as usize + len);
+        (to <= ext.len()).then(|| ext.slice(from..to))
+    }
 }
 
 /// Puts the extents of layers this mount just stored into the extent cache, from the memory
@@ -1116,7 +1128,7 @@ impl QuackFs {
         let mut layers: Vec<&Arc<str>> = pieces
             .iter()
             .filter_map(|(_, _, src)| match src {
-                ReadSrc::Layer { key, .. } => Some(key),
+                ReadSrc::Layer(e) => Some(&e.key),
                 ReadSrc::Mem(_) => None,
             })
             .collect();
@@ -1134,27 +1146,19 @@ impl QuackFs {
 
     /// The `len` bytes of one resolved piece, shared with the cache or buffer that holds them.
     async fn piece(&self, src: ReadSrc, len: u64) -> FsResult<Bytes> {
-        let (bytes, from) = match src {
-            ReadSrc::Mem(b) => (b, 0),
-            ReadSrc::Layer {
-                key,
-                data_off,
-                ext_len,
-                crc,
-                skip,
-            } => (
-                self.engine
+        let len = len as usize;
+        match src {
+            ReadSrc::Mem(b) => (len <= b.len()).then(|| b.slice(..len)),
+            ReadSrc::Layer(e) => {
+                let ext = self
+                    .engine
                     .layers
-                    .extent(&key, data_off, ext_len, crc)
-                    .await?,
-                skip as usize,
-            ),
-        };
-        let to = from + len as usize;
-        if to > bytes.len() {
-            return Err(FsError::IO);
+                    .extent(&e.key, e.data_off, e.ext_len, e.crc)
+                    .await?;
+                e.cut(ext, len)
+            }
         }
-        Ok(bytes.slice(from..to))
+        .ok_or(FsError::IO)
     }
 
     /// Where the bytes of `[off, end)` of `f` come from, resolved under the state lock: (offset
@@ -1172,13 +1176,13 @@ impl QuackFs {
                     skip,
                 } => {
                     let key = st.layers.get(&layer).ok_or(FsError::IO)?;
-                    ReadSrc::Layer {
+                    ReadSrc::Layer(ExtentPiece {
                         key: key.clone(),
                         data_off,
                         ext_len,
                         crc,
                         skip,
-                    }
+                    })
                 }
             };
             pieces.push((start - off, p.len, src));
@@ -1193,10 +1197,7 @@ impl QuackFs {
             let dst = buf
                 .get_mut(at as usize..(at + plen) as usize)
                 .ok_or(FsError::IO)?;
-            match src {
-                ReadSrc::Mem(b) => dst.copy_from_slice(b.get(..plen as usize).ok_or(FsError::IO)?),
-                src => dst.copy_from_slice(&self.piece(src, plen).await?),
-            }
+            dst.copy_from_slice(&self.piece(src, plen).await?);
         }
         Ok(())
     }
@@ -1272,9 +1273,10 @@ impl QuackFs {
         append: bool,
     ) -> FsResult<u32> {
         self.check_writable()?;
-        // What the bytes replace, if they replace any: compared outside the lock.
+        // (Copied before the state lock is taken: every other call waits on it.)
+        let buf = Bytes::copy_from_slice(data);
+        let mut st = self.lock();
         let before = {
-            let mut st = self.lock();
             if let Some(Handle::Scratch(file)) = st.handles.get(&fh) {
                 let file = file.clone();
                 drop(st);
@@ -1309,31 +1311,34 @@ impl QuackFs {
                     .map(|pieces| (f.changes, end - off, pieces))
             }
         };
-        // Runs of `data` that differ from what they replace (all of it when that is not known).
-        let changed = before
-            .and_then(|(changes, len, pieces)| {
-                self.changed_runs(&data[..len as usize], pieces)
-                    .map(|runs| (changes, len, runs))
-            })
-            .map(|(changes, len, mut runs)| {
-                // What lies past the old end is new in any case.
-                if (len as usize) < data.len() {
-                    match runs.last_mut() {
-                        Some(last) if last.1 == len as usize => last.1 = data.len(),
-                        _ => runs.push((len as usize, data.len())),
-                    }
-                }
-                (changes, runs)
-            });
+        // Runs of `data` that differ from what they replace (all of it when that is not known),
+        // found outside the lock; a write that replaces nothing to compare keeps the lock.
+        let (mut st, changed) = match before {
+            None => (st, None),
+            Some((changes, len, pieces)) => {
+                drop(st);
+                let changed = self
+                    .changed_runs(&data[..len as usize], pieces)
+                    .map(|mut runs| {
+                        // What lies past the old end is new in any case.
+                        if (len as usize) < data.len() {
+                            match runs.last_mut() {
+                                Some(last) if last.1 == len as usize => last.1 = data.len(),
+                                _ => runs.push((len as usize, data.len())),
+                            }
+                        }
+                        (changes, runs)
+                    });
+                (self.lock(), changed)
+            }
+        };
         let flush = {
-            let mut st = self.lock();
             st.write_seq += 1;
             let seq = st.write_seq;
             let Some(Node::File(f)) = st.nodes.get_mut(&ino) else {
                 return Err(FsError::NOENT);
             };
             let off = if append { f.size } else { off };
-            let buf = Bytes::copy_from_slice(data);
             let whole = [(0, data.len())];
             let runs: &[(usize, usize)] = match &changed {
                 // Nothing changed the contents since they were compared.
@@ -1363,6 +1368,7 @@ impl QuackFs {
                 .fetch_add(data.len() as u64 - added, Ordering::Relaxed);
             st.dirty_bytes > FLUSH_THRESHOLD
         };
+        drop(st);
         if flush {
             self.start_flush();
         }
@@ -1394,38 +1400,29 @@ impl QuackFs {
                 u += 1;
             }
         };
+        // What no piece covers (holes) reads as zeros.
+        let zeros = |from: usize, to: usize, differs: &mut Vec<bool>| {
+            for s in (from..to).step_by(ZEROS.len()) {
+                compare(s, &ZEROS[..(s + ZEROS.len()).min(to) - s], differs);
+            }
+        };
         for (at, plen, src) in pieces {
             let (at, plen) = (at as usize, plen as usize);
-            // A hole before this piece reads as zeros.
-            if at > covered {
-                for s in (covered..at).step_by(ZEROS.len()) {
-                    let e = (s + ZEROS.len()).min(at);
-                    compare(s, &ZEROS[..e - s], &mut differs);
-                }
-            }
-            match src {
-                ReadSrc::Mem(b) => compare(at, &b[..plen], &mut differs),
-                ReadSrc::Layer {
-                    key,
-                    data_off,
-                    ext_len,
-                    crc,
-                    skip,
-                } => {
-                    let b = self
+            zeros(covered, at, &mut differs);
+            let old = match src {
+                ReadSrc::Mem(b) => b,
+                ReadSrc::Layer(e) => {
+                    let ext = self
                         .engine
                         .layers
-                        .extent_now(&key, data_off, ext_len, crc)?;
-                    let old = b.get(skip as usize..skip as usize + plen)?;
-                    compare(at, old, &mut differs);
+                        .extent_now(&e.key, e.data_off, e.ext_len, e.crc)?;
+                    e.cut(ext, plen)?
                 }
-            }
+            };
+            compare(at, old.get(..plen)?, &mut differs);
             covered = at + plen;
         }
-        for s in (covered..new.len()).step_by(ZEROS.len()) {
-            let e = (s + ZEROS.len()).min(new.len());
-            compare(s, &ZEROS[..e - s], &mut differs);
-        }
+        zeros(covered, new.len(), &mut differs);
         let mut runs: Vec<(usize, usize)> = Vec::new();
         for (u, _) in differs.iter().enumerate().filter(|(_, d)| **d) {
             let (s, e) = (u * COMPARE_UNIT, ((u + 1) * COMPARE_UNIT).min(new.len()));
