@@ -30,20 +30,9 @@ DRIVER="$BENCH_ROOT/bench/latency_driver.py"
 resolve_quackfs
 setup_workdir
 trap_mounts
-SVC=$(mktemp -d /tmp/qfs-bench-svc.XXXXXX)
-PROXY_PID=
-cleanup_proxy() { if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null || true; fi; }
 trap 'cleanup_mounts; cleanup_proxy; cleanup_services; cleanup_workdir' EXIT
-log "starting PostgreSQL + S3 in $SVC (durable PostgreSQL: ${BENCH_PG_DURABLE:-1})"
-QUACKFS_SERVICES_DURABLE=${BENCH_PG_DURABLE:-1} bash "$BENCH_ROOT/scripts/services.sh" up "$SVC" >/dev/null 2>"$WORK/services.log" ||
-    { cat "$WORK/services.log" >&2; die "scripts/services.sh up failed"; }
-# shellcheck source=/dev/null
-. "$SVC/env"
-PROXY_PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$PYTHON" "$BENCH_ROOT/bench/delay_proxy.py" "$PROXY_PORT" "$QUACKFS_SERVICES_S3_PORT" "$DELAY" >"$WORK/proxy.log" 2>&1 &
-PROXY_PID=$!
-for _ in $(seq 100); do grep -q ready "$WORK/proxy.log" 2>/dev/null && break; sleep 0.05; done
-log "S3 through a proxy adding $DELAY ms per round trip: http://127.0.0.1:$PROXY_PORT"
+start_services "${BENCH_PG_DURABLE:-1}"
+start_delay_proxy "$DELAY"
 
 # Runs a driver phase on DB; prints its per-transaction milliseconds.
 drv() { "$PYTHON" "$DRIVER" "$@"; }

@@ -59,13 +59,8 @@ trap_mounts
 SVC=
 if [ "$BACKEND" = pgs3 ]; then
     # Throwaway PostgreSQL + SeaweedFS, stopped and purged on exit (after the mounts are gone).
-    SVC=$(mktemp -d /tmp/qfs-bench-svc.XXXXXX)
     trap 'cleanup_mounts; cleanup_services; cleanup_workdir' EXIT
-    log "starting PostgreSQL + S3 in $SVC (durable PostgreSQL: ${BENCH_PG_DURABLE:-1})"
-    QUACKFS_SERVICES_DURABLE=${BENCH_PG_DURABLE:-1} bash "$BENCH_ROOT/scripts/services.sh" up "$SVC" >/dev/null 2>"$WORK/services.log" ||
-        { cat "$WORK/services.log" >&2; die "scripts/services.sh up failed"; }
-    # shellcheck source=/dev/null
-    . "$SVC/env"
+    start_services "${BENCH_PG_DURABLE:-1}"
     S3_PREFIX=bench-$(date +%s)-$RANDOM
     export QUACKFS_CATALOG=$QUACKFS_TEST_PG_URL
     export QUACKFS_STORE=s3://$QUACKFS_TEST_S3_BUCKET/$S3_PREFIX

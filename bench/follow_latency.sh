@@ -22,13 +22,8 @@ DUCKDB=${DUCKDB:-duckdb}
 resolve_quackfs
 setup_workdir
 trap_mounts
-SVC=$(mktemp -d /tmp/qfs-bench-svc.XXXXXX)
 trap 'cleanup_mounts; cleanup_services; cleanup_workdir' EXIT
-log "starting PostgreSQL + S3 in $SVC"
-bash "$BENCH_ROOT/scripts/services.sh" up "$SVC" >/dev/null 2>"$WORK/services.log" ||
-    { cat "$WORK/services.log" >&2; die "scripts/services.sh up failed"; }
-# shellcheck source=/dev/null
-. "$SVC/env"
+start_services 0
 export QUACKFS_CATALOG=$QUACKFS_TEST_PG_URL
 export QUACKFS_STORE=s3://$QUACKFS_TEST_S3_BUCKET/follow-$(date +%s)
 

@@ -32,20 +32,9 @@ command -v fio >/dev/null || die "fio not found (apt-get install fio)"
 resolve_quackfs
 setup_workdir
 trap_mounts
-SVC=$(mktemp -d /tmp/qfs-bench-svc.XXXXXX)
-PROXY_PID=
-cleanup_proxy() { if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null || true; fi; }
 trap 'cleanup_mounts; cleanup_proxy; cleanup_services; cleanup_workdir' EXIT
-log "starting PostgreSQL + S3 in $SVC"
-QUACKFS_SERVICES_DURABLE=1 bash "$BENCH_ROOT/scripts/services.sh" up "$SVC" >/dev/null 2>"$WORK/services.log" ||
-    { cat "$WORK/services.log" >&2; die "scripts/services.sh up failed"; }
-# shellcheck source=/dev/null
-. "$SVC/env"
-free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PROXY_PORT=$(free_port)
-"$PYTHON" "$BENCH_ROOT/bench/delay_proxy.py" "$PROXY_PORT" "$QUACKFS_SERVICES_S3_PORT" "$DELAY" >"$WORK/proxy.log" 2>&1 &
-PROXY_PID=$!
-for _ in $(seq 100); do grep -q ready "$WORK/proxy.log" 2>/dev/null && break; sleep 0.05; done
+start_services 1
+start_delay_proxy "$DELAY"
 LOAD_BEFORE=$(load_now)
 
 # The mounts, each serving its metrics on a port of 127.0.0.1.

@@ -332,7 +332,35 @@ if n:
 PY
 }
 
-# --- Throwaway services (duckdb_workload.sh with BENCH_BACKEND=pgs3) --------------------------
+# --- Throwaway services (PostgreSQL + SeaweedFS, and a delaying proxy for S3) -----------------
+# Starts PostgreSQL + SeaweedFS in a new $SVC (`scripts/services.sh up`; PostgreSQL durable if
+# DURABLE is 1) and exports their variables. Set the EXIT trap (cleanup_services) first.
+start_services() { # DURABLE
+    SVC=$(mktemp -d /tmp/qfs-bench-svc.XXXXXX)
+    log "starting PostgreSQL + S3 in $SVC (durable PostgreSQL: $1)"
+    QUACKFS_SERVICES_DURABLE=$1 bash "$BENCH_ROOT/scripts/services.sh" up "$SVC" >/dev/null 2>"$WORK/services.log" ||
+        { cat "$WORK/services.log" >&2; die "scripts/services.sh up failed"; }
+    set -a
+    # shellcheck source=/dev/null
+    . "$SVC/env"
+    set +a
+}
+
+# A free TCP port on 127.0.0.1.
+free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Puts bench/delay_proxy.py in front of the services' S3, adding DELAY_MS per round trip; sets
+# PROXY_PORT and PROXY_PID (cleanup_proxy stops it).
+PROXY_PID=
+start_delay_proxy() { # DELAY_MS
+    PROXY_PORT=$(free_port)
+    "$PYTHON" "$BENCH_ROOT/bench/delay_proxy.py" "$PROXY_PORT" "$QUACKFS_SERVICES_S3_PORT" "$1" >"$WORK/proxy.log" 2>&1 &
+    PROXY_PID=$!
+    for _ in $(seq 100); do grep -q ready "$WORK/proxy.log" 2>/dev/null && break; sleep 0.05; done
+    log "S3 through a proxy adding $1 ms per round trip: http://127.0.0.1:$PROXY_PORT"
+}
+cleanup_proxy() { if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null || true; fi; }
+
 # Stops the PostgreSQL + SeaweedFS that `scripts/services.sh up $SVC` started and deletes $SVC.
 # Call it after cleanup_mounts (a mount still running needs its catalog and store to flush).
 cleanup_services() {

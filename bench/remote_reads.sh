@@ -23,20 +23,11 @@ resolve_quackfs
 setup_workdir
 trap_mounts
 probe_drop_caches
-SVC=$(mktemp -d /tmp/qfs-bench-svc.XXXXXX)
-PROXY_PID=
-cleanup_proxy() { if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null || true; fi; }
 trap 'cleanup_mounts; cleanup_proxy; cleanup_services; cleanup_workdir' EXIT
 DB=$(bench_database tpch "$SF" 250)
 case "$DB" in *tpch*) ;; *) die "the TPC-H extension is needed (scripts/install-deps.sh --bench)" ;; esac
-bash "$BENCH_ROOT/scripts/services.sh" up "$SVC" >/dev/null 2>"$WORK/services.log" ||
-    { cat "$WORK/services.log" >&2; die "scripts/services.sh up failed"; }
-# shellcheck source=/dev/null
-. "$SVC/env"
-PROXY_PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$PYTHON" "$BENCH_ROOT/bench/delay_proxy.py" "$PROXY_PORT" "$QUACKFS_SERVICES_S3_PORT" "$DELAY" >"$WORK/proxy.log" 2>&1 &
-PROXY_PID=$!
-for _ in $(seq 100); do grep -q ready "$WORK/proxy.log" 2>/dev/null && break; sleep 0.05; done
+start_services 0
+start_delay_proxy "$DELAY"
 export QUACKFS_CATALOG=$QUACKFS_TEST_PG_URL
 export QUACKFS_STORE=s3://$QUACKFS_TEST_S3_BUCKET/remote-$(date +%s)
 export AWS_ENDPOINT_URL=http://127.0.0.1:$PROXY_PORT
