@@ -732,7 +732,8 @@ mod sqlite_suite {
             .unwrap();
         super::testsuite::run(cat.clone(), "aaaa").await;
         super::testsuite::syncs_and_checkpoint_commits(cat.clone(), "dddd").await;
-        super::testsuite::concurrent_commits(cat, "bbbb").await;
+        super::testsuite::concurrent_commits(cat.clone(), "bbbb").await;
+        super::testsuite::layer_updates_in_any_order(cat, "eeee").await;
     }
 
     #[tokio::test]

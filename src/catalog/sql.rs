@@ -882,6 +882,15 @@ impl PgSyncArgs {
     }
 }
 
+/// `ids` in the one order in which every call that changes several layer rows by id changes
+/// them (a mount's spill, merge, compaction, gc): two such calls never each hold a row the other
+/// waits for (PostgreSQL row locks; such a deadlock aborts one of them).
+fn lock_order(ids: &[String]) -> Vec<&String> {
+    let mut v: Vec<&String> = ids.iter().collect();
+    v.sort();
+    v
+}
+
 macro_rules! impl_catalog {
     ($ty:ty, $row:ty, $db:ty, $lock:literal, $now:literal, $repeatable:literal) => {
         impl $ty {
@@ -1843,7 +1852,7 @@ macro_rules! impl_catalog {
                 // Still pending segments of this branch (a commit may have adopted them), all
                 // superseded in one statement per thousand.
                 let mut first = i64::MAX;
-                for ids in old.chunks(1_000) {
+                for ids in lock_order(old).chunks(1_000) {
                     let list = (0..ids.len()).map(|i| format!("${}", i + 4)).collect::<Vec<_>>().join(", ");
                     let sql = format!(
                         "UPDATE layers SET superseded_at = $1 WHERE repo_id = $2 AND branch = $3 \
@@ -1913,7 +1922,7 @@ macro_rules! impl_catalog {
 
             async fn spilled(&self, ids: &[String]) -> Result<(), CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
-                for id in ids {
+                for id in lock_order(ids) {
                     sqlx::query("UPDATE layers SET object_key = $1 WHERE id = $2")
                         .bind(format!("layers/{id}"))
                         .bind(id)
@@ -2244,7 +2253,7 @@ macro_rules! impl_catalog {
                     return Err(CatalogError::NotFound { what: "commit", name: commit_id.to_string() });
                 };
                 let mut first = i64::MAX;
-                for id in old {
+                for id in lock_order(old) {
                     let r = sqlx::query(
                         "UPDATE layers SET superseded_at = $1 WHERE id = $2 AND commit_id = $3 AND superseded_at IS NULL RETURNING seq",
                     )
@@ -2268,7 +2277,7 @@ macro_rules! impl_catalog {
 
             async fn set_doomed(&self, ids: &[String], at: Option<Millis>) -> Result<(), CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
-                for id in ids {
+                for id in lock_order(ids) {
                     if at.is_some() && self.registered_by_session(&mut tx, id).await? {
                         // A session registered it after gc's snapshot: it stays live.
                         continue;
@@ -2287,7 +2296,7 @@ macro_rules! impl_catalog {
             async fn delete_layers(&self, ids: &[String]) -> Result<Vec<String>, CatalogError> {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
                 let mut gone = Vec::new();
-                for id in ids {
+                for id in lock_order(ids) {
                     // A layer a session registered since it was doomed lost its mark: it stays.
                     if self.registered_by_session(&mut tx, id).await? {
                         continue;

@@ -265,6 +265,53 @@ pub async fn concurrent_commits(cat: DynCatalog, tag: &str) {
     );
 }
 
+/// Calls that change several layer rows (a mount's spill, merge's layer replacement, gc's
+/// marks) run beside each other in any order of ids and never deadlock: each changes its rows in
+/// one order. (PostgreSQL row locks; SQLite has one writer and passes trivially.)
+pub async fn layer_updates_in_any_order(cat: DynCatalog, tag: &str) {
+    let name = format!("order-{tag}");
+    let (repo, root) = cat
+        .create_repo(&name, commit(&format!("{tag}-oroot"), 1))
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..24).map(|i| format!("{tag}-ol{i:02}")).collect();
+    cat.make_commit(CommitRequest {
+        repo_id: repo.id,
+        branch: "main".into(),
+        expected_head: root.id.clone(),
+        commit: commit(&format!("{tag}-oc"), 10),
+        files: vec![],
+        layers: ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| layer(id, i as i64, repo.id))
+            .collect(),
+        reason: "commit: order".into(),
+    })
+    .await
+    .unwrap();
+    let mut reversed = ids.clone();
+    reversed.reverse();
+    for round in 0..30 {
+        let mut tasks = Vec::new();
+        for (k, order) in [ids.clone(), reversed.clone()].into_iter().enumerate() {
+            let cat = cat.clone();
+            tasks.push(tokio::spawn(async move {
+                if (round + k) % 2 == 0 {
+                    cat.spilled(&order).await
+                } else {
+                    cat.set_doomed(&order, None).await
+                }
+            }));
+        }
+        for t in tasks {
+            if let Err(e) = t.await.unwrap() {
+                panic!("round {round}: {e}");
+            }
+        }
+    }
+}
+
 /// The binding of a fresh catalog: blank, then one identity whoever claims it, then bound.
 pub async fn binding(cat: DynCatalog) {
     let st = cat.binding().await.expect("binding");
