@@ -882,9 +882,10 @@ impl PgSyncArgs {
     }
 }
 
-/// `ids` in the one order in which every call that changes several layer rows by id changes
-/// them (a mount's spill, merge, compaction, gc): two such calls never each hold a row the other
-/// waits for (PostgreSQL row locks; such a deadlock aborts one of them).
+/// `ids` in the one order in which every call that changes several layer rows changes them (a
+/// mount's spill, merge, compaction, gc; a commit adopting pending layers locks them with
+/// `ORDER BY id` first, migrations/postgres/0012): two such calls never each hold a row the
+/// other waits for (PostgreSQL row locks; such a deadlock aborts one of them).
 fn lock_order(ids: &[String]) -> Vec<&String> {
     let mut v: Vec<&String> = ids.iter().collect();
     v.sort();
@@ -1179,6 +1180,18 @@ macro_rules! impl_catalog {
                         .map_err(|e| self.db(e))?;
                 }
                 if adopt_pending {
+                    // The adopted rows locked in id order first, the order of every other call
+                    // that changes several layers (`lock_order`); the UPDATE alone would lock
+                    // them in scan order.
+                    sqlx::query(concat!(
+                        "SELECT id FROM layers WHERE repo_id = $1 AND branch = $2 AND commit_id IS NULL ORDER BY id",
+                        $lock
+                    ))
+                    .bind(repo_id)
+                    .bind(branch)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
                     sqlx::query("UPDATE layers SET commit_id = $1, branch = NULL WHERE repo_id = $2 AND branch = $3 AND commit_id IS NULL")
                         .bind(&commit.id)
                         .bind(repo_id)

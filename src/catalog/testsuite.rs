@@ -266,8 +266,9 @@ pub async fn concurrent_commits(cat: DynCatalog, tag: &str) {
 }
 
 /// Calls that change several layer rows (a mount's spill, merge's layer replacement, gc's
-/// marks) run beside each other in any order of ids and never deadlock: each changes its rows in
-/// one order. (PostgreSQL row locks; SQLite has one writer and passes trivially.)
+/// marks, a checkpoint commit adopting pending layers) run beside each other in any order of ids
+/// and never deadlock: each changes its rows in one order. (PostgreSQL row locks; SQLite has one
+/// writer and passes trivially.)
 pub async fn layer_updates_in_any_order(cat: DynCatalog, tag: &str) {
     let name = format!("order-{tag}");
     let (repo, root) = cat
@@ -308,6 +309,54 @@ pub async fn layer_updates_in_any_order(cat: DynCatalog, tag: &str) {
             if let Err(e) = t.await.unwrap() {
                 panic!("round {round}: {e}");
             }
+        }
+    }
+
+    // A checkpoint commit adopts a branch's pending layers (chosen by a condition, so scanned in
+    // seq order) while a spill names the same layers stored. Ids fall as seq rises, so the scan
+    // order is the reverse of id order.
+    let lease = cat
+        .acquire_lease(repo.id, "main", "suite", 60_000)
+        .await
+        .unwrap();
+    for round in 0..30 {
+        let ids: Vec<String> = (0..24)
+            .map(|i| format!("{tag}-p{round:02}-{:02}", 99 - i))
+            .collect();
+        cat.register_sync(SyncRequest {
+            repo_id: repo.id,
+            branch: "main".into(),
+            generation: lease.generation,
+            layers: ids
+                .iter()
+                .map(|id| SyncLayer {
+                    row: layer(id, 0, repo.id),
+                    inline: None,
+                })
+                .collect(),
+            files: vec![],
+            now: 4,
+            session_id: None,
+        })
+        .await
+        .unwrap();
+        let spill = {
+            let cat = cat.clone();
+            tokio::spawn(async move { cat.spilled(&ids).await })
+        };
+        let sealed = cat
+            .commit_pending(
+                repo.id,
+                "main",
+                commit(&format!("{tag}-pc{round:02}"), 20 + round),
+                false,
+            )
+            .await;
+        if let Err(e) = sealed {
+            panic!("round {round}: commit: {e}");
+        }
+        if let Err(e) = spill.await.unwrap() {
+            panic!("round {round}: spill: {e}");
         }
     }
 }
