@@ -733,7 +733,8 @@ mod sqlite_suite {
         super::testsuite::run(cat.clone(), "aaaa").await;
         super::testsuite::syncs_and_checkpoint_commits(cat.clone(), "dddd").await;
         super::testsuite::concurrent_commits(cat.clone(), "bbbb").await;
-        super::testsuite::layer_updates_in_any_order(cat, "eeee").await;
+        super::testsuite::layer_updates_in_any_order(cat.clone(), "eeee").await;
+        super::testsuite::session_layers(cat, "ffff").await;
     }
 
     #[tokio::test]

@@ -883,9 +883,10 @@ impl PgSyncArgs {
 }
 
 /// `ids` in the one order in which every call that changes several layer rows changes them (a
-/// mount's spill, merge, compaction, gc; a commit adopting pending layers locks them with
-/// `ORDER BY id` first, migrations/postgres/0012): two such calls never each hold a row the
-/// other waits for (PostgreSQL row locks; such a deadlock aborts one of them).
+/// mount's spill, merge, compaction, gc, a session registering what it reads; a commit adopting
+/// pending layers locks them with `ORDER BY id` first, migrations/postgres/0012): two such calls
+/// never each hold a row the other waits for (PostgreSQL row locks; such a deadlock aborts one
+/// of them).
 fn lock_order(ids: &[String]) -> Vec<&String> {
     let mut v: Vec<&String> = ids.iter().collect();
     v.sort();
@@ -2364,25 +2365,46 @@ macro_rules! impl_catalog {
             }
 
             async fn register_session_layers(&self, session_id: &str, layer_ids: &[String]) -> Result<(), CatalogError> {
+                // Three statements per thousand layers, where there were two per layer: a mount
+                // of a long history, or a follower at each move along one, registers every layer
+                // it reads. In id order, as every call that changes several layer rows.
+                let mut ids = lock_order(layer_ids);
+                ids.dedup();
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
-                for id in layer_ids {
-                    // The layer must still exist; a doom mark goes (gc deletes only doomed rows).
-                    let r = sqlx::query("UPDATE layers SET doomed_at = NULL WHERE id = $1")
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| self.db(e))?;
-                    if r.rows_affected() != 1 {
+                for chunk in ids.chunks(1_000) {
+                    let list = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect::<Vec<_>>().join(", ");
+                    // The layers must still exist (locked, so gc cannot take them now); a doom
+                    // mark goes (gc deletes only doomed rows).
+                    let sql = format!(concat!("SELECT id FROM layers WHERE id IN ({}) ORDER BY id", $lock), list);
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for id in chunk {
+                        q = q.bind(id.as_str());
+                    }
+                    let rows = q.fetch_all(&mut *tx).await.map_err(|e| self.db(e))?;
+                    if rows.len() != chunk.len() {
+                        let found = rows
+                            .iter()
+                            .map(|r| r.try_get::<String, _>("id"))
+                            .collect::<Result<std::collections::HashSet<String>, _>>()
+                            .map_err(|e| self.db(e))?;
+                        let gone = chunk.iter().find(|id| !found.contains(id.as_str())).map_or("?", |id| id.as_str());
                         return Err(CatalogError::Conflict(format!(
-                            "layer {id} was removed by gc while it was being resolved"
+                            "layer {gone} was removed by gc while it was being resolved"
                         )));
                     }
-                    sqlx::query("INSERT INTO session_layers (session_id, layer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                        .bind(session_id)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| self.db(e))?;
+                    let sql = format!("UPDATE layers SET doomed_at = NULL WHERE id IN ({list}) AND doomed_at IS NOT NULL");
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for id in chunk {
+                        q = q.bind(id.as_str());
+                    }
+                    q.execute(&mut *tx).await.map_err(|e| self.db(e))?;
+                    let values = (0..chunk.len()).map(|i| format!("($1, ${})", i + 2)).collect::<Vec<_>>().join(", ");
+                    let sql = format!("INSERT INTO session_layers (session_id, layer_id) VALUES {values} ON CONFLICT DO NOTHING");
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session_id);
+                    for id in chunk {
+                        q = q.bind(id.as_str());
+                    }
+                    q.execute(&mut *tx).await.map_err(|e| self.db(e))?;
                 }
                 tx.commit().await.map_err(|e| self.db(e))?;
                 Ok(())

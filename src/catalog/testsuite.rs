@@ -293,15 +293,21 @@ pub async fn layer_updates_in_any_order(cat: DynCatalog, tag: &str) {
     .unwrap();
     let mut reversed = ids.clone();
     reversed.reverse();
+    let session = format!("{tag}-oses");
+    cat.open_session(&session, repo.id, "reader", "suite", None)
+        .await
+        .unwrap();
     for round in 0..30 {
         let mut tasks = Vec::new();
         for (k, order) in [ids.clone(), reversed.clone()].into_iter().enumerate() {
             let cat = cat.clone();
+            let session = session.clone();
             tasks.push(tokio::spawn(async move {
-                if (round + k) % 2 == 0 {
-                    cat.spilled(&order).await
-                } else {
-                    cat.set_doomed(&order, None).await
+                match (round + k) % 3 {
+                    0 => cat.spilled(&order).await,
+                    1 => cat.set_doomed(&order, None).await,
+                    // A reader registering the layers it reads (clearing gc's marks).
+                    _ => cat.register_session_layers(&session, &order).await,
                 }
             }));
         }
@@ -359,6 +365,88 @@ pub async fn layer_updates_in_any_order(cat: DynCatalog, tag: &str) {
             panic!("round {round}: spill: {e}");
         }
     }
+}
+
+/// A session registers the layers it reads in one transaction, however many (more than one
+/// statement's worth here, with repeats): gc's marks on them go, and gc then keeps them. A layer
+/// gc already removed makes the whole registration a `Conflict` that names it, registering none.
+pub async fn session_layers(cat: DynCatalog, tag: &str) {
+    let name = format!("pin-{tag}");
+    let (repo, root) = cat
+        .create_repo(&name, commit(&format!("{tag}-proot"), 1))
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..2_500).map(|i| format!("{tag}-pl{i:04}")).collect();
+    cat.make_commit(CommitRequest {
+        repo_id: repo.id,
+        branch: "main".into(),
+        expected_head: root.id.clone(),
+        commit: commit(&format!("{tag}-pc"), 10),
+        files: vec![],
+        layers: ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| layer(id, i as i64, repo.id))
+            .collect(),
+        reason: "commit: pins".into(),
+    })
+    .await
+    .unwrap();
+    let registered = |session: String| {
+        let cat = cat.clone();
+        async move {
+            let mut v: Vec<String> = cat
+                .gc_snapshot()
+                .await
+                .unwrap()
+                .session_layers
+                .into_iter()
+                .filter(|(s, _)| *s == session)
+                .map(|(_, l)| l)
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    let doomed = &ids[1_000..1_010];
+    cat.set_doomed(doomed, Some(5)).await.unwrap();
+
+    // A missing layer (gc removed it) among the others: a conflict naming it, nothing kept.
+    let gone = format!("{tag}-gone");
+    let s1 = format!("{tag}-ps1");
+    cat.open_session(&s1, repo.id, "reader", "suite", None)
+        .await
+        .unwrap();
+    let mut with_gone = ids.clone();
+    with_gone.insert(1_700, gone.clone());
+    match cat.register_session_layers(&s1, &with_gone).await {
+        Err(CatalogError::Conflict(why)) => assert!(why.contains(&gone), "{why}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(
+        registered(s1.clone()).await.is_empty(),
+        "nothing registered"
+    );
+
+    // All of them, in any order and with repeats: registered once each, marks cleared.
+    let s2 = format!("{tag}-ps2");
+    cat.open_session(&s2, repo.id, "reader", "suite", None)
+        .await
+        .unwrap();
+    let mut order = ids.clone();
+    order.reverse();
+    order.extend(ids[..50].iter().cloned());
+    cat.register_session_layers(&s2, &order).await.unwrap();
+    cat.register_session_layers(&s2, &ids[..10]).await.unwrap();
+    assert_eq!(registered(s2.clone()).await, ids);
+    assert!(
+        cat.delete_layers(doomed).await.unwrap().is_empty(),
+        "a registration clears gc's marks: gc deletes none of them"
+    );
+    assert_eq!(
+        cat.commit_layers(&format!("{tag}-pc")).await.unwrap().len(),
+        ids.len()
+    );
 }
 
 /// The binding of a fresh catalog: blank, then one identity whoever claims it, then bound.
