@@ -6,9 +6,13 @@
 #
 # Host A and host B are two data directories sharing one catalog and one bucket. A mounts
 # db@main writable; B mounts db@main --follow. BENCH_FOLLOW_COMMITS (100) times, A runs one
-# `INSERT …; CHECKPOINT` through the duckdb CLI (a checkpoint commit, made before CHECKPOINT
-# returns); the time from its return until a new open on B sees the new commit (the follower
-# gives a changed file a new inode: `stat` on B shows it) is one sample. Prints median and max
+# `INSERT …; CHECKPOINT` on a connection it keeps open (Python duckdb; a checkpoint commit, made
+# before CHECKPOINT returns); the time from its return until a new open on B sees the new commit
+# (the follower gives a changed file a new inode: `stat` on B shows it) is one sample. Each
+# commit waits a random part of the poll interval first, so commits fall anywhere in the
+# follower's cycle. (A duckdb
+# CLI per commit would start the clock only once the CLI process has exited, which can take
+# longer than the follower: such samples read near zero.) Prints median and max
 # on PostgreSQL + S3 (woken by LISTEN/NOTIFY) and on the embedded default (two processes of one
 # host, polling).
 set -euo pipefail
@@ -18,7 +22,7 @@ BENCH_NAME=follow_latency
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 COMMITS=${BENCH_FOLLOW_COMMITS:-100}
-DUCKDB=${DUCKDB:-duckdb}
+INTERVAL_MS=250
 resolve_quackfs
 setup_workdir
 trap_mounts
@@ -29,20 +33,26 @@ export QUACKFS_STORE=s3://$QUACKFS_TEST_S3_BUCKET/follow-$(date +%s)
 
 # Runs COMMITS commits on A's mount and measures each on B's; prints milliseconds per commit.
 measure() { # A_DB B_DB
-    "$PYTHON" - "$1" "$2" "$COMMITS" "$DUCKDB" <<'PY'
-import os, subprocess, sys, time
-a, b, n, duckdb = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-subprocess.run([duckdb, a, "-c", "CREATE TABLE IF NOT EXISTS t(i BIGINT); CHECKPOINT"], check=True, capture_output=True)
+    "$PYTHON" - "$1" "$2" "$COMMITS" "$INTERVAL_MS" <<'PY'
+import os, random, sys, time
+import duckdb
+a, b, n, interval = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) / 1000
+con = duckdb.connect(a)
 time.sleep(1)
 for i in range(n):
+    # A commit made right after the follower moved would always wait a whole poll interval:
+    # commit at a random moment of the follower's cycle instead.
+    time.sleep(random.uniform(0, interval))
     before = os.stat(b).st_ino
-    subprocess.run([duckdb, a, "-c", f"INSERT INTO t VALUES ({i}); CHECKPOINT"], check=True, capture_output=True)
+    con.execute(f"INSERT INTO t VALUES ({i})")
+    con.execute("CHECKPOINT")
     t0 = time.monotonic()
     while os.stat(b).st_ino == before:
         if time.monotonic() - t0 > 30:
             sys.exit("the follower did not move within 30 s")
         time.sleep(0.0005)
     print("%.1f" % ((time.monotonic() - t0) * 1000))
+con.close()
 PY
 }
 stats() { "$PYTHON" -c '
@@ -55,7 +65,8 @@ run() { # NAME INTERVAL HOME_A HOME_B
     export QUACKFS_HOME=$3
     "$QUACKFS" init "db$name" >/dev/null 2>&1
     bench_mount "db$name@main" "$WORK/$name-wa"
-    "$DUCKDB" "$WORK/$name-wa/db$name.duckdb" -c "CREATE TABLE t(i BIGINT); CHECKPOINT" >/dev/null
+    "$PYTHON" -c 'import duckdb, sys; c = duckdb.connect(sys.argv[1]); c.execute("CREATE TABLE t(i BIGINT)"); c.execute("CHECKPOINT"); c.close()' \
+        "$WORK/$name-wa/db$name.duckdb"
     export QUACKFS_HOME=$4
     bench_mount "db$name@main" "$WORK/$name-rb" --follow --follow-interval "$interval"
     log "$name: $COMMITS commits on host A, visibility on host B"
@@ -64,16 +75,16 @@ run() { # NAME INTERVAL HOME_A HOME_B
     export QUACKFS_HOME=$3
     bench_umount "$WORK/$name-wa"
 }
-run pgs3 250ms "$WORK/pgs3-a" "$WORK/pgs3-b"
+run pgs3 "${INTERVAL_MS}ms" "$WORK/pgs3-a" "$WORK/pgs3-b"
 read -r P_MED P_MAX P_N <<<"$(stats <"$WORK/pgs3.ms")"
 # The embedded default has no notifications: a second process of the same host polls.
 (
     unset QUACKFS_CATALOG QUACKFS_STORE
-    run embedded 250ms "$WORK/emb" "$WORK/emb"
+    run embedded "${INTERVAL_MS}ms" "$WORK/emb" "$WORK/emb"
 )
 read -r E_MED E_MAX E_N <<<"$(stats <"$WORK/embedded.ms")"
 machine_info
-echo "commit on host A -> visible to a new open on host B (mount --follow, --follow-interval 250ms)"
+echo "commit on host A -> visible to a new open on host B (mount --follow, --follow-interval ${INTERVAL_MS}ms)"
 printf '%-34s %-8s %-12s %-10s\n' side commits "median ms" "max ms"
 printf '%-34s %-8s %-12s %-10s\n' "PostgreSQL + S3, two hosts (NOTIFY)" "$P_N" "$P_MED" "$P_MAX"
 printf '%-34s %-8s %-12s %-10s\n' "embedded, two processes (polling)" "$E_N" "$E_MED" "$E_MAX"
