@@ -995,6 +995,19 @@ macro_rules! impl_catalog {
                 row.try_get("commit_id").map_err(|e| self.db(e))
             }
 
+            /// Locks the layer rows `ids` (at most a thousand, in [`lock_order`]) in id order
+            /// (PostgreSQL; SQLite holds the database write lock) and returns those that exist.
+            async fn lock_layers(&self, tx: &mut sqlx::Transaction<'static, $db>, ids: &[&String]) -> Result<std::collections::HashSet<String>, CatalogError> {
+                let list = (0..ids.len()).map(|i| format!("${}", i + 1)).collect::<Vec<_>>().join(", ");
+                let sql = format!(concat!("SELECT id FROM layers WHERE id IN ({}) ORDER BY id", $lock), list);
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in ids {
+                    q = q.bind(id.as_str());
+                }
+                let rows = q.fetch_all(&mut **tx).await.map_err(|e| self.db(e))?;
+                rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<_, _>>().map_err(|e| self.db(e))
+            }
+
             /// Whether a session registered layer `id`, checked after locking the layer's row
             /// (PostgreSQL: a registration racing with this transaction either committed before
             /// the lock was granted, and this later statement sees it, or runs after and finds
@@ -1867,6 +1880,9 @@ macro_rules! impl_catalog {
                 // superseded in one statement per thousand.
                 let mut first = i64::MAX;
                 for ids in lock_order(old).chunks(1_000) {
+                    // Locked in id order first: the UPDATE alone locks them in the order its
+                    // plan reads them (by branch and seq, say).
+                    self.lock_layers(&mut tx, ids).await?;
                     let list = (0..ids.len()).map(|i| format!("${}", i + 4)).collect::<Vec<_>>().join(", ");
                     let sql = format!(
                         "UPDATE layers SET superseded_at = $1 WHERE repo_id = $2 AND branch = $3 \
@@ -2375,18 +2391,8 @@ macro_rules! impl_catalog {
                     let list = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect::<Vec<_>>().join(", ");
                     // The layers must still exist (locked, so gc cannot take them now); a doom
                     // mark goes (gc deletes only doomed rows).
-                    let sql = format!(concat!("SELECT id FROM layers WHERE id IN ({}) ORDER BY id", $lock), list);
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for id in chunk {
-                        q = q.bind(id.as_str());
-                    }
-                    let rows = q.fetch_all(&mut *tx).await.map_err(|e| self.db(e))?;
-                    if rows.len() != chunk.len() {
-                        let found = rows
-                            .iter()
-                            .map(|r| r.try_get::<String, _>("id"))
-                            .collect::<Result<std::collections::HashSet<String>, _>>()
-                            .map_err(|e| self.db(e))?;
+                    let found = self.lock_layers(&mut tx, chunk).await?;
+                    if found.len() != chunk.len() {
                         let gone = chunk.iter().find(|id| !found.contains(id.as_str())).map_or("?", |id| id.as_str());
                         return Err(CatalogError::Conflict(format!(
                             "layer {gone} was removed by gc while it was being resolved"

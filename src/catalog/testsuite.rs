@@ -319,8 +319,9 @@ pub async fn layer_updates_in_any_order(cat: DynCatalog, tag: &str) {
     }
 
     // A checkpoint commit adopts a branch's pending layers (chosen by a condition, so scanned in
-    // seq order) while a spill names the same layers stored. Ids fall as seq rises, so the scan
-    // order is the reverse of id order.
+    // seq order), and every other round a compaction first supersedes them, while a spill names
+    // the same layers stored. Ids fall as seq rises, so the scan order is the reverse of id
+    // order.
     let lease = cat
         .acquire_lease(repo.id, "main", "suite", 60_000)
         .await
@@ -347,9 +348,27 @@ pub async fn layer_updates_in_any_order(cat: DynCatalog, tag: &str) {
         .await
         .unwrap();
         let spill = {
-            let cat = cat.clone();
+            let (cat, ids) = (cat.clone(), ids.clone());
             tokio::spawn(async move { cat.spilled(&ids).await })
         };
+        if round % 2 == 1 {
+            // A compaction superseding them (chosen by id and by branch) beside the spill too.
+            let merged = SyncRequest {
+                repo_id: repo.id,
+                branch: "main".into(),
+                generation: lease.generation,
+                layers: vec![SyncLayer {
+                    row: layer(&format!("{tag}-pm{round:02}"), 0, repo.id),
+                    inline: None,
+                }],
+                files: vec![],
+                now: 5,
+                session_id: None,
+            };
+            if let Err(e) = cat.replace_pending(merged, &ids).await {
+                panic!("round {round}: compaction: {e}");
+            }
+        }
         let sealed = cat
             .commit_pending(
                 repo.id,
