@@ -882,6 +882,14 @@ impl PgSyncArgs {
     }
 }
 
+/// `$first, $first+1, …`: `n` numbered parameters, for an `IN (…)` list.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `ids` in the one order in which every call that changes several layer rows changes them (a
 /// mount's spill, merge, compaction, gc, a session registering what it reads; a commit adopting
 /// pending layers locks them with `ORDER BY id` first, migrations/postgres/0012): two such calls
@@ -998,7 +1006,7 @@ macro_rules! impl_catalog {
             /// Locks the layer rows `ids` (at most a thousand, in [`lock_order`]) in id order
             /// (PostgreSQL; SQLite holds the database write lock) and returns those that exist.
             async fn lock_layers(&self, tx: &mut sqlx::Transaction<'static, $db>, ids: &[&String]) -> Result<std::collections::HashSet<String>, CatalogError> {
-                let list = (0..ids.len()).map(|i| format!("${}", i + 1)).collect::<Vec<_>>().join(", ");
+                let list = placeholders(1, ids.len());
                 let sql = format!(concat!("SELECT id FROM layers WHERE id IN ({}) ORDER BY id", $lock), list);
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for id in ids {
@@ -1883,7 +1891,7 @@ macro_rules! impl_catalog {
                     // Locked in id order first: the UPDATE alone locks them in the order its
                     // plan reads them (by branch and seq, say).
                     self.lock_layers(&mut tx, ids).await?;
-                    let list = (0..ids.len()).map(|i| format!("${}", i + 4)).collect::<Vec<_>>().join(", ");
+                    let list = placeholders(4, ids.len());
                     let sql = format!(
                         "UPDATE layers SET superseded_at = $1 WHERE repo_id = $2 AND branch = $3 \
                          AND commit_id IS NULL AND superseded_at IS NULL AND id IN ({list}) RETURNING seq"
@@ -2388,7 +2396,7 @@ macro_rules! impl_catalog {
                 ids.dedup();
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
                 for chunk in ids.chunks(1_000) {
-                    let list = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect::<Vec<_>>().join(", ");
+                    let list = placeholders(1, chunk.len());
                     // The layers must still exist (locked, so gc cannot take them now); a doom
                     // mark goes (gc deletes only doomed rows).
                     let found = self.lock_layers(&mut tx, chunk).await?;

@@ -265,32 +265,44 @@ pub async fn concurrent_commits(cat: DynCatalog, tag: &str) {
     );
 }
 
-/// Calls that change several layer rows (a mount's spill, merge's layer replacement, gc's
-/// marks, a checkpoint commit adopting pending layers) run beside each other in any order of ids
-/// and never deadlock: each changes its rows in one order. (PostgreSQL row locks; SQLite has one
-/// writer and passes trivially.)
-pub async fn layer_updates_in_any_order(cat: DynCatalog, tag: &str) {
-    let name = format!("order-{tag}");
+/// A new database `name` whose first commit (`{prefix}c`) holds `n` layers `{prefix}l0000`…,
+/// in id order (seq follows the id); its repo and the layer ids.
+async fn repo_with_layers(
+    cat: &DynCatalog,
+    name: &str,
+    prefix: &str,
+    n: usize,
+) -> (Repo, Vec<String>) {
     let (repo, root) = cat
-        .create_repo(&name, commit(&format!("{tag}-oroot"), 1))
+        .create_repo(name, commit(&format!("{prefix}root"), 1))
         .await
         .unwrap();
-    let ids: Vec<String> = (0..24).map(|i| format!("{tag}-ol{i:02}")).collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}l{i:04}")).collect();
     cat.make_commit(CommitRequest {
         repo_id: repo.id,
         branch: "main".into(),
         expected_head: root.id.clone(),
-        commit: commit(&format!("{tag}-oc"), 10),
+        commit: commit(&format!("{prefix}c"), 10),
         files: vec![],
         layers: ids
             .iter()
             .enumerate()
             .map(|(i, id)| layer(id, i as i64, repo.id))
             .collect(),
-        reason: "commit: order".into(),
+        reason: format!("commit: {name}"),
     })
     .await
     .unwrap();
+    (repo, ids)
+}
+
+/// Calls that change several layer rows (a mount's spill, merge's layer replacement, gc's
+/// marks, a checkpoint commit adopting pending layers) run beside each other in any order of ids
+/// and never deadlock: each changes its rows in one order. (PostgreSQL row locks; SQLite has one
+/// writer and passes trivially.)
+pub async fn layer_updates_in_any_order(cat: DynCatalog, tag: &str) {
+    let (repo, ids) =
+        repo_with_layers(&cat, &format!("order-{tag}"), &format!("{tag}-o"), 24).await;
     let mut reversed = ids.clone();
     reversed.reverse();
     let session = format!("{tag}-oses");
@@ -390,27 +402,8 @@ pub async fn layer_updates_in_any_order(cat: DynCatalog, tag: &str) {
 /// statement's worth here, with repeats): gc's marks on them go, and gc then keeps them. A layer
 /// gc already removed makes the whole registration a `Conflict` that names it, registering none.
 pub async fn session_layers(cat: DynCatalog, tag: &str) {
-    let name = format!("pin-{tag}");
-    let (repo, root) = cat
-        .create_repo(&name, commit(&format!("{tag}-proot"), 1))
-        .await
-        .unwrap();
-    let ids: Vec<String> = (0..2_500).map(|i| format!("{tag}-pl{i:04}")).collect();
-    cat.make_commit(CommitRequest {
-        repo_id: repo.id,
-        branch: "main".into(),
-        expected_head: root.id.clone(),
-        commit: commit(&format!("{tag}-pc"), 10),
-        files: vec![],
-        layers: ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| layer(id, i as i64, repo.id))
-            .collect(),
-        reason: "commit: pins".into(),
-    })
-    .await
-    .unwrap();
+    let (repo, ids) =
+        repo_with_layers(&cat, &format!("pin-{tag}"), &format!("{tag}-p"), 2_500).await;
     let registered = |session: String| {
         let cat = cat.clone();
         async move {
