@@ -129,16 +129,19 @@ port_tool() {
     "$PY" - "$GRPC_OFFSET" "$@" <<'EOF'
 import random, socket, sys
 offset, mode, args = int(sys.argv[1]), sys.argv[2], [int(a) for a in sys.argv[3:]]
-def free(port):
+def bindable(host, port):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is fine
     try:
-        s.bind(("127.0.0.1", port))
+        s.bind((host, port))
         return True
     except OSError:
         return False
     finally:
         s.close()
+def free(port):
+    # weed mini refuses a port it cannot bind on all interfaces as well as on 127.0.0.1.
+    return bindable("127.0.0.1", port) and bindable("", port)
 if mode == "free":
     sys.exit(0 if args and all(free(p) and free(p + offset) for p in args) else 1)
 n, taken, found = args[0], set(args[1:]), []
@@ -152,6 +155,28 @@ for p in random.sample(range(11000, 22000), 3000):
         sys.exit(0)
 sys.exit("services: no free ports found")
 EOF
+}
+# A port picked free can be bound by someone else before our server binds it (another
+# instance picking at the same moment: the test suite starts several at once). start_pg and
+# wait_weed then add the server's name to PORT_CLASH instead of failing, and cmd_up picks
+# other ports for it and starts it again, up to PORT_TRIES times.
+PORT_TRIES=${QUACKFS_SERVICES_PORT_TRIES:-4}
+PORT_CLASH=
+# port_clash LOG [FROM_BYTE]: what LOG says from FROM_BYTE (default 0) on, its last lines,
+# tell of a listening port that was taken.
+port_clash() {
+    tail -c +$((${2:-0} + 1)) "$1" 2>/dev/null | tail -n 30 |
+        grep -q -i -E "port allocation failed|address already in use|could not bind"
+}
+# The weed ports and their gRPC twins (arguments for `port_tool pick N EXCLUDE...`).
+weed_ports() { local v; for v in "${WEED_PORT_VARS[@]}"; do echo "${!v} $((${!v} + GRPC_OFFSET))"; done; }
+pick_weed_ports() {
+    local fresh=() v
+    read -r -a fresh <<<"$(port_tool pick ${#WEED_PORT_VARS[@]} "$PG_PORT" $((PG_PORT + GRPC_OFFSET)))"
+    for v in "${WEED_PORT_VARS[@]}"; do
+        printf -v "$v" '%s' "${fresh[0]}"
+        fresh=("${fresh[@]:1}")
+    done
 }
 save_ports() {
     {
@@ -220,9 +245,12 @@ EOF
     fi
 
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+    local log_from
+    log_from=$(stat -c %s "$DIR/pg.log")
     if ! as_pg "$PG_BIN/pg_ctl" start -D "$PGDATA" -l "$DIR/pg.log" -w -t "$WAIT_SECS" \
         -o "-p $PG_PORT -k $PGSOCK" >/dev/null; then
         tail_log "$DIR/pg.log"
+        if port_clash "$DIR/pg.log" "$log_from"; then PORT_CLASH+=" PostgreSQL"; return 0; fi
         die "PostgreSQL did not start"
     fi
     as_pg "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" || { tail_log "$DIR/pg.log"; die "PostgreSQL does not answer on 127.0.0.1:$PG_PORT"; }
@@ -276,6 +304,7 @@ wait_weed() {
         # (its cmdline is still this script's), so weed_running's cmdline check would misfire.
         if ! kill -0 "$pid" 2>/dev/null; then
             tail_log "$DIR/weed.log"
+            if port_clash "$DIR/weed.log"; then PORT_CLASH+=" SeaweedFS"; rm -f "$WEED_PIDFILE"; return 0; fi
             die "SeaweedFS exited during start"
         fi
         code=$(s3_head_bucket) && return 0
@@ -310,15 +339,9 @@ cmd_up() {
         PG_PORT=$(port_tool pick 1)
     fi
     if [ $weed_up = 0 ]; then
-        local current=() fresh=()
+        local current=()
         for v in "${WEED_PORT_VARS[@]}"; do current+=("${!v}"); done
-        if [ -z "$S3_PORT" ] || ! port_tool free "${current[@]}"; then
-            read -r -a fresh <<<"$(port_tool pick ${#WEED_PORT_VARS[@]} "$PG_PORT" $((PG_PORT + GRPC_OFFSET)))"
-            for v in "${WEED_PORT_VARS[@]}"; do
-                printf -v "$v" '%s' "${fresh[0]}"
-                fresh=("${fresh[@]:1}")
-            done
-        fi
+        if [ -z "$S3_PORT" ] || ! port_tool free "${current[@]}"; then pick_weed_ports; fi
     fi
     save_ports
 
@@ -326,9 +349,26 @@ cmd_up() {
     STARTED_PG=0 STARTED_WEED=0
     trap 'rc=$?; if [ $rc -ne 0 ]; then log "up failed: stopping what it started";
           if [ $STARTED_WEED = 1 ]; then stop_weed; fi; if [ $STARTED_PG = 1 ]; then stop_pg; fi; fi' EXIT
-    if [ $weed_up = 0 ]; then STARTED_WEED=1; start_weed; fi   # in the background while PostgreSQL starts
-    if [ $pg_up = 0 ]; then STARTED_PG=1; start_pg; fi
-    wait_weed
+    local try=1
+    while true; do
+        PORT_CLASH=
+        if [ $weed_up = 0 ]; then STARTED_WEED=1; start_weed; fi   # in the background while PostgreSQL starts
+        if [ $pg_up = 0 ]; then STARTED_PG=1; start_pg; fi
+        wait_weed
+        [ -n "$PORT_CLASH" ] || break
+        [ $try -lt "$PORT_TRIES" ] || die "a port of${PORT_CLASH} was taken before it could be bound, $try times"
+        log "a port of${PORT_CLASH} was taken before it could be bound: picking others (try $((try + 1)) of $PORT_TRIES)"
+        # What did start stays up; what clashed gets ports apart from everything in use here.
+        case "$PORT_CLASH" in *SeaweedFS*) ;; *) weed_up=1 ;; esac
+        case "$PORT_CLASH" in *PostgreSQL*) ;; *) pg_up=1 ;; esac
+        if [ $pg_up = 0 ]; then
+            # shellcheck disable=SC2046  # one argument per port
+            PG_PORT=$(port_tool pick 1 $(weed_ports))
+        fi
+        if [ $weed_up = 0 ]; then pick_weed_ports; fi
+        save_ports
+        try=$((try + 1))
+    done
     trap - EXIT
     write_env
     log "up: PostgreSQL 127.0.0.1:$PG_PORT, S3 http://127.0.0.1:$S3_PORT (bucket $S3_BUCKET); env in $DIR/env"
