@@ -669,10 +669,31 @@ fn pg_restart_fails_syncs_cleanly_and_the_mount_recovers() {
     for k in 7..=8 {
         let took = duck
             .exec(&insert_sql(k), Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("insert {k} after PostgreSQL came back: {e:?}"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "insert {k} after PostgreSQL came back: {e:?}\nmount log:\n{}",
+                    std::fs::read_to_string(env.mount_log(&m.dir)).unwrap_or_default()
+                )
+            });
         eprintln!("{test}: commit {k} after the restart: {took:.1?}");
         committed.insert(k);
     }
+
+    // A quick restart between two commits, with no call in between to find the server gone:
+    // the pooled connection of commit 8 died with it, and was put back less than the ping
+    // interval (1 s) ago; commit 11 must not fail on it.
+    svc.stop_pg();
+    let restart = svc.restart();
+    let took = duck
+        .exec(&insert_sql(11), Duration::from_secs(60))
+        .unwrap_or_else(|e| {
+            panic!(
+                "insert 11 right after a quick restart ({restart:.1?}): {e:?}\nmount log:\n{}",
+                std::fs::read_to_string(env.mount_log(&m.dir)).unwrap_or_default()
+            )
+        });
+    eprintln!("{test}: commit 11 right after a quick restart ({restart:.1?}): {took:.1?}");
+    committed.insert(11);
 
     // A quick restart while a commit is under way: it succeeds or fails cleanly.
     svc.stop_pg();
@@ -710,7 +731,12 @@ fn pg_restart_fails_syncs_cleanly_and_the_mount_recovers() {
     duck.close(Duration::from_secs(60));
     let mut duck = Duck::open(&db, env.path("duck3.err"));
     duck.exec(&insert_sql(10), Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("insert 10 after the quick restart: {e:?}"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "insert 10 after the quick restart: {e:?}\nmount log:\n{}",
+                std::fs::read_to_string(env.mount_log(&m.dir)).unwrap_or_default()
+            )
+        });
     committed.insert(10);
     duck.close(Duration::from_secs(60));
     assert_alive(&mut m, &env, "after the restarts");

@@ -51,6 +51,9 @@ pub struct PgCatalog {
     url: String,
     /// Ref moves announced by the `refs_notify` trigger ('REPO_ID:NAME'), once someone listens.
     ref_changes: tokio::sync::OnceCell<tokio::sync::broadcast::Sender<String>>,
+    /// When a call last found its connection lost: every pooled connection released before
+    /// then is pinged before it is used again (it may have died with the same server).
+    lost: std::sync::Arc<LossClock>,
 }
 
 impl SqliteCatalog {
@@ -274,6 +277,9 @@ impl SqliteCatalog {
         let writer = pool_of(1).connect_with(opts).await.map_err(db)?;
         Ok(SqliteCatalog { pool, writer, url })
     }
+
+    /// SQLite connections are not lost to a server going away.
+    fn saw_error(&self, _: &sqlx::Error) {}
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
         // IMMEDIATE takes the write lock up front, so a read-then-write transaction never fails
@@ -562,6 +568,58 @@ impl Batch {
 
 /// A PostgreSQL connection idle for longer than this is pinged before it is used.
 const PING_IDLE: Duration = Duration::from_secs(1);
+/// How many more times a call runs when the connection it was given turned out to be lost
+/// before the call reached the server (see [`PgCatalog::retry_lost`]).
+const LOST_RETRIES: usize = 2;
+
+/// The last moment (on a clock of this process) a PostgreSQL call found its connection lost.
+#[derive(Default)]
+struct LossClock {
+    /// Microseconds since [`LossClock::now`]'s origin; 0 = never.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl LossClock {
+    fn now() -> u64 {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let us = ORIGIN
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_micros();
+        u64::try_from(us).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn saw_loss(&self) {
+        self.last
+            .fetch_max(Self::now(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a connection idle for `idle_for` was put back before the last loss seen.
+    fn released_before_loss(&self, idle_for: Duration) -> bool {
+        let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        let idle = u64::try_from(idle_for.as_micros()).unwrap_or(u64::MAX);
+        last != 0 && Self::now().saturating_sub(idle) <= last
+    }
+}
+
+/// The connection is gone: an I/O error, or the server reported a connection exception
+/// (SQLSTATE class 08) or that it ended the session (57P…: shutdown, restart, idle timeout).
+fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
+/// The server had ended the session of the connection before the call reached it (SQLSTATE
+/// 57P…, e.g. 57P01 when it was shut down or restarted while the connection sat in the pool):
+/// the server never ran the call, so running it again on another connection is safe.
+fn session_ended_before_call(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("57P")))
+}
 
 impl PgCatalog {
     /// Connects to PostgreSQL and applies migrations (sqlx serialises them with an advisory lock).
@@ -578,15 +636,20 @@ impl PgCatalog {
         // A connection idle for a while is pinged before it is handed out (the server may have
         // restarted or dropped it: a failed ping takes another), one used just now is not: the
         // ping is a round trip, which every sync of a mount would pay on top of its own.
+        // A call that finds its connection lost (the server restarted) makes every connection
+        // put back before then pinged too, however briefly it sat in the pool.
+        let lost = std::sync::Arc::new(LossClock::default());
+        let seen = lost.clone();
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .test_before_acquire(false)
-            .before_acquire(|c, meta| {
+            .before_acquire(move |c, meta| {
+                let stale = meta.idle_for > PING_IDLE || seen.released_before_loss(meta.idle_for);
                 Box::pin(async move {
                     if c.is_in_transaction() {
                         return Ok(false);
                     }
-                    if meta.idle_for > PING_IDLE {
+                    if stale {
                         sqlx::Connection::ping(c).await?;
                     }
                     Ok(true)
@@ -626,6 +689,7 @@ impl PgCatalog {
             pool,
             url: masked,
             ref_changes: tokio::sync::OnceCell::new(),
+            lost,
         })
     }
 
@@ -668,19 +732,59 @@ impl PgCatalog {
         }
     }
 
+    /// BEGIN has no effect of its own, so one that failed on a lost connection is retried on
+    /// another whatever the error said.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        self.pool.begin().await
+        self.retry_lost(connection_lost, || self.pool.begin()).await
+    }
+
+    /// Runs `call`, and again (at most [`LOST_RETRIES`] more times) while it fails on a lost
+    /// connection in a way `safe` says the server did not run it. Every loss is noted first, so
+    /// the next call is given a pinged or a new connection, not another one that died with
+    /// the same server.
+    async fn retry_lost<T, F, Fut>(
+        &self,
+        safe: fn(&sqlx::Error) -> bool,
+        mut call: F,
+    ) -> Result<T, sqlx::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let mut left = LOST_RETRIES;
+        loop {
+            match call().await {
+                Err(e) if connection_lost(&e) => {
+                    self.lost.saw_loss();
+                    if left == 0 || !safe(&e) {
+                        return Err(e);
+                    }
+                    left -= 1;
+                    tracing::info!("catalog connection lost ({e}): trying another");
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Notes a lost connection (see [`LossClock`]).
+    fn saw_error(&self, e: &sqlx::Error) {
+        if connection_lost(e) {
+            self.lost.saw_loss();
+        }
     }
 
     /// One round trip: `quackfs_register_sync` (migrations/postgres/0009_one_trip_sync.sql) makes
     /// the steps of [`SqliteCatalog`]'s statements on the server.
     async fn register_sync_impl(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
         let (args, mut layers) = PgSyncArgs::new(req);
-        let row = args
-            .bind(sqlx::query(
-                "SELECT quackfs_register_sync($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) AS seq",
-            ))
-            .fetch_one(&self.pool)
+        let row = self
+            .retry_lost(session_ended_before_call, || {
+                args.bind(sqlx::query(
+                    "SELECT quackfs_register_sync($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) AS seq",
+                ))
+                .fetch_one(&self.pool)
+            })
             .await
             .map_err(|e| self.call_error(e, &args.branch))?;
         let seq: i64 = row.try_get("seq").map_err(|e| self.db(e))?;
@@ -697,16 +801,19 @@ impl PgCatalog {
         allow_empty: bool,
     ) -> Result<Commit, CatalogError> {
         let reason = format!("{}: {}", commit.kind.as_str(), commit.message);
-        let q = sqlx::query(
-            "SELECT o_parent, o_depth, o_created_at, o_bytes_added, o_logical_size \
-             FROM quackfs_commit_pending($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(repo_id)
-        .bind(branch);
-        let row = bind_commit(q, &commit)
-            .bind(allow_empty)
-            .bind(&reason)
-            .fetch_one(&self.pool)
+        let row = self
+            .retry_lost(session_ended_before_call, || {
+                let q = sqlx::query(
+                    "SELECT o_parent, o_depth, o_created_at, o_bytes_added, o_logical_size \
+                     FROM quackfs_commit_pending($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(repo_id)
+                .bind(branch);
+                bind_commit(q, &commit)
+                    .bind(allow_empty)
+                    .bind(&reason)
+                    .fetch_one(&self.pool)
+            })
             .await
             .map_err(|e| self.call_error(e, branch))?;
         self.sealed(&row, repo_id, commit)
@@ -722,14 +829,15 @@ impl PgCatalog {
         let repo_id = req.repo_id;
         let (args, mut layers) = PgSyncArgs::new(req);
         let reason = format!("{}: {}", commit.kind.as_str(), commit.message);
-        let q = args.bind(sqlx::query(
-            "SELECT o_seq, o_parent, o_depth, o_created_at, o_bytes_added, o_logical_size \
-             FROM quackfs_register_and_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
-        ));
-        let row = bind_commit(q, &commit)
-            .bind(&reason)
-            .fetch_one(&self.pool)
+        let row = self
+            .retry_lost(session_ended_before_call, || {
+                let q = args.bind(sqlx::query(
+                    "SELECT o_seq, o_parent, o_depth, o_created_at, o_bytes_added, o_logical_size \
+                     FROM quackfs_register_and_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                     $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+                ));
+                bind_commit(q, &commit).bind(&reason).fetch_one(&self.pool)
+            })
             .await
             .map_err(|e| self.call_error(e, &args.branch))?;
         let seq: i64 = row.try_get("o_seq").map_err(|e| self.db(e))?;
@@ -905,6 +1013,7 @@ macro_rules! impl_catalog {
     ($ty:ty, $row:ty, $db:ty, $lock:literal, $now:literal, $repeatable:literal) => {
         impl $ty {
             fn db(&self, source: sqlx::Error) -> CatalogError {
+                self.saw_error(&source);
                 CatalogError::Db { url: self.url.clone(), source }
             }
 
