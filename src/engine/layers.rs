@@ -227,7 +227,7 @@ impl LayerCache {
         if let Some(b) = self
             .disk
             .as_ref()
-            .and_then(|d| d.get(key, data_off, Some(crc)))
+            .and_then(|d| off_the_runtime(|| d.get(key, data_off, Some(crc))))
         {
             lock(&self.extents).put(cache_key, b.clone());
             self.read_ahead(key, data_off, Some(data_off + len as u64));
@@ -327,6 +327,16 @@ impl LayerCache {
     }
 }
 
+/// Runs `f`, which reads local files (the disk cache), as blocking work: on a multi-threaded
+/// runtime the worker hands its other tasks to another thread meanwhile, so reads that wait for
+/// the disk do not hold up the mount's other requests (nor each other).
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Brings the extents `run` (back to back in object `key`) into the memory cache: from the disk
 /// cache where it holds them, the rest from the store, a request per contiguous stretch.
 async fn fetch_ahead(
@@ -341,12 +351,14 @@ async fn fetch_ahead(
         run.retain(|(o, _, _)| !mem.contains(&(key.to_string(), *o)));
     }
     if let Some(d) = disk {
-        run.retain(|(o, _, c)| match d.get(key, *o, Some(*c)) {
-            Some(b) => {
-                lock(extents).put((key.to_string(), *o), b);
-                false
-            }
-            None => true,
+        off_the_runtime(|| {
+            run.retain(|(o, _, c)| match d.get(key, *o, Some(*c)) {
+                Some(b) => {
+                    lock(extents).put((key.to_string(), *o), b);
+                    false
+                }
+                None => true,
+            })
         });
     }
     let mut stretch: Vec<(u64, u32, u32)> = Vec::new();
