@@ -14,6 +14,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Entry header: magic, key length (u16), key, offset (u64), data length (u32), crc32c (u32).
@@ -39,6 +40,21 @@ pub const FOOTER: u64 = u64::MAX;
 /// How stale an entry's recency stamp (its mtime) may get before a hit renews it.
 const RECENCY_STEP: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Most bytes handed to [`DiskCache::put_behind`] and not yet written; past it the caller
+/// writes them itself (a reader faster than the disk slows down to it instead of queueing
+/// memory).
+const BEHIND_MAX: u64 = 64 << 20;
+
+/// Runs `f`, which reads or writes local files (the disk cache), as blocking work: on a
+/// multi-threaded runtime the worker hands its other tasks to another thread meanwhile, so a
+/// request that waits for the disk holds up neither the mount's other requests nor other reads.
+pub(crate) fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// The on-disk cache of one data directory.
 pub struct DiskCache {
     dir: PathBuf,
@@ -54,6 +70,8 @@ pub struct DiskCache {
     pub corrupt: AtomicU64,
     /// Whether puts add entries (off: the cache is only read).
     fill: AtomicBool,
+    /// Bytes handed to `put_behind` and not yet written.
+    behind: AtomicU64,
 }
 
 #[derive(Default)]
@@ -86,6 +104,7 @@ impl DiskCache {
             misses: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
             fill: AtomicBool::new(true),
+            behind: AtomicU64::new(0),
         })
     }
 
@@ -155,6 +174,31 @@ impl DiskCache {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 None
             }
+        }
+    }
+
+    /// [`put`](Self::put)s the extents `items` (offset, bytes, checksum) of object `key` on a
+    /// blocking thread, so that the caller, a read that fetched them from the store, answers
+    /// without waiting for the creation of their files (inode allocation shows as a large
+    /// part of a cold read's CPU). With [`BEHIND_MAX`] bytes already waiting, or outside a
+    /// runtime, they are written before it returns.
+    pub fn put_behind(self: &Arc<Self>, key: &str, items: Vec<(u64, bytes::Bytes, u32)>) {
+        if items.is_empty() || !self.fill.load(Ordering::Relaxed) {
+            return;
+        }
+        let len: u64 = items.iter().map(|(_, b, _)| b.len() as u64).sum();
+        let queued = self.behind.fetch_add(len, Ordering::SeqCst) + len;
+        let me = self.clone();
+        let key = key.to_string();
+        let write = move || {
+            for (off, bytes, crc) in &items {
+                me.put(&key, *off, bytes, *crc);
+            }
+            me.behind.fetch_sub(len, Ordering::SeqCst);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if queued <= BEHIND_MAX => drop(rt.spawn_blocking(write)),
+            _ => off_the_runtime(write),
         }
     }
 
@@ -318,6 +362,40 @@ mod tests {
         // and removed may count one twice.)
         let size = c.size();
         assert!(size <= 200_000, "over the bound: {size}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn puts_behind_are_written_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Arc::new(DiskCache::open(dir.path().join("c"), 1 << 30).unwrap());
+        let data = bytes::Bytes::from(vec![9u8; 1 << 20]);
+        let crc = crc32c::crc32c(&data);
+        // More than BEHIND_MAX at once: the excess is written in place, the rest behind.
+        let n = (BEHIND_MAX >> 20) + 8;
+        for i in 0..n {
+            c.put_behind("layers/x", vec![(i << 20, data.clone(), crc)]);
+            assert!(c.behind.load(Ordering::SeqCst) <= BEHIND_MAX + (1 << 20));
+        }
+        let waited = std::time::Instant::now();
+        while c.behind.load(Ordering::SeqCst) > 0 {
+            assert!(
+                waited.elapsed() < std::time::Duration::from_secs(60),
+                "never written"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        for i in 0..n {
+            assert_eq!(
+                c.get("layers/x", i << 20, Some(crc)).unwrap(),
+                data,
+                "entry {i}"
+            );
+        }
+        // Not filling: nothing is queued or written.
+        c.set_fill(false);
+        c.put_behind("layers/y", vec![(0, data.clone(), crc)]);
+        assert_eq!(c.behind.load(Ordering::SeqCst), 0);
+        assert!(c.get("layers/y", 0, Some(crc)).is_none());
     }
 
     #[test]

@@ -227,7 +227,7 @@ impl LayerCache {
         if let Some(b) = self
             .disk
             .as_ref()
-            .and_then(|d| off_the_runtime(|| d.get(key, data_off, Some(crc))))
+            .and_then(|d| disk_cache::off_the_runtime(|| d.get(key, data_off, Some(crc))))
         {
             lock(&self.extents).put(cache_key, b.clone());
             self.read_ahead(key, data_off, Some(data_off + len as u64));
@@ -235,8 +235,7 @@ impl LayerCache {
         }
         // Fetches ahead (if the reads go forward) start before this one is awaited.
         self.read_ahead(key, data_off, Some(demand_end));
-        let fetched =
-            fetch_run(&self.store, self.disk.as_deref(), &self.extents, key, &run).await?;
+        let fetched = fetch_run(&self.store, self.disk.as_ref(), &self.extents, key, &run).await?;
         fetched.ok_or_else(|| {
             Error::Corrupt(format!("layer object {key}: extent at {data_off} missing"))
         })
@@ -316,8 +315,7 @@ impl LayerCache {
                 continue;
             };
             rt.spawn(async move {
-                if let Err(e) =
-                    fetch_ahead(&store, disk.as_deref(), &extents, &key_owned, run).await
+                if let Err(e) = fetch_ahead(&store, disk.as_ref(), &extents, &key_owned, run).await
                 {
                     tracing::debug!(key = %key_owned, error = %e, "read ahead failed");
                 }
@@ -327,21 +325,11 @@ impl LayerCache {
     }
 }
 
-/// Runs `f`, which reads local files (the disk cache), as blocking work: on a multi-threaded
-/// runtime the worker hands its other tasks to another thread meanwhile, so reads that wait for
-/// the disk do not hold up the mount's other requests (nor each other).
-fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
 /// Brings the extents `run` (back to back in object `key`) into the memory cache: from the disk
 /// cache where it holds them, the rest from the store, a request per contiguous stretch.
 async fn fetch_ahead(
     store: &DynStore,
-    disk: Option<&DiskCache>,
+    disk: Option<&Arc<DiskCache>>,
     extents: &Mutex<Lru>,
     key: &str,
     mut run: Vec<(u64, u32, u32)>,
@@ -351,7 +339,7 @@ async fn fetch_ahead(
         run.retain(|(o, _, _)| !mem.contains(&(key.to_string(), *o)));
     }
     if let Some(d) = disk {
-        off_the_runtime(|| {
+        disk_cache::off_the_runtime(|| {
             run.retain(|(o, _, c)| match d.get(key, *o, Some(*c)) {
                 Some(b) => {
                     lock(extents).put((key.to_string(), *o), b);
@@ -414,7 +402,7 @@ fn window_run(
 /// itself read).
 async fn fetch_run(
     store: &DynStore,
-    disk: Option<&DiskCache>,
+    disk: Option<&Arc<DiskCache>>,
     extents: &Mutex<Lru>,
     key: &str,
     run: &[(u64, u32, u32)],
@@ -428,6 +416,7 @@ async fn fetch_run(
         .unwrap_or(data_off);
     let all = store.get_range(key, data_off, end).await?;
     let mut first = None;
+    let mut to_disk = Vec::new();
     for &(off, l, c) in run {
         let from = (off - data_off) as usize;
         let Some(bytes) =
@@ -454,10 +443,14 @@ async fn fetch_run(
         } else if checked.is_err() {
             continue;
         }
-        if let Some(d) = disk {
-            d.put(key, off, &bytes, c);
+        if disk.is_some() {
+            to_disk.push((off, bytes.clone(), c));
         }
         lock(extents).put((key.to_string(), off), bytes);
+    }
+    // The reader waits for the bytes, not for their cache files.
+    if let Some(d) = disk {
+        d.put_behind(key, to_disk);
     }
     Ok(first)
 }
