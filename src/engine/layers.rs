@@ -121,7 +121,7 @@ impl LayerCache {
         let cached = self
             .disk
             .as_ref()
-            .and_then(|d| d.get(key, disk_cache::FOOTER, None))
+            .and_then(|d| disk_cache::off_the_runtime(|| d.get(key, disk_cache::FOOTER, None)))
             .filter(|t| t.len() >= TRAILER_LEN && t.len() as u64 <= size);
         let (footer, trailer) = match cached.and_then(|t| {
             let trailer = layer::parse_trailer(&t).ok()?;
@@ -136,7 +136,8 @@ impl LayerCache {
                 if let Some(d) = &self.disk {
                     let mut entry = footer.to_vec();
                     entry.extend_from_slice(&trailer.encode());
-                    d.put(key, disk_cache::FOOTER, &entry, crc32c::crc32c(&entry));
+                    let crc = crc32c::crc32c(&entry);
+                    d.put_behind(key, vec![(disk_cache::FOOTER, Bytes::from(entry), crc)]);
                 }
                 (footer, trailer)
             }
