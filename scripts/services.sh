@@ -14,10 +14,12 @@
 # durability (fsync=off): never keep data you care about here. QUACKFS_SERVICES_DURABLE=1 at
 # the first `up` of DIR makes PostgreSQL durable instead (fsync, synchronous_commit and
 # full_page_writes on, as a production server runs): benchmarks of commit latency use it.
+# Ports are picked free at random (11000-21999); one taken by someone else before the server
+# binds it is picked again, up to QUACKFS_SERVICES_PORT_TRIES (4) starts.
 set -euo pipefail
 
 SELF=$(realpath "$0")
-usage() { sed -n '2,16p' "$SELF" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$SELF" | sed 's/^# \{0,1\}//'; }
 
 CMD=${1:-}
 [ $# -gt 0 ] && shift
