@@ -324,12 +324,17 @@ fn detach(dir: &Path) {
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
 }
 
+/// What the mount process has logged so far (for failure messages).
+fn log_of(env: &Env, m: &Mount) -> String {
+    std::fs::read_to_string(env.mount_log(&m.dir)).unwrap_or_default()
+}
+
 fn assert_alive(m: &mut Mount, env: &Env, what: &str) {
     let status = m.child.as_mut().unwrap().try_wait().unwrap();
     assert!(
         status.is_none() && common::is_mounted(&m.dir),
         "the mount process died {what} ({status:?}): {}",
-        std::fs::read_to_string(env.mount_log(&m.dir)).unwrap_or_default()
+        log_of(env, m)
     );
 }
 
@@ -672,7 +677,7 @@ fn pg_restart_fails_syncs_cleanly_and_the_mount_recovers() {
             .unwrap_or_else(|e| {
                 panic!(
                     "insert {k} after PostgreSQL came back: {e:?}\nmount log:\n{}",
-                    std::fs::read_to_string(env.mount_log(&m.dir)).unwrap_or_default()
+                    log_of(&env, &m)
                 )
             });
         eprintln!("{test}: commit {k} after the restart: {took:.1?}");
@@ -689,7 +694,7 @@ fn pg_restart_fails_syncs_cleanly_and_the_mount_recovers() {
         .unwrap_or_else(|e| {
             panic!(
                 "insert 11 right after a quick restart ({restart:.1?}): {e:?}\nmount log:\n{}",
-                std::fs::read_to_string(env.mount_log(&m.dir)).unwrap_or_default()
+                log_of(&env, &m)
             )
         });
     eprintln!("{test}: commit 11 right after a quick restart ({restart:.1?}): {took:.1?}");
@@ -734,7 +739,7 @@ fn pg_restart_fails_syncs_cleanly_and_the_mount_recovers() {
         .unwrap_or_else(|e| {
             panic!(
                 "insert 10 after the quick restart: {e:?}\nmount log:\n{}",
-                std::fs::read_to_string(env.mount_log(&m.dir)).unwrap_or_default()
+                log_of(&env, &m)
             )
         });
     committed.insert(10);

@@ -998,6 +998,19 @@ fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// `q` with `ids` bound, in order, as its next parameters (the values of a [`placeholders`]
+/// list).
+fn bind_ids<'q, DB>(
+    q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    ids: &[&String],
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    ids.iter().fold(q, |q, id| q.bind(id.as_str()))
+}
+
 /// `ids` in the one order in which every call that changes several layer rows changes them (a
 /// mount's spill, merge, compaction, gc, a session registering what it reads; a commit adopting
 /// pending layers locks them with `ORDER BY id` first, migrations/postgres/0012): two such calls
@@ -1117,10 +1130,7 @@ macro_rules! impl_catalog {
             async fn lock_layers(&self, tx: &mut sqlx::Transaction<'static, $db>, ids: &[&String]) -> Result<std::collections::HashSet<String>, CatalogError> {
                 let list = placeholders(1, ids.len());
                 let sql = format!(concat!("SELECT id FROM layers WHERE id IN ({}) ORDER BY id", $lock), list);
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for id in ids {
-                    q = q.bind(id.as_str());
-                }
+                let q = bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), ids);
                 let rows = q.fetch_all(&mut **tx).await.map_err(|e| self.db(e))?;
                 rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<_, _>>().map_err(|e| self.db(e))
             }
@@ -2005,11 +2015,8 @@ macro_rules! impl_catalog {
                         "UPDATE layers SET superseded_at = $1 WHERE repo_id = $2 AND branch = $3 \
                          AND commit_id IS NULL AND superseded_at IS NULL AND id IN ({list}) RETURNING seq"
                     );
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(req.now).bind(req.repo_id).bind(&req.branch);
-                    for id in ids {
-                        q = q.bind(id);
-                    }
-                    let rows = q.fetch_all(&mut *tx).await.map_err(|e| self.db(e))?;
+                    let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(req.now).bind(req.repo_id).bind(&req.branch);
+                    let rows = bind_ids(q, ids).fetch_all(&mut *tx).await.map_err(|e| self.db(e))?;
                     if rows.len() != ids.len() {
                         return Err(CatalogError::Conflict(format!(
                             "{} of {} pending layers were committed or replaced meanwhile",
@@ -2516,18 +2523,11 @@ macro_rules! impl_catalog {
                         )));
                     }
                     let sql = format!("UPDATE layers SET doomed_at = NULL WHERE id IN ({list}) AND doomed_at IS NOT NULL");
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for id in chunk {
-                        q = q.bind(id.as_str());
-                    }
-                    q.execute(&mut *tx).await.map_err(|e| self.db(e))?;
+                    bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk).execute(&mut *tx).await.map_err(|e| self.db(e))?;
                     let values = (0..chunk.len()).map(|i| format!("($1, ${})", i + 2)).collect::<Vec<_>>().join(", ");
                     let sql = format!("INSERT INTO session_layers (session_id, layer_id) VALUES {values} ON CONFLICT DO NOTHING");
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session_id);
-                    for id in chunk {
-                        q = q.bind(id.as_str());
-                    }
-                    q.execute(&mut *tx).await.map_err(|e| self.db(e))?;
+                    let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session_id);
+                    bind_ids(q, chunk).execute(&mut *tx).await.map_err(|e| self.db(e))?;
                 }
                 tx.commit().await.map_err(|e| self.db(e))?;
                 Ok(())
