@@ -163,6 +163,9 @@ EOF
 # wait_weed then add the server's name to PORT_CLASH instead of failing, and cmd_up picks
 # other ports for it and starts it again, up to PORT_TRIES times.
 PORT_TRIES=${QUACKFS_SERVICES_PORT_TRIES:-4}
+case "$PORT_TRIES" in
+    '' | *[!0-9]* | 0) die "QUACKFS_SERVICES_PORT_TRIES must be a whole number of 1 or more, not '$PORT_TRIES'" ;;
+esac
 PORT_CLASH=
 # port_clash LOG [FROM_BYTE]: what LOG says from FROM_BYTE (default 0) on, its last lines,
 # tell of a listening port that was taken.
