@@ -636,6 +636,7 @@ async fn pg_catalog_suite() {
     quackfs::catalog::testsuite::concurrent_commits(cat.clone(), &tag()).await;
     quackfs::catalog::testsuite::layer_updates_in_any_order(cat.clone(), &tag()).await;
     quackfs::catalog::testsuite::session_layers(cat.clone(), &tag()).await;
+    quackfs::catalog::testsuite::follower_moves(cat.clone(), &tag()).await;
     eprintln!("catalog suite on PostgreSQL: {:.2?}", started.elapsed());
 }
 

@@ -637,35 +637,29 @@ async fn run_case(ops: Vec<Op>, local: bool) -> Result<(), TestCaseError> {
     let fs2 = open_fs(engine2, &repo, dir.path()).await;
     assert_fs_holds(&fs2, &durable, "the mount after a crash").await?;
 
-    // Re-read every commit through a fresh engine (cold caches).
+    // Re-read every commit through a fresh engine (cold caches); and as a follower sees them,
+    // each view built on the chain of the one before.
     let reader = Engine::new(catalog::open(&url).await.unwrap(), inner, tmp, "t".into());
+    let mut chain: Option<quackfs::engine::view::ViewChain> = None;
     for (commit, model) in &snapshots {
         let view = reader.view(commit).await.unwrap();
-        let names: Vec<&String> = view.files.keys().collect();
-        let want: Vec<&String> = model.keys().collect();
-        prop_assert_eq!(names, want, "file list of commit {}", commit.depth);
+        view_holds(&view, model, "the view").await?;
+        let (followed, next) = match &chain {
+            Some(c) => {
+                let built = reader.advance_view(c, commit).await.unwrap();
+                prop_assert!(
+                    built.is_some(),
+                    "a follower builds commit {} on the one before",
+                    commit.depth
+                );
+                built.unwrap()
+            }
+            None => reader.view_chain(commit).await.unwrap(),
+        };
+        view_holds(&followed, model, "the follower's view").await?;
+        chain = Some(next);
         for (name, data) in model {
             let f = view.file(name).unwrap();
-            prop_assert_eq!(
-                f.size,
-                data.len() as u64,
-                "size of {} at commit {}",
-                name,
-                commit.depth
-            );
-            let mut buf = vec![0xAAu8; data.len() + 100];
-            let n = view.read(f, 0, &mut buf).await.unwrap();
-            prop_assert_eq!(n, data.len());
-            prop_assert!(
-                buf[..n] == data[..],
-                "bytes of {} at commit {}",
-                name,
-                commit.depth
-            );
-            prop_assert!(
-                buf[n..].iter().all(|&b| b == 0),
-                "reads past the end are zeros"
-            );
             if data.len() > 10 {
                 let (a, b) = (data.len() / 3, data.len() / 3 + data.len() / 2);
                 let mut part = vec![0xAAu8; b - a + 7];
@@ -691,6 +685,45 @@ async fn run_case(ops: Vec<Op>, local: bool) -> Result<(), TestCaseError> {
                 commit.depth
             );
         }
+    }
+    Ok(())
+}
+
+/// `view` shows exactly `model` (file names, sizes, bytes, zeros past the end).
+async fn view_holds(
+    view: &quackfs::engine::view::ReadView,
+    model: &BTreeMap<String, Vec<u8>>,
+    what: &str,
+) -> Result<(), TestCaseError> {
+    let depth = view.commit.depth;
+    let names: Vec<&String> = view.files.keys().collect();
+    let want: Vec<&String> = model.keys().collect();
+    prop_assert_eq!(names, want, "{}: file list of commit {}", what, depth);
+    for (name, data) in model {
+        let f = view.file(name).unwrap();
+        prop_assert_eq!(
+            f.size,
+            data.len() as u64,
+            "{}: size of {} at commit {}",
+            what,
+            name,
+            depth
+        );
+        let mut buf = vec![0xAAu8; data.len() + 100];
+        let n = view.read(f, 0, &mut buf).await.unwrap();
+        prop_assert_eq!(n, data.len());
+        prop_assert!(
+            buf[..n] == data[..],
+            "{}: bytes of {} at commit {}",
+            what,
+            name,
+            depth
+        );
+        prop_assert!(
+            buf[n..].iter().all(|&b| b == 0),
+            "{}: reads past the end are zeros",
+            what
+        );
     }
     Ok(())
 }

@@ -65,7 +65,8 @@ fn follow(writer: Env, reader: Env) {
         "CREATE TABLE t(i BIGINT); CREATE TABLE pad AS SELECT range AS r, md5(range::VARCHAR) AS h FROM range(300000); CHECKPOINT",
     );
     let r = reader.path("r");
-    let rm = reader.mount(
+    let rm = reader.mount_with(
+        &["-v"],
         "db@main",
         &r,
         &[
@@ -111,6 +112,15 @@ fn follow(writer: Env, reader: Env) {
         duckdb(&wdb, &format!("INSERT INTO t VALUES ({n}); CHECKPOINT"));
     }
     wait_for_rows(&rdb, COMMITS);
+    // After the first move, the follower builds each view on the one it serves (the layers of
+    // the commits in between), not from the whole history.
+    let log = std::fs::read_to_string(reader.mount_log(&r)).unwrap();
+    let built = |how: &str| log.lines().filter(|l| l.contains(how)).count();
+    assert!(
+        built("view built on the one served") >= built("view built whole"),
+        "{log}"
+    );
+    assert!(built("view built on the one served") > 0, "{log}");
     stop.store(true, Ordering::SeqCst);
     reader_loop.join().unwrap();
     stat_loop.join().unwrap();

@@ -463,6 +463,16 @@ pub trait Catalog: Send + Sync + 'static {
     /// Layers of every commit of the first-parent chain from `id`, oldest commit first and in
     /// `seq` order within a commit.
     async fn chain_layers(&self, id: &str) -> Result<Vec<LayerRow>, CatalogError>;
+    /// The layers [`chain_layers`](Self::chain_layers) of `id` has beyond those of `ancestor`,
+    /// the commit `steps` first parents below it: the layers of the `steps` commits above
+    /// `ancestor`, in the same order. `None` if the commit there is not `ancestor` (or the
+    /// chain does not reach that far). Costs what those commits hold, not the whole history.
+    async fn chain_layers_since(
+        &self,
+        id: &str,
+        ancestor: &str,
+        steps: i64,
+    ) -> Result<Option<Vec<LayerRow>>, CatalogError>;
     /// Layers owned by one commit, in `seq` order.
     async fn commit_layers(&self, id: &str) -> Result<Vec<LayerRow>, CatalogError>;
 
@@ -614,6 +624,15 @@ pub trait Catalog: Send + Sync + 'static {
         session_id: &str,
         layer_ids: &[String],
     ) -> Result<(), CatalogError>;
+    /// A reader session moving on to `commit_id` (a follower): registers `layer_ids` like
+    /// [`register_session_layers`](Self::register_session_layers) and makes the session pin
+    /// `commit_id`, in one transaction.
+    async fn move_session(
+        &self,
+        session_id: &str,
+        commit_id: &str,
+        layer_ids: &[String],
+    ) -> Result<(), CatalogError>;
     /// Marks commits expired.
     async fn expire_commits(&self, ids: &[String], now: Millis) -> Result<(), CatalogError>;
     /// The pins of a database's commits (read-only mounts), oldest first.
@@ -734,7 +753,8 @@ mod sqlite_suite {
         super::testsuite::syncs_and_checkpoint_commits(cat.clone(), "dddd").await;
         super::testsuite::concurrent_commits(cat.clone(), "bbbb").await;
         super::testsuite::layer_updates_in_any_order(cat.clone(), "eeee").await;
-        super::testsuite::session_layers(cat, "ffff").await;
+        super::testsuite::session_layers(cat.clone(), "ffff").await;
+        super::testsuite::follower_moves(cat, "gggg").await;
     }
 
     #[tokio::test]

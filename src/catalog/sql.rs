@@ -1135,6 +1135,34 @@ macro_rules! impl_catalog {
                 rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<_, _>>().map_err(|e| self.db(e))
             }
 
+            /// Registers layers a session reads, inside `tx` (see
+            /// [`Catalog::register_session_layers`]). Three statements per thousand layers,
+            /// where there were two per layer: a mount of a long history registers every layer
+            /// it reads. In id order, as every call that changes several layer rows.
+            async fn register_layers_in(&self, tx: &mut sqlx::Transaction<'static, $db>, session_id: &str, layer_ids: &[String]) -> Result<(), CatalogError> {
+                let mut ids = lock_order(layer_ids);
+                ids.dedup();
+                for chunk in ids.chunks(1_000) {
+                    let list = placeholders(1, chunk.len());
+                    // The layers must still exist (locked, so gc cannot take them now); a doom
+                    // mark goes (gc deletes only doomed rows).
+                    let found = self.lock_layers(&mut *tx, chunk).await?;
+                    if found.len() != chunk.len() {
+                        let gone = chunk.iter().find(|id| !found.contains(id.as_str())).map_or("?", |id| id.as_str());
+                        return Err(CatalogError::Conflict(format!(
+                            "layer {gone} was removed by gc while it was being resolved"
+                        )));
+                    }
+                    let sql = format!("UPDATE layers SET doomed_at = NULL WHERE id IN ({list}) AND doomed_at IS NOT NULL");
+                    bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk).execute(&mut **tx).await.map_err(|e| self.db(e))?;
+                    let values = (0..chunk.len()).map(|i| format!("($1, ${})", i + 2)).collect::<Vec<_>>().join(", ");
+                    let sql = format!("INSERT INTO session_layers (session_id, layer_id) VALUES {values} ON CONFLICT DO NOTHING");
+                    let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session_id);
+                    bind_ids(q, chunk).execute(&mut **tx).await.map_err(|e| self.db(e))?;
+                }
+                Ok(())
+            }
+
             /// Whether a session registered layer `id`, checked after locking the layer's row
             /// (PostgreSQL: a registration racing with this transaction either committed before
             /// the lock was granted, and this later statement sees it, or runs after and finds
@@ -1818,6 +1846,52 @@ macro_rules! impl_catalog {
                     .await
                     .map_err(|e| self.db(e))?;
                 rows.iter().map(|r| self.layer_row(r)).collect()
+            }
+
+            async fn chain_layers_since(&self, id: &str, ancestor: &str, steps: i64) -> Result<Option<Vec<LayerRow>>, CatalogError> {
+                if steps < 1 {
+                    return Ok(None);
+                }
+                // The chain from `id`, `steps` parents down and no further; one statement, so
+                // the layers are one snapshot (a merge supersedes and adds at once).
+                let chain = "WITH RECURSIVE chain(cid, n) AS ( \
+                        SELECT id, 0 FROM commits WHERE id = $1 \
+                        UNION ALL \
+                        SELECT c.parent_id, chain.n + 1 FROM commits c JOIN chain ON c.id = chain.cid \
+                        WHERE c.parent_id IS NOT NULL AND chain.n < $2 \
+                     ) ";
+                let sql = format!(
+                    "{chain}SELECT {LAYER_COLS}, (SELECT cid FROM chain WHERE n = $2) AS base \
+                     FROM layers JOIN chain ON layers.commit_id = chain.cid \
+                     WHERE chain.n < $2 AND layers.superseded_at IS NULL \
+                     ORDER BY chain.n DESC, layers.seq ASC"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(steps)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                // No layers above the ancestor: whether it is one, asked on its own.
+                let base: Option<String> = match rows.first() {
+                    Some(r) => r.try_get("base").map_err(|e| self.db(e))?,
+                    None => {
+                        let sql = format!("{chain}SELECT cid FROM chain WHERE n = $2");
+                        sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .bind(id)
+                            .bind(steps)
+                            .fetch_optional(&self.pool)
+                            .await
+                            .map_err(|e| self.db(e))?
+                            .map(|r| r.try_get("cid"))
+                            .transpose()
+                            .map_err(|e| self.db(e))?
+                    }
+                };
+                if base.as_deref() != Some(ancestor) {
+                    return Ok(None);
+                }
+                rows.iter().map(|r| self.layer_row(r)).collect::<Result<_, _>>().map(Some)
             }
 
             async fn commit_layers(&self, id: &str) -> Result<Vec<LayerRow>, CatalogError> {
@@ -2505,30 +2579,23 @@ macro_rules! impl_catalog {
             }
 
             async fn register_session_layers(&self, session_id: &str, layer_ids: &[String]) -> Result<(), CatalogError> {
-                // Three statements per thousand layers, where there were two per layer: a mount
-                // of a long history, or a follower at each move along one, registers every layer
-                // it reads. In id order, as every call that changes several layer rows.
-                let mut ids = lock_order(layer_ids);
-                ids.dedup();
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
-                for chunk in ids.chunks(1_000) {
-                    let list = placeholders(1, chunk.len());
-                    // The layers must still exist (locked, so gc cannot take them now); a doom
-                    // mark goes (gc deletes only doomed rows).
-                    let found = self.lock_layers(&mut tx, chunk).await?;
-                    if found.len() != chunk.len() {
-                        let gone = chunk.iter().find(|id| !found.contains(id.as_str())).map_or("?", |id| id.as_str());
-                        return Err(CatalogError::Conflict(format!(
-                            "layer {gone} was removed by gc while it was being resolved"
-                        )));
-                    }
-                    let sql = format!("UPDATE layers SET doomed_at = NULL WHERE id IN ({list}) AND doomed_at IS NOT NULL");
-                    bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk).execute(&mut *tx).await.map_err(|e| self.db(e))?;
-                    let values = (0..chunk.len()).map(|i| format!("($1, ${})", i + 2)).collect::<Vec<_>>().join(", ");
-                    let sql = format!("INSERT INTO session_layers (session_id, layer_id) VALUES {values} ON CONFLICT DO NOTHING");
-                    let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session_id);
-                    bind_ids(q, chunk).execute(&mut *tx).await.map_err(|e| self.db(e))?;
-                }
+                self.register_layers_in(&mut tx, session_id, layer_ids).await?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(())
+            }
+
+            async fn move_session(&self, session_id: &str, commit_id: &str, layer_ids: &[String]) -> Result<(), CatalogError> {
+                let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
+                // The layer rows first, then the session's: the order of every other call that
+                // touches both.
+                self.register_layers_in(&mut tx, session_id, layer_ids).await?;
+                sqlx::query("UPDATE sessions SET commit_id = $1 WHERE id = $2")
+                    .bind(commit_id)
+                    .bind(session_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
                 tx.commit().await.map_err(|e| self.db(e))?;
                 Ok(())
             }

@@ -897,3 +897,120 @@ pub async fn syncs_and_checkpoint_commits(cat: DynCatalog, tag: &str) {
         Err(CatalogError::NotFound { what: "branch", .. })
     ));
 }
+
+/// What a follower asks when the branch it serves moves on: the layers of the commits between
+/// the commit it serves and the new one (only when the first is an ancestor, exactly that many
+/// first parents below), and its session moving on to the new commit.
+pub async fn follower_moves(cat: DynCatalog, tag: &str) {
+    let p = format!("{tag}-f");
+    let (repo, first) = repo_with_layers(&cat, &format!("follow-{tag}"), &p, 3).await;
+    let c = cat.commit(&format!("{p}c")).await.unwrap().unwrap();
+    let root = cat.commit(&format!("{p}root")).await.unwrap().unwrap();
+    let on = |branch: &str, parent: &Commit, id: &str, layers: Vec<LayerRow>| {
+        let cat = cat.clone();
+        let req = CommitRequest {
+            repo_id: repo.id,
+            branch: branch.into(),
+            expected_head: parent.id.clone(),
+            commit: commit(id, parent.created_at + 10),
+            files: vec![],
+            layers,
+            reason: format!("commit: {id}"),
+        };
+        async move { cat.make_commit(req).await.unwrap() }
+    };
+    let second = vec![format!("{p}m0"), format!("{p}m1")];
+    let c2 = on(
+        "main",
+        &c,
+        &format!("{p}c2"),
+        vec![layer(&second[0], 0, repo.id), layer(&second[1], 1, repo.id)],
+    )
+    .await;
+    let c3 = on("main", &c2, &format!("{p}c3"), vec![]).await;
+    cat.create_ref(repo.id, "side", RefKind::Branch, &c.id, "branch", 100)
+        .await
+        .unwrap();
+    let side = on(
+        "side",
+        &c,
+        &format!("{p}s1"),
+        vec![layer(&format!("{p}s0"), 0, repo.id)],
+    )
+    .await;
+
+    let since = |id: &Commit, ancestor: &Commit, steps: i64| {
+        let cat = cat.clone();
+        let (id, ancestor) = (id.id.clone(), ancestor.id.clone());
+        async move {
+            cat.chain_layers_since(&id, &ancestor, steps)
+                .await
+                .unwrap()
+                .map(|ls| ls.into_iter().map(|l| l.id).collect::<Vec<_>>())
+        }
+    };
+    assert_eq!(since(&c3, &c, 2).await, Some(second.clone()));
+    assert_eq!(
+        since(&c3, &c2, 1).await,
+        Some(vec![]),
+        "an ancestor with nothing above it"
+    );
+    let mut all = first.clone();
+    all.extend(second.iter().cloned());
+    assert_eq!(since(&c3, &root, 3).await, Some(all), "the chain's order");
+    assert_eq!(since(&c3, &c, 1).await, None, "not that many steps below");
+    assert_eq!(since(&c3, &root, 4).await, None, "past the root");
+    assert_eq!(since(&side, &c2, 1).await, None, "a sibling");
+    assert_eq!(since(&c3, &c3, 0).await, None);
+    assert_eq!(
+        since(&side, &c, 1).await,
+        Some(vec![format!("{p}s0")]),
+        "along another branch"
+    );
+
+    // A session moves on: the new layers registered, the new commit pinned.
+    let s = format!("{tag}-fs");
+    cat.open_session(&s, repo.id, "reader", "suite", Some(&c.id))
+        .await
+        .unwrap();
+    cat.register_session_layers(&s, &first).await.unwrap();
+    let pin = |s: String| {
+        let cat = cat.clone();
+        async move {
+            cat.pins(repo.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|p| p.id == s)
+                .map(|p| p.commit_id)
+        }
+    };
+    assert_eq!(pin(s.clone()).await, Some(c.id.clone()));
+    let gone = vec![second[0].clone(), format!("{tag}-gone")];
+    match cat.move_session(&s, &c3.id, &gone).await {
+        Err(CatalogError::Conflict(why)) => assert!(why.contains("gone"), "{why}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        pin(s.clone()).await,
+        Some(c.id.clone()),
+        "a failed move changes nothing"
+    );
+    cat.move_session(&s, &c3.id, &second).await.unwrap();
+    assert_eq!(pin(s.clone()).await, Some(c3.id.clone()));
+    let mut held: Vec<String> = cat
+        .gc_snapshot()
+        .await
+        .unwrap()
+        .session_layers
+        .into_iter()
+        .filter(|(id, _)| *id == s)
+        .map(|(_, l)| l)
+        .collect();
+    held.sort();
+    let mut want = first.clone();
+    want.extend(second.iter().cloned());
+    want.sort();
+    assert_eq!(held, want, "the session holds both views' layers");
+    cat.close_session(&s).await.unwrap();
+}

@@ -1,6 +1,7 @@
 use super::Ctx;
 use quackfs::engine::session::{BranchSession, ReadSession};
 use quackfs::engine::short;
+use quackfs::engine::view::ViewChain;
 use quackfs::error::{Error, Result};
 use quackfs::fs::{MountConfig, QuackFs, DEFAULT_DIRTY_LIMIT};
 use quackfs::mountinfo::lazy_unmount;
@@ -280,6 +281,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
                 serving: commit_id.clone(),
                 interval: a.follow_interval,
                 sessions: sessions.clone(),
+                chain: None,
             };
             (Held::Follower(sessions), Some(f))
         }
@@ -393,8 +395,13 @@ impl Held {
 }
 
 /// A `--follow` mount's watcher: polls where the branch points and moves the mount to each new
-/// commit. Every commit served (a generation) keeps its own reader session, so gc keeps its
-/// layers, until no inode of that generation is named or open any more.
+/// commit (a generation). The view of the new commit is built on the chain of the one served
+/// ([`ViewChain::advance`]: the layers of the commits in between, not the whole history), and
+/// the session that holds the served view registers what it adds and pins the new commit. When
+/// that cannot be (the branch was moved elsewhere, a merge lies in between, the chain grew
+/// past a fresh build, gc took a layer), the view is built whole under a new session: an
+/// epoch. An epoch's session keeps its layers from gc until no inode of its generations is
+/// named or open any more.
 struct Follower {
     engine: Arc<quackfs::engine::Engine>,
     repo: quackfs::catalog::Repo,
@@ -404,9 +411,12 @@ struct Follower {
     serving: String,
     interval: Duration,
     sessions: FollowSessions,
+    /// The chain of the view served (none before the first move: the mount's own view).
+    chain: Option<ViewChain>,
 }
 
-/// The reader sessions of a follower's generations (released when the mount ends).
+/// The reader sessions of a follower's epochs, each with the first generation it holds (it
+/// holds those up to the next epoch's first); released when the mount ends.
 type FollowSessions = Arc<tokio::sync::Mutex<Vec<(u64, ReadSession)>>>;
 
 impl Follower {
@@ -443,19 +453,18 @@ impl Follower {
             }
             match self.engine.branch_head(&self.repo, &branch).await {
                 Ok(head) if head.id != self.serving => {
-                    match ReadSession::open(self.engine.clone(), &self.repo, &head, &self.holder)
-                        .await
-                    {
-                        Ok((rs, view)) => {
+                    let started = std::time::Instant::now();
+                    match self.view_of(&head, gen + 1).await {
+                        Ok((view, how)) => {
                             gen += 1;
                             let changed = self.fs.follow(&view, gen);
                             tracing::info!(
-                                "following {branch}: now serving {} ({} file(s) changed)",
+                                "following {branch}: now serving {} ({} file(s) changed; view {how} in {:.1?})",
                                 short(&head.id),
-                                changed.len()
+                                changed.len(),
+                                started.elapsed()
                             );
                             self.serving = head.id.clone();
-                            self.sessions.lock().await.push((gen, rs));
                         }
                         Err(e) => tracing::warn!(
                             "following {branch}: cannot open {} yet: {e}",
@@ -466,21 +475,62 @@ impl Follower {
                 Ok(_) => {}
                 Err(e) => tracing::warn!("following {branch}: {e}"),
             }
-            // Generations no file of the mount belongs to any more let their commit go.
+            // Epochs no file of the mount belongs to any more let their layers go.
             let live = self.fs.live_generations();
             tracing::debug!("following {branch}: generations in use {live:?} (serving {gen})");
             let done: Vec<ReadSession> = {
                 let mut sessions = self.sessions.lock().await;
+                let firsts: Vec<u64> = sessions.iter().map(|(g, _)| *g).collect();
+                let in_use = |i: usize| {
+                    let ends = firsts.get(i + 1).copied();
+                    ends.is_none() || live.iter().any(|g| *g >= firsts[i] && Some(*g) < ends)
+                };
                 let (keep, done): (Vec<_>, Vec<_>) = std::mem::take(&mut *sessions)
                     .into_iter()
-                    .partition(|(g, _)| *g == gen || live.contains(g));
-                *sessions = keep;
-                done.into_iter().map(|(_, rs)| rs).collect()
+                    .enumerate()
+                    .partition(|(i, _)| in_use(*i));
+                *sessions = keep.into_iter().map(|(_, s)| s).collect();
+                done.into_iter().map(|(_, (_, rs))| rs).collect()
             };
             for rs in done {
                 rs.release().await;
             }
         }
+    }
+
+    /// The view of `head`, served as generation `gen`: built on the chain served if it can be
+    /// (and held by its epoch's session), else whole in a new epoch. With how it was built.
+    async fn view_of(
+        &mut self,
+        head: &quackfs::catalog::Commit,
+        gen: u64,
+    ) -> Result<(quackfs::engine::view::ReadView, &'static str)> {
+        if let Some(chain) = self.chain.as_ref().filter(|c| !c.grown()) {
+            if let Some((view, next)) = self.engine.advance_view(chain, head).await? {
+                let added = &next.layers()[chain.layers().len()..];
+                let sessions = self.sessions.lock().await;
+                if let Some((_, rs)) = sessions.last() {
+                    match rs.move_to(head, added).await {
+                        Ok(()) => {
+                            drop(sessions);
+                            self.chain = Some(next);
+                            return Ok((view, "built on the one served"));
+                        }
+                        // (gc took a layer the view reads: build it whole.)
+                        Err(e) => tracing::info!(
+                            "following {}: building the view of {} whole: {e}",
+                            self.branch,
+                            short(&head.id)
+                        ),
+                    }
+                }
+            }
+        }
+        let (rs, (view, chain)) =
+            ReadSession::open_chain(self.engine.clone(), &self.repo, head, &self.holder).await?;
+        self.sessions.lock().await.push((gen, rs));
+        self.chain = Some(chain);
+        Ok((view, "built whole"))
     }
 }
 

@@ -314,6 +314,25 @@ impl Engine {
         ReadView::open(&self.catalog, self.layers.clone(), commit.clone()).await
     }
 
+    /// The read view of a commit and the chain it was built from (see [`view::ViewChain`]).
+    pub async fn view_chain(&self, commit: &Commit) -> Result<(ReadView, view::ViewChain)> {
+        self.check_readable(commit)?;
+        ReadView::open_chain(&self.catalog, self.layers.clone(), commit.clone()).await
+    }
+
+    /// The read view of `commit` built on `chain` ([`view::ViewChain::advance`]); `None`
+    /// when it has to be built whole.
+    pub async fn advance_view(
+        &self,
+        chain: &view::ViewChain,
+        commit: &Commit,
+    ) -> Result<Option<(ReadView, view::ViewChain)>> {
+        self.check_readable(commit)?;
+        chain
+            .advance(&self.catalog, self.layers.clone(), commit.clone())
+            .await
+    }
+
     /// Resolves `rev` in `repo`.
     pub async fn resolve(&self, repo: &Repo, rev: &Rev) -> Result<Resolved> {
         let unknown = || Error::UnknownRevision {

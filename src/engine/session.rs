@@ -18,7 +18,7 @@
 //! fenced by the lease generation) → the memory pieces settle onto the stored layer.
 
 use super::inline::inline_max;
-use super::view::ReadView;
+use super::view::{ReadView, ViewChain, ViewLayer};
 use super::{new_id, now_millis, short, Engine};
 use crate::catalog::{
     CatalogError, Commit, CommitKind, DynCatalog, FileRow, LayerRow, NewCommit, Repo, SyncLayer,
@@ -94,9 +94,18 @@ impl SessionHandle {
     /// Registers every layer `view` reads. `Conflict` if gc removed one since the view was
     /// resolved: resolve it again.
     pub async fn register_view(&self, view: &ReadView) -> Result<()> {
-        let ids: Vec<String> = view.layers.iter().map(|l| l.row.id.clone()).collect();
         self.catalog
-            .register_session_layers(&self.id, &ids)
+            .register_session_layers(&self.id, &layer_ids(&view.layers))
+            .await
+            .map_err(Error::from)
+    }
+
+    /// A reader moving on to commit `commit_id`: registers `layers` (those of its new view the
+    /// session does not hold yet) and pins the commit, in one catalog transaction. `Conflict`
+    /// if gc removed one of them.
+    pub async fn move_to(&self, commit_id: &str, layers: &[ViewLayer]) -> Result<()> {
+        self.catalog
+            .move_session(&self.id, commit_id, &layer_ids(layers))
             .await
             .map_err(Error::from)
     }
@@ -116,18 +125,27 @@ impl Drop for SessionHandle {
     }
 }
 
-/// Resolves a view with `resolve` and registers its layers with `session`, again if gc removed a
-/// layer in between (a few times, then the error).
-pub async fn resolve_registered<F, Fut>(session: &SessionHandle, resolve: F) -> Result<ReadView>
+fn layer_ids(layers: &[ViewLayer]) -> Vec<String> {
+    layers.iter().map(|l| l.row.id.clone()).collect()
+}
+
+/// Resolves a view with `resolve` (`view_of` finds the view in what it returns) and registers
+/// its layers with `session`, again if gc removed a layer in between (a few times, then the
+/// error).
+pub async fn resolve_registered<T, F, Fut>(
+    session: &SessionHandle,
+    resolve: F,
+    view_of: fn(&T) -> &ReadView,
+) -> Result<T>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<ReadView>>,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     let mut tries = 0;
     loop {
-        let view = resolve().await?;
-        match session.register_view(&view).await {
-            Ok(()) => return Ok(view),
+        let resolved = resolve().await?;
+        match session.register_view(view_of(&resolved)).await {
+            Ok(()) => return Ok(resolved),
             Err(Error::Catalog(CatalogError::Conflict(why))) if tries < 5 => {
                 tracing::info!("resolving again: {why}");
                 tries += 1;
@@ -290,10 +308,14 @@ impl BranchSession {
                 }
             }
             .await?;
-            let view = resolve_registered(&session.session, || async {
-                let pending = cat.pending(repo.id, branch).await?;
-                ReadView::open_with(cat, engine.layers.clone(), head.clone(), pending).await
-            })
+            let view = resolve_registered(
+                &session.session,
+                || async {
+                    let pending = cat.pending(repo.id, branch).await?;
+                    ReadView::open_with(cat, engine.layers.clone(), head.clone(), pending).await
+                },
+                |v| v,
+            )
             .await?;
             Ok::<_, Error>((view, head_view))
         }
@@ -700,6 +722,32 @@ impl ReadSession {
         commit: &Commit,
         holder: &str,
     ) -> Result<(ReadSession, ReadView)> {
+        Self::open_resolved(&engine, repo, commit, holder, || engine.view(commit), |v| v).await
+    }
+
+    /// [`open`](Self::open) for a follower: with the chain it builds its later views from.
+    pub async fn open_chain(
+        engine: Arc<Engine>,
+        repo: &Repo,
+        commit: &Commit,
+        holder: &str,
+    ) -> Result<(ReadSession, (ReadView, ViewChain))> {
+        let resolve = || engine.view_chain(commit);
+        Self::open_resolved(&engine, repo, commit, holder, resolve, |(v, _)| v).await
+    }
+
+    async fn open_resolved<T, F, Fut>(
+        engine: &Engine,
+        repo: &Repo,
+        commit: &Commit,
+        holder: &str,
+        resolve: F,
+        view_of: fn(&T) -> &ReadView,
+    ) -> Result<(ReadSession, T)>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let session = SessionHandle::open(
             engine.catalog.clone(),
             repo.id,
@@ -708,13 +756,20 @@ impl ReadSession {
             Some(&commit.id),
         )
         .await?;
-        match resolve_registered(&session, || engine.view(commit)).await {
-            Ok(view) => Ok((ReadSession { session }, view)),
+        match resolve_registered(&session, resolve, view_of).await {
+            Ok(resolved) => Ok((ReadSession { session }, resolved)),
             Err(e) => {
                 session.close().await;
                 Err(e)
             }
         }
+    }
+
+    /// Moves the session on to the commit of a view built on one it holds: registers `added`
+    /// (the layers the new view reads beyond those) and pins the new commit. `Conflict` if gc
+    /// removed one of them.
+    pub async fn move_to(&self, commit: &Commit, added: &[ViewLayer]) -> Result<()> {
+        self.session.move_to(&commit.id, added).await
     }
 
     /// Ends the session (and so the pin).

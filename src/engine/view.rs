@@ -82,33 +82,13 @@ impl ReadView {
         commit: Commit,
         pending: Option<Pending>,
     ) -> Result<ReadView> {
-        let mut rows = catalog.chain_layers(&commit.id).await?;
-        let files = match pending {
-            Some(p) => {
-                rows.extend(p.layers);
-                p.files
-            }
-            None => catalog.commit_files(&commit.id).await?,
-        };
-        // Readers stop at the newest image layer: it holds every file in full.
-        let start = rows
-            .iter()
-            .rposition(|l| l.kind == LayerKind::Image)
-            .unwrap_or(0);
-        // Footers are fetched FOOTER_FETCHES at a time (each is a round trip to the store),
-        // then applied in order.
-        use futures::stream::{StreamExt, TryStreamExt};
-        let indexes: Vec<Arc<LayerIndex>> = futures::stream::iter(rows[start..].iter())
-            .map(|row| cache.index(&row.object_key, row.size_bytes as u64))
-            .buffered(FOOTER_FETCHES)
-            .try_collect()
-            .await?;
-        let mut layers = Vec::with_capacity(rows.len() - start);
-        let mut maps: HashMap<u64, ExtentMap> = HashMap::new();
-        for (row, index) in rows.into_iter().skip(start).zip(indexes) {
-            apply_layer(&mut maps, layers.len() as u32, &index);
-            layers.push(ViewLayer { row, index });
-        }
+        let (chain, files) = ViewChain::build(catalog, &cache, commit, pending).await?;
+        let ViewChain {
+            commit,
+            mut maps,
+            layers,
+            ..
+        } = chain;
         let files = Self::files_from(files, &mut maps);
         Ok(ReadView {
             commit,
@@ -116,6 +96,17 @@ impl ReadView {
             layers,
             cache,
         })
+    }
+
+    /// Builds the view of `commit` and the chain it was built from, from which a follower
+    /// builds the views of the commits after it ([`ViewChain::advance`]).
+    pub async fn open_chain(
+        catalog: &DynCatalog,
+        cache: Arc<LayerCache>,
+        commit: Commit,
+    ) -> Result<(ReadView, ViewChain)> {
+        let (chain, files) = ViewChain::build(catalog, &cache, commit, None).await?;
+        Ok((chain.view(files, cache), chain))
     }
 
     fn files_from(
@@ -184,6 +175,133 @@ impl ReadView {
         seen.sort_unstable();
         seen.dedup();
         seen.len()
+    }
+}
+
+/// What a view of a commit was built from: the extent maps of every file id of the commit's
+/// chain (before the commit's file table cut them to its files and sizes) and the layers they
+/// point into. A follower keeps it to build the view of a later commit of its branch from the
+/// layers of the commits in between ([`advance`](Self::advance)), not from the whole history.
+pub struct ViewChain {
+    commit: Commit,
+    maps: HashMap<u64, ExtentMap>,
+    layers: Vec<ViewLayer>,
+    /// How many layers the chain had when it was last built whole.
+    built_with: usize,
+}
+
+/// Footers of `rows`, fetched [`FOOTER_FETCHES`] at a time (each is a round trip to the store),
+/// in order.
+async fn footers(cache: &LayerCache, rows: &[LayerRow]) -> Result<Vec<Arc<LayerIndex>>> {
+    use futures::stream::{StreamExt, TryStreamExt};
+    futures::stream::iter(rows)
+        .map(|row| cache.index(&row.object_key, row.size_bytes as u64))
+        .buffered(FOOTER_FETCHES)
+        .try_collect()
+        .await
+}
+
+impl ViewChain {
+    /// The chain of `commit` (with a branch's pending layers on top), and the file table the
+    /// view takes from it.
+    async fn build(
+        catalog: &DynCatalog,
+        cache: &LayerCache,
+        commit: Commit,
+        pending: Option<Pending>,
+    ) -> Result<(ViewChain, Vec<FileRow>)> {
+        let mut rows = catalog.chain_layers(&commit.id).await?;
+        let files = match pending {
+            Some(p) => {
+                rows.extend(p.layers);
+                p.files
+            }
+            None => catalog.commit_files(&commit.id).await?,
+        };
+        // Readers stop at the newest image layer: it holds every file in full.
+        let start = rows
+            .iter()
+            .rposition(|l| l.kind == LayerKind::Image)
+            .unwrap_or(0);
+        rows.drain(..start);
+        let indexes = footers(cache, &rows).await?;
+        let mut chain = ViewChain {
+            commit,
+            maps: HashMap::new(),
+            layers: Vec::with_capacity(rows.len()),
+            built_with: 0,
+        };
+        chain.apply(rows, indexes);
+        chain.built_with = chain.layers.len();
+        Ok((chain, files))
+    }
+
+    fn apply(&mut self, rows: Vec<LayerRow>, indexes: Vec<Arc<LayerIndex>>) {
+        for (row, index) in rows.into_iter().zip(indexes) {
+            apply_layer(&mut self.maps, self.layers.len() as u32, &index);
+            self.layers.push(ViewLayer { row, index });
+        }
+    }
+
+    /// The view of the chain's commit with file table `files`.
+    fn view(&self, files: Vec<FileRow>, cache: Arc<LayerCache>) -> ReadView {
+        let mut maps = self.maps.clone();
+        ReadView {
+            commit: self.commit.clone(),
+            files: ReadView::files_from(files, &mut maps),
+            layers: self.layers.clone(),
+            cache,
+        }
+    }
+
+    /// The commit the chain was built for.
+    pub fn commit(&self) -> &Commit {
+        &self.commit
+    }
+
+    /// The layers the chain's extent maps point into, oldest first.
+    pub fn layers(&self) -> &[ViewLayer] {
+        &self.layers
+    }
+
+    /// Whether the chain grew, by [`advance`](Self::advance), past what a build from scratch
+    /// costs (at least 64 layers): then it is better built whole again, which also drops what
+    /// a `merge` since has replaced.
+    pub fn grown(&self) -> bool {
+        self.layers.len() - self.built_with > self.built_with.max(64)
+    }
+
+    /// The view of `commit`, a descendant of the chain's commit on its first-parent line, and
+    /// its chain: this chain with the layers of the commits in between applied on top, exactly
+    /// what a build from scratch reads (the view is the same). `None` when `commit` does not
+    /// descend from the chain's commit, or an image layer (a merge) lies in between: build it
+    /// whole.
+    pub async fn advance(
+        &self,
+        catalog: &DynCatalog,
+        cache: Arc<LayerCache>,
+        commit: Commit,
+    ) -> Result<Option<(ReadView, ViewChain)>> {
+        let steps = commit.depth - self.commit.depth;
+        let Some(rows) = catalog
+            .chain_layers_since(&commit.id, &self.commit.id, steps)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if rows.iter().any(|l| l.kind == LayerKind::Image) {
+            return Ok(None);
+        }
+        let files = catalog.commit_files(&commit.id).await?;
+        let indexes = footers(&cache, &rows).await?;
+        let mut next = ViewChain {
+            commit,
+            maps: self.maps.clone(),
+            layers: self.layers.clone(),
+            built_with: self.built_with,
+        };
+        next.apply(rows, indexes);
+        Ok(Some((next.view(files, cache), next)))
     }
 }
 
