@@ -305,6 +305,8 @@ pub struct SyncLayer {
 
 /// Key prefix of layer objects kept in the catalog (see [`SyncLayer::inline`]).
 pub const INLINE_PREFIX: &str = "inline/";
+/// The prefix of the keys of layer objects in the store (`layers/ID`).
+pub const LAYERS_PREFIX: &str = "layers/";
 
 /// A layer as gc sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2152,7 +2152,7 @@ macro_rules! impl_catalog {
                 let mut tx = self.begin_write().await.map_err(|e| self.db(e))?;
                 for id in lock_order(ids) {
                     sqlx::query("UPDATE layers SET object_key = $1 WHERE id = $2")
-                        .bind(format!("layers/{id}"))
+                        .bind(format!("{LAYERS_PREFIX}{id}"))
                         .bind(id)
                         .execute(&mut *tx)
                         .await

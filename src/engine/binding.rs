@@ -147,7 +147,7 @@ pub async fn check_store_for_new_catalog(store: &DynStore) -> Result<()> {
     if let Some((m, _)) = read_marker(store).await? {
         return Err(Error::StoreMismatch(other_catalog(store, &m)));
     }
-    if !store.list("layers/").await?.is_empty() {
+    if !store.list(crate::catalog::LAYERS_PREFIX).await?.is_empty() {
         return Err(foreign_objects(store));
     }
     Ok(())
@@ -163,7 +163,7 @@ fn foreign_objects(store: &DynStore) -> Error {
 /// Binds a catalog without a marker in its store: a new catalog on an empty store, a catalog of
 /// an earlier version adopting its store, or finishing a binding a crash interrupted.
 async fn first_bind(catalog: &DynCatalog, store: &DynStore, st: &BindingState) -> Result<Binding> {
-    let objects = store.list("layers/").await?;
+    let objects = store.list(crate::catalog::LAYERS_PREFIX).await?;
     if !objects.is_empty() {
         if !st.has_layers {
             return Err(foreign_objects(store));

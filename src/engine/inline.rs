@@ -130,7 +130,7 @@ impl InlineStore {
                 self.prime(id, b.clone());
                 Ok(b)
             }
-            Ok(None) => self.inner.get(&format!("layers/{id}")).await,
+            Ok(None) => self.inner.get(&super::layer_key(id)).await,
             Err(e) => Err(StoreError::Backend(format!(
                 "reading inline object {id} from the catalog: {e}"
             ))),
@@ -209,7 +209,7 @@ impl ObjectStore for InlineStore {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match inline_id(key) {
             // The catalog row goes with its layer row (gc); a moved copy is an orphan then.
-            Some(id) => self.inner.delete(&format!("layers/{id}")).await,
+            Some(id) => self.inner.delete(&super::layer_key(id)).await,
             None => self.inner.delete(key).await,
         }
     }
@@ -267,7 +267,7 @@ pub async fn spill(
         let batch: Vec<(String, i64, Vec<u8>)> = objects.by_ref().take(SPILL_BATCH).collect();
         let results: Vec<(String, std::result::Result<(), StoreError>)> =
             futures::stream::iter(batch.into_iter().map(|(id, _repo, bytes)| async move {
-                let r = match store.put(&format!("layers/{id}"), Bytes::from(bytes)).await {
+                let r = match store.put(&super::layer_key(&id), Bytes::from(bytes)).await {
                     Ok(()) | Err(StoreError::AlreadyExists(_)) => Ok(()),
                     Err(e) => Err(e),
                 };

@@ -107,8 +107,12 @@ impl LayerCache {
 
     /// The footer index of the object `key` of `size` bytes.
     pub async fn index(&self, key: &str, size: u64) -> Result<Arc<LayerIndex>> {
-        if let Some(ix) = lock(&self.indexes).get(key) {
-            return Ok(ix.clone());
+        let cached = lock(&self.indexes).get(same_layer(key)).cloned();
+        if let Some(ix) = cached {
+            if !lock(&self.by_offset).contains(key) {
+                self.note_offsets(key, &ix);
+            }
+            return Ok(ix);
         }
         let corrupt = |e: layer::LayerError| Error::Corrupt(format!("layer object {key}: {e}"));
         if size < TRAILER_LEN as u64 {
@@ -143,14 +147,19 @@ impl LayerCache {
             }
         };
         let index = Arc::new(layer::parse_footer(&footer, &trailer).map_err(corrupt)?);
+        self.note_offsets(key, &index);
+        lock(&self.indexes).put(same_layer(key).to_string(), index.clone());
+        Ok(index)
+    }
+
+    /// Notes where the extents of object `key` lie (for fetches of runs of them).
+    fn note_offsets(&self, key: &str, index: &LayerIndex) {
         let offsets: ExtentOffsets = index
             .files
             .iter()
             .flat_map(|f| f.extents.iter().map(|e| (e.data_off, (e.len, e.crc))))
             .collect();
         lock(&self.by_offset).put(key.to_string(), Arc::new(offsets));
-        lock(&self.indexes).put(key.to_string(), index.clone());
-        Ok(index)
     }
 
     /// Keeps the bytes of an extent this process just wrote (their checksum is `crc`), so reading
@@ -401,6 +410,15 @@ fn window_run(
 /// request, verifies each and keeps the good ones in the caches. Returns the first extent's bytes;
 /// a damaged first extent is an error, a damaged later one is skipped (it is reported when it is
 /// itself read).
+/// The name of object `key` in the index cache: a layer kept in the catalog (`inline/ID`) and
+/// the same layer once moved into the store (`layers/ID`) are the same bytes and share one
+/// entry (a follower's views name a layer by the key it had when they were built).
+fn same_layer(key: &str) -> &str {
+    key.strip_prefix(crate::catalog::INLINE_PREFIX)
+        .or_else(|| key.strip_prefix(crate::catalog::LAYERS_PREFIX))
+        .unwrap_or(key)
+}
+
 async fn fetch_run(
     store: &DynStore,
     disk: Option<&Arc<DiskCache>>,
@@ -803,6 +821,34 @@ mod tests {
         }
         cache.read_ahead_idle().await;
         assert_eq!(store.count(Op::GetRange) - before, (N / 4) as u64);
+    }
+
+    /// A layer kept in the catalog and the same layer moved into the store share their index:
+    /// a follower's views name it by either key, and its footer is read once.
+    #[tokio::test]
+    async fn a_layer_moved_into_the_store_keeps_its_index() {
+        let (store, size, _) = layer_store(None).await;
+        let obj = store.get("l").await.unwrap();
+        for key in ["inline/x", "layers/x"] {
+            store.put(key, obj.clone()).await.unwrap();
+        }
+        let cache = LayerCache::tuned(store.clone(), 64 << 20, 4 * EXT as u64, 0);
+        let inline = cache.index("inline/x", size).await.unwrap();
+        let before = store.count(Op::GetRange);
+        let moved = cache.index("layers/x", size).await.unwrap();
+        assert!(Arc::ptr_eq(&inline, &moved));
+        assert_eq!(store.count(Op::GetRange), before, "no footer read again");
+        // Runs of the moved object are fetched by its own key, in one window.
+        let e = &moved.files[0].extents[0];
+        let got = cache
+            .extent("layers/x", e.data_off, e.len, e.crc)
+            .await
+            .unwrap();
+        assert_eq!(got, extent_data(0));
+        assert!(cache.holds("layers/x", moved.files[0].extents[3].data_off));
+        // Other objects keep their own entries.
+        assert_eq!(same_layer("l"), "l");
+        assert_eq!(same_layer("inline/x"), same_layer("layers/x"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

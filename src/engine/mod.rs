@@ -34,7 +34,7 @@ pub const EXTENT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The object key of a layer.
 pub fn layer_key(layer_id: &str) -> String {
-    format!("layers/{layer_id}")
+    format!("{}{layer_id}", crate::catalog::LAYERS_PREFIX)
 }
 
 /// A fresh random id: 32 lowercase hex digits.
