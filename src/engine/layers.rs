@@ -243,8 +243,9 @@ impl LayerCache {
             self.read_ahead(key, data_off, Some(data_off + len as u64));
             return Ok(b);
         }
-        // Fetches ahead (if the reads go forward) start before this one is awaited.
+        // Fetches ahead (if the reads go forward) and behind start before this one is awaited.
         self.read_ahead(key, data_off, Some(demand_end));
+        self.read_behind(key, data_off);
         let fetched = fetch_run(&self.store, self.disk.as_ref(), &self.extents, key, &run).await?;
         fetched.ok_or_else(|| {
             Error::Corrupt(format!("layer object {key}: extent at {data_off} missing"))
@@ -335,6 +336,66 @@ impl LayerCache {
     }
 }
 
+impl LayerCache {
+    /// On a miss at `data_off` of object `key` (a remote store), fetches in the background the
+    /// extents stored back to back right before it, up to a quarter of the fetch window, that
+    /// are neither in memory nor under way: DuckDB's scan threads and its metadata reads step
+    /// back a little as often as they go on (a block of a row group read after a later one), and
+    /// each such step cost a whole round trip. A window fetched forward from the miss never
+    /// covers them.
+    fn read_behind(&self, key: &str, data_off: u64) {
+        let span = self.window_bytes() / 4;
+        if !self.ahead.enabled() || span == 0 {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(offsets) = lock(&self.by_offset).get(key).cloned() else {
+            return;
+        };
+        let mut run = Vec::new();
+        let mut start = data_off;
+        for (&off, &(l, c)) in offsets.range(..data_off).rev() {
+            if off + l as u64 != start || data_off - off > span {
+                break;
+            }
+            run.push((off, l, c));
+            start = off;
+        }
+        run.reverse();
+        {
+            // Only what is missing: the run starts at the first extent not in memory.
+            let mem = lock(&self.extents);
+            let held = run
+                .iter()
+                .rposition(|(o, _, _)| mem.contains(&(key.to_string(), *o)));
+            if let Some(i) = held {
+                run.drain(..=i);
+            }
+        }
+        let (Some(&(first, _, _)), Some(&(last, l, _))) = (run.first(), run.last()) else {
+            return;
+        };
+        let Some(permit) = self.ahead.permit() else {
+            return;
+        };
+        // (Cut short where a fetch under way starts; none if one covers the start already.)
+        let Ok((fetching, end)) = self.ahead.claim(key, first, last + l as u64, true) else {
+            return;
+        };
+        cut_run(&mut run, end);
+        let (store, disk, extents) = (self.store.clone(), self.disk.clone(), self.extents.clone());
+        let key = key.to_string();
+        rt.spawn(async move {
+            if let Err(e) = fetch_ahead(&store, disk.as_ref(), &extents, &key, run).await {
+                tracing::debug!(key = %key, error = %e, "read behind failed");
+            }
+            drop((permit, fetching));
+        });
+    }
+}
+
 /// Brings the extents `run` (back to back in object `key`) into the memory cache: from the disk
 /// cache where it holds them, the rest from the store, a request per contiguous stretch.
 async fn fetch_ahead(
@@ -406,10 +467,6 @@ fn window_run(
     out
 }
 
-/// Fetches the extents `run` (object offset, length, crc; back to back in object `key`) in one
-/// request, verifies each and keeps the good ones in the caches. Returns the first extent's bytes;
-/// a damaged first extent is an error, a damaged later one is skipped (it is reported when it is
-/// itself read).
 /// The name of object `key` in the index cache: a layer kept in the catalog (`inline/ID`) and
 /// the same layer once moved into the store (`layers/ID`) are the same bytes and share one
 /// entry (a follower's views name a layer by the key it had when they were built).
@@ -419,6 +476,10 @@ fn same_layer(key: &str) -> &str {
         .unwrap_or(key)
 }
 
+/// Fetches the extents `run` (object offset, length, crc; back to back in object `key`) in one
+/// request, verifies each and keeps the good ones in the caches. Returns the first extent's bytes;
+/// a damaged first extent is an error, a damaged later one is skipped (it is reported when it is
+/// itself read).
 async fn fetch_run(
     store: &DynStore,
     disk: Option<&Arc<DiskCache>>,
@@ -823,6 +884,47 @@ mod tests {
         assert_eq!(store.count(Op::GetRange) - before, (N / 4) as u64);
     }
 
+    /// A miss also fetches, in the background, the extents right before it (a quarter of the
+    /// window) that are not in memory: a read that then steps back finds them there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_miss_fetches_a_little_behind_it() {
+        let (store, size, index) = layer_store(None).await;
+        let cache = LayerCache::tuned(store.clone(), 64 << 20, 16 * EXT as u64, 4);
+        cache.index("l", size).await.unwrap();
+        let off = |i: usize| index.files[0].extents[i].data_off;
+        let before = store.count(Op::GetRange);
+        read(&cache, &index, 20).await.unwrap();
+        cache.read_ahead_idle().await;
+        for i in 16..36 {
+            assert!(cache.holds("l", off(i)), "extent {i}");
+        }
+        assert!(
+            !cache.holds("l", off(15)),
+            "no more than a quarter window behind"
+        );
+        assert_eq!(
+            store.count(Op::GetRange) - before,
+            2,
+            "the window and the run behind it"
+        );
+        // Stepping back finds them in memory, byte for byte.
+        for i in (16..20).rev() {
+            assert_eq!(read(&cache, &index, i).await.unwrap(), extent_data(i));
+        }
+        cache.read_ahead_idle().await;
+        assert_eq!(store.count(Op::GetRange) - before, 2);
+        // Behind a miss, only what is missing: the run ends where memory holds the extents.
+        read(&cache, &index, 38).await.unwrap();
+        cache.read_ahead_idle().await;
+        assert!(cache.holds("l", off(36)) && cache.holds("l", off(37)));
+        // A local store (no fetching ahead) fetches nothing behind either.
+        let local = LayerCache::tuned(store.clone(), 64 << 20, 16 * EXT as u64, 0);
+        local.index("l", size).await.unwrap();
+        read(&local, &index, 50).await.unwrap();
+        local.read_ahead_idle().await;
+        assert!(!local.holds("l", off(49)));
+    }
+
     /// A layer kept in the catalog and the same layer moved into the store share their index:
     /// a follower's views name it by either key, and its footer is read once.
     #[tokio::test]
@@ -859,7 +961,11 @@ mod tests {
             assert_eq!(read(&cache, &index, i).await.unwrap(), extent_data(i));
         }
         cache.read_ahead_idle().await;
-        assert_eq!(store.count(Op::GetRange) - before, 5);
+        // A window each, and the quarter window behind each (one extent; none before 0).
+        assert_eq!(store.count(Op::GetRange) - before, 5 + 4);
+        let off = |i: usize| index.files[0].extents[i].data_off;
+        assert!(!cache.holds("l", off(44)), "nothing ahead of a window");
+        assert!(cache.holds("l", off(39)) && !cache.holds("l", off(38)));
         // Off: a forward scan fetches only what it misses.
         let (cache, before) = cache_over(&store, size, 0).await;
         read(&cache, &index, 0).await.unwrap();
