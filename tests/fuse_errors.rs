@@ -319,6 +319,43 @@ fn daemon_mount_returns_when_ready_and_umount_ends_it() {
     drop(daemon);
 }
 
+/// `-v` and `-q` reach a daemon mount's process: its log file (plain text, no terminal colours)
+/// has the INFO lines asked for, and none without them.
+#[test]
+fn daemon_mount_logs_at_the_level_asked() {
+    let env = Env::new();
+    env.ok(&["init", "db"]);
+    let logs = env.home().join("logs");
+    let m = empty_dir(&env, "m");
+    for (flags, info) in [(&["-v"][..], true), (&[][..], false), (&["-q"][..], false)] {
+        let mut daemon = Daemon {
+            dir: m.clone(),
+            pid: None,
+        };
+        let _ = std::fs::remove_dir_all(&logs);
+        let mut args = flags.to_vec();
+        args.extend(["mount", "--daemon", "db", s(&m)]);
+        env.ok(&args);
+        daemon.pid = daemon_pid(&env);
+        // A DuckDB checkpoint makes a commit, which the mount logs at INFO.
+        common::duckdb(
+            &m.join("db.duckdb"),
+            "CREATE TABLE IF NOT EXISTS t(i INT); INSERT INTO t VALUES (1); CHECKPOINT",
+        );
+        env.ok(&["umount", s(&m)]);
+        let log: String = std::fs::read_dir(&logs)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        assert_eq!(log.contains("checkpoint commit"), info, "{flags:?}: {log}");
+        assert!(
+            !log.contains('\u{1b}'),
+            "terminal colours in a log file: {log}"
+        );
+        drop(daemon);
+    }
+}
+
 /// `quackfs umount` returns once the mount process has exited even if its parent has not reaped
 /// it yet (a zombie still answers kill(pid, 0)): e.g. a supervisor that spawned `quackfs mount`
 /// runs `quackfs umount DIR` and only then waits for its child.

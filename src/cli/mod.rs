@@ -141,6 +141,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         cfg,
         json: g.json,
         quiet: g.quiet,
+        verbose: g.verbose,
         access: access(&cli.command),
     };
     if let Command::Mount(a) = cli.command {
@@ -215,6 +216,8 @@ pub struct Ctx {
     pub cfg: Config,
     pub json: bool,
     pub quiet: bool,
+    /// How many `-v` were given (a daemon mount passes them on to its process).
+    pub verbose: u8,
     /// What the command does with the backends (see [`access`]).
     pub access: Access,
 }

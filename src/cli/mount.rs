@@ -216,12 +216,20 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         follow: followed.is_some(),
     };
     // What the mount holds in the catalog: a writable branch's session, or a reader's pin.
+    let mut first_chain = None;
     let (held, view, head_view) = match &writer {
         Some(branch) => {
             let o =
                 BranchSession::open(engine.clone(), r.repo.clone(), branch, holder.clone()).await?;
             cfg.session = Some(o.session.clone());
             (Held::Branch(o.session), o.view, o.head_view)
+        }
+        // A follower keeps the chain of the view it serves, to build its next views on.
+        None if followed.is_some() => {
+            let (rs, (view, chain)) =
+                ReadSession::open_chain(engine.clone(), &r.repo, &r.commit, &holder).await?;
+            first_chain = Some(chain);
+            (Held::Reader(rs), view, None)
         }
         None => {
             let (rs, view) = ReadSession::open(engine.clone(), &r.repo, &r.commit, &holder).await?;
@@ -281,7 +289,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
                 serving: commit_id.clone(),
                 interval: a.follow_interval,
                 sessions: sessions.clone(),
-                chain: None,
+                chain: first_chain,
             };
             (Held::Follower(sessions), Some(f))
         }
@@ -411,7 +419,7 @@ struct Follower {
     serving: String,
     interval: Duration,
     sessions: FollowSessions,
-    /// The chain of the view served (none before the first move: the mount's own view).
+    /// The chain of the view served.
     chain: Option<ViewChain>,
 }
 
@@ -683,6 +691,13 @@ async fn daemonize(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     let mut args: Vec<std::ffi::OsString> = Vec::new();
     let g = &ctx.cfg;
     args.extend(["--data-dir".into(), g.data_dir.clone().into_os_string()]);
+    // The log level too: its log file is where `-v` shows.
+    for _ in 0..ctx.verbose {
+        args.push("-v".into());
+    }
+    if ctx.quiet {
+        args.push("-q".into());
+    }
 
     if let Some(repo) = ctx.current_repo()? {
         args.extend(["--repo".into(), repo.into()]);
