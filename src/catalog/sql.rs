@@ -1854,14 +1854,13 @@ macro_rules! impl_catalog {
                 }
                 // The chain from `id`, `steps` parents down and no further; one statement, so
                 // the layers are one snapshot (a merge supersedes and adds at once).
-                let chain = "WITH RECURSIVE chain(cid, n) AS ( \
+                let sql = format!(
+                    "WITH RECURSIVE chain(cid, n) AS ( \
                         SELECT id, 0 FROM commits WHERE id = $1 \
                         UNION ALL \
                         SELECT c.parent_id, chain.n + 1 FROM commits c JOIN chain ON c.id = chain.cid \
                         WHERE c.parent_id IS NOT NULL AND chain.n < $2 \
-                     ) ";
-                let sql = format!(
-                    "{chain}SELECT {LAYER_COLS}, (SELECT cid FROM chain WHERE n = $2) AS base \
+                     ) SELECT {LAYER_COLS}, (SELECT cid FROM chain WHERE n = $2) AS base \
                      FROM layers JOIN chain ON layers.commit_id = chain.cid \
                      WHERE chain.n < $2 AND layers.superseded_at IS NULL \
                      ORDER BY chain.n DESC, layers.seq ASC"
@@ -1872,20 +1871,12 @@ macro_rules! impl_catalog {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(|e| self.db(e))?;
-                // No layers above the ancestor: whether it is one, asked on its own.
+                // No layers above the ancestor: whether it is one, from the chain itself.
                 let base: Option<String> = match rows.first() {
                     Some(r) => r.try_get("base").map_err(|e| self.db(e))?,
                     None => {
-                        let sql = format!("{chain}SELECT cid FROM chain WHERE n = $2");
-                        sqlx::query(sqlx::AssertSqlSafe(sql))
-                            .bind(id)
-                            .bind(steps)
-                            .fetch_optional(&self.pool)
-                            .await
-                            .map_err(|e| self.db(e))?
-                            .map(|r| r.try_get("cid"))
-                            .transpose()
-                            .map_err(|e| self.db(e))?
+                        let chain = self.ancestors(id, steps + 1).await?;
+                        usize::try_from(steps).ok().and_then(|s| chain.into_iter().nth(s)).map(|c| c.id)
                     }
                 };
                 if base.as_deref() != Some(ancestor) {

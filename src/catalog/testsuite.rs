@@ -401,24 +401,27 @@ pub async fn layer_updates_in_any_order(cat: DynCatalog, tag: &str) {
 /// A session registers the layers it reads in one transaction, however many (more than one
 /// statement's worth here, with repeats): gc's marks on them go, and gc then keeps them. A layer
 /// gc already removed makes the whole registration a `Conflict` that names it, registering none.
+/// The layers session `session` registered, sorted (as gc sees them).
+async fn registered_by(cat: &DynCatalog, session: &str) -> Vec<String> {
+    let mut v: Vec<String> = cat
+        .gc_snapshot()
+        .await
+        .unwrap()
+        .session_layers
+        .into_iter()
+        .filter(|(s, _)| s == session)
+        .map(|(_, l)| l)
+        .collect();
+    v.sort();
+    v
+}
+
 pub async fn session_layers(cat: DynCatalog, tag: &str) {
     let (repo, ids) =
         repo_with_layers(&cat, &format!("pin-{tag}"), &format!("{tag}-p"), 2_500).await;
     let registered = |session: String| {
         let cat = cat.clone();
-        async move {
-            let mut v: Vec<String> = cat
-                .gc_snapshot()
-                .await
-                .unwrap()
-                .session_layers
-                .into_iter()
-                .filter(|(s, _)| *s == session)
-                .map(|(_, l)| l)
-                .collect();
-            v.sort();
-            v
-        }
+        async move { registered_by(&cat, &session).await }
     };
     let doomed = &ids[1_000..1_010];
     cat.set_doomed(doomed, Some(5)).await.unwrap();
@@ -998,16 +1001,7 @@ pub async fn follower_moves(cat: DynCatalog, tag: &str) {
     );
     cat.move_session(&s, &c3.id, &second).await.unwrap();
     assert_eq!(pin(s.clone()).await, Some(c3.id.clone()));
-    let mut held: Vec<String> = cat
-        .gc_snapshot()
-        .await
-        .unwrap()
-        .session_layers
-        .into_iter()
-        .filter(|(id, _)| *id == s)
-        .map(|(_, l)| l)
-        .collect();
-    held.sort();
+    let held = registered_by(&cat, &s).await;
     let mut want = first.clone();
     want.extend(second.iter().cloned());
     want.sort();

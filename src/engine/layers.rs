@@ -316,27 +316,36 @@ impl LayerCache {
                 break;
             };
             let end = run.last().map_or(first, |(o, l, _)| o + *l as u64);
-            let (store, disk, extents) =
-                (self.store.clone(), self.disk.clone(), self.extents.clone());
-            let key_owned = key.to_string();
             // Registered before it starts (the runs ahead start where every fetch under way
             // ends), so a read of these extents meanwhile waits for it.
             // (Not cut short: the stream counts these bytes as fetched.)
             let Ok((fetching, _)) = self.ahead.claim(key, first, end, false) else {
                 continue;
             };
-            rt.spawn(async move {
-                if let Err(e) = fetch_ahead(&store, disk.as_ref(), &extents, &key_owned, run).await
-                {
-                    tracing::debug!(key = %key_owned, error = %e, "read ahead failed");
-                }
-                drop((permit, fetching));
-            });
+            self.spawn_fetch(&rt, key, run, (permit, fetching), "read ahead");
         }
     }
-}
 
-impl LayerCache {
+    /// Fetches `run` of object `key` in the background ([`fetch_ahead`]), holding `held` (its
+    /// slot and its claim) until done; `what` names it in the log of a failure.
+    fn spawn_fetch(
+        &self,
+        rt: &tokio::runtime::Handle,
+        key: &str,
+        run: Vec<(u64, u32, u32)>,
+        held: (tokio::sync::OwnedSemaphorePermit, InFlight),
+        what: &'static str,
+    ) {
+        let (store, disk, extents) = (self.store.clone(), self.disk.clone(), self.extents.clone());
+        let key = key.to_string();
+        rt.spawn(async move {
+            if let Err(e) = fetch_ahead(&store, disk.as_ref(), &extents, &key, run).await {
+                tracing::debug!(key = %key, error = %e, "{what} failed");
+            }
+            drop(held);
+        });
+    }
+
     /// On a miss at `data_off` of object `key` (a remote store), fetches in the background the
     /// extents stored back to back right before it, up to a quarter of the fetch window, that
     /// are neither in memory nor under way: DuckDB's scan threads and its metadata reads step
@@ -385,14 +394,7 @@ impl LayerCache {
             return;
         };
         cut_run(&mut run, end);
-        let (store, disk, extents) = (self.store.clone(), self.disk.clone(), self.extents.clone());
-        let key = key.to_string();
-        rt.spawn(async move {
-            if let Err(e) = fetch_ahead(&store, disk.as_ref(), &extents, &key, run).await {
-                tracing::debug!(key = %key, error = %e, "read behind failed");
-            }
-            drop((permit, fetching));
-        });
+        self.spawn_fetch(&rt, key, run, (permit, fetching), "read behind");
     }
 }
 

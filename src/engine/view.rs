@@ -254,11 +254,6 @@ impl ViewChain {
         }
     }
 
-    /// The commit the chain was built for.
-    pub fn commit(&self) -> &Commit {
-        &self.commit
-    }
-
     /// The layers the chain's extent maps point into, oldest first.
     pub fn layers(&self) -> &[ViewLayer] {
         &self.layers
