@@ -772,8 +772,9 @@ fn failed_namespace_changes_are_rolled_back() {
     let m = q.mount("ns@main", &mnt, &["--autocommit", "off"]);
     write_and_sync(&mnt.join("a"), b"alpha").unwrap();
     write_and_sync(&mnt.join("b"), b"bravo").unwrap();
+    write_and_sync(&mnt.join("w.duckdb.wal"), b"whiskey").unwrap();
     let before = listing(&mnt);
-    assert_eq!(before, ["a", "b"]);
+    assert_eq!(before, ["a", "b", "w.duckdb.wal"]);
 
     svc.stop_pg();
     // Each change fails with an errno (the catalog cannot register it) and leaves no trace.
@@ -787,6 +788,15 @@ fn failed_namespace_changes_are_rolled_back() {
     assert_eq!(std::fs::read(mnt.join("a")).unwrap(), b"alpha");
     assert_eq!(std::fs::read(mnt.join("b")).unwrap(), b"bravo");
     assert!(std::fs::metadata(mnt.join("d")).is_err());
+    // A DuckDB WAL's removal (which completes a checkpoint) is acknowledged before it is
+    // registered, as a local filesystem makes an unlink durable only with an fsync of the
+    // directory: it succeeds, and that fsync is what fails.
+    std::fs::remove_file(mnt.join("w.duckdb.wal")).expect("a WAL's removal is acknowledged");
+    assert_eq!(listing(&mnt), ["a", "b"]);
+    let e = std::fs::File::open(&mnt)
+        .and_then(|d| d.sync_all())
+        .expect_err("fsync of the directory while PostgreSQL is down");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
     // A create needs no catalog (its name is registered with its first sync, as a local
     // filesystem makes a new name durable); that sync fails, and keeps the bytes for the next.
     let e = write_and_sync(&mnt.join("c"), b"charlie").expect_err("sync while PostgreSQL is down");
@@ -796,6 +806,10 @@ fn failed_namespace_changes_are_rolled_back() {
 
     svc.restart();
     assert_eq!(listing(&mnt), ["a", "b", "c"]);
+    // The directory's fsync registers the WAL's removal once the catalog is back.
+    std::fs::File::open(&mnt)
+        .and_then(|d| d.sync_all())
+        .expect("fsync of the directory");
     // The same changes go through once the catalog is back.
     write_and_sync(&mnt.join("c"), b"charlie").unwrap();
     std::fs::rename(mnt.join("a"), mnt.join("d")).unwrap();

@@ -25,7 +25,7 @@ use crate::store::StoreError;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -393,6 +393,12 @@ pub struct QuackFs {
     pub stats: Stats,
     /// Bytes of stored segments being copied into the extent cache (bounded by [`PRIME_MAX`]).
     priming: Arc<AtomicU64>,
+    /// WAL removals acknowledged to the caller and not registered yet (see
+    /// [`unlink_acked`](Self::unlink_acked)).
+    unlinks_in_flight: AtomicUsize,
+    /// Such a removal failed to register: the catalog's file table lags the mount's until the
+    /// next registration (an fsync of the directory makes one).
+    namespace_behind: AtomicBool,
 }
 
 /// Most bytes of just-stored segments held for the extent cache at once. Beyond it (a bulk
@@ -532,6 +538,8 @@ impl QuackFs {
             rt: tokio::runtime::Handle::try_current().map_err(|_| FsError::IO)?,
             stats: Stats::default(),
             priming: Arc::new(AtomicU64::new(0)),
+            unlinks_in_flight: AtomicUsize::new(0),
+            namespace_behind: AtomicBool::new(false),
         })
     }
 
@@ -1545,6 +1553,78 @@ impl QuackFs {
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.unlink_acked(parent, name, |_| ()).await
+    }
+
+    /// [`unlink`](Self::unlink), telling `ack` the outcome as soon as the caller may go on,
+    /// and returning it once the removal is registered.
+    ///
+    /// The removal of a DuckDB WAL (which completes a checkpoint) is acknowledged once the name
+    /// is gone from the mount, before its registration and the checkpoint commit reach the
+    /// catalog, as on a local disk an unlink is not durable before an fsync of its directory:
+    /// the checkpoint costs one catalog round trip fewer, and DuckDB, finding a WAL of a
+    /// completed checkpoint after a crash, skips it. The registration keeps its place in the
+    /// registration order (taken before the acknowledgement), and a close (FUSE flush),
+    /// [`fsyncdir`](Self::fsyncdir) and [`sync_all`](Self::sync_all) wait for it
+    /// ([`settle_unlinks`](Self::settle_unlinks)). If it fails, the name stays removed in the
+    /// mount: every registration carries the whole file table, so the next one registers it,
+    /// and an fsync of the directory makes one.
+    /// Any other removal is acknowledged once registered.
+    pub async fn unlink_acked<A: FnOnce(FsResult<()>)>(
+        &self,
+        parent: u64,
+        name: &str,
+        ack: A,
+    ) -> FsResult<()> {
+        let mut ack = Some(ack);
+        let mut early = None;
+        if parent == ROOT && wal_database(name).is_some() {
+            early = ack.take();
+            self.unlinks_in_flight.fetch_add(1, Ordering::SeqCst);
+        }
+        let r = self.unlink_now(parent, name, &mut early).await;
+        if ack.is_none() {
+            self.unlinks_in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        match early.or(ack) {
+            // Not acknowledged yet (not a WAL, or it failed before the name went).
+            Some(ack) => ack(r),
+            None => {
+                if let Err(e) = r {
+                    self.namespace_behind.store(true, Ordering::SeqCst);
+                    tracing::warn!(
+                        "the removal of {name} is not in the catalog yet (errno {}); the next registration carries it",
+                        e.0
+                    );
+                }
+            }
+        }
+        r
+    }
+
+    /// Whether a WAL removal was acknowledged and is not registered yet.
+    pub fn unlinks_in_flight(&self) -> bool {
+        self.unlinks_in_flight.load(Ordering::SeqCst) > 0
+    }
+
+    /// Waits until every WAL removal acknowledged so far is registered (or failed).
+    pub async fn settle_unlinks(&self) {
+        if let Some(session) = &self.cfg.session {
+            if self.unlinks_in_flight() {
+                drop(session.lock_registration().await);
+            }
+        }
+    }
+
+    /// The removal. `early`, when given, is told once the name is gone from the mount, and then
+    /// nothing is undone if the registration fails; it is left in place if the removal fails
+    /// before that.
+    async fn unlink_now<A: FnOnce(FsResult<()>)>(
+        &self,
+        parent: u64,
+        name: &str,
+        early: &mut Option<A>,
+    ) -> FsResult<()> {
         self.check_writable()?;
         let session = self.session()?.clone();
         let sync = session.lock_registration().await;
@@ -1570,6 +1650,10 @@ impl QuackFs {
             Self::drop_name(&mut st, ino, &mut undo);
             (wal_database(name).map(|db| (db, false)), changed)
         };
+        if let Some(ack) = early.take() {
+            ack(Ok(()));
+            undo = NsUndo::default();
+        }
         self.register_namespace(&sync, undo, checkpoint, changed)
             .await
     }
@@ -1870,9 +1954,11 @@ impl QuackFs {
                 undo.entry(&st, name);
                 st.durable.insert(name.clone(), (*file_id, 0));
             }
-            !new.is_empty()
+            !new.is_empty() || self.namespace_behind.load(Ordering::SeqCst)
         };
-        self.register_namespace(&order, undo, None, changed).await
+        self.register_namespace(&order, undo, None, changed).await?;
+        self.namespace_behind.store(false, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Makes everything written to `ino` durable: stored in a layer and registered. Syncs of
@@ -2089,6 +2175,8 @@ impl QuackFs {
             Self::collect_layers(&mut st);
         }
         self.stats.registrations.fetch_add(1, Ordering::Relaxed);
+        // (It carried the whole file table.)
+        self.namespace_behind.store(false, Ordering::SeqCst);
         let new_layers = indexes_len;
         for q in batch {
             let _ = q.done.send(Ok(()));
@@ -2156,6 +2244,7 @@ impl QuackFs {
         if !self.writable() {
             return Ok(());
         }
+        self.settle_unlinks().await;
         let inos: Vec<u64> = {
             let st = self.lock();
             st.nodes

@@ -5,7 +5,7 @@
 
 pub mod snapshot;
 
-use crate::fs::{Attr, FsError, Kind, QuackFs};
+use crate::fs::{Attr, FsError, FsResult, Kind, QuackFs};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -162,10 +162,11 @@ impl Filesystem for FuseAdapter {
         };
         let fs = self.fs.clone();
         self.rt.spawn(async move {
-            match fs.unlink(parent.0, &name).await {
+            let ack = move |r: FsResult<()>| match r {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(e)),
-            }
+            };
+            let _ = fs.unlink_acked(parent.0, &name, ack).await;
         });
     }
 
@@ -264,8 +265,17 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // close() does not promise durability; fsync does.
-        reply.ok();
+        // close() does not promise durability; fsync does. It does wait for a WAL removal
+        // acknowledged before its registration (QuackFs::unlink_acked), so that once DuckDB
+        // closes the database, its checkpoint commit is in the catalog.
+        if !self.fs.unlinks_in_flight() {
+            return reply.ok();
+        }
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            fs.settle_unlinks().await;
+            reply.ok();
+        });
     }
 
     fn release(
