@@ -7,7 +7,8 @@
 # Host A and host B are two data directories sharing one catalog and one bucket. A mounts
 # db@main writable; B mounts db@main --follow. BENCH_FOLLOW_COMMITS (100) times, A runs one
 # `INSERT …; CHECKPOINT` on a connection it keeps open (Python duckdb; a checkpoint commit, made
-# before CHECKPOINT returns); the time from its return until a new open on B sees the new commit
+# as CHECKPOINT returns: the WAL's removal is registered with it right after); the time from its
+# return until a new open on B sees the new commit
 # (the follower gives a changed file a new inode: `stat` on B shows it) is one sample. Each
 # commit waits a random part of the poll interval first, so commits fall anywhere in the
 # follower's cycle. (A duckdb
