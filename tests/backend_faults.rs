@@ -824,6 +824,101 @@ fn failed_namespace_changes_are_rolled_back() {
 }
 
 // ------------------------------------------------------------------------------------------------
+// 2c. A WAL's removal is answered before it is registered; a close waits for the registration.
+
+/// A transaction holding the row lock of every ref, as a commit under way holds its branch's:
+/// every sync and namespace registration of a mount waits behind it. Rolled back when released
+/// (or when dropped: the server ends the transaction with the connection).
+struct RefsLocked {
+    rt: tokio::runtime::Runtime,
+    conn: sqlx::PgConnection,
+}
+
+impl RefsLocked {
+    fn take(url: &str) -> RefsLocked {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let conn = rt
+            .block_on(async {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(url).await?;
+                sqlx::query("BEGIN").execute(&mut c).await?;
+                sqlx::query("SELECT 1 FROM refs FOR UPDATE")
+                    .execute(&mut c)
+                    .await?;
+                Ok::<_, sqlx::Error>(c)
+            })
+            .expect("lock the refs");
+        RefsLocked { rt, conn }
+    }
+
+    fn release(mut self) {
+        self.rt
+            .block_on(sqlx::query("ROLLBACK").execute(&mut self.conn))
+            .expect("ROLLBACK");
+    }
+}
+
+#[test]
+fn a_wal_removal_is_answered_first_and_a_close_waits_for_its_registration() {
+    let test = "wal_removal";
+    let Some(svc) = Services::up(test) else {
+        return;
+    };
+    let env = Env::new();
+    let q = Qfs::new(&env, &svc, &[]);
+    q.ok(&["init", "wr"]);
+    let mnt = env.path("mnt");
+    let m = q.mount("wr@main", &mnt, &[]);
+    write_and_sync(&mnt.join("a"), b"alpha").unwrap();
+    write_and_sync(&mnt.join("a.wal"), b"whiskey").unwrap();
+    assert_eq!(listing(&mnt), ["a", "a.wal"]);
+
+    // Opened now: only its close is to wait.
+    let other = std::fs::File::create(mnt.join("b")).unwrap();
+    let locked = RefsLocked::take(&svc.pg_url());
+    // The WAL's removal returns although its registration waits behind the lock.
+    let wal = mnt.join("a.wal");
+    within(Duration::from_secs(20), "the removal of a WAL", move || {
+        std::fs::remove_file(wal)
+    })
+    .expect("remove the WAL");
+    assert_eq!(listing(&mnt), ["a", "b"]);
+    // A plain file's removal is answered once registered: after the WAL's.
+    let plain = {
+        let f = mnt.join("a");
+        std::thread::spawn(move || std::fs::remove_file(f))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !plain.is_finished(),
+        "a plain file's removal returned before it was registered"
+    );
+    // A close (FUSE flush) of any file of the mount waits until it is registered.
+    let (closed_tx, closed) = mpsc::channel();
+    std::thread::spawn(move || {
+        drop(other);
+        let _ = closed_tx.send(());
+    });
+    assert!(
+        closed.recv_timeout(Duration::from_secs(1)).is_err(),
+        "a close returned while the WAL's removal was not registered yet"
+    );
+    locked.release();
+    closed
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the close returns once the removal is registered");
+    plain.join().unwrap().expect("remove a");
+    // Both removals are in the catalog: a fresh mount of the branch has neither file.
+    m.unmount();
+    let m = q.mount("wr@main", &mnt, &[]);
+    assert_eq!(listing(&mnt), ["b"]);
+    m.unmount();
+}
+
+// ------------------------------------------------------------------------------------------------
 // 3. A stale writer is fenced.
 
 /// Sends SIGCONT when dropped, so a failing test never leaves a stopped process behind.
