@@ -37,6 +37,15 @@ pub fn configured_bytes(local_store: bool) -> u64 {
 /// An offset that marks an object's footer (index) entry rather than an extent.
 pub const FOOTER: u64 = u64::MAX;
 
+/// Entries at least this large are read by mapping their file (populated at once) rather than
+/// copied into fresh memory: a read then neither copies the bytes out of the page cache nor
+/// faults in and zeroes new pages for them (in a profile of reads from a warm disk cache the two
+/// were a quarter of the mount's CPU). Smaller ones (WAL appends) are copied: a mapping per
+/// small extent held in the memory cache could run into the limit of mappings per process.
+/// Entries are never written or truncated once in place (a new entry is renamed over an old
+/// one, and removal unlinks), so the bytes of a mapping cannot change under it.
+const MAP_MIN: usize = 128 << 10;
+
 /// How stale an entry's recency stamp (its mtime) may get before a hit renews it.
 const RECENCY_STEP: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -128,16 +137,23 @@ impl DiskCache {
     pub fn get(&self, key: &str, off: u64, crc: Option<u32>) -> Option<bytes::Bytes> {
         let path = self.path(key, off);
         // One open for the read and the recency stamp.
-        let read = || -> std::io::Result<(Vec<u8>, std::fs::File)> {
+        let read = || -> std::io::Result<(bytes::Bytes, std::fs::File, Option<SystemTime>)> {
             let mut f = std::fs::File::options()
                 .read(true)
                 .write(true)
                 .open(&path)?;
-            let mut raw = Vec::new();
-            std::io::Read::read_to_end(&mut f, &mut raw)?;
-            Ok((raw, f))
+            let meta = f.metadata()?;
+            let len = usize::try_from(meta.len()).map_err(std::io::Error::other)?;
+            let raw = if len >= MAP_MIN {
+                bytes::Bytes::from(crate::store::local::map_file(&f, len, true)?)
+            } else {
+                let mut raw = Vec::with_capacity(len);
+                std::io::Read::read_to_end(&mut f, &mut raw)?;
+                bytes::Bytes::from(raw)
+            };
+            Ok((raw, f, meta.modified().ok()))
         };
-        let (raw, file) = match read() {
+        let (raw, file, modified) = match read() {
             Ok(r) => r,
             Err(_) => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
@@ -151,16 +167,14 @@ impl DiskCache {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 // Recently used (the eviction order), stamped at most once a minute.
                 let now = SystemTime::now();
-                let stale = file
-                    .metadata()
-                    .and_then(|m| m.modified())
+                let stale = modified
                     .map(|t| now.duration_since(t).unwrap_or_default() > RECENCY_STEP)
                     .unwrap_or(true);
                 if stale {
                     let _ = file.set_modified(now);
                 }
                 let start = raw.len() - data.len();
-                Some(bytes::Bytes::from(raw).slice(start..))
+                Some(raw.slice(start..))
             }
             Some(_) | None if raw.starts_with(MAGIC) && header_key(&raw) == Some(key) => {
                 // Damaged: never served; fetched again.
@@ -412,6 +426,31 @@ mod tests {
             "added while not filling"
         );
         assert_eq!(c.get("layers/a", 0, Some(crc)).unwrap(), data);
+    }
+
+    #[test]
+    fn large_entries_are_mapped_checked_and_outlive_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path().join("c"), 10 << 20).unwrap();
+        let data: Vec<u8> = (0..MAP_MIN + 4321).map(|i| (i * 7 % 251) as u8).collect();
+        let crc = crc32c::crc32c(&data);
+        c.put("layers/big", 4096, &data, crc);
+        let got = c.get("layers/big", 4096, Some(crc)).unwrap();
+        assert_eq!(got, data);
+        // The bytes stay readable once the entry is removed (trimmed) or replaced.
+        let path = c.path("layers/big", 4096);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(got, data);
+        assert!(c.get("layers/big", 4096, Some(crc)).is_none());
+        // Damage in a mapped entry is found: never served, removed.
+        c.put("layers/big", 4096, &data, crc);
+        let mut raw = std::fs::read(&path).unwrap();
+        let mid = raw.len() / 2;
+        raw[mid] ^= 0x01;
+        std::fs::write(&path, raw).unwrap();
+        assert!(c.get("layers/big", 4096, Some(crc)).is_none());
+        assert!(!path.exists(), "a damaged entry is removed");
+        assert_eq!(c.corrupt.load(Ordering::Relaxed), 1);
     }
 
     #[test]

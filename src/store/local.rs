@@ -88,31 +88,41 @@ impl LocalStore {
                 len: 0,
             });
         }
-        use std::os::fd::AsRawFd;
-        // SAFETY: mapping a regular file we just opened, read-only and shared; the kernel keeps
-        // the mapping valid after `f` is closed. Objects are immutable: they are created whole
-        // (temp file + link) and only ever unlinked, never truncated or written, so the mapped
-        // bytes cannot change or vanish under us (an unlinked file stays mapped).
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(StoreError::from_io(key, io::Error::last_os_error()));
-        }
-        // SAFETY: advice on the mapping made above; failure is harmless.
-        unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
-        Ok(MappedObject {
-            ptr: ptr as *const u8,
-            len,
-        })
+        // Objects are immutable: they are created whole (temp file + link) and only ever
+        // unlinked, never truncated or written, so the mapped bytes cannot change or vanish under
+        // us (an unlinked file stays mapped).
+        map_file(&f, len, false).map_err(|e| StoreError::from_io(key, e))
     }
+}
+
+/// Maps the first `len` (> 0) bytes of `f` into memory, read-only and shared, advised
+/// sequential; `populate`: its page-cache pages are mapped at once (no fault per page on first
+/// touch). The mapping stays valid after `f` is closed or unlinked; the caller promises that
+/// nobody truncates or writes the file while it is mapped (its files are immutable).
+pub(crate) fn map_file(f: &File, len: usize, populate: bool) -> io::Result<MappedObject> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::MAP_SHARED | if populate { libc::MAP_POPULATE } else { 0 };
+    // SAFETY: mapping `len` bytes of a regular file open for reading, read-only; the region is
+    // owned by the returned value, which unmaps it once.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            flags,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: advice on the mapping made above; failure is harmless.
+    unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
+    Ok(MappedObject {
+        ptr: ptr as *const u8,
+        len,
+    })
 }
 
 /// A read-only memory mapping of one immutable object ([`LocalStore::map`]); unmapped on drop.
@@ -135,6 +145,19 @@ impl MappedObject {
         }
         // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives (see `map`).
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// The mapped bytes as a [`Bytes`], which owns the mapping (unmapped when the last clone goes).
+impl From<MappedObject> for Bytes {
+    fn from(m: MappedObject) -> Bytes {
+        Bytes::from_owner(m)
+    }
+}
+
+impl AsRef<[u8]> for MappedObject {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
     }
 }
 
