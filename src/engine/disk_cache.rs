@@ -144,12 +144,14 @@ impl DiskCache {
                 .open(&path)?;
             let meta = f.metadata()?;
             let len = usize::try_from(meta.len()).map_err(std::io::Error::other)?;
-            let raw = if len >= MAP_MIN {
-                bytes::Bytes::from(crate::store::local::map_file(&f, len, true)?)
-            } else {
-                let mut raw = Vec::with_capacity(len);
-                std::io::Read::read_to_end(&mut f, &mut raw)?;
-                bytes::Bytes::from(raw)
+            // (A mapping that fails, e.g. at the limit of mappings per process, is a copy.)
+            let raw = match (len >= MAP_MIN).then(|| crate::store::local::map_file(&f, len, true)) {
+                Some(Ok(m)) => bytes::Bytes::from(m),
+                _ => {
+                    let mut raw = Vec::with_capacity(len);
+                    std::io::Read::read_to_end(&mut f, &mut raw)?;
+                    bytes::Bytes::from(raw)
+                }
             };
             Ok((raw, f, meta.modified().ok()))
         };
