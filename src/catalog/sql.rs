@@ -54,37 +54,9 @@ pub struct PgCatalog {
     /// When a call last found its connection lost: every pooled connection released before
     /// then is pinged before it is used again (it may have died with the same server).
     lost: std::sync::Arc<LossClock>,
-    /// The connection of the commit path (see [`PgCatalog::commit_conn`]), and when it was
+    /// The connection of the commit path (see [`PgCatalog::commit_call`]), and when it was
     /// last used.
     commit_conn: tokio::sync::Mutex<Option<(sqlx::PgConnection, std::time::Instant)>>,
-}
-
-/// The commit path's connection, held for one call (see [`PgCatalog::commit_conn`]).
-struct CommitConn<'a>(
-    tokio::sync::MutexGuard<'a, Option<(sqlx::PgConnection, std::time::Instant)>>,
-);
-
-impl CommitConn<'_> {
-    fn conn(&mut self) -> Result<&mut sqlx::PgConnection, sqlx::Error> {
-        match self.0.as_mut() {
-            Some((c, _)) => Ok(c),
-            None => Err(sqlx::Error::PoolClosed),
-        }
-    }
-
-    /// The outcome of the call made on it: a connection found lost is dropped (the next call
-    /// takes a new one).
-    fn done<T>(mut self, r: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
-        match &r {
-            Err(e) if connection_lost(e) => *self.0 = None,
-            _ => {
-                if let Some((_, used)) = self.0.as_mut() {
-                    *used = std::time::Instant::now();
-                }
-            }
-        }
-        r
-    }
 }
 
 impl SqliteCatalog {
@@ -799,26 +771,33 @@ impl PgCatalog {
         }
     }
 
-    /// The connection the commit path (a mount's syncs and commits, made one at a time in the
-    /// registration order) runs its calls on: taken from the pool once and kept. sqlx pings a
-    /// pooled connection each time it goes back into the pool, a round trip that would run
-    /// beside every sync (on 2 cores, with DuckDB waiting), and keep the connection from the
-    /// next one until it is answered. Like a pooled one, it is pinged before a call when it
-    /// sat idle for a while or a loss was seen since, and taken anew when found lost.
-    async fn commit_conn(&self) -> Result<CommitConn<'_>, sqlx::Error> {
+    /// Runs `q`, a call of the commit path (a mount's syncs and commits, made one at a time in
+    /// the registration order), on the one connection kept for it: taken from the pool once and
+    /// detached. sqlx pings a pooled connection each time it goes back into the pool, a round
+    /// trip that would run beside every sync (on 2 cores, with DuckDB waiting), and keep the
+    /// connection from the next one until it is answered. Like a pooled one, it is pinged before
+    /// a call when it sat idle for a while or a loss was seen since; one found lost (or left
+    /// behind by a call that did not finish) is dropped, and the next call takes a new one.
+    async fn commit_call(&self, q: PgQuery<'_>) -> Result<sqlx::postgres::PgRow, sqlx::Error> {
         let mut held = self.commit_conn.lock().await;
-        if let Some((c, used)) = held.as_mut() {
-            let idle = used.elapsed();
-            let stale = idle > PING_IDLE || self.lost.released_before_loss(idle);
-            if c.is_in_transaction() || (stale && c.ping().await.is_err()) {
-                *held = None;
+        let kept = match held.take() {
+            Some((mut c, used)) => {
+                let idle = used.elapsed();
+                let stale = idle > PING_IDLE || self.lost.released_before_loss(idle);
+                let unusable = c.is_in_transaction() || (stale && c.ping().await.is_err());
+                (!unusable).then_some(c)
             }
+            None => None,
+        };
+        let mut conn = match kept {
+            Some(c) => c,
+            None => self.pool.acquire().await?.detach(),
+        };
+        let r = q.fetch_one(&mut conn).await;
+        if !matches!(&r, Err(e) if connection_lost(e)) {
+            *held = Some((conn, std::time::Instant::now()));
         }
-        if held.is_none() {
-            let c = self.pool.acquire().await?.detach();
-            *held = Some((c, std::time::Instant::now()));
-        }
-        Ok(CommitConn(held))
+        r
     }
 
     /// Notes a lost connection (see [`LossClock`]).
@@ -833,15 +812,10 @@ impl PgCatalog {
     async fn register_sync_impl(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
         let (args, mut layers) = PgSyncArgs::new(req);
         let row = self
-            .retry_lost(session_ended_before_call, || async {
-                let mut c = self.commit_conn().await?;
-                let r = args
-                    .bind(sqlx::query(
-                        "SELECT quackfs_register_sync($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) AS seq",
-                    ))
-                    .fetch_one(c.conn()?)
-                    .await;
-                c.done(r)
+            .retry_lost(session_ended_before_call, || {
+                self.commit_call(args.bind(sqlx::query(
+                    "SELECT quackfs_register_sync($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) AS seq",
+                )))
             })
             .await
             .map_err(|e| self.call_error(e, &args.branch))?;
@@ -860,20 +834,14 @@ impl PgCatalog {
     ) -> Result<Commit, CatalogError> {
         let reason = format!("{}: {}", commit.kind.as_str(), commit.message);
         let row = self
-            .retry_lost(session_ended_before_call, || async {
+            .retry_lost(session_ended_before_call, || {
                 let q = sqlx::query(
                     "SELECT o_parent, o_depth, o_created_at, o_bytes_added, o_logical_size \
                      FROM quackfs_commit_pending($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(repo_id)
                 .bind(branch);
-                let mut c = self.commit_conn().await?;
-                let r = bind_commit(q, &commit)
-                    .bind(allow_empty)
-                    .bind(&reason)
-                    .fetch_one(c.conn()?)
-                    .await;
-                c.done(r)
+                self.commit_call(bind_commit(q, &commit).bind(allow_empty).bind(&reason))
             })
             .await
             .map_err(|e| self.call_error(e, branch))?;
@@ -891,18 +859,13 @@ impl PgCatalog {
         let (args, mut layers) = PgSyncArgs::new(req);
         let reason = format!("{}: {}", commit.kind.as_str(), commit.message);
         let row = self
-            .retry_lost(session_ended_before_call, || async {
+            .retry_lost(session_ended_before_call, || {
                 let q = args.bind(sqlx::query(
                     "SELECT o_seq, o_parent, o_depth, o_created_at, o_bytes_added, o_logical_size \
                      FROM quackfs_register_and_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
                      $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
                 ));
-                let mut c = self.commit_conn().await?;
-                let r = bind_commit(q, &commit)
-                    .bind(&reason)
-                    .fetch_one(c.conn()?)
-                    .await;
-                c.done(r)
+                self.commit_call(bind_commit(q, &commit).bind(&reason))
             })
             .await
             .map_err(|e| self.call_error(e, &args.branch))?;

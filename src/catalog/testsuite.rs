@@ -398,9 +398,6 @@ pub async fn layer_updates_in_any_order(cat: DynCatalog, tag: &str) {
     }
 }
 
-/// A session registers the layers it reads in one transaction, however many (more than one
-/// statement's worth here, with repeats): gc's marks on them go, and gc then keeps them. A layer
-/// gc already removed makes the whole registration a `Conflict` that names it, registering none.
 /// The layers session `session` registered, sorted (as gc sees them).
 async fn registered_by(cat: &DynCatalog, session: &str) -> Vec<String> {
     let mut v: Vec<String> = cat
@@ -416,6 +413,9 @@ async fn registered_by(cat: &DynCatalog, session: &str) -> Vec<String> {
     v
 }
 
+/// A session registers the layers it reads in one transaction, however many (more than one
+/// statement's worth here, with repeats): gc's marks on them go, and gc then keeps them. A layer
+/// gc already removed makes the whole registration a `Conflict` that names it, registering none.
 pub async fn session_layers(cat: DynCatalog, tag: &str) {
     let (repo, ids) =
         repo_with_layers(&cat, &format!("pin-{tag}"), &format!("{tag}-p"), 2_500).await;

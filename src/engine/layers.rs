@@ -376,9 +376,11 @@ impl LayerCache {
         {
             // Only what is missing: the run starts at the first extent not in memory.
             let mem = lock(&self.extents);
-            let held = run
-                .iter()
-                .rposition(|(o, _, _)| mem.contains(&(key.to_string(), *o)));
+            let mut k = (key.to_string(), 0);
+            let held = run.iter().rposition(|(o, _, _)| {
+                k.1 = *o;
+                mem.contains(&k)
+            });
             if let Some(i) = held {
                 run.drain(..=i);
             }

@@ -1576,14 +1576,15 @@ impl QuackFs {
         name: &str,
         ack: A,
     ) -> FsResult<()> {
+        let wal = parent == ROOT && wal_database(name).is_some();
         let mut ack = Some(ack);
         let mut early = None;
-        if parent == ROOT && wal_database(name).is_some() {
+        if wal {
             early = ack.take();
             self.unlinks_in_flight.fetch_add(1, Ordering::SeqCst);
         }
         let r = self.unlink_now(parent, name, &mut early).await;
-        if ack.is_none() {
+        if wal {
             self.unlinks_in_flight.fetch_sub(1, Ordering::SeqCst);
         }
         match early.or(ack) {
