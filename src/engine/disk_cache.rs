@@ -10,6 +10,12 @@
 //! cache's size is bounded: when a process has added more than a tenth of the bound since it last
 //! looked, it lists the directory and removes the least recently used entries (by modification
 //! time, refreshed on a hit) until the total is under 90% of the bound.
+//!
+//! Objects kept in the catalog (`inline/ID`, see `engine::inline`) are not cached here: they are
+//! read from the catalog, not the object store, the inline store keeps them in memory, and they
+//! move into the store (as `layers/ID`) seconds after they were written. A writing mount makes
+//! several of them per DuckDB transaction; a file for each of their footers cost an inode
+//! allocation per layer on the commit path's CPU, for entries nothing would read again.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -127,14 +133,22 @@ impl DiskCache {
         &self.dir
     }
 
+    /// Whether entries of object `key` belong here (not those of objects kept in the catalog).
+    fn keeps(key: &str) -> bool {
+        !key.starts_with(crate::catalog::INLINE_PREFIX)
+    }
+
     fn path(&self, key: &str, off: u64) -> PathBuf {
         let h = fnv(key, off);
         self.dir.join(format!("{:02x}/{h:016x}", h >> 56))
     }
 
     /// The bytes cached for (`key`, `off`), if present, whole and with checksum `crc` (None:
-    /// checked by the caller, for footers).
+    /// checked by the caller, for footers). Objects kept in the catalog are never here.
     pub fn get(&self, key: &str, off: u64, crc: Option<u32>) -> Option<bytes::Bytes> {
+        if !Self::keeps(key) {
+            return None;
+        }
         let path = self.path(key, off);
         // One open for the read and the recency stamp.
         let read = || -> std::io::Result<(bytes::Bytes, std::fs::File, Option<SystemTime>)> {
@@ -199,7 +213,7 @@ impl DiskCache {
     /// part of a cold read's CPU). With [`BEHIND_MAX`] bytes already waiting, or outside a
     /// runtime, they are written before it returns.
     pub fn put_behind(self: &Arc<Self>, key: &str, items: Vec<(u64, bytes::Bytes, u32)>) {
-        if items.is_empty() || !self.fill.load(Ordering::Relaxed) {
+        if items.is_empty() || !self.fill.load(Ordering::Relaxed) || !Self::keeps(key) {
             return;
         }
         let len: u64 = items.iter().map(|(_, b, _)| b.len() as u64).sum();
@@ -218,9 +232,10 @@ impl DiskCache {
         }
     }
 
-    /// Caches `data` (checksum `crc`) for (`key`, `off`). Failures are ignored: it is a cache.
+    /// Caches `data` (checksum `crc`) for (`key`, `off`), unless the object is kept in the
+    /// catalog. Failures are ignored: it is a cache.
     pub fn put(&self, key: &str, off: u64, data: &[u8], crc: u32) {
-        if !self.fill.load(Ordering::Relaxed) {
+        if !self.fill.load(Ordering::Relaxed) || !Self::keeps(key) {
             return;
         }
         let path = self.path(key, off);
@@ -378,6 +393,28 @@ mod tests {
         // and removed may count one twice.)
         let size = c.size();
         assert!(size <= 200_000, "over the bound: {size}");
+    }
+
+    /// Objects kept in the catalog get no entries (and no files): their bytes and footers are
+    /// read from the catalog. The same object, once moved into the store, is cached.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn objects_kept_in_the_catalog_are_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Arc::new(DiskCache::open(dir.path().join("c"), 1 << 20).unwrap());
+        let data = vec![3u8; 4096];
+        let crc = crc32c::crc32c(&data);
+        let inline = format!("{}abc", crate::catalog::INLINE_PREFIX);
+        c.put(&inline, 0, &data, crc);
+        c.put_behind(
+            &inline,
+            vec![(FOOTER, bytes::Bytes::from(data.clone()), crc)],
+        );
+        assert_eq!(c.size(), 0);
+        assert!(c.get(&inline, 0, Some(crc)).is_none());
+        assert!(c.get(&inline, FOOTER, None).is_none());
+        c.put("layers/abc", 0, &data, crc);
+        assert_eq!(c.get("layers/abc", 0, Some(crc)).unwrap(), data);
+        assert!(c.size() > 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
