@@ -23,8 +23,18 @@ fn cache_files(home: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
-fn cache_bytes(home: &Path) -> u64 {
+/// One name of each file of the cache (a file holding a run of extents has a name per extent).
+fn cache_inodes(home: &Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
     cache_files(home)
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| seen.insert(m.ino())))
+        .collect()
+}
+
+fn cache_bytes(home: &Path) -> u64 {
+    cache_inodes(home)
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum()
@@ -73,11 +83,18 @@ fn disk_cache(env: Env) {
     );
     // A remount reads the same, partly from the cache.
     assert!(read("r2") == want, "read with a warm disk cache");
-    // Damage every entry: each is detected, never served, and fetched again.
-    for f in cache_files(&env.home()) {
+    // Damage every entry (a byte in every KiB of every file, so every entry of 1 KiB or more
+    // and most headers): each is detected, never served, and fetched again.
+    for f in cache_inodes(&env.home()) {
         let mut raw = std::fs::read(&f).unwrap();
         let n = raw.len();
-        raw[n - 1] ^= 0x55;
+        // (The last byte too, unless the step reached it.)
+        for i in (1023..n)
+            .step_by(1024)
+            .chain((n % 1024 != 0).then_some(n - 1))
+        {
+            raw[i] ^= 0x55;
+        }
         std::fs::write(&f, raw).unwrap();
     }
     assert!(read("r3") == want, "a damaged cache served wrong bytes");

@@ -4,12 +4,18 @@
 //! every entry read back is checked against the checksum the layer's index holds (extents) or its
 //! own (footers), and a damaged or foreign entry is removed and fetched again.
 //!
-//! Entries are files named after a hash of (object key, offset), written to a temporary name and
-//! renamed into place (no reader sees half an entry; no fsync: the cache is disposable). Each file
-//! starts with the key and offset it holds, so a hash collision is a miss, never wrong bytes. The
-//! cache's size is bounded: when a process has added more than a tenth of the bound since it last
-//! looked, it lists the directory and removes the least recently used entries (by modification
-//! time, refreshed on a hit) until the total is under 90% of the bound.
+//! An entry is found under a name made of a hash of (object key, offset). The extents fetched
+//! together (a run of one object) are written to one file, under a temporary name, and that file
+//! is then linked under the name of each entry it holds (renamed, for one): no reader sees half an
+//! entry, and a run costs one inode, not one per extent (inode allocation on a file system that
+//! saw many deletions was the largest part of the disk cache's cost in a cold read). No fsync:
+//! the cache is disposable. Each file starts with a header (checksummed) naming the object and,
+//! for each entry, its offset, place in the file, length and checksum, so a hash collision is a
+//! miss, never wrong bytes; a read takes the header and the entry's bytes alone. Files of an older
+//! format are removed when found. The cache's size is bounded: when a process has added more than
+//! a tenth of the bound since it last looked, it lists the directory and removes the least
+//! recently used files (by modification time, refreshed on a hit; every name of each) until the
+//! total is under 90% of the bound.
 //!
 //! Objects kept in the catalog (`inline/ID`, see `engine::inline`) are not cached here: they are
 //! read from the catalog, not the object store, the inline store keeps them in memory, and they
@@ -17,14 +23,22 @@
 //! several of them per DuckDB transaction; a file for each of their footers cost an inode
 //! allocation per layer on the commit path's CPU, for entries nothing would read again.
 
-use std::io::Write;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// Entry header: magic, key length (u16), key, offset (u64), data length (u32), crc32c (u32).
-const MAGIC: &[u8; 4] = b"QDC1";
+/// File header: magic, header length (u32), key length (u16), key, entry count (u32), per entry
+/// its offset in the object (u64), place in the file (u64), length (u32) and crc32c (u32); then
+/// the crc32c of all that (u32).
+const MAGIC: &[u8; 4] = b"QDC2";
+/// Bytes of one entry's record in a file header.
+const RECORD_LEN: usize = 24;
+/// Most bytes of entries in one file (a smaller bound makes them smaller: at most a tenth of it).
+const FILE_MAX: u64 = 4 << 20;
+/// Entries that are mapped start on a boundary of this many bytes (the page size, or a multiple).
+const PAGE: u64 = 4096;
 
 /// The default bound of the disk cache (`--disk-cache`).
 pub const DEFAULT_BYTES: u64 = 2 << 30;
@@ -150,36 +164,8 @@ impl DiskCache {
             return None;
         }
         let path = self.path(key, off);
-        // One open for the read and the recency stamp.
-        let read = || -> std::io::Result<(bytes::Bytes, std::fs::File, Option<SystemTime>)> {
-            let mut f = std::fs::File::options()
-                .read(true)
-                .write(true)
-                .open(&path)?;
-            let meta = f.metadata()?;
-            let len = usize::try_from(meta.len()).map_err(std::io::Error::other)?;
-            // (A mapping that fails, e.g. at the limit of mappings per process, is a copy.)
-            let raw = match (len >= MAP_MIN).then(|| crate::store::local::map_file(&f, len, true)) {
-                Some(Ok(m)) => bytes::Bytes::from(m),
-                _ => {
-                    let mut raw = Vec::with_capacity(len);
-                    std::io::Read::read_to_end(&mut f, &mut raw)?;
-                    bytes::Bytes::from(raw)
-                }
-            };
-            Ok((raw, f, meta.modified().ok()))
-        };
-        let (raw, file, modified) = match read() {
-            Ok(r) => r,
-            Err(_) => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
-        };
-        match parse(&raw, key, off) {
-            Some((data, stored_crc))
-                if crc.is_none_or(|c| c == stored_crc) && crc32c::crc32c(data) == stored_crc =>
-            {
+        match read_entry(&path, key, off, crc) {
+            Ok(Lookup::Hit(data, file, modified)) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 // Recently used (the eviction order), stamped at most once a minute.
                 let now = SystemTime::now();
@@ -189,28 +175,33 @@ impl DiskCache {
                 if stale {
                     let _ = file.set_modified(now);
                 }
-                let start = raw.len() - data.len();
-                Some(raw.slice(start..))
+                Some(data)
             }
-            Some(_) | None if raw.starts_with(MAGIC) && header_key(&raw) == Some(key) => {
-                // Damaged: never served; fetched again.
+            Ok(Lookup::Damaged) => {
+                // Never served; fetched again. (Only this name goes: the other entries of its
+                // file are checked when they are read.)
                 tracing::warn!("disk cache entry {} is damaged: removed", path.display());
                 self.corrupt.fetch_add(1, Ordering::Relaxed);
                 let _ = std::fs::remove_file(&path);
                 None
             }
-            _ => {
-                // Another key with the same hash, or garbage: a miss.
+            // Not of this format: removed, so that the entry can be put in its place.
+            Ok(Lookup::Stale) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+            // Absent, or another extent with the same hash: a miss.
+            Ok(Lookup::Other) | Err(_) => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 None
             }
         }
     }
 
-    /// [`put`](Self::put)s the extents `items` (offset, bytes, checksum) of object `key` on a
-    /// blocking thread, so that the caller, a read that fetched them from the store, answers
-    /// without waiting for the creation of their files (inode allocation shows as a large
-    /// part of a cold read's CPU). With [`BEHIND_MAX`] bytes already waiting, or outside a
+    /// [`put_run`](Self::put_run)s the extents `items` (offset, bytes, checksum) of object `key`
+    /// on a blocking thread, so that the caller, a read that fetched them from the store, answers
+    /// without waiting for their file. With [`BEHIND_MAX`] bytes already waiting, or outside a
     /// runtime, they are written before it returns.
     pub fn put_behind(self: &Arc<Self>, key: &str, items: Vec<(u64, bytes::Bytes, u32)>) {
         if items.is_empty() || !self.fill.load(Ordering::Relaxed) || !Self::keeps(key) {
@@ -221,9 +212,7 @@ impl DiskCache {
         let me = self.clone();
         let key = key.to_string();
         let write = move || {
-            for (off, bytes, crc) in &items {
-                me.put(&key, *off, bytes, *crc);
-            }
+            me.put_run(&key, &items);
             me.behind.fetch_sub(len, Ordering::SeqCst);
         };
         match tokio::runtime::Handle::try_current() {
@@ -235,18 +224,51 @@ impl DiskCache {
     /// Caches `data` (checksum `crc`) for (`key`, `off`), unless the object is kept in the
     /// catalog. Failures are ignored: it is a cache.
     pub fn put(&self, key: &str, off: u64, data: &[u8], crc: u32) {
+        self.put_run(key, &[(off, bytes::Bytes::copy_from_slice(data), crc)]);
+    }
+
+    /// Caches the extents `items` (offset, bytes, checksum) of object `key`: those not cached
+    /// yet go into files of at most [`FILE_MAX`] bytes (a tenth of the bound with a small one),
+    /// each linked under the name of every entry it holds. Unless the object is kept in the
+    /// catalog; failures are ignored: it is a cache.
+    pub fn put_run(&self, key: &str, items: &[(u64, bytes::Bytes, u32)]) {
         if !self.fill.load(Ordering::Relaxed) || !Self::keeps(key) {
             return;
         }
-        let path = self.path(key, off);
-        let Some(parent) = path.parent() else { return };
-        let tmp = parent.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            crate::engine::new_id()
-        ));
-        let entry_len = (22 + key.len() + data.len()) as u64;
-        if entry_len > self.cap {
+        let file_max = (self.cap / 10).clamp(1, FILE_MAX);
+        let mut group: Vec<Item> = Vec::new();
+        let mut bytes = 0;
+        for (off, data, crc) in items {
+            let path = self.path(key, *off);
+            // Objects are immutable: an entry in place holds these bytes already.
+            if path.symlink_metadata().is_ok() {
+                continue;
+            }
+            if !group.is_empty() && bytes + data.len() as u64 > file_max {
+                self.write_file(key, &std::mem::take(&mut group));
+                bytes = 0;
+            }
+            bytes += data.len() as u64;
+            group.push(Item {
+                off: *off,
+                data,
+                crc: *crc,
+                path,
+            });
+        }
+        if !group.is_empty() {
+            self.write_file(key, &group);
+        }
+    }
+
+    /// Writes one file holding the entries `group` of object `key` (under a temporary name) and
+    /// puts it in place under each entry's name: renamed for one, linked for several.
+    fn write_file(&self, key: &str, group: &[Item<'_>]) {
+        let Some(parent) = group.first().and_then(|i| i.path.parent()) else {
+            return;
+        };
+        let (head, positions, file_len) = encode(key, group);
+        if file_len > self.cap {
             return;
         }
         // Room first, reserved under one lock: a trim leaves `room` bytes free (besides the
@@ -255,33 +277,60 @@ impl DiskCache {
         // put at once.
         {
             let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
-            if b.added + entry_len > b.room {
-                let room = (self.cap / 10).max(entry_len);
+            if b.added + file_len > b.room {
+                let room = (self.cap / 10).max(file_len);
                 self.trim_leaving(room.saturating_add(self.writing.load(Ordering::SeqCst)));
                 b.room = room;
                 b.added = 0;
             }
-            b.added += entry_len;
-            self.writing.fetch_add(entry_len, Ordering::SeqCst);
+            b.added += file_len;
+            self.writing.fetch_add(file_len, Ordering::SeqCst);
         }
+        let tmp = parent.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            crate::engine::new_id()
+        ));
         let write = || -> std::io::Result<()> {
+            use std::os::unix::fs::FileExt;
             std::fs::create_dir_all(parent)?;
-            let mut f = std::fs::File::create(&tmp)?;
-            let mut head = Vec::with_capacity(22 + key.len());
-            head.extend_from_slice(MAGIC);
-            head.extend_from_slice(&(key.len() as u16).to_le_bytes());
-            head.extend_from_slice(key.as_bytes());
-            head.extend_from_slice(&off.to_le_bytes());
-            head.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            head.extend_from_slice(&crc.to_le_bytes());
-            f.write_all(&head)?;
-            f.write_all(data)?;
-            std::fs::rename(&tmp, &path)
+            let f = std::fs::File::create(&tmp)?;
+            f.write_all_at(&head, 0)?;
+            for (item, pos) in group.iter().zip(&positions) {
+                f.write_all_at(item.data, *pos)?;
+            }
+            Ok(())
         };
-        if write().is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        if write().is_ok() {
+            if let [one] = group {
+                let _ = std::fs::rename(&tmp, &one.path);
+            } else {
+                for (i, item) in group.iter().enumerate() {
+                    let linked = item
+                        .path
+                        .parent()
+                        .map_or(Ok(()), std::fs::create_dir_all)
+                        .and_then(|()| std::fs::hard_link(&tmp, &item.path));
+                    match linked {
+                        // (Put in place by another process meanwhile: the same bytes.)
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        // A file system without links: a file per entry.
+                        Err(_) if i == 0 => {
+                            let _ = std::fs::remove_file(&tmp);
+                            self.writing.fetch_sub(file_len, Ordering::SeqCst);
+                            for item in group {
+                                self.write_file(key, std::slice::from_ref(item));
+                            }
+                            return;
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
         }
-        self.writing.fetch_sub(entry_len, Ordering::SeqCst);
+        let _ = std::fs::remove_file(&tmp);
+        self.writing.fetch_sub(file_len, Ordering::SeqCst);
     }
 
     /// Removes least recently used entries until the cache holds at most 90% of its bound.
@@ -289,81 +338,217 @@ impl DiskCache {
         self.trim_leaving(self.cap / 10);
     }
 
-    /// Removes least recently used entries until `room` bytes are free under the bound.
+    /// Removes least recently used files (every name of each) until `room` bytes are free under
+    /// the bound.
     fn trim_leaving(&self, room: u64) {
-        let mut entries: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
-        let Ok(subdirs) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        for sub in subdirs.flatten() {
-            let Ok(files) = std::fs::read_dir(sub.path()) else {
-                continue;
-            };
-            for f in files.flatten() {
-                if let Ok(m) = f.metadata() {
-                    if m.is_file() {
-                        let t = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                        entries.push((t, m.len(), f.path()));
-                    }
-                }
-            }
-        }
-        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        let files = self.files();
+        let mut total: u64 = files.values().map(|f| f.len).sum();
         let goal = self.cap.saturating_sub(room);
         if total <= goal {
             return;
         }
-        entries.sort();
-        for (_, len, path) in entries {
+        let mut files: Vec<Listed> = files.into_values().collect();
+        files.sort_by_key(|f| f.modified);
+        for f in files {
             if total <= goal {
                 break;
             }
-            if std::fs::remove_file(&path).is_ok() {
-                total = total.saturating_sub(len);
+            let mut removed = false;
+            for name in &f.names {
+                removed |= std::fs::remove_file(name).is_ok();
+            }
+            if removed {
+                total = total.saturating_sub(f.len);
             }
         }
     }
 
-    /// Bytes of entries in the cache now (lists the directory).
-    pub fn size(&self) -> u64 {
-        let mut total = 0;
+    /// The files of the cache (by inode: one file has a name per entry it holds).
+    fn files(&self) -> HashMap<u64, Listed> {
+        use std::os::unix::fs::MetadataExt;
+        let mut files: HashMap<u64, Listed> = HashMap::new();
         for sub in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             for f in std::fs::read_dir(sub.path())
                 .into_iter()
                 .flatten()
                 .flatten()
             {
-                total += f.metadata().map(|m| m.len()).unwrap_or(0);
+                let Ok(m) = f.metadata() else { continue };
+                if !m.is_file() {
+                    continue;
+                }
+                files
+                    .entry(m.ino())
+                    .or_insert_with(|| Listed {
+                        modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        len: m.len(),
+                        names: Vec::new(),
+                    })
+                    .names
+                    .push(f.path());
             }
         }
-        total
+        files
+    }
+
+    /// Bytes of files in the cache now (lists the directory).
+    pub fn size(&self) -> u64 {
+        self.files().values().map(|f| f.len).sum()
     }
 }
 
-/// The key named by an entry's header.
-fn header_key(raw: &[u8]) -> Option<&str> {
-    let klen = u16::from_le_bytes(raw.get(4..6)?.try_into().ok()?) as usize;
-    std::str::from_utf8(raw.get(6..6 + klen)?).ok()
+/// An extent to cache, and the name of its entry.
+struct Item<'a> {
+    off: u64,
+    data: &'a bytes::Bytes,
+    crc: u32,
+    path: PathBuf,
 }
 
-/// The data and stored checksum of an entry for (`key`, `off`); None if it holds something else
-/// or is cut short.
-fn parse<'a>(raw: &'a [u8], key: &str, off: u64) -> Option<(&'a [u8], u32)> {
-    if !raw.starts_with(MAGIC) || header_key(raw)? != key {
+/// A file of the cache, as listed.
+struct Listed {
+    modified: SystemTime,
+    len: u64,
+    names: Vec<PathBuf>,
+}
+
+/// One entry as its file's header describes it.
+#[derive(Clone, Copy)]
+struct Record {
+    off: u64,
+    pos: u64,
+    len: u32,
+    crc: u32,
+}
+
+/// Header of a file of `group`'s entries of object `key`, where each entry's bytes go, and the
+/// file's length. Entries of [`MAP_MIN`] bytes or more start on a page boundary (they are read by
+/// mapping); smaller ones follow each other.
+fn encode(key: &str, group: &[Item<'_>]) -> (Vec<u8>, Vec<u64>, u64) {
+    let head_len = 4 + 4 + 2 + key.len() + 4 + RECORD_LEN * group.len() + 4;
+    let mut pos = head_len as u64;
+    let mut positions = Vec::with_capacity(group.len());
+    for item in group {
+        if item.data.len() >= MAP_MIN {
+            pos = pos.next_multiple_of(PAGE);
+        }
+        positions.push(pos);
+        pos += item.data.len() as u64;
+    }
+    let mut head = Vec::with_capacity(head_len);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&(head_len as u32).to_le_bytes());
+    head.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    head.extend_from_slice(key.as_bytes());
+    head.extend_from_slice(&(group.len() as u32).to_le_bytes());
+    for (item, p) in group.iter().zip(&positions) {
+        head.extend_from_slice(&item.off.to_le_bytes());
+        head.extend_from_slice(&p.to_le_bytes());
+        head.extend_from_slice(&(item.data.len() as u32).to_le_bytes());
+        head.extend_from_slice(&item.crc.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&head);
+    head.extend_from_slice(&crc.to_le_bytes());
+    (head, positions, pos)
+}
+
+/// What a cache file holds for (`key`, `off`).
+enum Lookup {
+    /// The entry's bytes, checked; its file (for the recency stamp) and modification time.
+    Hit(bytes::Bytes, std::fs::File, Option<SystemTime>),
+    /// An entry for it that fails its checks.
+    Damaged,
+    /// Entries of other extents (a hash collision).
+    Other,
+    /// Not a file of this format (an older version's entry, or garbage).
+    Stale,
+}
+
+/// Reads the entry for (`key`, `off`) from the file at `path`: its header, then the entry's
+/// bytes alone (mapped if large), checked against the header's checksum and `crc` if given.
+fn read_entry(path: &Path, key: &str, off: u64, crc: Option<u32>) -> std::io::Result<Lookup> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::options().read(true).write(true).open(path)?;
+    let meta = f.metadata()?;
+    let file_len = meta.len();
+    let mut head = vec![0u8; (PAGE.min(file_len)) as usize];
+    f.read_exact_at(&mut head, 0)?;
+    if !head.starts_with(MAGIC) {
+        return Ok(Lookup::Stale);
+    }
+    let head_len = match head.get(4..8) {
+        Some(b) => u32::from_le_bytes(b.try_into().map_err(std::io::Error::other)?) as u64,
+        None => return Ok(Lookup::Damaged),
+    };
+    if head_len > file_len || head_len < 14 {
+        return Ok(Lookup::Damaged);
+    }
+    if head_len > head.len() as u64 {
+        head = vec![0u8; head_len as usize];
+        f.read_exact_at(&mut head, 0)?;
+    }
+    head.truncate(head_len as usize);
+    let Some(records) = parse_head(&head, key) else {
+        return Ok(Lookup::Damaged);
+    };
+    let Some(records) = records else {
+        return Ok(Lookup::Other);
+    };
+    let Some(r) = records.into_iter().find(|r| r.off == off) else {
+        return Ok(Lookup::Other);
+    };
+    let len = r.len as usize;
+    if r.pos + len as u64 > file_len || crc.is_some_and(|c| c != r.crc) {
+        return Ok(Lookup::Damaged);
+    }
+    // (A mapping that fails, e.g. at the limit of mappings per process, is a copy.)
+    let mapped = (len >= MAP_MIN && r.pos % PAGE == 0)
+        .then(|| crate::store::local::map_file(&f, r.pos, len, true).ok())
+        .flatten();
+    let data = match mapped {
+        Some(m) => bytes::Bytes::from(m),
+        None => {
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, r.pos)?;
+            bytes::Bytes::from(buf)
+        }
+    };
+    if crc32c::crc32c(&data) != r.crc {
+        return Ok(Lookup::Damaged);
+    }
+    Ok(Lookup::Hit(data, f, meta.modified().ok()))
+}
+
+/// The records of a whole header (checksum included) naming object `key`: None if damaged,
+/// Some(None) if it names another key.
+fn parse_head(head: &[u8], key: &str) -> Option<Option<Vec<Record>>> {
+    let (body, sum) = head.split_at_checked(head.len().checked_sub(4)?)?;
+    if crc32c::crc32c(body) != u32::from_le_bytes(sum.try_into().ok()?) {
         return None;
     }
-    let mut p = 6 + key.len();
-    let o = u64::from_le_bytes(raw.get(p..p + 8)?.try_into().ok()?);
-    p += 8;
-    let len = u32::from_le_bytes(raw.get(p..p + 4)?.try_into().ok()?) as usize;
+    let u32_at = |p: usize| Some(u32::from_le_bytes(body.get(p..p + 4)?.try_into().ok()?));
+    let u64_at = |p: usize| Some(u64::from_le_bytes(body.get(p..p + 8)?.try_into().ok()?));
+    let klen = u16::from_le_bytes(body.get(8..10)?.try_into().ok()?) as usize;
+    if body.get(10..10 + klen)? != key.as_bytes() {
+        return Some(None);
+    }
+    let mut p = 10 + klen;
+    let count = u32_at(p)? as usize;
     p += 4;
-    let crc = u32::from_le_bytes(raw.get(p..p + 4)?.try_into().ok()?);
-    p += 4;
-    let data = raw.get(p..p + len)?;
-    if o != off || raw.len() != p + len {
+    if body.len() != p + count.checked_mul(RECORD_LEN)? {
         return None;
     }
-    Some((data, crc))
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        records.push(Record {
+            off: u64_at(p)?,
+            pos: u64_at(p + 8)?,
+            len: u32_at(p + 16)?,
+            crc: u32_at(p + 20)?,
+        });
+        p += RECORD_LEN;
+    }
+    Some(Some(records))
 }
 
 #[cfg(test)]
@@ -393,6 +578,111 @@ mod tests {
         // and removed may count one twice.)
         let size = c.size();
         assert!(size <= 200_000, "over the bound: {size}");
+    }
+
+    /// The extents of a run go into one file (files of at most a tenth of a small bound), linked
+    /// under each entry's name: each reads back exactly (the large ones mapped), the file counts
+    /// once, damage to one entry's bytes loses that entry alone, a trim removes every name of a
+    /// file, and an entry already in place is not written again.
+    #[test]
+    fn a_run_is_one_file_linked_under_each_entry() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path().join("c"), 40 << 20).unwrap();
+        let item = |off: u64, len: usize| {
+            // (xorshift: no 64-byte window repeats, so the test can find an entry's bytes.)
+            let mut x = off.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let crc = crc32c::crc32c(&data);
+            (off, bytes::Bytes::from(data), crc)
+        };
+        // Small and mapped entries, back to back in the object.
+        let sizes = [1000, MAP_MIN + 100, 5000, MAP_MIN, 300];
+        let mut off = 0;
+        let mut run = Vec::new();
+        for len in sizes {
+            run.push(item(off, len));
+            off += len as u64;
+        }
+        c.put_run("layers/run", &run);
+        let inodes: std::collections::HashSet<u64> = run
+            .iter()
+            .map(|(o, _, _)| std::fs::metadata(c.path("layers/run", *o)).unwrap().ino())
+            .collect();
+        assert_eq!(inodes.len(), 1, "one file for the run");
+        let data_len: u64 = sizes.iter().map(|&l| l as u64).sum();
+        let size = c.size();
+        assert!(
+            size >= data_len && size < data_len + 3 * PAGE + 256,
+            "counted once: {size} for {data_len} bytes of entries"
+        );
+        for (o, b, crc) in &run {
+            assert_eq!(
+                c.get("layers/run", *o, Some(*crc)).unwrap(),
+                b,
+                "entry at {o}"
+            );
+        }
+        // Damage in the second entry's bytes: that entry is refused and its name removed; the
+        // others are still served from the same file.
+        let (o1, b1, crc1) = &run[1];
+        let path = c.path("layers/run", *o1);
+        let raw = std::fs::read(&path).unwrap();
+        let at = raw.windows(64).position(|w| w == &b1[1000..1064]).unwrap() + 10;
+        let mut damaged = raw.clone();
+        damaged[at] ^= 0x40;
+        std::fs::write(&path, &damaged).unwrap();
+        assert!(c.get("layers/run", *o1, Some(*crc1)).is_none());
+        assert!(!path.exists(), "the damaged entry's name is removed");
+        assert_eq!(c.corrupt.load(Ordering::Relaxed), 1);
+        for (o, b, crc) in run.iter().filter(|(o, _, _)| o != o1) {
+            assert_eq!(c.get("layers/run", *o, Some(*crc)).unwrap(), b);
+        }
+        // Put again: only the missing entry gets a (new) file.
+        c.put_run("layers/run", &run);
+        assert_eq!(c.get("layers/run", *o1, Some(*crc1)).unwrap(), b1);
+        let inode_of = |o: u64| std::fs::metadata(c.path("layers/run", o)).unwrap().ino();
+        assert_ne!(inode_of(*o1), inode_of(run[0].0));
+        assert_eq!(inode_of(run[2].0), inode_of(run[0].0));
+        // A trim to nothing removes every name.
+        c.trim_leaving(c.cap);
+        assert_eq!(c.size(), 0);
+        for (o, _, crc) in &run {
+            assert!(c.get("layers/run", *o, Some(*crc)).is_none());
+        }
+        // A small bound makes small files: at most a tenth of it each (one entry at least).
+        // Here a tenth is MAP_MIN: no two entries fit in one file.
+        let small = DiskCache::open(dir.path().join("s"), MAP_MIN as u64 * 10).unwrap();
+        small.put_run("layers/run", &run);
+        assert_eq!(small.files().len(), run.len());
+        for (o, b, crc) in &run {
+            assert_eq!(small.get("layers/run", *o, Some(*crc)).unwrap(), b);
+        }
+    }
+
+    /// A file of an older format under an entry's name is a miss, and is removed so that the
+    /// entry can be put in its place.
+    #[test]
+    fn entries_of_an_older_format_are_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path().join("c"), 1 << 20).unwrap();
+        let data = vec![1u8; 3000];
+        let crc = crc32c::crc32c(&data);
+        let path = c.path("layers/old", 0);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"QDC1 an entry of the first format").unwrap();
+        c.put("layers/old", 0, &data, crc);
+        assert!(c.get("layers/old", 0, Some(crc)).is_none());
+        assert!(!path.exists());
+        c.put("layers/old", 0, &data, crc);
+        assert_eq!(c.get("layers/old", 0, Some(crc)).unwrap(), data);
     }
 
     /// Objects kept in the catalog get no entries (and no files): their bytes and footers are

@@ -162,13 +162,17 @@ impl LayerCache {
         lock(&self.by_offset).put(key.to_string(), Arc::new(offsets));
     }
 
-    /// Keeps the bytes of an extent this process just wrote (their checksum is `crc`), so reading
-    /// them back needs no store round trip: in memory and, with a disk cache, on disk.
-    pub fn prime(&self, key: &str, data_off: u64, bytes: Bytes, crc: u32) {
+    /// Keeps the bytes of extents of object `key` this process just wrote (offset, bytes,
+    /// checksum), so reading them back needs no store round trip: in memory and, with a disk
+    /// cache, on disk.
+    pub fn prime(&self, key: &str, items: Vec<(u64, Bytes, u32)>) {
         if let Some(d) = &self.disk {
-            d.put(key, data_off, &bytes, crc);
+            d.put_run(key, &items);
         }
-        lock(&self.extents).put((key.to_string(), data_off), bytes);
+        let mut mem = lock(&self.extents);
+        for (data_off, bytes, _) in items {
+            mem.put((key.to_string(), data_off), bytes);
+        }
     }
 
     /// The footer (and trailer) of an object, from the store: one ranged read of its tail, two

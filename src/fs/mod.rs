@@ -457,6 +457,7 @@ fn prime_written(
         let Some(entry) = index.file(file_id) else {
             continue;
         };
+        let mut items = Vec::with_capacity(entry.extents.len());
         for e in &entry.extents {
             let mut buf = vec![0u8; e.len as usize];
             for (start, p) in dirty.range(e.offset, e.offset + e.len as u64) {
@@ -467,9 +468,10 @@ fn prime_written(
             }
             // Exactly the stored bytes, or nothing is cached.
             if crc32c::crc32c(&buf) == e.crc {
-                cache.prime(&key, e.data_off, Bytes::from(buf), e.crc);
+                items.push((e.data_off, Bytes::from(buf), e.crc));
             }
         }
+        cache.prime(&key, items);
     }
 }
 

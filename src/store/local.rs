@@ -91,15 +91,22 @@ impl LocalStore {
         // Objects are immutable: they are created whole (temp file + link) and only ever
         // unlinked, never truncated or written, so the mapped bytes cannot change or vanish under
         // us (an unlinked file stays mapped).
-        map_file(&f, len, false).map_err(|e| StoreError::from_io(key, e))
+        map_file(&f, 0, len, false).map_err(|e| StoreError::from_io(key, e))
     }
 }
 
-/// Maps the first `len` (> 0) bytes of `f` into memory, read-only and shared, advised
-/// sequential; `populate`: its page-cache pages are mapped at once (no fault per page on first
-/// touch). The mapping stays valid after `f` is closed or unlinked; the caller promises that
-/// nobody truncates or writes the file while it is mapped (its files are immutable).
-pub(crate) fn map_file(f: &File, len: usize, populate: bool) -> io::Result<MappedObject> {
+/// Maps `len` (> 0) bytes of `f` from `offset` (a multiple of the page size) into memory,
+/// read-only and shared, advised sequential; `populate`: its page-cache pages are mapped at once
+/// (no fault per page on first touch). The mapping stays valid after `f` is closed or unlinked;
+/// the caller promises that nobody truncates or writes the file while it is mapped (its files are
+/// immutable).
+pub(crate) fn map_file(
+    f: &File,
+    offset: u64,
+    len: usize,
+    populate: bool,
+) -> io::Result<MappedObject> {
+    let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
     use std::os::fd::AsRawFd;
     let flags = libc::MAP_SHARED | if populate { libc::MAP_POPULATE } else { 0 };
     // SAFETY: mapping `len` bytes of a regular file open for reading, read-only; the region is
@@ -111,7 +118,7 @@ pub(crate) fn map_file(f: &File, len: usize, populate: bool) -> io::Result<Mappe
             libc::PROT_READ,
             flags,
             f.as_raw_fd(),
-            0,
+            offset,
         )
     };
     if ptr == libc::MAP_FAILED {
