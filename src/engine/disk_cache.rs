@@ -498,7 +498,11 @@ fn read_entry(path: &Path, key: &str, off: u64, crc: Option<u32>) -> std::io::Re
         return Ok(Lookup::Other);
     };
     let len = r.len as usize;
-    if r.pos + len as u64 > file_len || crc.is_some_and(|c| c != r.crc) {
+    let past_end = r
+        .pos
+        .checked_add(len as u64)
+        .is_none_or(|end| end > file_len);
+    if past_end || crc.is_some_and(|c| c != r.crc) {
         return Ok(Lookup::Damaged);
     }
     // (A mapping that fails, e.g. at the limit of mappings per process, is a copy.)
