@@ -519,20 +519,22 @@ impl BranchSession {
     /// bytes of its inline layers.
     fn sync_request(
         &self,
-        layers: Vec<SyncLayer>,
+        mut layers: Vec<SyncLayer>,
         files: Vec<FileRow>,
     ) -> Result<(SyncRequest, Vec<(String, bytes::Bytes)>)> {
         if self.is_fenced() {
             return Err(Error::Catalog(CatalogError::Fenced(self.branch.clone())));
         }
-        let inline: Vec<(String, bytes::Bytes)> = layers
-            .iter()
-            .filter_map(|l| {
-                l.inline
-                    .as_ref()
-                    .map(|b| (l.row.id.clone(), bytes::Bytes::copy_from_slice(b)))
-            })
-            .collect();
+        // The catalog gets each inline object packed (compressed when that pays); this process
+        // keeps the object itself.
+        let mut inline = Vec::new();
+        for l in &mut layers {
+            if let Some(raw) = l.inline.take() {
+                let stored = super::inline::pack(&raw).unwrap_or_else(|| raw.clone());
+                inline.push((l.row.id.clone(), bytes::Bytes::from(raw)));
+                l.inline = Some(stored);
+            }
+        }
         let req = SyncRequest {
             repo_id: self.repo.id,
             branch: self.branch.clone(),
