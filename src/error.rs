@@ -287,6 +287,12 @@ impl Error {
             Error::Catalog(e) if e.is_no_space() => Some(
                 "the catalog's disk is full: free space there and run the command again; nothing was committed".into(),
             ),
+            Error::Catalog(CatalogError::Migrate {
+                source: sqlx::migrate::MigrateError::VersionMissing(_),
+                ..
+            }) => Some(
+                "a newer quackfs has upgraded this catalog (it holds data this version cannot read): use that version or a later one".into(),
+            ),
             Error::Catalog(CatalogError::Db { .. }) => {
                 Some("check that the catalog server is up and the URL is right (QUACKFS_CATALOG / --catalog)".into())
             }
