@@ -135,6 +135,27 @@ fn disk_cache(env: Env) {
     );
     // The merged head reads the same through the cache.
     assert!(read("r6") == want, "read after merge");
+    // Two mounts of one data dir fill an empty cache at the same time (the same runs of extents,
+    // written and linked by both processes): both read every byte right, and so does a third
+    // mount from what they left.
+    std::fs::remove_dir_all(env.home().join("cache/extents")).unwrap();
+    let (da, db) = (env.path("c1"), env.path("c2"));
+    let ma = env.mount_env(&envs, &[], "dc", &da, &opts);
+    let mb = env.mount_env(&envs, &[], "dc", &db, &opts);
+    let (ra, rb) = std::thread::scope(|s| {
+        let a = s.spawn(|| std::fs::read(da.join("dc.duckdb")).unwrap());
+        let b = s.spawn(|| std::fs::read(db.join("dc.duckdb")).unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    ma.unmount();
+    mb.unmount();
+    assert!(
+        ra == want && rb == want,
+        "concurrent fills served wrong bytes"
+    );
+    assert!(!cache_files(&env.home()).is_empty(), "nothing was cached");
+    assert!(read("c3") == want, "read from a cache two mounts filled");
+    assert!(cache_bytes(&env.home()) <= CAP);
 }
 
 on_both_backends!(disk_cache_embedded, disk_cache_pgs3, disk_cache);
