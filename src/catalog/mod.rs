@@ -298,8 +298,9 @@ pub struct SyncRequest {
 #[derive(Debug, Clone)]
 pub struct SyncLayer {
     pub row: LayerRow,
-    /// The whole layer object, kept in the catalog (its key is `inline/ID`) instead of the
-    /// object store: small syncs cost no store round trip.
+    /// The catalog's copy of the whole layer object (`engine::inline::pack`: compressed when
+    /// that pays), kept in the catalog (its key is `inline/ID`) instead of the object store:
+    /// small syncs cost no store round trip.
     pub inline: Option<Vec<u8>>,
 }
 

@@ -62,8 +62,8 @@ pub const FOOTER: u64 = u64::MAX;
 /// faults in and zeroes new pages for them (in a profile of reads from a warm disk cache the two
 /// were a quarter of the mount's CPU). Smaller ones (WAL appends) are copied: a mapping per
 /// small extent held in the memory cache could run into the limit of mappings per process.
-/// Entries are never written or truncated once in place (a new entry is renamed over an old
-/// one, and removal unlinks), so the bytes of a mapping cannot change under it.
+/// Files are never written or truncated once in place (they are renamed or linked into place,
+/// and removal unlinks), so the bytes of a mapping cannot change under it.
 const MAP_MIN: usize = 128 << 10;
 
 /// How stale an entry's recency stamp (its mtime) may get before a hit renews it.
@@ -222,7 +222,8 @@ impl DiskCache {
     }
 
     /// Caches `data` (checksum `crc`) for (`key`, `off`), unless the object is kept in the
-    /// catalog. Failures are ignored: it is a cache.
+    /// catalog. Failures are ignored: it is a cache. (The tests' shorthand for a run of one.)
+    #[cfg(test)]
     pub fn put(&self, key: &str, off: u64, data: &[u8], crc: u32) {
         self.put_run(key, &[(off, bytes::Bytes::copy_from_slice(data), crc)]);
     }
@@ -413,7 +414,6 @@ struct Listed {
 }
 
 /// One entry as its file's header describes it.
-#[derive(Clone, Copy)]
 struct Record {
     off: u64,
     pos: u64,

@@ -153,8 +153,8 @@ impl InlineStore {
         &self.inner
     }
 
-    /// Remembers an inline object this process just registered (its reads then need no catalog
-    /// query).
+    /// Remembers an inline object this process just wrote, before its registration (its reads
+    /// then need no catalog query).
     pub fn prime(&self, id: &str, bytes: Bytes) {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         c.used += bytes.len() as u64;

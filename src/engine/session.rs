@@ -436,17 +436,23 @@ impl BranchSession {
             let mut w = LayerWriter::new(Vec::new(), LayerKind::Delta);
             fill(&mut w)?;
             let (bytes, index, len) = w.finish()?;
-            let keep = bytes.len() <= max;
-            let key = if keep {
-                super::inline::inline_key(&id)
+            let (key, inline) = if bytes.len() <= max {
+                // The catalog gets it compressed when that pays (done here, outside the
+                // registration order); this process reads its own from memory (an entry that
+                // its registration then fails to name is never asked for).
+                let stored = super::inline::pack(&bytes);
+                let bytes = bytes::Bytes::from(bytes);
+                let stored = stored.unwrap_or_else(|| bytes.to_vec());
+                self.engine.inline.prime(&id, bytes);
+                (super::inline::inline_key(&id), Some(stored))
             } else {
                 // Its footer made it a little too large: store it as it is.
                 let key = super::layer_key(&id);
                 self.engine
                     .store
-                    .put(&key, bytes::Bytes::copy_from_slice(&bytes))
+                    .put(&key, bytes::Bytes::from(bytes))
                     .await?;
-                key
+                (key, None)
             };
             let now = now_millis();
             let row = LayerRow {
@@ -462,10 +468,7 @@ impl BranchSession {
                 created_at: now,
             };
             return Ok(Segment {
-                layer: SyncLayer {
-                    row,
-                    inline: keep.then_some(bytes),
-                },
+                layer: SyncLayer { row, inline },
                 index,
             });
         }
@@ -493,9 +496,9 @@ impl BranchSession {
         layers: Vec<SyncLayer>,
         files: Vec<FileRow>,
     ) -> Result<Vec<LayerRow>> {
-        let (req, inline) = self.sync_request(layers, files)?;
+        let req = self.sync_request(layers, files)?;
         let result = self.engine.catalog.register_sync(req).await;
-        self.registered(result, inline)
+        self.registered(result)
     }
 
     /// [`register`](Self::register) and [`checkpoint_commit`](Self::checkpoint_commit) in one
@@ -507,35 +510,20 @@ impl BranchSession {
         files: Vec<FileRow>,
         message: String,
     ) -> Result<(Vec<LayerRow>, Commit)> {
-        let (req, inline) = self.sync_request(layers, files)?;
+        let req = self.sync_request(layers, files)?;
         let commit = self.new_commit(CommitKind::Checkpoint, message);
         let result = self.engine.catalog.register_and_commit(req, commit).await;
-        let (layers, c) = self.registered(result, inline)?;
+        let (layers, c) = self.registered(result)?;
         tracing::info!("checkpoint commit {}", short(&c.id));
         Ok((layers, c))
     }
 
-    /// The catalog request of a registration (fenced by this writer's generation), and the
-    /// bytes of its inline layers.
-    fn sync_request(
-        &self,
-        mut layers: Vec<SyncLayer>,
-        files: Vec<FileRow>,
-    ) -> Result<(SyncRequest, Vec<(String, bytes::Bytes)>)> {
+    /// The catalog request of a registration (fenced by this writer's generation).
+    fn sync_request(&self, layers: Vec<SyncLayer>, files: Vec<FileRow>) -> Result<SyncRequest> {
         if self.is_fenced() {
             return Err(Error::Catalog(CatalogError::Fenced(self.branch.clone())));
         }
-        // The catalog gets each inline object packed (compressed when that pays); this process
-        // keeps the object itself.
-        let mut inline = Vec::new();
-        for l in &mut layers {
-            if let Some(raw) = l.inline.take() {
-                let stored = super::inline::pack(&raw).unwrap_or_else(|| raw.clone());
-                inline.push((l.row.id.clone(), bytes::Bytes::from(raw)));
-                l.inline = Some(stored);
-            }
-        }
-        let req = SyncRequest {
+        Ok(SyncRequest {
             repo_id: self.repo.id,
             branch: self.branch.clone(),
             generation: self.generation,
@@ -543,24 +531,13 @@ impl BranchSession {
             files,
             now: now_millis(),
             session_id: Some(self.session.id().to_string()),
-        };
-        Ok((req, inline))
+        })
     }
 
-    /// After a registration: on success this process reads its own inline layers from memory;
-    /// a fenced writer stays fenced.
-    fn registered<T>(
-        &self,
-        result: std::result::Result<T, CatalogError>,
-        inline: Vec<(String, bytes::Bytes)>,
-    ) -> Result<T> {
+    /// After a registration: a fenced writer stays fenced.
+    fn registered<T>(&self, result: std::result::Result<T, CatalogError>) -> Result<T> {
         match result {
-            Ok(t) => {
-                for (id, bytes) in inline {
-                    self.engine.inline.prime(&id, bytes);
-                }
-                Ok(t)
-            }
+            Ok(t) => Ok(t),
             Err(e @ CatalogError::Fenced(_)) => {
                 self.fence();
                 Err(e.into())

@@ -106,8 +106,8 @@ pub(crate) fn map_file(
     len: usize,
     populate: bool,
 ) -> io::Result<MappedObject> {
-    let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
     use std::os::fd::AsRawFd;
+    let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
     let flags = libc::MAP_SHARED | if populate { libc::MAP_POPULATE } else { 0 };
     // SAFETY: mapping `len` bytes of a regular file open for reading, read-only; the region is
     // owned by the returned value, which unmaps it once.
