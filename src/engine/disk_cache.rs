@@ -101,6 +101,9 @@ pub struct DiskCache {
     fill: AtomicBool,
     /// Bytes handed to `put_behind` and not yet written.
     behind: AtomicU64,
+    /// Tests: every hard link fails, as on a file system without them.
+    #[cfg(test)]
+    no_links: AtomicBool,
 }
 
 #[derive(Default)]
@@ -134,6 +137,8 @@ impl DiskCache {
             corrupt: AtomicU64::new(0),
             fill: AtomicBool::new(true),
             behind: AtomicU64::new(0),
+            #[cfg(test)]
+            no_links: AtomicBool::new(false),
         })
     }
 
@@ -311,7 +316,7 @@ impl DiskCache {
                         .path
                         .parent()
                         .map_or(Ok(()), std::fs::create_dir_all)
-                        .and_then(|()| std::fs::hard_link(&tmp, &item.path));
+                        .and_then(|()| self.link(&tmp, &item.path));
                     match linked {
                         // (Put in place by another process meanwhile: the same bytes.)
                         Ok(()) => {}
@@ -320,6 +325,10 @@ impl DiskCache {
                         Err(_) if i == 0 => {
                             let _ = std::fs::remove_file(&tmp);
                             self.writing.fetch_sub(file_len, Ordering::SeqCst);
+                            // (Each file reserves its own room.)
+                            let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+                            b.added = b.added.saturating_sub(file_len);
+                            drop(b);
                             for item in group {
                                 self.write_file(key, std::slice::from_ref(item));
                             }
@@ -332,6 +341,14 @@ impl DiskCache {
         }
         let _ = std::fs::remove_file(&tmp);
         self.writing.fetch_sub(file_len, Ordering::SeqCst);
+    }
+
+    fn link(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.no_links.load(Ordering::Relaxed) {
+            return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+        }
+        std::fs::hard_link(from, to)
     }
 
     /// Removes least recently used entries until the cache holds at most 90% of its bound.
@@ -669,6 +686,62 @@ mod tests {
         for (o, b, crc) in &run {
             assert_eq!(small.get("layers/run", *o, Some(*crc)).unwrap(), b);
         }
+    }
+
+    /// Where hard links fail (a file system without them), a run is written as a file per
+    /// entry: every entry reads back, each is counted once, and no temporary file is left.
+    #[test]
+    fn without_links_a_run_is_a_file_per_entry() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path().join("c"), 40 << 20).unwrap();
+        c.no_links.store(true, Ordering::Relaxed);
+        let run: Vec<(u64, bytes::Bytes, u32)> =
+            [(0u64, 3000usize), (3000, MAP_MIN + 7), (9000, 500)]
+                .iter()
+                .map(|&(off, len)| {
+                    let data: Vec<u8> = (0..len).map(|i| (i as u64 * 31 + off) as u8).collect();
+                    let crc = crc32c::crc32c(&data);
+                    (off, bytes::Bytes::from(data), crc)
+                })
+                .collect();
+        c.put_run("layers/nolink", &run);
+        let inodes: std::collections::HashSet<u64> = run
+            .iter()
+            .map(|(o, _, _)| {
+                std::fs::metadata(c.path("layers/nolink", *o))
+                    .unwrap()
+                    .ino()
+            })
+            .collect();
+        assert_eq!(inodes.len(), run.len(), "a file per entry");
+        assert_eq!(c.files().len(), run.len());
+        let data_len: u64 = run.iter().map(|(_, b, _)| b.len() as u64).sum();
+        let size = c.size();
+        assert!(
+            size >= data_len && size < data_len + 3 * (PAGE + 256),
+            "{size} for {data_len} bytes of entries"
+        );
+        for (o, b, crc) in &run {
+            assert_eq!(
+                c.get("layers/nolink", *o, Some(*crc)).unwrap(),
+                b,
+                "entry at {o}"
+            );
+        }
+        let mut left = Vec::new();
+        let mut dirs = vec![dir.path().join("c")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    dirs.push(e.path());
+                } else if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                    left.push(e.path());
+                }
+            }
+        }
+        assert!(left.is_empty(), "temporary files left: {left:?}");
     }
 
     /// A file of an older format under an entry's name is a miss, and is removed so that the
