@@ -275,3 +275,62 @@ fn a_metrics_address_in_use_fails_the_mount() {
     );
     assert!(e.contains("--metrics"), "{e}");
 }
+
+/// On S3, a mount fetches at once what DuckDB reads first when it opens a database (the headers,
+/// then the metadata block the active header names), so that a cold open waits on no round trip
+/// of its own: with no reader at all, the mount reads extents it did not hold; opening the
+/// database and reading its catalog then misses none.
+#[test]
+fn a_mount_on_s3_fetches_what_opening_the_database_reads() {
+    let Some(env) = common::Env::on(common::Backend::PgS3) else {
+        return;
+    };
+    env.ok(&["init", "db"]);
+    let w = env.path("w");
+    let m = env.mount("db", &w, &[]);
+    duckdb(
+        &w.join("db.duckdb"),
+        "CREATE TABLE t AS SELECT range AS id, md5(range::VARCHAR) AS h FROM range(1500000); CHECKPOINT",
+    );
+    m.unmount();
+    let dir = env.path("ro");
+    let addr = free_addr();
+    let m = env.mount(
+        "db",
+        &dir,
+        &["--read-only", "--metrics", &addr, "--disk-cache", "0"],
+    );
+    // (A stat reads no data.) Larger than two fetch windows: the metadata is far from the
+    // headers.
+    let size = std::fs::metadata(dir.join("db.duckdb")).unwrap().len();
+    assert!(size > 20 << 20, "the database is too small: {size}");
+    let misses = || get(&scrape(&addr), "quackfs_memory_cache_misses_total");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (mut last, mut since) = (-1.0, std::time::Instant::now());
+    loop {
+        let n = misses();
+        if n != last {
+            (last, since) = (n, std::time::Instant::now());
+        } else if n >= 2.0 && since.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mount read {last} extents by itself (2 expected: headers, metadata)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = duckdb_raw(
+        &dir.join("db.duckdb"),
+        "SELECT table_name, estimated_size FROM duckdb_tables()",
+        &["-readonly"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains('t'));
+    assert_eq!(
+        misses(),
+        last,
+        "opening the database read what the mount had not fetched"
+    );
+    m.unmount();
+}

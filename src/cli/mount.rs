@@ -309,6 +309,11 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     // Room for the outcome of the final sync, taken now: it can be written even on a full disk.
     let _ = std::fs::write(outcome_file(&runfile), outcome_record("running"));
     let _ = std::fs::write(&runfile, std::process::id().to_string());
+    // What DuckDB reads first when it opens a database, fetched now (remote stores).
+    let warming = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.warm_open().await })
+    };
     let reporter = tokio::spawn(report_metrics(
         fs.clone(),
         engine.clone(),
@@ -373,6 +378,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         tracing::warn!("cannot record the outcome for `quackfs umount`: {e}");
     }
     reporter.abort();
+    warming.abort();
     let _ = std::fs::remove_file(metrics_file(&runfile));
     let _ = std::fs::remove_file(&runfile);
     if result.is_ok() {

@@ -67,6 +67,38 @@ pub fn active_iteration(head: &[u8]) -> Option<u64> {
     h1.max(h2)
 }
 
+/// DuckDB's block size before it was a header field, and its default since.
+const DEFAULT_BLOCK_ALLOC: u64 = 256 * 1024;
+
+/// Where the metadata block named by the active database header lies (offset, length), in a
+/// DuckDB file whose first bytes are `head` (at least [`HEADERS_END`] of them): DuckDB reads it
+/// whole right after the headers when it opens the file. The header's payload is iteration, `meta_block` (a block id
+/// in its low 56 bits; all ones: no metadata yet), free list, block count, block size; blocks
+/// follow the headers back to back. None if the file is not a DuckDB database (or is encrypted)
+/// or has no metadata.
+pub fn metadata_block(head: &[u8]) -> Option<(u64, u64)> {
+    if !is_database(head) {
+        return None;
+    }
+    let (_, at) = [HEADER_SIZE as usize, 2 * HEADER_SIZE as usize]
+        .into_iter()
+        .filter_map(|off| header_iteration(head, off).map(|it| (it, off)))
+        .max()?;
+    let word = |i: usize| {
+        let b = head.get(at + 8 + 8 * i..at + 16 + 8 * i)?;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    };
+    let meta = word(1)?;
+    if meta == u64::MAX {
+        return None;
+    }
+    let block = meta & ((1 << 56) - 1);
+    let size = word(4)
+        .filter(|s| s.is_power_of_two() && (16 * 1024..=(1 << 30)).contains(s))
+        .unwrap_or(DEFAULT_BLOCK_ALLOC);
+    Some((HEADERS_END.checked_add(block.checked_mul(size)?)?, size))
+}
+
 /// The database file a WAL file name belongs to (`x.duckdb.wal` -> `x.duckdb`), if `name` is one.
 pub fn database_of_wal(name: &str) -> Option<&str> {
     WAL_SUFFIXES
@@ -98,6 +130,53 @@ mod tests {
         let mut main = vec![0u8; HEADER_SIZE as usize];
         main[8..12].copy_from_slice(b"DUCK");
         [main, h1, h2].concat()
+    }
+
+    /// A header block with `iteration`, `meta_block` and `block_size`, checksummed.
+    fn header_with(iteration: u64, meta: u64, block_size: u64) -> Vec<u8> {
+        let mut b = header(iteration);
+        b[16..24].copy_from_slice(&meta.to_le_bytes());
+        b[40..48].copy_from_slice(&block_size.to_le_bytes());
+        let sum = checksum(&b[8..]);
+        b[..8].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn the_active_header_names_where_the_metadata_starts() {
+        let at = |block: u64, size: u64| (HEADERS_END + block * size, size);
+        // The active header's block, with its block size; the other header does not count.
+        let f = file(header_with(3, 992, 262144), header_with(2, 5, 262144));
+        assert_eq!(metadata_block(&f), Some(at(992, 262144)));
+        let f = file(header_with(3, 10, 262144), header_with(4, 20, 65536));
+        assert_eq!(metadata_block(&f), Some(at(20, 65536)));
+        // The sub-block index in the top byte is not part of the block id.
+        let f = file(header_with(1, (3 << 56) | 7, 262144), header(0));
+        assert_eq!(metadata_block(&f), Some(at(7, 262144)));
+        // No block size (older files) or an implausible one: DuckDB's default.
+        let f = file(header_with(1, 7, 0), header(0));
+        assert_eq!(metadata_block(&f), Some(at(7, 262144)));
+        let f = file(header_with(1, 7, 12345), header(0));
+        assert_eq!(metadata_block(&f), Some(at(7, 262144)));
+        // No metadata yet, a torn active header, not a database, too short.
+        assert_eq!(
+            metadata_block(&file(header_with(1, u64::MAX, 262144), header(0))),
+            None
+        );
+        let mut torn = header_with(5, 9, 262144);
+        torn[200] ^= 1;
+        assert_eq!(
+            metadata_block(&file(header_with(4, 8, 262144), torn)),
+            Some(at(8, 262144))
+        );
+        let mut other = file(header(3), header(4));
+        other[9] = b'X';
+        assert_eq!(metadata_block(&other), None);
+        let f = file(header_with(1, 7, 262144), header(0));
+        assert_eq!(metadata_block(&f[..5000]), None);
+        // A block id whose offset does not fit in 64 bits.
+        let f = file(header_with(1, (1 << 56) - 1, 1 << 30), header(0));
+        assert_eq!(metadata_block(&f), None);
     }
 
     #[test]

@@ -345,6 +345,12 @@ impl NsUndo {
     }
 }
 
+/// How far the kernel reads ahead of a reader of a mount (set when the session starts).
+pub const KERNEL_READAHEAD: u32 = 128 * 1024;
+
+/// How many files of a mount [`QuackFs::warm_open`] looks at (the largest).
+const WARM_FILES: usize = 4;
+
 struct State {
     nodes: HashMap<u64, Node>,
     /// Root directory entries.
@@ -551,6 +557,47 @@ impl QuackFs {
 
     pub fn writable(&self) -> bool {
         self.cfg.session.is_some()
+    }
+
+    /// On a remote store, brings into the caches what DuckDB reads first when it opens a
+    /// database: the headers, then the metadata block the active header names (each with what
+    /// the kernel reads ahead of them). Each is a round trip, the second only after the first,
+    /// before DuckDB can answer anything; done right after the mount, a later open finds both
+    /// in memory. The largest files of the view are looked at, [`WARM_FILES`] at most, and only
+    /// the database files among them get the second read. Failures are left to the reads that
+    /// will need those bytes.
+    pub async fn warm_open(&self) {
+        if self.engine.store.as_local().is_some() {
+            return;
+        }
+        let mut files: Vec<(u64, u64)> = {
+            let st = self.lock();
+            st.root
+                .values()
+                .filter_map(|ino| match st.nodes.get(ino) {
+                    Some(Node::File(f)) if f.size >= duckdb_file::HEADERS_END => {
+                        Some((f.size, *ino))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        files.sort_unstable_by(|a, b| b.cmp(a));
+        files.truncate(WARM_FILES);
+        let warm = |ino: u64| async move {
+            // (No handle: scratch files are never in the view.)
+            // (Each read as far as the kernel reads ahead of DuckDB's.)
+            let Ok(head) = self.read(ino, 0, 0, KERNEL_READAHEAD).await else {
+                return;
+            };
+            if let Some((off, len)) = duckdb_file::metadata_block(&head) {
+                let len = u32::try_from(len).unwrap_or(u32::MAX);
+                let _ = self
+                    .read(ino, 0, off, len.saturating_add(KERNEL_READAHEAD))
+                    .await;
+            }
+        };
+        futures::future::join_all(files.into_iter().map(|(_, ino)| warm(ino))).await;
     }
 
     /// Everything this mount reports (`mount --metrics`, `status --json`); the pending figures

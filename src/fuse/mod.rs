@@ -85,7 +85,7 @@ fn time_of(t: TimeOrNow) -> SystemTime {
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
-        let _ = config.set_max_readahead(128 * 1024);
+        let _ = config.set_max_readahead(crate::fs::KERNEL_READAHEAD);
         let _ = config.set_max_background(64);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         Ok(())
