@@ -59,12 +59,19 @@ fn header_iteration(head: &[u8], off: usize) -> Option<u64> {
 /// (at most [`HEADERS_END`] of them are looked at): the higher of the valid headers, or None if
 /// the file is not a DuckDB database (or is encrypted, or shorter than its headers).
 pub fn active_iteration(head: &[u8]) -> Option<u64> {
+    active_header(head).map(|(iteration, _)| iteration)
+}
+
+/// The active database header of a DuckDB file whose first bytes are `head`: its iteration and
+/// its offset (the valid header with the higher iteration), as [`active_iteration`] says.
+fn active_header(head: &[u8]) -> Option<(u64, usize)> {
     if !is_database(head) {
         return None;
     }
-    let h1 = header_iteration(head, HEADER_SIZE as usize);
-    let h2 = header_iteration(head, 2 * HEADER_SIZE as usize);
-    h1.max(h2)
+    [HEADER_SIZE as usize, 2 * HEADER_SIZE as usize]
+        .into_iter()
+        .filter_map(|off| header_iteration(head, off).map(|it| (it, off)))
+        .max()
 }
 
 /// DuckDB's block size before it was a header field, and its default since.
@@ -72,18 +79,12 @@ const DEFAULT_BLOCK_ALLOC: u64 = 256 * 1024;
 
 /// Where the metadata block named by the active database header lies (offset, length), in a
 /// DuckDB file whose first bytes are `head` (at least [`HEADERS_END`] of them): DuckDB reads it
-/// whole right after the headers when it opens the file. The header's payload is iteration, `meta_block` (a block id
-/// in its low 56 bits; all ones: no metadata yet), free list, block count, block size; blocks
-/// follow the headers back to back. None if the file is not a DuckDB database (or is encrypted)
-/// or has no metadata.
+/// whole right after the headers when it opens the file. The header's payload is iteration,
+/// `meta_block` (a block id in its low 56 bits; all ones: no metadata yet), free list, block
+/// count, block size; blocks follow the headers back to back. None if the file is not a DuckDB
+/// database (or is encrypted) or has no metadata.
 pub fn metadata_block(head: &[u8]) -> Option<(u64, u64)> {
-    if !is_database(head) {
-        return None;
-    }
-    let (_, at) = [HEADER_SIZE as usize, 2 * HEADER_SIZE as usize]
-        .into_iter()
-        .filter_map(|off| header_iteration(head, off).map(|it| (it, off)))
-        .max()?;
+    let (_, at) = active_header(head)?;
     let word = |i: usize| {
         let b = head.get(at + 8 + 8 * i..at + 16 + 8 * i)?;
         Some(u64::from_le_bytes(b.try_into().ok()?))

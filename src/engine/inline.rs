@@ -73,11 +73,12 @@ const PACKED_MAGIC: &[u8; 8] = b"QFSINLZ1";
 const PACKED_TAIL: usize = 4 + 4 + PACKED_MAGIC.len();
 
 /// The catalog's copy of the inline object `raw` (a layer object) if it is to be kept
-/// compressed: LZ4, with the object's length and checksum and [`PACKED_MAGIC`] after it, when that
-/// saves at least an eighth of it; else None (`raw` itself is kept). The blocks of a small transaction's checkpoint are mostly empty
-/// (bench/commit_latency.sh's compress to about 4%; TPC-H's, full, to 73% with zlib), and every
-/// byte kept in the catalog is written to its WAL (SQLite writes a page per system call) and read
-/// back by the spill. The layer row's size stays the object's own.
+/// compressed: LZ4, with the object's length and checksum and [`PACKED_MAGIC`] after it, when
+/// that saves at least an eighth of it; else None (`raw` itself is kept). The blocks of a small
+/// transaction's checkpoint are mostly empty (bench/commit_latency.sh's compress to about 4%;
+/// TPC-H's, full, to 73% with zlib), and every byte kept in the catalog is written to its WAL
+/// (SQLite writes a page per system call) and read back by the spill. The layer row's size
+/// stays the object's own.
 pub fn pack(raw: &[u8]) -> Option<Vec<u8>> {
     let len = u32::try_from(raw.len()).ok()?;
     let mut packed = lz4_flex::block::compress(raw);
@@ -324,11 +325,13 @@ pub async fn spill(
         let batch: Vec<(String, i64, Vec<u8>)> = objects.by_ref().take(SPILL_BATCH).collect();
         let results: Vec<(String, std::result::Result<(), StoreError>)> =
             futures::stream::iter(batch.into_iter().map(|(id, _repo, stored)| async move {
-                let r = match unpack(&id, stored) {
-                    Ok(bytes) => match store.put(&super::layer_key(&id), bytes).await {
-                        Ok(()) | Err(StoreError::AlreadyExists(_)) => Ok(()),
-                        Err(e) => Err(e),
-                    },
+                let put = async {
+                    store
+                        .put(&super::layer_key(&id), unpack(&id, stored)?)
+                        .await
+                };
+                let r = match put.await {
+                    Ok(()) | Err(StoreError::AlreadyExists(_)) => Ok(()),
                     Err(e) => Err(e),
                 };
                 (id, r)

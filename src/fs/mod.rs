@@ -584,16 +584,17 @@ impl QuackFs {
         };
         files.sort_unstable_by(|a, b| b.cmp(a));
         files.truncate(WARM_FILES);
+        // (No handle: handles start at 1, and scratch files are never in the view. Each read
+        // goes as far as the kernel reads ahead of DuckDB's.)
+        const NO_HANDLE: u64 = 0;
         let warm = |ino: u64| async move {
-            // (No handle: scratch files are never in the view.)
-            // (Each read as far as the kernel reads ahead of DuckDB's.)
-            let Ok(head) = self.read(ino, 0, 0, KERNEL_READAHEAD).await else {
+            let Ok(head) = self.read(ino, NO_HANDLE, 0, KERNEL_READAHEAD).await else {
                 return;
             };
             if let Some((off, len)) = duckdb_file::metadata_block(&head) {
                 let len = u32::try_from(len).unwrap_or(u32::MAX);
                 let _ = self
-                    .read(ino, 0, off, len.saturating_add(KERNEL_READAHEAD))
+                    .read(ino, NO_HANDLE, off, len.saturating_add(KERNEL_READAHEAD))
                     .await;
             }
         };
