@@ -10,7 +10,7 @@
 //! completed checkpoint raises it by one). Every commit is then mounted read-only and queried.
 
 mod common;
-use common::{duckdb_bin, Env};
+use common::{duckdb, duckdb_bin, duckdb_raw, Env};
 use quackfs::engine::duckdb_file;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -375,4 +375,108 @@ on_both_backends!(
     python_checkpoints_embedded,
     python_checkpoints_pgs3,
     python_checkpoints
+);
+
+/// The rows of `sql` (CSV) in the database file `file` of commit `id`, mounted read-only; `pre`
+/// runs first (an ATTACH for an encrypted file: `FILE` in it is the file's path).
+fn in_commit(env: &Env, id: &str, file: &str, pre: &str, sql: &str) -> String {
+    let dir = env.path(&format!("ro-{id}"));
+    let ro = env.mount(&format!("ck@{id}"), &dir, &[]);
+    let path = dir.join(file);
+    let out = if pre.is_empty() {
+        duckdb_raw(&path, sql, &["-readonly"])
+    } else {
+        let pre = pre.replace("FILE", &path.display().to_string());
+        duckdb_raw(Path::new(":memory:"), &format!("{pre} {sql}"), &[])
+    };
+    ro.unmount();
+    assert!(
+        out.status.success(),
+        "{sql} in {file} of {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A database file removed and created again, or replaced by a rename, is another database: its
+/// checkpoints are commits from its first one on, whatever iteration the file it replaced had
+/// reached. An encrypted database (its headers are ciphertext) gets a commit for each checkpoint
+/// too, also after a remount. Every commit holds the rows of its checkpoint.
+fn replaced_and_encrypted_databases(env: Env) {
+    env.ok(&["init", "ck"]);
+    let mnt = env.path("mnt");
+    let m = env.mount("ck", &mnt, &[]);
+    let a = mnt.join("a.duckdb");
+    let commits = |n: usize| {
+        let ids = checkpoint_commits(&env);
+        assert_eq!(ids.len(), n, "checkpoint commits: {ids:?}");
+        ids[n - 1].clone()
+    };
+    // Three checkpoints of a.duckdb: the file reaches iteration 3.
+    for i in 1..=3 {
+        duckdb(
+            &a,
+            &format!("CREATE TABLE t{i} AS SELECT range AS id FROM range(100000)"),
+        );
+    }
+    commits(3);
+    assert_eq!(iteration(&a), 3);
+    // Removed and created again: its first checkpoint (iteration 1) is a commit.
+    std::fs::remove_file(&a).unwrap();
+    duckdb(&a, "CREATE TABLE fresh AS SELECT 42 AS x");
+    let id = commits(4);
+    let sql = "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM duckdb_tables()";
+    assert_eq!(in_commit(&env, &id, "a.duckdb", "", sql), "fresh");
+    // Replaced by a rename: b.duckdb (two checkpoints, two commits) moved over a.duckdb, whose
+    // next checkpoint (b's third) is a commit.
+    let b = mnt.join("b.duckdb");
+    duckdb(&b, "CREATE TABLE moved AS SELECT 1 AS x");
+    duckdb(&b, "INSERT INTO moved VALUES (2)");
+    commits(6);
+    std::fs::rename(&b, &a).unwrap();
+    duckdb(&a, "INSERT INTO moved VALUES (3)");
+    let id = commits(7);
+    assert_eq!(iteration(&a), 3);
+    let sum = "SELECT sum(x) FROM moved";
+    assert_eq!(in_commit(&env, &id, "a.duckdb", "", sum), "6");
+
+    // An encrypted database, through the CLI (DuckDB refuses to write encrypted files with its
+    // built-in crypto unless told to; the format is the same).
+    let attach = "SET force_mbedtls_unsafe = 'true'; ATTACH 'FILE' AS e (ENCRYPTION_KEY 'k1');";
+    let on_mount = attach.replace("FILE", &mnt.join("enc.duckdb").display().to_string());
+    let memory = Path::new(":memory:");
+    duckdb(
+        memory,
+        &format!("{on_mount} CREATE TABLE e.t AS SELECT range AS id FROM range(1000000);"),
+    );
+    let first = commits(8);
+    duckdb(
+        memory,
+        &format!("{on_mount} INSERT INTO e.t VALUES (-1); CHECKPOINT e;"),
+    );
+    let second = commits(9);
+    // Reading makes no commit.
+    duckdb(memory, &format!("{on_mount} SELECT count(*) FROM e.t;"));
+    commits(9);
+    m.unmount();
+    // After a remount the mount knows the committed checkpoint of the file from the head.
+    let m = env.mount("ck", &mnt, &[]);
+    duckdb(memory, &format!("{on_mount} INSERT INTO e.t VALUES (-2);"));
+    let third = commits(10);
+    m.unmount();
+    let count = "SELECT count(*), min(id) FROM e.t";
+    let read = attach.replace("'k1'", "'k1', READ_ONLY");
+    for (id, want) in [
+        (&first, "1000000,0"),
+        (&second, "1000001,-1"),
+        (&third, "1000002,-2"),
+    ] {
+        assert_eq!(in_commit(&env, id, "enc.duckdb", &read, count), want);
+    }
+}
+
+on_both_backends!(
+    replaced_and_encrypted_databases_embedded,
+    replaced_and_encrypted_databases_pgs3,
+    replaced_and_encrypted_databases
 );

@@ -8,8 +8,11 @@
 //! the active iteration of the durable bytes names the last completed checkpoint of the file.
 //! Each header block is `[checksum: u64][payload: 4088 bytes]`, the payload starting with the
 //! iteration (u64, little endian); the checksum is DuckDB's `Checksum` over the payload.
-//! (Encrypted databases encrypt their database headers: their iteration cannot be read, and
-//! checkpoint detection falls back to nothing; see docs/semantics.md.)
+//! Encrypted databases (flag bit 0 of the main header's first flag word) encrypt their database
+//! headers, so their iteration cannot be read; but DuckDB writes a database header only when it
+//! creates the file and when a checkpoint completes, and each write encrypts with a fresh nonce:
+//! for them, a change of the two headers' bytes marks a completed checkpoint (see [`HeaderMark`]
+//! and docs/semantics.md).
 
 /// Size of each of the three headers.
 pub const HEADER_SIZE: u64 = 4096;
@@ -18,6 +21,10 @@ pub const HEADERS_END: u64 = 3 * HEADER_SIZE;
 /// Offset of the magic bytes in the main header.
 const MAGIC_OFF: usize = 8;
 const MAGIC: &[u8; 4] = b"DUCK";
+/// Offset of the main header's first flag word (after the magic and the version number).
+const FLAGS_OFF: usize = MAGIC_OFF + 4 + 8;
+/// The flag of an encrypted database in the first flag word.
+const ENCRYPTED_FLAG: u64 = 1;
 
 /// Suffixes DuckDB gives the WAL files of database `X`: `X.wal` (the WAL), and since 1.4
 /// `X.wal.checkpoint` (written during a checkpoint) and `X.wal.recovery` (while merging the two
@@ -72,6 +79,62 @@ fn active_header(head: &[u8]) -> Option<(u64, usize)> {
         .into_iter()
         .filter_map(|off| header_iteration(head, off).map(|it| (it, off)))
         .max()
+}
+
+/// What the durable headers of a DuckDB database file say about the checkpoints it completed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderMark {
+    /// The iteration of the active database header: one higher after each checkpoint.
+    Iteration(u64),
+    /// An encrypted database: the bytes of its two database headers, which change when (and
+    /// only when) DuckDB creates the file or completes a checkpoint. They cannot be ordered, only
+    /// compared.
+    Encrypted(Box<[u8]>),
+}
+
+impl HeaderMark {
+    /// Whether a file whose durable headers carry this mark holds a completed checkpoint that is
+    /// not in a commit, `committed` being the mark of its last checkpoint in a commit. Without
+    /// one, a plain database counts from iteration 0 (what creating it writes); an encrypted
+    /// database cannot tell creation from a checkpoint, and the caller makes its mark the
+    /// baseline (see [`HeaderMark::needs_baseline`]).
+    pub fn after(&self, committed: Option<&HeaderMark>) -> bool {
+        match (self, committed) {
+            (HeaderMark::Iteration(i), None) => *i > 0,
+            (HeaderMark::Iteration(i), Some(HeaderMark::Iteration(c))) => i > c,
+            (HeaderMark::Encrypted(_), None) => false,
+            (HeaderMark::Encrypted(h), Some(HeaderMark::Encrypted(c))) => h != c,
+            // Another kind of database under the same file: something new.
+            (HeaderMark::Iteration(_), Some(HeaderMark::Encrypted(_)))
+            | (HeaderMark::Encrypted(_), Some(HeaderMark::Iteration(_))) => true,
+        }
+    }
+
+    /// Whether, with no committed mark, this mark becomes the file's baseline (encrypted).
+    pub fn needs_baseline(&self) -> bool {
+        matches!(self, HeaderMark::Encrypted(_))
+    }
+}
+
+/// Whether the main header at the start of `head` flags an encrypted database.
+fn is_encrypted(head: &[u8]) -> bool {
+    head.get(FLAGS_OFF..FLAGS_OFF + 8)
+        .and_then(|w| w.try_into().ok())
+        .is_some_and(|w| u64::from_le_bytes(w) & ENCRYPTED_FLAG != 0)
+}
+
+/// The checkpoint mark of a DuckDB file whose first bytes are `head` (at most [`HEADERS_END`]
+/// of them are looked at): the active iteration, or for an encrypted database its database
+/// headers (all of them needed). None if the file is not a DuckDB database or is too short.
+pub fn header_mark(head: &[u8]) -> Option<HeaderMark> {
+    if !is_database(head) {
+        return None;
+    }
+    if is_encrypted(head) {
+        let headers = head.get(HEADER_SIZE as usize..HEADERS_END as usize)?;
+        return Some(HeaderMark::Encrypted(headers.into()));
+    }
+    active_iteration(head).map(HeaderMark::Iteration)
 }
 
 /// DuckDB's block size before it was a header field, and its default since.
@@ -197,6 +260,36 @@ mod tests {
             Some(3)
         );
         assert_eq!(active_iteration(b"DUCK"), None);
+    }
+
+    #[test]
+    fn an_encrypted_database_is_marked_by_its_header_bytes() {
+        let plain = file(header(3), header(4));
+        assert_eq!(header_mark(&plain), Some(HeaderMark::Iteration(4)));
+        // Flag bit 0 of the first flag word: the database headers are ciphertext.
+        let mut enc = file(vec![7u8; 4096], vec![9u8; 4096]);
+        enc[FLAGS_OFF] = 1;
+        let mark = header_mark(&enc).unwrap();
+        assert!(mark.needs_baseline());
+        assert_eq!(active_iteration(&enc), None);
+        assert_eq!(header_mark(&enc[..9000]), None);
+        // A rewritten header is a new mark; the same bytes are not.
+        let mut next = enc.clone();
+        next[5000] ^= 1;
+        let next = header_mark(&next).unwrap();
+        assert!(next.after(Some(&mark)));
+        assert!(!mark.after(Some(&mark)));
+        assert!(!mark.after(None));
+        // Plain marks order by iteration, from 0 when nothing is committed.
+        let it = HeaderMark::Iteration;
+        assert!(it(1).after(None) && !it(0).after(None));
+        assert!(it(5).after(Some(&it(4))) && !it(4).after(Some(&it(4))));
+        assert!(!it(3).after(Some(&it(4))));
+        // Another kind of database in the file is new.
+        assert!(it(1).after(Some(&mark)) && mark.after(Some(&it(1))));
+        let mut other = enc.clone();
+        other[8] = b'X';
+        assert_eq!(header_mark(&other), None);
     }
 
     #[test]

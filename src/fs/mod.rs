@@ -15,7 +15,7 @@
 mod scratch;
 
 use crate::catalog::FileRow;
-use crate::engine::duckdb_file;
+use crate::engine::duckdb_file::{self, HeaderMark};
 use crate::engine::extent_map::{ExtentMap, Source};
 use crate::engine::session::{BranchSession, Segment};
 use crate::engine::view::ReadView;
@@ -223,9 +223,9 @@ struct FileNode {
     mtime: SystemTime,
     ctime: SystemTime,
     open: u32,
-    /// Iteration of the active DuckDB database header in the file's durable (registered) bytes,
-    /// if it is a DuckDB database file (see `engine::duckdb_file`).
-    durable_iter: Option<u64>,
+    /// What the DuckDB headers of the file's durable (registered) bytes say of its checkpoints,
+    /// if it is a DuckDB database file (see `engine::duckdb_file::HeaderMark`).
+    durable_mark: Option<HeaderMark>,
     /// Orders the syncs of this file (snapshot, upload, registration); other files' syncs run
     /// beside it.
     sync: Arc<tokio::sync::Mutex<()>>,
@@ -258,7 +258,7 @@ impl FileNode {
             mtime: time,
             ctime: time,
             open,
-            durable_iter: None,
+            durable_mark: None,
             sync: Arc::new(tokio::sync::Mutex::new(())),
             changes: 0,
         }
@@ -371,9 +371,10 @@ struct State {
     durable: BTreeMap<String, (u64, u64)>,
     write_seq: u64,
     dirty_bytes: u64,
-    /// Per database file name: the header iteration of its last completed checkpoint that is in
-    /// a commit (a checkpoint commit is due when the durable iteration is higher).
-    committed_iters: HashMap<String, u64>,
+    /// Per database file (by file id: a file removed and created again under the same name is
+    /// another file): the header mark of its last completed checkpoint that is in a commit (a
+    /// checkpoint commit is due when the durable mark is past it), or of its creation.
+    committed_marks: HashMap<u64, HeaderMark>,
     /// Last attributes of removed scratch entries (fstat on an open descriptor still works).
     removed: HashMap<u64, Attr>,
     /// A following mount: the generation (commit served) each file inode belongs to.
@@ -513,7 +514,7 @@ impl QuackFs {
             durable: BTreeMap::new(),
             write_seq: 0,
             dirty_bytes: 0,
-            committed_iters: HashMap::new(),
+            committed_marks: HashMap::new(),
             removed: HashMap::new(),
             node_gen: HashMap::new(),
             retired: Vec::new(),
@@ -1261,21 +1262,35 @@ impl QuackFs {
     }
 
     /// Where the bytes of DuckDB's headers of `f` (its first `HEADERS_END` bytes, or fewer if it
-    /// is shorter) come from, as they are in its map now; `iteration_of` reads them.
+    /// is shorter) come from, as they are in its map now; `mark_of` reads them.
     fn header_pieces(st: &State, f: &FileNode) -> FsResult<(usize, Resolved)> {
         let end = f.size.min(duckdb_file::HEADERS_END);
         Ok((end as usize, Self::pieces(st, f, 0, end)?))
     }
 
-    /// The active DuckDB header iteration of the resolved header pieces (None: not a DuckDB
-    /// database file, or shorter than its headers).
-    async fn iteration_of(&self, len: usize, pieces: Resolved) -> FsResult<Option<u64>> {
+    /// The checkpoint mark of the resolved header pieces (None: not a DuckDB database file, or
+    /// shorter than its headers).
+    async fn mark_of(&self, len: usize, pieces: Resolved) -> FsResult<Option<HeaderMark>> {
         if (len as u64) < duckdb_file::HEADERS_END {
             return Ok(None);
         }
         let mut head = vec![0u8; len];
         self.fill(&mut head, pieces).await?;
-        Ok(duckdb_file::active_iteration(&head))
+        Ok(duckdb_file::header_mark(&head))
+    }
+
+    /// Notes the checkpoint mark of the durable bytes of file `ino` (`file_id`). An encrypted
+    /// database with no committed mark yet (just created, or not in the branch head) takes it
+    /// as its baseline: its header bytes cannot say whether they are a creation or a checkpoint.
+    fn set_durable_mark(st: &mut State, ino: u64, file_id: u64, mark: Option<HeaderMark>) {
+        if let Some(m) = mark.as_ref().filter(|m| m.needs_baseline()) {
+            st.committed_marks
+                .entry(file_id)
+                .or_insert_with(|| m.clone());
+        }
+        if let Some(Node::File(f)) = st.nodes.get_mut(&ino) {
+            f.durable_mark = mark;
+        }
     }
 
     /// Reads the checkpoint state of every file as served at mount time, and the state of the
@@ -1285,37 +1300,37 @@ impl QuackFs {
         if !self.writable() {
             return Ok(());
         }
-        let files: Vec<(u64, String, usize, Resolved)> = {
+        let files: Vec<(u64, u64, String, usize, Resolved)> = {
             let st = self.lock();
             let mut v = Vec::new();
             for (name, ino) in &st.root {
                 if let Some(Node::File(f)) = st.nodes.get(ino) {
                     let (len, pieces) = Self::header_pieces(&st, f)?;
-                    v.push((*ino, name.clone(), len, pieces));
+                    v.push((*ino, f.file_id, name.clone(), len, pieces));
                 }
             }
             v
         };
-        for (ino, name, len, pieces) in files {
-            let iter = self.iteration_of(len, pieces).await?;
+        for (ino, file_id, name, len, pieces) in files {
+            let mark = self.mark_of(len, pieces).await?;
+            // The head's checkpoint of this very file (not of a file since removed and created
+            // again under its name).
             let committed = match head {
-                None => iter,
+                None => mark.clone(),
                 Some(view) => match view.file(&name) {
-                    Some(fv) if fv.size >= duckdb_file::HEADERS_END => {
+                    Some(fv) if fv.file_id == file_id && fv.size >= duckdb_file::HEADERS_END => {
                         let mut buf = vec![0u8; duckdb_file::HEADERS_END as usize];
                         view.read(fv, 0, &mut buf).await?;
-                        duckdb_file::active_iteration(&buf)
+                        duckdb_file::header_mark(&buf)
                     }
                     _ => None,
                 },
             };
             let mut st = self.lock();
-            if let Some(Node::File(f)) = st.nodes.get_mut(&ino) {
-                f.durable_iter = iter;
-            }
             if let Some(c) = committed {
-                st.committed_iters.insert(name, c);
+                st.committed_marks.insert(file_id, c);
             }
+            Self::set_durable_mark(&mut st, ino, file_id, mark);
         }
         Ok(())
     }
@@ -1877,14 +1892,14 @@ impl QuackFs {
         let due = checkpoint
             .as_ref()
             .and_then(|(db, renamed)| Some((db, self.checkpoint_due(db, *renamed)?)));
-        if let Some((db, iter)) = due {
+        if let Some((db, (file_id, mark))) = due {
             let message = format!("checkpoint of {db}");
             match session
                 .register_and_commit(order, Vec::new(), files.clone(), message)
                 .await
             {
                 Ok(_) => {
-                    self.checkpoint_sealed(db, iter, true);
+                    self.checkpoint_sealed(file_id, mark, true);
                     return Ok(());
                 }
                 Err(e) if session.is_fenced() => {
@@ -1919,29 +1934,30 @@ impl QuackFs {
             .collect()
     }
 
-    /// The durable header iteration of database file `db` if the state registered (or about to
-    /// be registered, with the change just made) completes a checkpoint that is not in a commit
-    /// yet, with `--autocommit checkpoint`: the rule of [`maybe_checkpoint_commit`]
+    /// The file id and durable header mark of database file `db` if the state registered (or
+    /// about to be registered, with the change just made) completes a checkpoint that is not in
+    /// a commit yet, with `--autocommit checkpoint`: the rule of [`maybe_checkpoint_commit`]
     /// (Self::maybe_checkpoint_commit).
-    fn checkpoint_due(&self, db: &str, renamed_onto_wal: bool) -> Option<u64> {
+    fn checkpoint_due(&self, db: &str, renamed_onto_wal: bool) -> Option<(u64, HeaderMark)> {
         self.cfg.session.as_ref().filter(|_| self.cfg.autocommit)?;
         let st = self.lock();
         let Some(Node::File(f)) = st.root.get(db).and_then(|i| st.nodes.get(i)) else {
             return None;
         };
-        let iter = f.durable_iter?;
-        let committed = st.committed_iters.get(db).copied().unwrap_or(0);
+        let mark = f.durable_mark.as_ref()?;
         let wal_clear = renamed_onto_wal
             || st
                 .durable
                 .get(&duckdb_file::wal_of(db))
                 .is_none_or(|&(_, size)| size == 0);
-        (iter > committed && wal_clear).then_some(iter)
+        (wal_clear && mark.after(st.committed_marks.get(&f.file_id)))
+            .then(|| (f.file_id, mark.clone()))
     }
 
     /// Seals a `checkpoint` commit if DuckDB has completed a checkpoint of database file `db`
     /// (docs/semantics.md, "Checkpoint commits"): its durable active header has a higher
-    /// iteration than the last committed checkpoint, and its WAL holds nothing from before that
+    /// iteration than the last committed checkpoint of the file (an encrypted database: other
+    /// header bytes), and its WAL holds nothing from before that
     /// checkpoint: the WAL is absent or empty, or was just replaced by a rename (DuckDB 1.5
     /// moves `.wal.checkpoint`, written during the checkpoint, over the WAL). Called holding the
     /// registration order, right after the change that may complete it was registered.
@@ -1954,7 +1970,7 @@ impl QuackFs {
         let Some(session) = self.cfg.session.as_ref() else {
             return;
         };
-        let Some(iter) = self.checkpoint_due(db, renamed_onto_wal) else {
+        let Some((file_id, mark)) = self.checkpoint_due(db, renamed_onto_wal) else {
             return;
         };
         match session
@@ -1962,20 +1978,20 @@ impl QuackFs {
             .await
         {
             // Made, or someone sealed it already (`quackfs commit` from another process).
-            Ok(made) => self.checkpoint_sealed(db, iter, made.is_some()),
-            Err(e) => tracing::warn!(
-                "checkpoint commit of {db} (header iteration {iter}) failed, retried at its next change: {e}"
-            ),
+            Ok(made) => self.checkpoint_sealed(file_id, mark, made.is_some()),
+            Err(e) => {
+                tracing::warn!("checkpoint commit of {db} failed, retried at its next change: {e}")
+            }
         }
     }
 
-    /// The checkpoint of `db` at header iteration `iter` is in a commit (`made`: this mount
-    /// made it).
-    fn checkpoint_sealed(&self, db: &str, iter: u64, made: bool) {
+    /// The checkpoint of file `file_id` with header mark `mark` is in a commit (`made`: this
+    /// mount made it).
+    fn checkpoint_sealed(&self, file_id: u64, mark: HeaderMark, made: bool) {
         if made {
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
         }
-        self.lock().committed_iters.insert(db.to_string(), iter);
+        self.lock().committed_marks.insert(file_id, mark);
     }
 
     /// fsync of a directory: makes the names of the root's files durable. A file created and
@@ -2109,12 +2125,16 @@ impl QuackFs {
         // Did this sync complete a checkpoint? Either it made a new database header durable, or
         // it emptied a WAL.
         let completes = if let Some((len, pieces)) = headers {
-            match self.iteration_of(len, pieces).await {
-                Ok(iter) => {
-                    if let Some(Node::File(f)) = self.lock().nodes.get_mut(&ino) {
-                        f.durable_iter = iter;
+            match self.mark_of(len, pieces).await {
+                Ok(mark) => {
+                    let db = mark.as_ref().map(|_| name.clone());
+                    let mut st = self.lock();
+                    if truncate_to.is_some_and(|t| t < duckdb_file::HEADERS_END) {
+                        // Cut below its headers: whatever database it holds next is new.
+                        st.committed_marks.remove(&file_id);
                     }
-                    iter.map(|_| name.clone())
+                    Self::set_durable_mark(&mut st, ino, file_id, mark);
+                    db
                 }
                 Err(e) => {
                     tracing::warn!("reading the DuckDB headers of {name} failed (errno {}); no checkpoint commit", e.0);
