@@ -14,7 +14,10 @@ fn main() -> ExitCode {
     // Die quietly on a closed pipe (`quackfs log | head`), like other command-line tools.
     // SAFETY: setting a signal disposition before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => parse_failed(e),
+    };
     if matches!(args.command, cli::Command::Mount(_)) {
         // A mount outlives its terminal's pipes (`quackfs mount … | tee log`, then Ctrl-C kills
         // tee first): writing to a closed pipe must be an error it ignores, not a signal that
@@ -53,6 +56,24 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Prints clap's error (or help, or version) and exits with its code, adding a hint where a
+/// common ordering mistake leads to a puzzling error: `diff --rows A B` gives `--rows` the
+/// revisions as table names.
+fn parse_failed(e: clap::Error) -> ! {
+    let _ = e.print();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let word = |w: &str| args.iter().any(|a| a == w);
+    if e.kind() == clap::error::ErrorKind::MissingRequiredArgument && word("diff") && word("--rows")
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "hint: --rows takes the table names that follow it; put it after the revisions \
+             (quackfs diff main~1 main --rows)"
+        );
+    }
+    std::process::exit(e.exit_code())
 }
 
 /// Warnings by default; `-v` info, `-vv` debug, `-vvv` trace; `-q` errors only. `RUST_LOG` wins.

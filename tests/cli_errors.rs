@@ -104,6 +104,15 @@ fn bad_input_is_a_clear_error() {
     // Usage errors exit 2.
     let out = env.cmd().args(["frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // `--rows` before the revisions takes them as table names: the error says where it goes.
+    let e = env.fails_with(2, &["diff", "--rows", "main~1", "main"]);
+    assert!(e.contains("required arguments were not provided"), "{e}");
+    assert!(
+        e.contains("hint: --rows takes the table names that follow it; put it after the revisions"),
+        "{e}"
+    );
+    let e = env.fails_with(2, &["diff"]);
+    assert!(!e.contains("hint:"), "{e}");
 }
 
 #[test]
