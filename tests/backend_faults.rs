@@ -1429,3 +1429,65 @@ fn soak_bounded_memory_through_an_s3_outage() {
     m.unmount();
     eprintln!("{test}: {:.1?}", t0.elapsed());
 }
+
+/// PostgreSQL aborts a transaction to break a deadlock (or a serialization conflict), and says
+/// to run it again. A mount's sync or commit it aborts is run again: DuckDB's fsync does not
+/// fail, and every commit holds its rows. The aborts are injected by a trigger on the real
+/// server: the first two inserts into `layers` after it is made fail with SQLSTATE 40P01.
+#[test]
+fn a_catalog_call_aborted_by_a_deadlock_runs_again() {
+    let Some(env) = Env::on(common::Backend::PgS3) else {
+        return;
+    };
+    let catalog = env
+        .backend
+        .iter()
+        .find(|(k, _)| k == "QUACKFS_CATALOG")
+        .map(|(_, v)| v.clone())
+        .expect("QUACKFS_CATALOG of the PostgreSQL backend");
+    env.ok(&["init", "shop"]);
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args([catalog.as_str(), "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(out.status.success(), "psql {sql}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    psql(
+        "CREATE SEQUENCE injected_aborts; \
+         CREATE FUNCTION inject_abort() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN \
+           IF nextval('injected_aborts') <= 2 THEN \
+             RAISE EXCEPTION 'injected deadlock' USING ERRCODE = 'deadlock_detected'; \
+           END IF; \
+           RETURN NEW; \
+         END $$; \
+         CREATE TRIGGER inject_abort BEFORE INSERT ON layers \
+           FOR EACH ROW EXECUTE FUNCTION inject_abort();",
+    );
+    let mnt = env.path("mnt");
+    let m = env.mount("shop", &mnt, &[]);
+    let db = mnt.join("shop.duckdb");
+    duckdb(
+        &db,
+        "CREATE TABLE t AS SELECT range AS k FROM range(100000); \
+         INSERT INTO t VALUES (-1); CHECKPOINT;",
+    );
+    m.unmount();
+    // Both injected aborts happened, and the calls they aborted ran again.
+    let fired: u64 = psql("SELECT last_value FROM injected_aborts")
+        .parse()
+        .unwrap();
+    assert!(fired > 2, "the trigger fired {fired} time(s)");
+    let ro = env.mount("shop@main", &env.path("ro"), &["--read-only"]);
+    let out = common::duckdb_raw(
+        &ro.dir.join("shop.duckdb"),
+        "SELECT count(*), min(k) FROM t",
+        &["-readonly"],
+    );
+    assert_eq!(text(&out).trim(), "100001,-1");
+    ro.unmount();
+    let log = env.ok(&["log", "--json"]);
+    assert!(log.contains("checkpoint of shop.duckdb"), "{log}");
+}

@@ -572,8 +572,11 @@ impl Batch {
 /// A PostgreSQL connection idle for longer than this is pinged before it is used.
 const PING_IDLE: Duration = Duration::from_secs(1);
 /// How many more times a call runs when the connection it was given turned out to be lost
-/// before the call reached the server (see [`PgCatalog::retry_lost`]).
+/// before the call reached the server (see [`PgCatalog::retried`]).
 const LOST_RETRIES: usize = 2;
+/// How many more times a one-statement call runs when the server rolled it back to break a
+/// deadlock or a serialization conflict (see [`PgCatalog::retried`]).
+const ROLLED_BACK_RETRIES: u32 = 5;
 
 /// The last moment (on a clock of this process) a PostgreSQL call found its connection lost.
 #[derive(Default)]
@@ -615,6 +618,13 @@ fn connection_lost(e: &sqlx::Error) -> bool {
             .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
         _ => false,
     }
+}
+
+/// The server rolled the statement's transaction back to let another one on (SQLSTATE 40001
+/// serialization failure, 40P01 deadlock detected): nothing of it happened, and PostgreSQL's
+/// advice is to run it again.
+fn rolled_back(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "40001" || c == "40P01"))
 }
 
 /// The server had ended the session of the connection before the call reached it (SQLSTATE
@@ -739,14 +749,17 @@ impl PgCatalog {
     /// BEGIN has no effect of its own, so one that failed on a lost connection is retried on
     /// another whatever the error said.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        self.retry_lost(connection_lost, || self.pool.begin()).await
+        self.retried(connection_lost, || self.pool.begin()).await
     }
 
-    /// Runs `call`, and again (at most [`LOST_RETRIES`] more times) while it fails on a lost
-    /// connection in a way `safe` says the server did not run it. Every loss is noted first, so
-    /// the next call is given a pinged or a new connection, not another one that died with
-    /// the same server.
-    async fn retry_lost<T, F, Fut>(
+    /// Runs `call`, a single statement in a transaction of its own, and again (at most
+    /// [`LOST_RETRIES`] more times) while it fails on a lost connection in a way `safe` says the
+    /// server did not run it. Every loss is noted first, so the next call is given a pinged or a
+    /// new connection, not another one that died with the same server. A call the server rolled
+    /// back to break a deadlock or a serialization conflict runs again too (at most
+    /// [`ROLLED_BACK_RETRIES`] more times, after a short, growing pause): a mount's sync that
+    /// failed there would fail DuckDB's fsync.
+    async fn retried<T, F, Fut>(
         &self,
         safe: fn(&sqlx::Error) -> bool,
         mut call: F,
@@ -756,8 +769,16 @@ impl PgCatalog {
         Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
     {
         let mut left = LOST_RETRIES;
+        let mut conflicts = 0;
         loop {
             match call().await {
+                Err(e) if rolled_back(&e) && conflicts < ROLLED_BACK_RETRIES => {
+                    conflicts += 1;
+                    tracing::info!(
+                        "catalog call rolled back by the server ({e}): running it again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5 << conflicts)).await;
+                }
                 Err(e) if connection_lost(&e) => {
                     self.lost.saw_loss();
                     if left == 0 || !safe(&e) {
@@ -812,7 +833,7 @@ impl PgCatalog {
     async fn register_sync_impl(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
         let (args, mut layers) = PgSyncArgs::new(req);
         let row = self
-            .retry_lost(session_ended_before_call, || {
+            .retried(session_ended_before_call, || {
                 self.commit_call(args.bind(sqlx::query(
                     "SELECT quackfs_register_sync($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) AS seq",
                 )))
@@ -834,7 +855,7 @@ impl PgCatalog {
     ) -> Result<Commit, CatalogError> {
         let reason = format!("{}: {}", commit.kind.as_str(), commit.message);
         let row = self
-            .retry_lost(session_ended_before_call, || {
+            .retried(session_ended_before_call, || {
                 let q = sqlx::query(
                     "SELECT o_parent, o_depth, o_created_at, o_bytes_added, o_logical_size \
                      FROM quackfs_commit_pending($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -859,7 +880,7 @@ impl PgCatalog {
         let (args, mut layers) = PgSyncArgs::new(req);
         let reason = format!("{}: {}", commit.kind.as_str(), commit.message);
         let row = self
-            .retry_lost(session_ended_before_call, || {
+            .retried(session_ended_before_call, || {
                 let q = args.bind(sqlx::query(
                     "SELECT o_seq, o_parent, o_depth, o_created_at, o_bytes_added, o_logical_size \
                      FROM quackfs_register_and_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
