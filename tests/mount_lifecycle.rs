@@ -372,3 +372,34 @@ fn umount_reports_a_failed_final_sync() {
     );
     drop(m);
 }
+
+/// `commit` seals what is synced. Asked while the branch's mount holds bytes written but not
+/// synced (a file written by anything but DuckDB, say), its "nothing to commit" says so and how to
+/// sync them; once synced they commit, and the next "nothing to commit" says nothing of a mount.
+#[test]
+fn commit_says_when_the_mount_holds_unsynced_writes() {
+    let env = Env::new();
+    env.ok(&["init", "life"]);
+    let dir = env.path("mnt");
+    let m = env.mount("life", &dir, &[]);
+    write_unsynced(&dir, "export.csv", &vec![b'x'; 300 << 10]);
+    let e = env.fails_with(4, &["commit", "-m", "export"]);
+    assert!(e.contains("error: nothing to commit"), "{e}");
+    let held = format!(
+        "the mount at {} holds 300.0 KiB written but not synced",
+        dir.display()
+    );
+    assert!(e.contains(&format!("hint: {held}")), "{e}");
+    assert!(e.contains("`sync FILE`"), "{e}");
+    std::fs::File::open(dir.join("export.csv"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    env.ok(&["commit", "-m", "export"]);
+    let e = env.fails_with(4, &["commit", "-m", "again"]);
+    assert!(e.contains("hint: use --allow-empty"), "{e}");
+    assert!(!e.contains("not synced"), "{e}");
+    m.unmount();
+    let show = env.ok(&["show", "main"]);
+    assert!(show.contains("export.csv"), "{show}");
+}

@@ -36,18 +36,47 @@ pub async fn run(ctx: &Ctx, a: CommitArgs) -> Result<()> {
         merge_parent: None,
     };
     engine.branch_head(&repo, &branch).await?;
+    let asked = std::time::SystemTime::now();
     let c = engine
         .catalog
         .commit_pending(repo.id, &branch, commit, a.allow_empty)
         .await
         .map_err(|e| match e {
-            quackfs::catalog::CatalogError::NothingPending => Error::NothingToCommit,
+            quackfs::catalog::CatalogError::NothingPending => Error::NothingToCommit(None),
             other => other.into(),
-        })?;
+        });
+    let c = match c {
+        Err(Error::NothingToCommit(None)) => {
+            let unsynced = unsynced_on_mount(ctx, &engine, repo.id, &branch, asked).await;
+            return Err(Error::NothingToCommit(unsynced));
+        }
+        c => c?,
+    };
     if ctx.json {
         return super::output::print_json(&c);
     }
     ctx.note(format!("committed {} on {name}@{branch}", short(&c.id)));
     outln!("{}", c.id);
     Ok(())
+}
+
+/// What the writable mount of `branch`, if it is a mount of this data directory, held written but
+/// not synced after the commit was asked for (`asked`; the mount writes its figures every
+/// second), as a sentence.
+async fn unsynced_on_mount(
+    ctx: &Ctx,
+    engine: &quackfs::engine::Engine,
+    repo_id: i64,
+    branch: &str,
+    asked: std::time::SystemTime,
+) -> Option<String> {
+    let leases = engine.catalog.leases(repo_id).await.ok()?;
+    let lease = leases.into_iter().find(|l| l.branch == branch)?;
+    let dir = quackfs::process::holder_dir(&lease.holder)?;
+    let metrics = super::mount::fresh_metrics(&ctx.cfg.data_dir, dir, asked).await?;
+    let bytes = metrics["dirty_bytes"].as_u64().filter(|&b| b > 0)?;
+    Some(format!(
+        "the mount at {dir} holds {} written but not synced",
+        super::output::size(bytes as i64)
+    ))
 }

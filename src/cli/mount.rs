@@ -7,7 +7,7 @@ use quackfs::fs::{MountConfig, QuackFs, DEFAULT_DIRTY_LIMIT};
 use quackfs::mountinfo::lazy_unmount;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Serve a revision through FUSE so that DuckDB (or anything) works on DIR/*.duckdb.
 ///
@@ -552,6 +552,42 @@ impl Follower {
 /// `quackfs status --json`, next to its run file.
 pub fn metrics_file(runfile: &Path) -> PathBuf {
     runfile.with_extension("metrics.json")
+}
+
+/// The figures last written by the mount at `dir` of data directory `data_dir`, if it is running
+/// (it rewrites them every second and removes them when it ends).
+pub fn metrics_of(data_dir: &Path, dir: &str) -> Option<serde_json::Value> {
+    metrics_since(data_dir, dir, std::time::UNIX_EPOCH)
+}
+
+/// The figures of the mount at `dir` if they were written at `since` or later.
+fn metrics_since(data_dir: &Path, dir: &str, since: SystemTime) -> Option<serde_json::Value> {
+    let file = metrics_file(&runfile(data_dir, Path::new(dir)));
+    let written = std::fs::metadata(&file).and_then(|m| m.modified()).ok()?;
+    if written < since {
+        return None;
+    }
+    let bytes = std::fs::read(file).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The figures of the mount at `dir` written after `since`, waiting for its next report (at most
+/// a few seconds); None if the mount does not report.
+pub async fn fresh_metrics(
+    data_dir: &Path,
+    dir: &str,
+    since: SystemTime,
+) -> Option<serde_json::Value> {
+    for _ in 0..30 {
+        if let Some(m) = metrics_since(data_dir, dir, since) {
+            return Some(m);
+        }
+        if !metrics_file(&runfile(data_dir, Path::new(dir))).exists() {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }
 
 /// The mount's figures now, with the branch's pending layers from the catalog.

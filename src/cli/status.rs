@@ -66,14 +66,7 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
         let snapshot = m["holder"]
             .as_str()
             .and_then(quackfs::process::holder_dir)
-            .map(|d| {
-                super::mount::metrics_file(&super::mount::runfile(
-                    &ctx.cfg.data_dir,
-                    std::path::Path::new(d),
-                ))
-            })
-            .and_then(|f| std::fs::read(f).ok())
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            .and_then(|d| super::mount::metrics_of(&ctx.cfg.data_dir, d));
         m["metrics"] = snapshot.unwrap_or(serde_json::Value::Null);
     }
     let (files, problem) = match &view {
