@@ -276,6 +276,25 @@ fn a_metrics_address_in_use_fails_the_mount() {
     assert!(e.contains("--metrics"), "{e}");
 }
 
+/// Waits until `misses()` has stopped changing for a second at a value above `above`; returns it.
+fn settled_above(misses: &dyn Fn() -> f64, above: f64, what: &str) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (mut last, mut since) = (-1.0, std::time::Instant::now());
+    loop {
+        let n = misses();
+        if n != last {
+            (last, since) = (n, std::time::Instant::now());
+        } else if n > above && since.elapsed() > Duration::from_secs(1) {
+            return n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: the mount read {last} extents by itself (more than {above} expected)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// On S3, a mount fetches at once what DuckDB reads first when it opens a database (the headers,
 /// then the metadata block the active header names), so that a cold open waits on no round trip
 /// of its own: with no reader at all, the mount reads extents it did not hold; opening the
@@ -305,21 +324,8 @@ fn a_mount_on_s3_fetches_what_opening_the_database_reads() {
     let size = std::fs::metadata(dir.join("db.duckdb")).unwrap().len();
     assert!(size > 20 << 20, "the database is too small: {size}");
     let misses = || get(&scrape(&addr), "quackfs_memory_cache_misses_total");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let (mut last, mut since) = (-1.0, std::time::Instant::now());
-    loop {
-        let n = misses();
-        if n != last {
-            (last, since) = (n, std::time::Instant::now());
-        } else if n >= 2.0 && since.elapsed() > Duration::from_secs(1) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the mount read {last} extents by itself (2 expected: headers, metadata)"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Two at least: the headers, the metadata.
+    let last = settled_above(&misses, 1.0, "after mounting");
     let out = duckdb_raw(
         &dir.join("db.duckdb"),
         "SELECT table_name, estimated_size FROM duckdb_tables()",
@@ -332,5 +338,60 @@ fn a_mount_on_s3_fetches_what_opening_the_database_reads() {
         last,
         "opening the database read what the mount had not fetched"
     );
+    m.unmount();
+}
+
+/// The same for a follower on S3 when its branch moves: it fetches what opening the changed
+/// database reads (its new headers and metadata, far from the old ones), with no reader at all,
+/// and a new connection then misses nothing.
+#[test]
+fn a_follower_on_s3_fetches_what_opening_the_moved_database_reads() {
+    let Some(env) = common::Env::on(common::Backend::PgS3) else {
+        return;
+    };
+    env.ok(&["init", "db"]);
+    let w = env.path("w");
+    let m = env.mount("db", &w, &[]);
+    let db = w.join("db.duckdb");
+    duckdb(
+        &db,
+        "CREATE TABLE t AS SELECT range AS id FROM range(1000); CHECKPOINT",
+    );
+    let dir = env.path("ro");
+    let addr = free_addr();
+    let f = env.mount(
+        "db@main",
+        &dir,
+        &["--follow", "--metrics", &addr, "--disk-cache", "0"],
+    );
+    let misses = || get(&scrape(&addr), "quackfs_memory_cache_misses_total");
+    let before = settled_above(&misses, 0.0, "after mounting");
+    // A move that writes some 25 MB: the new metadata block lies past the old fetch windows.
+    duckdb(
+        &db,
+        "CREATE TABLE u AS SELECT range AS id, md5(range::VARCHAR) AS h FROM range(1500000); CHECKPOINT",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(dir.join("db.duckdb")).unwrap().len() < 20 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower did not move"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = settled_above(&misses, before, "after the move");
+    let out = duckdb_raw(
+        &dir.join("db.duckdb"),
+        "SELECT string_agg(table_name, ' ' ORDER BY table_name) FROM duckdb_tables()",
+        &["-readonly"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t u");
+    assert_eq!(
+        misses(),
+        after,
+        "opening the moved database read what the follower had not fetched"
+    );
+    f.unmount();
     m.unmount();
 }

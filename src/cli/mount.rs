@@ -472,6 +472,11 @@ impl Follower {
                         Ok((view, how)) => {
                             gen += 1;
                             let changed = self.fs.follow(&view, gen);
+                            // What opening a changed database reads, fetched now (remote
+                            // stores; the mount's end aborts it with the runtime).
+                            let fs = self.fs.clone();
+                            let names = changed.clone();
+                            tokio::spawn(async move { fs.warm_changed(&names).await });
                             tracing::info!(
                                 "following {branch}: now serving {} ({} file(s) changed; view {how} in {:.1?})",
                                 short(&head.id),

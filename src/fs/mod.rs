@@ -568,14 +568,25 @@ impl QuackFs {
     /// the database files among them get the second read. Failures are left to the reads that
     /// will need those bytes.
     pub async fn warm_open(&self) {
+        self.warm(None).await
+    }
+
+    /// [`warm_open`](Self::warm_open) for the files a follow move changed (`names`): a new
+    /// connection opening one of them after the move reads its new headers and metadata.
+    pub async fn warm_changed(&self, names: &[String]) {
+        self.warm(Some(names)).await
+    }
+
+    async fn warm(&self, only: Option<&[String]>) {
         if self.engine.store.as_local().is_some() {
             return;
         }
         let mut files: Vec<(u64, u64)> = {
             let st = self.lock();
             st.root
-                .values()
-                .filter_map(|ino| match st.nodes.get(ino) {
+                .iter()
+                .filter(|(name, _)| only.is_none_or(|o| o.contains(name)))
+                .filter_map(|(_, ino)| match st.nodes.get(ino) {
                     Some(Node::File(f)) if f.size >= duckdb_file::HEADERS_END => {
                         Some((f.size, *ino))
                     }
