@@ -460,3 +460,47 @@ fn bisect_finds_a_planted_bad_commit_among_64() {
         "snapshot directories left"
     );
 }
+
+/// An encrypted database cannot be read without its key: `diff --rows` lists it as not compared
+/// and still compares the other databases of the commit.
+#[test]
+fn diff_rows_notes_an_encrypted_database_and_compares_the_rest() {
+    let env = Env::new();
+    env.ok(&["init", "r"]);
+    let encrypted = |dir: &Path, sql: &str| {
+        let file = dir.join("enc.duckdb");
+        duckdb(
+            Path::new(":memory:"),
+            &format!(
+                "SET force_mbedtls_unsafe = 'true'; ATTACH '{}' AS e (ENCRYPTION_KEY 'k'); {sql}",
+                file.display()
+            ),
+        );
+    };
+    let dir = env.path("w1");
+    let m = env.mount("r", &dir, &[]);
+    duckdb(
+        &dir.join("db.duckdb"),
+        "CREATE TABLE t AS SELECT range AS id FROM range(10)",
+    );
+    encrypted(&dir, "CREATE TABLE e.s AS SELECT 1 AS x");
+    m.unmount();
+    env.ok(&["tag", "base"]);
+    let dir = env.path("w2");
+    let m = env.mount("r", &dir, &[]);
+    duckdb(&dir.join("db.duckdb"), "DELETE FROM t WHERE id < 3");
+    encrypted(&dir, "INSERT INTO e.s VALUES (2)");
+    m.unmount();
+    let diff = json(&env, &["diff", "base", "main", "--rows"]);
+    let rows = diff["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{diff}");
+    assert_eq!(rows[0]["file"], "db.duckdb");
+    assert_eq!(rows[0]["tables"][0]["deleted"], 3, "{diff}");
+    assert_eq!(rows[1]["file"], "enc.duckdb");
+    assert_eq!(rows[1]["encrypted"], true, "{diff}");
+    let text = env.ok(&["diff", "base", "main", "--rows"]);
+    assert!(
+        text.contains("rows of enc.duckdb: not compared (an encrypted database"),
+        "{text}"
+    );
+}

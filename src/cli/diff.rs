@@ -88,6 +88,13 @@ pub async fn run(ctx: &Ctx, a: DiffArgs) -> Result<()> {
     }
     for f in rows.iter().flatten() {
         outln!();
+        if f.encrypted {
+            outln!(
+                "rows of {}: not compared (an encrypted database: DuckDB opens it only with its key)",
+                f.file
+            );
+            continue;
+        }
         outln!(
             "rows of {}: {} table(s) changed, {} unchanged, {} skipped (storage unchanged)",
             f.file,
@@ -126,7 +133,18 @@ pub async fn run(ctx: &Ctx, a: DiffArgs) -> Result<()> {
     Ok(())
 }
 
-/// Row changes of every DuckDB database file either side has.
+/// Whether file `name` of `view` is an encrypted DuckDB database.
+async fn encrypted(view: &quackfs::engine::view::ReadView, name: &str) -> Result<bool> {
+    let Some(f) = view.file(name) else {
+        return Ok(false);
+    };
+    let mut head = vec![0u8; duckdb_file::HEADER_SIZE.min(f.size) as usize];
+    let n = view.read(f, 0, &mut head).await?;
+    Ok(duckdb_file::is_database(&head[..n]) && duckdb_file::is_encrypted(&head[..n]))
+}
+
+/// Row changes of every DuckDB database file either side has (an encrypted one is listed, not
+/// compared).
 async fn row_diff(
     engine: &Arc<Engine>,
     old: (&Repo, &Commit),
@@ -155,6 +173,14 @@ async fn row_diff(
     let mut out = Vec::new();
     let mut result = Ok(());
     for name in dbs {
+        if encrypted(&va, name).await? || encrypted(&vb, name).await? {
+            out.push(FileRows {
+                file: name.clone(),
+                encrypted: true,
+                ..FileRows::default()
+            });
+            continue;
+        }
         let diff = files.iter().find(|f| &f.name == name);
         // A WAL that differs means rows that are not in the database file's blocks yet.
         let wal_changed = duckdb_file::WAL_SUFFIXES

@@ -117,7 +117,7 @@ impl HeaderMark {
 }
 
 /// Whether the main header at the start of `head` flags an encrypted database.
-fn is_encrypted(head: &[u8]) -> bool {
+pub fn is_encrypted(head: &[u8]) -> bool {
     head.get(FLAGS_OFF..FLAGS_OFF + 8)
         .and_then(|w| w.try_into().ok())
         .is_some_and(|w| u64::from_le_bytes(w) & ENCRYPTED_FLAG != 0)

@@ -292,6 +292,9 @@ pub struct FileRows {
     pub unchanged: Vec<String>,
     /// Tables not scanned: their storage is the same on both sides.
     pub skipped: Vec<String>,
+    /// Not compared at all: a side is an encrypted database (DuckDB opens it only with its key).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 /// What to compare.
