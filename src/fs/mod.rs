@@ -2002,7 +2002,11 @@ impl QuackFs {
         if made {
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
         }
-        self.lock().committed_marks.insert(file_id, mark);
+        let mut st = self.lock();
+        st.committed_marks.insert(file_id, mark);
+        // Files removed or replaced since are gone for good: their marks with them.
+        let live: std::collections::HashSet<u64> = st.durable.values().map(|(id, _)| *id).collect();
+        st.committed_marks.retain(|id, _| live.contains(id));
     }
 
     /// fsync of a directory: makes the names of the root's files durable. A file created and
