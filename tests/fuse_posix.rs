@@ -65,8 +65,8 @@ fn fill(seed: u64, len: usize) -> Vec<u8> {
 // Operations
 
 const ROOT_FILES: &[&str] = &["a", "b", "x", "x.wal"];
-const DIRS: &[&str] = &["d", "e"];
-const SUB_FILES: &[&str] = &["d/p", "d/q", "e/p"];
+const DIRS: &[&str] = &["d.tmp", "e.tmp"];
+const SUB_FILES: &[&str] = &["d.tmp/p", "d.tmp/q", "e.tmp/p"];
 const MAX_OPEN: usize = 6;
 const MAX_OFF: u64 = 3 << 20;
 /// Rename directories and files inside directories (scratch entries) too. Off while
@@ -550,7 +550,10 @@ impl Run {
                             ROOT_FILES.iter().chain(DIRS).copied().collect();
                         (r.pick(&all), r.pick(&all))
                     }
-                    _ => (r.pick(&["d/p", "d/q"]), r.pick(&["d/p", "d/q"])),
+                    _ => (
+                        r.pick(&["d.tmp/p", "d.tmp/q"]),
+                        r.pick(&["d.tmp/p", "d.tmp/q"]),
+                    ),
                 };
                 Op::Rename {
                     from,
@@ -576,7 +579,7 @@ impl Run {
                 },
             },
             93..=95 => Op::Readdir {
-                path: self.rng.pick(&[".", ".", "d", "e"]),
+                path: self.rng.pick(&[".", ".", "d.tmp", "e.tmp"]),
             },
             _ => Op::ReadFile {
                 path: self.any_path(),
@@ -630,6 +633,39 @@ impl Run {
                     ));
                 }
                 continue;
+            }
+            // A directory at the top must be named like DuckDB's spill directory: made (EPERM)
+            // or renamed (EXDEV) to another name, it is refused.
+            if let Op::Rename { from, to, .. } = op {
+                let root_dir = !from.contains('/') && self.model.join(from).is_dir();
+                if root_dir && !to.ends_with(".tmp") && !self.model.join(to).exists() {
+                    let got = apply(&op, &self.mnt, mfd);
+                    if got != Err(libc::EXDEV) {
+                        self.fail(&format!(
+                            "rename {from} -> {to}: mount gave {}, expected EXDEV",
+                            show(&got)
+                        ));
+                    }
+                    continue;
+                }
+            }
+            if let Op::Mkdir { path } = op {
+                if !path.contains('/') && !path.ends_with(".tmp") {
+                    let got = apply(&op, &self.mnt, mfd);
+                    let want = if self.model.join(path).exists() {
+                        libc::EEXIST
+                    } else {
+                        libc::EPERM
+                    };
+                    if got != Err(want) {
+                        self.fail(&format!(
+                            "mkdir {path}: mount gave {}, expected {}",
+                            show(&got),
+                            errno_name(want)
+                        ));
+                    }
+                    continue;
+                }
             }
             let m = apply(&op, &self.mnt, mfd);
             let l = apply(&op, &self.model, lfd);
@@ -817,15 +853,15 @@ fn fresh_mount(env: &Env) -> (common::Mount, PathBuf) {
 fn regression_renamed_scratch_dir_is_reachable() {
     let env = Env::new();
     let (mount, mnt) = fresh_mount(&env);
-    std::fs::create_dir(mnt.join("d")).unwrap();
-    std::fs::rename(mnt.join("d"), mnt.join("e")).unwrap();
-    let listing = std::fs::read_dir(mnt.join("e")).map(|d| d.count());
+    std::fs::create_dir(mnt.join("d.tmp")).unwrap();
+    std::fs::rename(mnt.join("d.tmp"), mnt.join("e.tmp")).unwrap();
+    let listing = std::fs::read_dir(mnt.join("e.tmp")).map(|d| d.count());
     assert!(
         listing.is_ok(),
         "reading the renamed directory: {listing:?}"
     );
-    std::fs::write(mnt.join("e/f"), b"x").unwrap();
-    assert_eq!(std::fs::read(mnt.join("e/f")).unwrap(), b"x");
+    std::fs::write(mnt.join("e.tmp/f"), b"x").unwrap();
+    assert_eq!(std::fs::read(mnt.join("e.tmp/f")).unwrap(), b"x");
     mount.unmount();
 }
 
@@ -835,14 +871,14 @@ fn regression_renamed_scratch_dir_is_reachable() {
 fn regression_renamed_scratch_file_is_reachable() {
     let env = Env::new();
     let (mount, mnt) = fresh_mount(&env);
-    std::fs::create_dir(mnt.join("d")).unwrap();
-    std::fs::write(mnt.join("d/p"), b"hello").unwrap();
+    std::fs::create_dir(mnt.join("d.tmp")).unwrap();
+    std::fs::write(mnt.join("d.tmp/p"), b"hello").unwrap();
     let f = std::fs::OpenOptions::new()
         .write(true)
-        .open(mnt.join("d/p"))
+        .open(mnt.join("d.tmp/p"))
         .unwrap();
-    std::fs::rename(mnt.join("d/p"), mnt.join("d/q")).unwrap();
-    let got = std::fs::read(mnt.join("d/q"));
+    std::fs::rename(mnt.join("d.tmp/p"), mnt.join("d.tmp/q")).unwrap();
+    let got = std::fs::read(mnt.join("d.tmp/q"));
     let truncated = f.set_len(2);
     let stat = f.metadata().map(|m| m.len());
     drop(f);
@@ -860,16 +896,16 @@ fn regression_unlinked_open_scratch_file_keeps_working() {
     use std::os::unix::fs::FileExt;
     let env = Env::new();
     let (mount, mnt) = fresh_mount(&env);
-    std::fs::create_dir(mnt.join("d")).unwrap();
+    std::fs::create_dir(mnt.join("d.tmp")).unwrap();
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(mnt.join("d/f"))
+        .open(mnt.join("d.tmp/f"))
         .unwrap();
     f.write_all(b"hello world").unwrap();
-    std::fs::remove_file(mnt.join("d/f")).unwrap();
+    std::fs::remove_file(mnt.join("d.tmp/f")).unwrap();
     let mut errors = Vec::new();
     if let Err(e) = f.write_all_at(b"HELLO", 0) {
         errors.push(format!("pwrite: {e}"));
@@ -902,9 +938,9 @@ fn regression_unlinked_open_scratch_file_keeps_working() {
 fn regression_removed_open_dir_fstat() {
     let env = Env::new();
     let (mount, mnt) = fresh_mount(&env);
-    std::fs::create_dir(mnt.join("d")).unwrap();
-    let dir = std::fs::File::open(mnt.join("d")).unwrap();
-    std::fs::remove_dir(mnt.join("d")).unwrap();
+    std::fs::create_dir(mnt.join("d.tmp")).unwrap();
+    let dir = std::fs::File::open(mnt.join("d.tmp")).unwrap();
+    std::fs::remove_dir(mnt.join("d.tmp")).unwrap();
     let got = dir.metadata().map(|m| m.is_dir());
     drop(dir);
     assert_eq!(got.map_err(|e| e.to_string()), Ok(true));
@@ -917,11 +953,11 @@ fn regression_removed_open_dir_fstat() {
 fn regression_scratch_file_moved_to_root_lists_as_file() {
     let env = Env::new();
     let (mount, mnt) = fresh_mount(&env);
-    std::fs::create_dir(mnt.join("d")).unwrap();
-    std::fs::write(mnt.join("d/p"), b"scratch").unwrap();
-    let moved = std::fs::rename(mnt.join("d/p"), mnt.join("p"));
+    std::fs::create_dir(mnt.join("d.tmp")).unwrap();
+    std::fs::write(mnt.join("d.tmp/p"), b"scratch").unwrap();
+    let moved = std::fs::rename(mnt.join("d.tmp/p"), mnt.join("p.tmp"));
     if moved.is_ok() {
-        let stat_is_dir = std::fs::symlink_metadata(mnt.join("p")).map(|m| m.is_dir());
+        let stat_is_dir = std::fs::symlink_metadata(mnt.join("p.tmp")).map(|m| m.is_dir());
         let listed: Vec<(String, bool)> = std::fs::read_dir(&mnt)
             .unwrap()
             .map(|e| {
@@ -931,9 +967,9 @@ fn regression_scratch_file_moved_to_root_lists_as_file() {
                     e.file_type().unwrap().is_dir(),
                 )
             })
-            .filter(|(n, _)| n == "p")
+            .filter(|(n, _)| n == "p.tmp")
             .collect();
-        assert_eq!(listed, vec![("p".to_string(), false)], "readdir");
+        assert_eq!(listed, vec![("p.tmp".to_string(), false)], "readdir");
         assert_eq!(stat_is_dir.map_err(|e| e.to_string()), Ok(false), "stat");
     }
     mount.unmount();
@@ -951,16 +987,26 @@ fn intentional_differences() {
     let env = Env::new();
     let (mount, mnt) = fresh_mount(&env);
     std::fs::write(mnt.join("a"), vec![7u8; 100_000]).unwrap();
-    std::fs::create_dir(mnt.join("d")).unwrap();
-    std::fs::write(mnt.join("d/p"), b"scratch").unwrap();
+    std::fs::create_dir(mnt.join("d.tmp")).unwrap();
+    std::fs::write(mnt.join("d.tmp/p"), b"scratch").unwrap();
 
-    let e = std::fs::rename(mnt.join("a"), mnt.join("d/a")).unwrap_err();
+    let e = std::fs::rename(mnt.join("a"), mnt.join("d.tmp/a")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{e}");
     std::fs::write(mnt.join("b"), b"b").unwrap();
-    let e = std::fs::rename(mnt.join("d/p"), mnt.join("b")).unwrap_err();
+    let e = std::fs::rename(mnt.join("d.tmp/p"), mnt.join("b")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{e}");
-    let e = std::fs::rename(mnt.join("d"), mnt.join("b")).unwrap_err();
+    let e = std::fs::rename(mnt.join("d.tmp"), mnt.join("b")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR), "{e}");
+    // Only DuckDB's spill directory (`*.tmp`) may be made at the top: anything written in
+    // another would look kept and be lost at unmount. A scratch entry cannot take another name
+    // there either (EXDEV: `mv` copies it into a versioned file).
+    let e = std::fs::create_dir(mnt.join("data")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+    let e = std::fs::rename(mnt.join("d.tmp/p"), mnt.join("q")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{e}");
+    let e = std::fs::rename(mnt.join("d.tmp"), mnt.join("data")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{e}");
+    std::fs::create_dir(mnt.join("d.tmp/nested")).unwrap();
 
     let f = std::fs::OpenOptions::new()
         .read(true)

@@ -32,6 +32,16 @@ use std::time::{Duration, Instant, SystemTime};
 /// Inode number of the root directory.
 pub const ROOT: u64 = 1;
 
+/// What the name of a scratch entry at the top of a mount ends with: DuckDB names its spill
+/// directory `<database>.tmp` (`.tmp` for an in-memory database). Any other directory there is
+/// refused, so that nothing is written where it would not be kept.
+pub const SCRATCH_SUFFIX: &str = ".tmp";
+
+/// Whether `name` may be a scratch entry at the top of a mount.
+fn is_scratch_name(name: &str) -> bool {
+    name.ends_with(SCRATCH_SUFFIX)
+}
+
 /// Dirty bytes held in memory before a background flush starts.
 const FLUSH_THRESHOLD: u64 = 64 * 1024 * 1024;
 /// A write over existing bytes is compared with them in units of this many bytes: units that
@@ -1016,6 +1026,12 @@ impl QuackFs {
             if st.root.contains_key(name) {
                 return Err(FsError::EXIST);
             }
+            if !is_scratch_name(name) {
+                tracing::warn!(
+                    "mkdir {name} refused (EPERM): only the files at the top of a mount are versioned; a directory is scratch, for DuckDB's spill files, and its name must end in {SCRATCH_SUFFIX} (docs/semantics.md)"
+                );
+                return Err(FsError::PERM);
+            }
             PathBuf::from(name)
         } else {
             Self::scratch_child(&st, parent, name)?
@@ -1786,10 +1802,13 @@ impl QuackFs {
                     Self::scratch_child(&st, parent, name)?
                 };
                 let to = if newparent == ROOT {
-                    if st
-                        .root
-                        .get(newname)
-                        .is_some_and(|i| matches!(st.nodes.get(i), Some(Node::File(_))))
+                    // (A scratch entry named like a versioned file would look like one, and be
+                    // lost at unmount: `mv` copies it instead.)
+                    if !is_scratch_name(newname)
+                        || st
+                            .root
+                            .get(newname)
+                            .is_some_and(|i| matches!(st.nodes.get(i), Some(Node::File(_))))
                     {
                         return Err(FsError::XDEV);
                     }
@@ -1837,6 +1856,9 @@ impl QuackFs {
                 }
             }
             if let Some(Node::Scratch(rel)) = st.nodes.get(&ino) {
+                if !is_scratch_name(newname) {
+                    return Err(FsError::XDEV);
+                }
                 let rel = rel.clone();
                 std::fs::rename(
                     self.scratch_path(&rel),
