@@ -391,6 +391,11 @@ fn commit_says_when_the_mount_holds_unsynced_writes() {
     );
     assert!(e.contains(&format!("hint: {held}")), "{e}");
     assert!(e.contains("`sync FILE`"), "{e}");
+    let status = env.ok(&["status"]);
+    assert!(
+        status.contains("; 300.0 KiB written, not synced yet)"),
+        "{status}"
+    );
     std::fs::File::open(dir.join("export.csv"))
         .unwrap()
         .sync_all()
@@ -399,6 +404,8 @@ fn commit_says_when_the_mount_holds_unsynced_writes() {
     let e = env.fails_with(4, &["commit", "-m", "again"]);
     assert!(e.contains("hint: use --allow-empty"), "{e}");
     assert!(!e.contains("not synced"), "{e}");
+    let status = env.ok(&["status"]);
+    assert!(!status.contains("not synced yet"), "{status}");
     m.unmount();
     let show = env.ok(&["show", "main"]);
     assert!(show.contains("export.csv"), "{show}");

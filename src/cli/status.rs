@@ -128,7 +128,16 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
         let holder = m["holder"].as_str().unwrap_or("");
         let hb = &m["heartbeat_age_secs"];
         match m["branch"].as_str() {
-            Some(b) => outln!("mount    {b} writable by {holder} (heartbeat {hb}s ago)"),
+            Some(b) => {
+                // Bytes written through the mount but not synced: not in the catalog yet, so
+                // neither in `pending` nor in a commit (the mount's figures, if it is of this
+                // data directory).
+                let unsynced = match m["metrics"]["dirty_bytes"].as_u64() {
+                    Some(n) if n > 0 => format!("; {} written, not synced yet", size(n as i64)),
+                    _ => String::new(),
+                };
+                outln!("mount    {b} writable by {holder} (heartbeat {hb}s ago{unsynced})")
+            }
             None => match m["follows"].as_str() {
                 Some(b) => outln!(
                     "mount    {} read-only, following {b}, by {holder} (heartbeat {hb}s ago)",
