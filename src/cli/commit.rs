@@ -37,16 +37,12 @@ pub async fn run(ctx: &Ctx, a: CommitArgs) -> Result<()> {
     };
     engine.branch_head(&repo, &branch).await?;
     let asked = std::time::SystemTime::now();
-    let c = engine
+    let pending = engine
         .catalog
         .commit_pending(repo.id, &branch, commit, a.allow_empty)
-        .await
-        .map_err(|e| match e {
-            quackfs::catalog::CatalogError::NothingPending => Error::NothingToCommit(None),
-            other => other.into(),
-        });
-    let c = match c {
-        Err(Error::NothingToCommit(None)) => {
+        .await;
+    let c = match pending {
+        Err(quackfs::catalog::CatalogError::NothingPending) => {
             let unsynced = unsynced_on_mount(ctx, &engine, repo.id, &branch, asked).await;
             return Err(Error::NothingToCommit(unsynced));
         }

@@ -140,7 +140,7 @@ async fn encrypted(view: &quackfs::engine::view::ReadView, name: &str) -> Result
     };
     let mut head = vec![0u8; duckdb_file::HEADER_SIZE.min(f.size) as usize];
     let n = view.read(f, 0, &mut head).await?;
-    Ok(duckdb_file::is_database(&head[..n]) && duckdb_file::is_encrypted(&head[..n]))
+    Ok(duckdb_file::is_encrypted(&head[..n]))
 }
 
 /// Row changes of every DuckDB database file either side has (an encrypted one is listed, not

@@ -562,13 +562,13 @@ pub fn metrics_file(runfile: &Path) -> PathBuf {
 /// The figures last written by the mount at `dir` of data directory `data_dir`, if it is running
 /// (it rewrites them every second and removes them when it ends).
 pub fn metrics_of(data_dir: &Path, dir: &str) -> Option<serde_json::Value> {
-    metrics_since(data_dir, dir, std::time::UNIX_EPOCH)
+    let file = metrics_file(&runfile(data_dir, Path::new(dir)));
+    metrics_since(&file, std::time::UNIX_EPOCH)
 }
 
-/// The figures of the mount at `dir` if they were written at `since` or later.
-fn metrics_since(data_dir: &Path, dir: &str, since: SystemTime) -> Option<serde_json::Value> {
-    let file = metrics_file(&runfile(data_dir, Path::new(dir)));
-    let written = std::fs::metadata(&file).and_then(|m| m.modified()).ok()?;
+/// The figures in `file` if they were written at `since` or later.
+fn metrics_since(file: &Path, since: SystemTime) -> Option<serde_json::Value> {
+    let written = std::fs::metadata(file).and_then(|m| m.modified()).ok()?;
     if written < since {
         return None;
     }
@@ -583,11 +583,12 @@ pub async fn fresh_metrics(
     dir: &str,
     since: SystemTime,
 ) -> Option<serde_json::Value> {
+    let file = metrics_file(&runfile(data_dir, Path::new(dir)));
     for _ in 0..30 {
-        if let Some(m) = metrics_since(data_dir, dir, since) {
+        if let Some(m) = metrics_since(&file, since) {
             return Some(m);
         }
-        if !metrics_file(&runfile(data_dir, Path::new(dir))).exists() {
+        if !file.exists() {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -116,20 +116,19 @@ impl HeaderMark {
     }
 }
 
-/// Whether the main header at the start of `head` flags an encrypted database.
+/// Whether `head` (the first bytes of a file) is the main header of an encrypted DuckDB database.
 pub fn is_encrypted(head: &[u8]) -> bool {
-    head.get(FLAGS_OFF..FLAGS_OFF + 8)
-        .and_then(|w| w.try_into().ok())
-        .is_some_and(|w| u64::from_le_bytes(w) & ENCRYPTED_FLAG != 0)
+    is_database(head)
+        && head
+            .get(FLAGS_OFF..FLAGS_OFF + 8)
+            .and_then(|w| w.try_into().ok())
+            .is_some_and(|w| u64::from_le_bytes(w) & ENCRYPTED_FLAG != 0)
 }
 
 /// The checkpoint mark of a DuckDB file whose first bytes are `head` (at most [`HEADERS_END`]
 /// of them are looked at): the active iteration, or for an encrypted database its database
 /// headers (all of them needed). None if the file is not a DuckDB database or is too short.
 pub fn header_mark(head: &[u8]) -> Option<HeaderMark> {
-    if !is_database(head) {
-        return None;
-    }
     if is_encrypted(head) {
         let headers = head.get(HEADER_SIZE as usize..HEADERS_END as usize)?;
         return Some(HeaderMark::Encrypted(headers.into()));

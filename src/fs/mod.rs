@@ -236,6 +236,10 @@ struct FileNode {
     /// What the DuckDB headers of the file's durable (registered) bytes say of its checkpoints,
     /// if it is a DuckDB database file (see `engine::duckdb_file::HeaderMark`).
     durable_mark: Option<HeaderMark>,
+    /// The header mark of the file's last completed checkpoint that is in a commit, or of its
+    /// creation (a checkpoint commit is due when the durable mark is past it). It belongs to
+    /// the file: a database removed and created again under the same name starts without one.
+    committed_mark: Option<HeaderMark>,
     /// Orders the syncs of this file (snapshot, upload, registration); other files' syncs run
     /// beside it.
     sync: Arc<tokio::sync::Mutex<()>>,
@@ -269,6 +273,7 @@ impl FileNode {
             ctime: time,
             open,
             durable_mark: None,
+            committed_mark: None,
             sync: Arc::new(tokio::sync::Mutex::new(())),
             changes: 0,
         }
@@ -277,7 +282,8 @@ impl FileNode {
 
 #[derive(Debug)]
 enum Node {
-    File(FileNode),
+    /// (Boxed: a file node is ten times the size of a scratch entry's path.)
+    File(Box<FileNode>),
     /// A scratch entry: path relative to the scratch directory.
     Scratch(PathBuf),
 }
@@ -381,10 +387,6 @@ struct State {
     durable: BTreeMap<String, (u64, u64)>,
     write_seq: u64,
     dirty_bytes: u64,
-    /// Per database file (by file id: a file removed and created again under the same name is
-    /// another file): the header mark of its last completed checkpoint that is in a commit (a
-    /// checkpoint commit is due when the durable mark is past it), or of its creation.
-    committed_marks: HashMap<u64, HeaderMark>,
     /// Last attributes of removed scratch entries (fstat on an open descriptor still works).
     removed: HashMap<u64, Attr>,
     /// A following mount: the generation (commit served) each file inode belongs to.
@@ -524,7 +526,6 @@ impl QuackFs {
             durable: BTreeMap::new(),
             write_seq: 0,
             dirty_bytes: 0,
-            committed_marks: HashMap::new(),
             removed: HashMap::new(),
             node_gen: HashMap::new(),
             retired: Vec::new(),
@@ -536,7 +537,7 @@ impl QuackFs {
             st.root.insert(f.path.clone(), ino);
             st.nodes.insert(
                 ino,
-                Node::File(FileNode::new(
+                Node::File(Box::new(FileNode::new(
                     f.file_id,
                     &f.path,
                     f.size,
@@ -544,7 +545,7 @@ impl QuackFs {
                     0o644,
                     mtime,
                     0,
-                )),
+                ))),
             );
         }
         Ok(QuackFs {
@@ -763,9 +764,9 @@ impl QuackFs {
             st.root.insert(f.path.clone(), ino);
             st.nodes.insert(
                 ino,
-                Node::File(FileNode::new(
+                Node::File(Box::new(FileNode::new(
                     f.file_id, &f.path, f.size, map, 0o644, mtime, 0,
-                )),
+                ))),
             );
             st.node_gen.insert(ino, gen);
             changed.push(f.path.clone());
@@ -1104,7 +1105,7 @@ impl QuackFs {
         st.next_ino += 1;
         st.nodes.insert(
             ino,
-            Node::File(FileNode::new(
+            Node::File(Box::new(FileNode::new(
                 new_file_id(),
                 name,
                 0,
@@ -1112,7 +1113,7 @@ impl QuackFs {
                 (mode & 0o7777) as u16,
                 SystemTime::now(),
                 1,
-            )),
+            ))),
         );
         st.root.insert(name.to_string(), ino);
         let fh = Self::add_handle(&mut st, Handle::File { ino });
@@ -1306,18 +1307,14 @@ impl QuackFs {
         Ok(duckdb_file::header_mark(&head))
     }
 
-    /// Notes the checkpoint mark of the durable bytes of file `ino` (`file_id`). An encrypted
-    /// database with no committed mark yet (just created, or not in the branch head) takes it
-    /// as its baseline: its header bytes cannot say whether they are a creation or a checkpoint.
-    fn set_durable_mark(st: &mut State, ino: u64, file_id: u64, mark: Option<HeaderMark>) {
-        if let Some(m) = mark.as_ref().filter(|m| m.needs_baseline()) {
-            st.committed_marks
-                .entry(file_id)
-                .or_insert_with(|| m.clone());
+    /// Notes the checkpoint mark of the durable bytes of file `f`. An encrypted database with no
+    /// committed mark yet (just created, or not in the branch head) takes it as its baseline:
+    /// its header bytes cannot say whether they are a creation or a checkpoint.
+    fn set_durable_mark(f: &mut FileNode, mark: Option<HeaderMark>) {
+        if f.committed_mark.is_none() {
+            f.committed_mark = mark.clone().filter(|m| m.needs_baseline());
         }
-        if let Some(Node::File(f)) = st.nodes.get_mut(&ino) {
-            f.durable_mark = mark;
-        }
+        f.durable_mark = mark;
     }
 
     /// Reads the checkpoint state of every file as served at mount time, and the state of the
@@ -1353,11 +1350,12 @@ impl QuackFs {
                     _ => None,
                 },
             };
-            let mut st = self.lock();
-            if let Some(c) = committed {
-                st.committed_marks.insert(file_id, c);
+            if let Some(Node::File(f)) = self.lock().nodes.get_mut(&ino) {
+                if committed.is_some() {
+                    f.committed_mark = committed;
+                }
+                Self::set_durable_mark(f, mark);
             }
-            Self::set_durable_mark(&mut st, ino, file_id, mark);
         }
         Ok(())
     }
@@ -1925,14 +1923,14 @@ impl QuackFs {
         let due = checkpoint
             .as_ref()
             .and_then(|(db, renamed)| Some((db, self.checkpoint_due(db, *renamed)?)));
-        if let Some((db, (file_id, mark))) = due {
+        if let Some((db, (ino, mark))) = due {
             let message = format!("checkpoint of {db}");
             match session
                 .register_and_commit(order, Vec::new(), files.clone(), message)
                 .await
             {
                 Ok(_) => {
-                    self.checkpoint_sealed(file_id, mark, true);
+                    self.checkpoint_sealed(ino, mark, true);
                     return Ok(());
                 }
                 Err(e) if session.is_fenced() => {
@@ -1967,14 +1965,15 @@ impl QuackFs {
             .collect()
     }
 
-    /// The file id and durable header mark of database file `db` if the state registered (or
+    /// The inode and durable header mark of database file `db` if the state registered (or
     /// about to be registered, with the change just made) completes a checkpoint that is not in
     /// a commit yet, with `--autocommit checkpoint`: the rule of [`maybe_checkpoint_commit`]
     /// (Self::maybe_checkpoint_commit).
     fn checkpoint_due(&self, db: &str, renamed_onto_wal: bool) -> Option<(u64, HeaderMark)> {
         self.cfg.session.as_ref().filter(|_| self.cfg.autocommit)?;
         let st = self.lock();
-        let Some(Node::File(f)) = st.root.get(db).and_then(|i| st.nodes.get(i)) else {
+        let ino = *st.root.get(db)?;
+        let Some(Node::File(f)) = st.nodes.get(&ino) else {
             return None;
         };
         let mark = f.durable_mark.as_ref()?;
@@ -1983,8 +1982,7 @@ impl QuackFs {
                 .durable
                 .get(&duckdb_file::wal_of(db))
                 .is_none_or(|&(_, size)| size == 0);
-        (wal_clear && mark.after(st.committed_marks.get(&f.file_id)))
-            .then(|| (f.file_id, mark.clone()))
+        (wal_clear && mark.after(f.committed_mark.as_ref())).then(|| (ino, mark.clone()))
     }
 
     /// Seals a `checkpoint` commit if DuckDB has completed a checkpoint of database file `db`
@@ -2003,7 +2001,7 @@ impl QuackFs {
         let Some(session) = self.cfg.session.as_ref() else {
             return;
         };
-        let Some((file_id, mark)) = self.checkpoint_due(db, renamed_onto_wal) else {
+        let Some((ino, mark)) = self.checkpoint_due(db, renamed_onto_wal) else {
             return;
         };
         match session
@@ -2011,24 +2009,22 @@ impl QuackFs {
             .await
         {
             // Made, or someone sealed it already (`quackfs commit` from another process).
-            Ok(made) => self.checkpoint_sealed(file_id, mark, made.is_some()),
+            Ok(made) => self.checkpoint_sealed(ino, mark, made.is_some()),
             Err(e) => {
                 tracing::warn!("checkpoint commit of {db} failed, retried at its next change: {e}")
             }
         }
     }
 
-    /// The checkpoint of file `file_id` with header mark `mark` is in a commit (`made`: this
-    /// mount made it).
-    fn checkpoint_sealed(&self, file_id: u64, mark: HeaderMark, made: bool) {
+    /// The checkpoint of file `ino` with header mark `mark` is in a commit (`made`: this mount
+    /// made it).
+    fn checkpoint_sealed(&self, ino: u64, mark: HeaderMark, made: bool) {
         if made {
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
         }
-        let mut st = self.lock();
-        st.committed_marks.insert(file_id, mark);
-        // Files removed or replaced since are gone for good: their marks with them.
-        let live: std::collections::HashSet<u64> = st.durable.values().map(|(id, _)| *id).collect();
-        st.committed_marks.retain(|id, _| live.contains(id));
+        if let Some(Node::File(f)) = self.lock().nodes.get_mut(&ino) {
+            f.committed_mark = Some(mark);
+        }
     }
 
     /// fsync of a directory: makes the names of the root's files durable. A file created and
@@ -2165,12 +2161,13 @@ impl QuackFs {
             match self.mark_of(len, pieces).await {
                 Ok(mark) => {
                     let db = mark.as_ref().map(|_| name.clone());
-                    let mut st = self.lock();
-                    if truncate_to.is_some_and(|t| t < duckdb_file::HEADERS_END) {
-                        // Cut below its headers: whatever database it holds next is new.
-                        st.committed_marks.remove(&file_id);
+                    if let Some(Node::File(f)) = self.lock().nodes.get_mut(&ino) {
+                        if truncate_to.is_some_and(|t| t < duckdb_file::HEADERS_END) {
+                            // Cut below its headers: whatever database it holds next is new.
+                            f.committed_mark = None;
+                        }
+                        Self::set_durable_mark(f, mark);
                     }
-                    Self::set_durable_mark(&mut st, ino, file_id, mark);
                     db
                 }
                 Err(e) => {
