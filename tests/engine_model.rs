@@ -1108,3 +1108,60 @@ fn new_names_are_durable_after_fsync_or_fsyncdir() {
             .unwrap();
     });
 }
+
+/// A follower replaces a changed file's inode when its branch moves; the old inode stays
+/// answerable for a grace period, so that a `stat` whose lookup came just before the switch can
+/// still get its attributes. Also when a reader held the old inode open and closes it meanwhile:
+/// closing the last handle does not remove it early.
+#[test]
+fn a_followers_replaced_inode_outlives_its_last_handle_for_the_grace() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _, _, _) = memory_engine(dir.path()).await;
+        let (repo, _) = engine.init("f").await.unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let file = src.join("a");
+        let commit = |data: &'static [u8]| {
+            let (engine, repo, file) = (engine.clone(), repo.clone(), file.clone());
+            async move {
+                std::fs::write(&file, data).unwrap();
+                engine
+                    .import(&repo, "main", &[file], None, &ProgressBar::hidden())
+                    .await
+                    .unwrap();
+                engine
+                    .view(&engine.branch_head(&repo, "main").await.unwrap())
+                    .await
+                    .unwrap()
+            }
+        };
+        let v1 = commit(b"one").await;
+        let cfg = MountConfig {
+            session: None,
+            autocommit: false,
+            scratch: dir.path().join("scratch"),
+            dirty_limit: DEFAULT_DIRTY_LIMIT,
+            follow: true,
+        };
+        let fs = Arc::new(QuackFs::new(engine.clone(), v1, cfg).unwrap());
+        let old = fs.lookup(ROOT, "a").unwrap().ino;
+        let fh = fs.open(old, libc::O_RDONLY).await.unwrap();
+        let v2 = commit(b"two!").await;
+        assert_eq!(fs.follow(&v2, 1), ["a"]);
+        let new = fs.lookup(ROOT, "a").unwrap().ino;
+        assert_ne!(new, old);
+        fs.release(fh).unwrap();
+        assert_eq!(
+            fs.getattr(old).map(|a| a.size),
+            Ok(3),
+            "the old inode after its close"
+        );
+        assert_eq!(fs.getattr(new).map(|a| a.size), Ok(4));
+    });
+}

@@ -1173,13 +1173,16 @@ impl QuackFs {
         let mut st = self.lock();
         match st.handles.remove(&fh) {
             Some(Handle::File { ino }) => {
-                let gone = match st.nodes.get_mut(&ino) {
+                let unnamed = match st.nodes.get_mut(&ino) {
                     Some(Node::File(f)) => {
                         f.open = f.open.saturating_sub(1);
                         f.open == 0 && f.name.is_none()
                     }
                     _ => false,
                 };
+                // An inode a follower replaced stays for its grace (`sweep_retired`): a lookup
+                // answered just before the switch may still ask for its attributes.
+                let gone = unnamed && !st.retired.iter().any(|(i, _)| *i == ino);
                 if gone {
                     if let Some(Node::File(f)) = st.nodes.remove(&ino) {
                         st.dirty_bytes = st.dirty_bytes.saturating_sub(f.dirty_bytes);
