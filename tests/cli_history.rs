@@ -111,3 +111,39 @@ fn completions_for_every_shell() {
         assert!(out.contains("import"), "{shell}");
     }
 }
+
+/// `show` names each layer so that it can be told apart: the layers one mount writes share the
+/// first 16 digits of their ids (the mount's session), so a 12-digit prefix named them all alike.
+#[test]
+fn show_tells_the_layers_of_one_mount_apart() {
+    use std::io::Write;
+    let env = Env::new();
+    env.ok(&["init", "lay"]);
+    let dir = env.path("mnt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let m = env.mount("lay", &dir, &[]);
+    for (name, byte) in [("a.bin", 1u8), ("b.bin", 2), ("c.bin", 3)] {
+        let mut f = std::fs::File::create(dir.join(name)).unwrap();
+        f.write_all(&vec![byte; 10_000]).unwrap();
+        f.sync_all().unwrap();
+    }
+    env.ok(&["commit", "-m", "three syncs"]);
+    m.unmount();
+    let show: serde_json::Value =
+        serde_json::from_str(&env.ok(&["show", "main", "--json"])).unwrap();
+    let ids: Vec<&str> = show["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{show}");
+    let text = env.ok(&["show", "main"]);
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("LAYER"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(rows, ids, "{text}");
+}

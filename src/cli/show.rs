@@ -1,7 +1,6 @@
 use super::output::outln;
 use super::output::{print_json, print_table, size, table, time};
 use super::Ctx;
-use quackfs::engine::short;
 use quackfs::error::Result;
 
 /// Show one commit: parent, files and sizes, layers, bytes.
@@ -114,11 +113,8 @@ pub async fn run(ctx: &Ctx, a: ShowArgs) -> Result<()> {
         outln!();
         let mut t = table(&["LAYER", "KIND", "BYTES"]);
         for l in &layers {
-            t.add_row(vec![
-                short(&l.id).to_string(),
-                l.kind.to_string(),
-                size(l.bytes),
-            ]);
+            // Whole: the layers one mount writes share their first 16 digits (its session id).
+            t.add_row(vec![l.id.clone(), l.kind.to_string(), size(l.bytes)]);
         }
         print_table(&t)?;
     }

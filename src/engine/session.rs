@@ -611,7 +611,7 @@ impl BranchSession {
             Ok(l) => {
                 tracing::info!(
                     "compacted {count} pending layers into {} ({} bytes)",
-                    short(&l.id),
+                    l.id,
                     l.size_bytes
                 );
                 Ok(true)
