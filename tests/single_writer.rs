@@ -187,6 +187,22 @@ fn a_dead_writer_does_not_block(env: Env) {
     for (m, _dir) in mounts {
         m.crash();
     }
+    // status says so, and that the next mount takes the branch over.
+    let st: serde_json::Value =
+        serde_json::from_str(&env.ok(&["-r", "s", "status", "--json"])).unwrap();
+    let gone: Vec<_> = st["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["process_gone"] == true)
+        .map(|m| m["branch"].as_str().unwrap())
+        .collect();
+    assert_eq!(gone.len(), 3, "{st}");
+    let text = env.ok(&["-r", "s", "status"]);
+    assert!(
+        text.contains("its process is gone: the next mount of main takes the branch over"),
+        "{text}"
+    );
     // Within the leases' 10 s, so only the pid check can let these through.
     env.ok(&["-r", "s", "reset", "main", "main~1"]);
     env.ok(&["-r", "s", "branch", "-d", "side"]);

@@ -47,8 +47,11 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
         .await?
         .into_iter()
         .map(|l| {
+            // A holder of this machine whose process is gone (killed, crashed) holds nothing
+            // any more: the next mount of the branch takes it over.
             serde_json::json!({ "branch": l.branch, "holder": l.holder, "writable": true,
-                "heartbeat_age_secs": age(l.heartbeat_at) })
+                "heartbeat_age_secs": age(l.heartbeat_at),
+                "process_gone": quackfs::process::holder_is_dead(&l.holder) })
         })
         .collect();
     // Read-only mounts pin their commit and keep its heartbeat fresh while they run.
@@ -136,7 +139,13 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
                     Some(n) if n > 0 => format!("; {} written, not synced yet", size(n as i64)),
                     _ => String::new(),
                 };
-                outln!("mount    {b} writable by {holder} (heartbeat {hb}s ago{unsynced})")
+                if m["process_gone"].as_bool() == Some(true) {
+                    outln!(
+                        "mount    {b} writable by {holder} (heartbeat {hb}s ago; its process is gone: the next mount of {b} takes the branch over)"
+                    )
+                } else {
+                    outln!("mount    {b} writable by {holder} (heartbeat {hb}s ago{unsynced})")
+                }
             }
             None => match m["follows"].as_str() {
                 Some(b) => outln!(
