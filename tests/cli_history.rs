@@ -147,3 +147,32 @@ fn show_tells_the_layers_of_one_mount_apart() {
         .collect();
     assert_eq!(rows, ids, "{text}");
 }
+
+/// With no `QUACKFS_AUTHOR`, `USER` or `LOGNAME` (a service, a container), a commit's author is
+/// the process's account, not "unknown".
+#[test]
+fn the_author_without_user_variables_is_the_account() {
+    let env = Env::new();
+    env.ok(&["init", "who"]);
+    let out = env
+        .std_cmd()
+        .env_remove("QUACKFS_AUTHOR")
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .args(["commit", "--allow-empty", "-m", "by whom"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let account = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let account = String::from_utf8(account.stdout).unwrap();
+    let log: serde_json::Value =
+        serde_json::from_str(&env.ok(&["log", "--json", "-n", "1"])).unwrap();
+    let author = log[0]["author"].as_str().unwrap();
+    assert!(
+        author.starts_with(&format!("{}@", account.trim())),
+        "author {author:?}, account {account:?}"
+    );
+}
