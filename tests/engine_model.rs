@@ -477,6 +477,15 @@ fn order_free(ops: &[Op]) -> bool {
     })
 }
 
+/// A multi-threaded runtime with `workers` worker threads, as a mount runs.
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 async fn open_fs(engine: Arc<Engine>, repo: &catalog::Repo, dir: &std::path::Path) -> Arc<QuackFs> {
     let o = BranchSession::open(
         engine.clone(),
@@ -739,11 +748,7 @@ fn small_inline_limit() {
 fn run(ops: Vec<Op>, local: bool) -> Result<(), TestCaseError> {
     small_inline_limit();
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime(4);
     rt.block_on(run_case(ops, local))
 }
 
@@ -858,11 +863,7 @@ fn regression_concurrent_syncs_after_a_failed_one() {
 #[test]
 fn concurrent_fsyncs_share_registrations() {
     small_inline_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime(4);
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let (engine, ..) = memory_engine(dir.path()).await;
@@ -916,11 +917,7 @@ fn concurrent_fsyncs_share_registrations() {
 #[test]
 fn pending_layers_are_compacted() {
     small_inline_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime(4);
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let (engine, url, tmp, store) = memory_engine(dir.path()).await;
@@ -983,11 +980,7 @@ fn pending_layers_are_compacted() {
 /// and after a remount. (Writes shorter than 64 KiB, such as a header, are stored whole.)
 #[test]
 fn rewritten_blocks_store_only_what_changed() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime(4);
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let (engine, url, tmp, store) = memory_engine(dir.path()).await;
@@ -1056,11 +1049,7 @@ fn rewritten_blocks_store_only_what_changed() {
 /// and nothing else, and with nothing new it changes nothing.
 #[test]
 fn new_names_are_durable_after_fsync_or_fsyncdir() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime(2);
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let (engine, url, tmp, store) = memory_engine(dir.path()).await;
@@ -1115,11 +1104,7 @@ fn new_names_are_durable_after_fsync_or_fsyncdir() {
 /// closing the last handle does not remove it early.
 #[test]
 fn a_followers_replaced_inode_outlives_its_last_handle_for_the_grace() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime(2);
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _, _, _) = memory_engine(dir.path()).await;
