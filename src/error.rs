@@ -230,7 +230,7 @@ impl Error {
                 CatalogError::Expired(_) => exit::EXPIRED,
                 CatalogError::BadRow { .. } => exit::CORRUPT,
                 CatalogError::BadUrl(_) | CatalogError::Missing { .. } => exit::CONFIG,
-                CatalogError::Db { source, .. } => db_exit_code(source),
+                CatalogError::Db { error, .. } => db_exit_code(error),
                 CatalogError::Migrate { .. } => exit::ERROR,
             },
             Error::Store(e) => match e {

@@ -930,3 +930,31 @@ fn exit_codes_tell_the_kinds_of_failure_apart() {
     // 0: success.
     assert!(env.cmd().args(["log"]).output().unwrap().status.success());
 }
+
+/// A catalog URL naming a PostgreSQL database that does not exist: one line saying so in the
+/// server's words, without sqlx's "error returned from database" or the line of the server's own
+/// source file that raised it.
+#[test]
+fn a_missing_postgres_database_is_named_plainly() {
+    let Ok(pg) = std::env::var("QUACKFS_TEST_PG_URL") else {
+        return;
+    };
+    let (base, _) = pg.rsplit_once('/').unwrap();
+    let name = format!("qfs_missing_{}", common::uuid_like());
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args(["--catalog", &format!("{base}/{name}"), "repos"])
+        .output()
+        .unwrap();
+    // 9: the configuration names something that is not there.
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.ends_with(&format!(": database \"{name}\" does not exist")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("error returned from database"), "{stderr}");
+    assert!(!stderr.contains(" at line "), "{stderr}");
+}

@@ -31,12 +31,10 @@ pub enum CatalogError {
     Exists { what: &'static str, name: String },
     #[error("{0}")]
     Conflict(String),
-    #[error("catalog {url}: {source}")]
-    Db {
-        url: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    /// The database's error, worded by [`db_message`]. Not a `source`: the message already says
+    /// what it does, and sqlx's own wording of it would follow on the same line.
+    #[error("catalog {url}: {}", db_message(error))]
+    Db { url: String, error: sqlx::Error },
     #[error("catalog {url}: migration failed: {source}")]
     Migrate {
         url: String,
@@ -73,12 +71,22 @@ pub enum CatalogError {
     Refused(String),
 }
 
+/// What the database said, for a person: the server's own message, without sqlx's "error returned
+/// from database: " prefix or the line of the PostgreSQL source file that raised it (" at line
+/// 948"); any other error as sqlx words it.
+fn db_message(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        e => e.to_string(),
+    }
+}
+
 impl CatalogError {
     /// The catalog's disk (or quota) is full: SQLite's `SQLITE_FULL`, PostgreSQL's `disk_full`
     /// (53100), or an I/O error ENOSPC/EDQUOT. Reported as ENOSPC through a mount, with its own
     /// hint, not as "is the server up".
     pub fn is_no_space(&self) -> bool {
-        let CatalogError::Db { source, .. } = self else {
+        let CatalogError::Db { error: source, .. } = self else {
             return false;
         };
         match source {

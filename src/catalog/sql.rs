@@ -239,9 +239,9 @@ impl SqliteCatalog {
     /// Opens (creating if needed) the SQLite catalog at `path` and applies migrations.
     pub async fn open(path: &str) -> Result<Self, CatalogError> {
         let url = format!("sqlite://{path}");
-        let db = |source| CatalogError::Db {
+        let db = |error| CatalogError::Db {
             url: url.clone(),
-            source,
+            error,
         };
         if let Some(parent) = std::path::Path::new(path).parent() {
             if !parent.as_os_str().is_empty() {
@@ -672,17 +672,17 @@ impl PgCatalog {
             .acquire_timeout(connect_timeout())
             .connect_with(opts)
             .await
-            .map_err(|source| CatalogError::Db {
+            .map_err(|error| CatalogError::Db {
                 url: masked.clone(),
-                source,
+                error,
             })?;
         if !create {
             let present: bool = sqlx::query_scalar("SELECT to_regclass('repos') IS NOT NULL")
                 .fetch_one(&pool)
                 .await
-                .map_err(|source| CatalogError::Db {
+                .map_err(|error| CatalogError::Db {
                     url: masked.clone(),
-                    source,
+                    error,
                 })?;
             if !present {
                 return Err(CatalogError::Missing {
@@ -1075,9 +1075,9 @@ fn lock_order(ids: &[String]) -> Vec<&String> {
 macro_rules! impl_catalog {
     ($ty:ty, $row:ty, $db:ty, $lock:literal, $now:literal, $repeatable:literal) => {
         impl $ty {
-            fn db(&self, source: sqlx::Error) -> CatalogError {
-                self.saw_error(&source);
-                CatalogError::Db { url: self.url.clone(), source }
+            fn db(&self, error: sqlx::Error) -> CatalogError {
+                self.saw_error(&error);
+                CatalogError::Db { url: self.url.clone(), error }
             }
 
             fn bad(&self, why: String) -> CatalogError {
