@@ -230,7 +230,9 @@ impl Error {
                 CatalogError::Expired(_) => exit::EXPIRED,
                 CatalogError::BadRow { .. } => exit::CORRUPT,
                 CatalogError::BadUrl(_) | CatalogError::Missing { .. } => exit::CONFIG,
-                CatalogError::Db { error, .. } => db_exit_code(error),
+                CatalogError::Db { error, .. } | CatalogError::Unreachable { error, .. } => {
+                    db_exit_code(error)
+                }
                 CatalogError::Migrate { .. } => exit::ERROR,
             },
             Error::Store(e) => match e {
@@ -298,7 +300,7 @@ impl Error {
             }) => Some(
                 "a newer quackfs has upgraded this catalog (it holds data this version cannot read): use that version or a later one".into(),
             ),
-            Error::Catalog(CatalogError::Db { .. }) => {
+            Error::Catalog(CatalogError::Db { .. } | CatalogError::Unreachable { .. }) => {
                 Some("check that the catalog server is up and the URL is right (QUACKFS_CATALOG / --catalog)".into())
             }
             Error::Layer(LayerError::Io(e)) if is_no_space(e) => {
@@ -328,7 +330,8 @@ fn is_no_space(e: &std::io::Error) -> bool {
     )
 }
 
-/// Unreachable servers are `UNAVAILABLE`; a PostgreSQL database that does not exist is `CONFIG`.
+/// Unreachable servers are `UNAVAILABLE`; a PostgreSQL database that does not exist, a role
+/// that does not exist or a wrong password (SQLSTATE 3D000, class 28) are `CONFIG`.
 fn db_exit_code(e: &sqlx::Error) -> u8 {
     match e {
         sqlx::Error::Io(_)
@@ -336,7 +339,12 @@ fn db_exit_code(e: &sqlx::Error) -> u8 {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => exit::UNAVAILABLE,
-        sqlx::Error::Database(d) if d.code().as_deref() == Some("3D000") => exit::CONFIG,
+        sqlx::Error::Database(d)
+            if d.code()
+                .is_some_and(|c| c == "3D000" || c.starts_with("28")) =>
+        {
+            exit::CONFIG
+        }
         _ => exit::ERROR,
     }
 }

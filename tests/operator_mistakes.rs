@@ -958,3 +958,58 @@ fn a_missing_postgres_database_is_named_plainly() {
     assert!(!stderr.contains("error returned from database"), "{stderr}");
     assert!(!stderr.contains(" at line "), "{stderr}");
 }
+
+/// A role PostgreSQL does not know is a configuration mistake (exit 9), said in the server's
+/// words, like a missing database.
+#[test]
+fn a_wrong_postgres_role_is_a_configuration_error() {
+    let Ok(pg) = std::env::var("QUACKFS_TEST_PG_URL") else {
+        return;
+    };
+    let (_, host_db) = pg.rsplit_once('@').unwrap();
+    let role = format!("qfs_nobody_{}", common::uuid_like());
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args([
+            "--catalog",
+            &format!("postgres://{role}:pw@{host_db}"),
+            "repos",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.ends_with(&format!(": role \"{role}\" does not exist")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pw@"), "{stderr}");
+}
+
+/// A catalog server that cannot be reached: after the connect timeout the error says why the
+/// connection failed (not only that sqlx's pool timed out), and exits 8 (retry later).
+#[test]
+fn an_unreachable_catalog_says_why() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .env("QUACKFS_CONNECT_TIMEOUT", "1s")
+        .args(["--catalog", "postgres://u:p@127.0.0.1:1/db", "repos"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        "error: catalog postgres://u:***@127.0.0.1:1/db: cannot connect (tried for 1s): \
+         Connection refused (os error 111)",
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: check that the catalog server is up"),
+        "{stderr}"
+    );
+}

@@ -35,6 +35,17 @@ pub enum CatalogError {
     /// what it does, and sqlx's own wording of it would follow on the same line.
     #[error("catalog {url}: {}", db_message(error))]
     Db { url: String, error: sqlx::Error },
+    /// Connecting failed for the whole connect timeout (`QUACKFS_CONNECT_TIMEOUT`); `error` is
+    /// what the last attempt met (the pool itself only says that it timed out).
+    #[error(
+        "catalog {url}: cannot connect (tried for {waited:?}): {}",
+        db_message(error)
+    )]
+    Unreachable {
+        url: String,
+        waited: std::time::Duration,
+        error: sqlx::Error,
+    },
     #[error("catalog {url}: migration failed: {source}")]
     Migrate {
         url: String,
@@ -73,10 +84,12 @@ pub enum CatalogError {
 
 /// What the database said, for a person: the server's own message, without sqlx's "error returned
 /// from database: " prefix or the line of the PostgreSQL source file that raised it (" at line
-/// 948"); any other error as sqlx words it.
+/// 948"); an I/O error in the operating system's words (`Connection refused (os error 111)`);
+/// any other error as sqlx words it.
 fn db_message(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Database(db) => db.message().to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
         e => e.to_string(),
     }
 }

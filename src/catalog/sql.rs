@@ -634,6 +634,26 @@ fn session_ended_before_call(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("57P")))
 }
 
+/// How long the one connection attempt of [`why_unreachable`] may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connecting kept failing until the connect timeout, and the pool only says that it timed out:
+/// one more attempt (briefly) tells why, e.g. `Connection refused` or a name that does not
+/// resolve.
+async fn why_unreachable(url: String, opts: &PgConnectOptions) -> CatalogError {
+    let error =
+        match tokio::time::timeout(PROBE_TIMEOUT, sqlx::PgConnection::connect_with(opts)).await {
+            Ok(Err(e)) => e,
+            // It answers now (or still not within the probe's time): the pool's word stands.
+            Ok(Ok(_)) | Err(_) => sqlx::Error::PoolTimedOut,
+        };
+    CatalogError::Unreachable {
+        url,
+        waited: connect_timeout(),
+        error,
+    }
+}
+
 impl PgCatalog {
     /// Connects to PostgreSQL and applies migrations (sqlx serialises them with an advisory lock).
     pub async fn open(url: &str) -> Result<Self, CatalogError> {
@@ -670,12 +690,18 @@ impl PgCatalog {
             })
             .after_release(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
             .acquire_timeout(connect_timeout())
-            .connect_with(opts)
-            .await
-            .map_err(|error| CatalogError::Db {
-                url: masked.clone(),
-                error,
-            })?;
+            .connect_with(opts.clone())
+            .await;
+        let pool = match pool {
+            Ok(pool) => pool,
+            Err(sqlx::Error::PoolTimedOut) => return Err(why_unreachable(masked, &opts).await),
+            Err(error) => {
+                return Err(CatalogError::Db {
+                    url: masked.clone(),
+                    error,
+                })
+            }
+        };
         if !create {
             let present: bool = sqlx::query_scalar("SELECT to_regclass('repos') IS NOT NULL")
                 .fetch_one(&pool)
