@@ -1013,3 +1013,63 @@ fn an_unreachable_catalog_says_why() {
         "{stderr}"
     );
 }
+
+/// Names of the databases in the catalog.
+fn database_names(env: &Env) -> Vec<String> {
+    let repos: serde_json::Value = serde_json::from_str(&env.ok(&["repos", "--json"])).unwrap();
+    repos
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `init NAME --import FILE…` that cannot import its files (a WAL left beside a database, a file
+/// that is not there, Ctrl-C) leaves no database behind and does not change the current one:
+/// the same command, put right, then simply works.
+fn a_failed_init_import_leaves_no_database(env: Env) {
+    env.ok(&["init", "first"]);
+    std::fs::write(env.path("shop.duckdb"), random_bytes(64 << 10, 5)).unwrap();
+    std::fs::write(env.path("shop.duckdb.wal"), b"committed, not checkpointed").unwrap();
+    let e = env.fails(&["init", "shop", "--import", "shop.duckdb"]);
+    assert!(
+        e.contains("shop.duckdb.wal holds transactions that are not in"),
+        "{e}"
+    );
+    let e = env.fails(&["init", "other", "--import", "missing.bin"]);
+    assert!(e.contains("missing.bin"), "{e}");
+    assert_eq!(database_names(&env), ["first"]);
+    // Interrupted while it reads the files: the database goes again.
+    let big = sparse_file(&env);
+    let tmp = env.home().join("tmp");
+    let mut child = env
+        .std_cmd()
+        .args(["init", "big", "--import"])
+        .arg(&big)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&tmp, "layer-", &mut child);
+    signal(&child, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert_eq!(tmp_files(&tmp, "layer-"), Vec::<String>::new());
+    assert_eq!(database_names(&env), ["first"]);
+    let status = env.ok(&["status"]);
+    assert!(status.starts_with("database first "), "{status}");
+    // Put right, the same names work.
+    env.ok(&["init", "shop", "--import", "shop.duckdb", "shop.duckdb.wal"]);
+    env.ok(&["init", "big"]);
+    assert_eq!(database_names(&env), ["big", "first", "shop"]);
+    let show: serde_json::Value =
+        serde_json::from_str(&env.ok(&["show", "shop@main", "--json"])).unwrap();
+    assert_eq!(show["files"].as_array().unwrap().len(), 2, "{show}");
+}
+
+on_both_backends!(
+    a_failed_init_import_leaves_no_database_embedded,
+    a_failed_init_import_leaves_no_database_pg_s3,
+    a_failed_init_import_leaves_no_database
+);

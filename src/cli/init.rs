@@ -1,12 +1,14 @@
 use super::Ctx;
 use quackfs::config::LocalState;
-use quackfs::engine::short;
+use quackfs::engine::import::check_import;
+use quackfs::engine::{now_millis, short};
 use quackfs::error::Result;
 use std::path::PathBuf;
 
 /// Create a new, empty database with branch `main`; it becomes the current database.
 ///
-/// With --import, the given files (e.g. an existing `analytics.duckdb`) become its first commit.
+/// With --import, the given files (e.g. an existing `analytics.duckdb`) become its first commit;
+/// if they cannot be imported (or Ctrl-C stops it), no database is left behind.
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
     /// Name of the database: letters, digits, '.', '_' and '-', up to 64 characters
@@ -20,24 +22,51 @@ pub struct InitArgs {
 }
 
 pub async fn run(ctx: &Ctx, a: InitArgs) -> Result<()> {
-    let engine = ctx.engine().await?;
-    let (repo, root) = engine.init(&a.name).await?;
+    // Files that cannot be imported are refused before the database exists.
+    if !a.import.is_empty() {
+        check_import(&a.import)?;
+    }
+    let (engine, repo, root) = super::interruptible(async {
+        let engine = ctx.engine().await?;
+        let (repo, root) = engine.init(&a.name).await?;
+        Ok((engine, repo, root))
+    })
+    .await?;
+    let mut head = root;
+    if !a.import.is_empty() {
+        let pb = ctx.progress("import");
+        let imported = super::interruptible(engine.import(
+            &repo,
+            "main",
+            &a.import,
+            a.message.as_deref(),
+            &pb,
+        ))
+        .await;
+        pb.finish_and_clear();
+        let out = match imported {
+            Ok(out) => out,
+            Err(e) => {
+                // Failed or interrupted: the database goes again, so that running the same
+                // command once more starts afresh (its stored objects are orphans for gc).
+                if let Err(d) = engine.catalog.delete_repo(repo.id, now_millis()).await {
+                    ctx.note(format!(
+                        "database {} was created, but removing it after the failed import failed too ({d}): delete it with `quackfs drop {} --yes`",
+                        repo.name, repo.name
+                    ));
+                }
+                return Err(e);
+            }
+        };
+        if let Some(c) = out.commit {
+            head = c;
+        }
+    }
     LocalState {
         repo: Some(repo.name.clone()),
         branch: Some("main".into()),
     }
     .save(&ctx.cfg.state_path())?;
-    let mut head = root;
-    if !a.import.is_empty() {
-        let pb = ctx.progress("import");
-        let out = engine
-            .import(&repo, "main", &a.import, a.message.as_deref(), &pb)
-            .await?;
-        pb.finish_and_clear();
-        if let Some(c) = out.commit {
-            head = c;
-        }
-    }
     if ctx.json {
         super::output::print_json(
             &serde_json::json!({ "database": repo.name, "branch": "main", "head": head.id }),

@@ -148,6 +148,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         // A mount handles Ctrl-C and SIGTERM itself: it unmounts, flushes and releases.
         return mount::run(&ctx, a).await;
     }
+    if let Command::Init(a) = cli.command {
+        // So does init: an import it cannot finish takes the new database away again.
+        return init::run(&ctx, a).await;
+    }
     interruptible(dispatch(&ctx, cli.command)).await
 }
 
@@ -155,7 +159,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 /// at its next await point, so its guards run: temporary files are removed, an open catalog
 /// transaction rolls back (objects already stored are orphans gc collects). Killing the
 /// process outright would skip all of that.
-async fn interruptible(command: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+async fn interruptible<T>(command: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     use tokio::signal::unix::{signal, SignalKind};
     let watch =
         |kind| signal(kind).map_err(|e| Error::Invalid(format!("cannot watch signals: {e}")));

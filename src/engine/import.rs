@@ -65,6 +65,12 @@ fn check_local_wals(inputs: &[(String, PathBuf, u64)]) -> Result<()> {
     Ok(())
 }
 
+/// Checks the files to import as [`Engine::import`] does before it reads anything: each is a
+/// regular file with a valid, unique name, and no database among them leaves a WAL behind.
+pub fn check_import(paths: &[PathBuf]) -> Result<()> {
+    check_local_wals(&check_inputs(paths)?)
+}
+
 /// Checks the files to import and returns (name, path, size) for each.
 fn check_inputs(paths: &[PathBuf]) -> Result<Vec<(String, PathBuf, u64)>> {
     if paths.is_empty() {
