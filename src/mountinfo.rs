@@ -125,10 +125,31 @@ pub fn resolve(path: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// Detaches the mount at `dir` (MNT_DETACH): it goes once the last process using it lets go.
-pub fn lazy_unmount(dir: &Path) {
-    if let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) {
-        // SAFETY: valid NUL-terminated path.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+/// Root detaches it itself; any other user asks fusermount3 (`-u -z`), which detaches the FUSE
+/// mounts the user made.
+pub fn lazy_unmount(dir: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let denied = std::io::Error::last_os_error();
+    let out = std::process::Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(std::io::Error::other(format!(
+            "{denied}; fusermount3: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))),
+        Err(e) => Err(std::io::Error::other(format!(
+            "{denied}; fusermount3 cannot run: {e}"
+        ))),
     }
 }
 

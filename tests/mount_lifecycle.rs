@@ -410,3 +410,152 @@ fn commit_says_when_the_mount_holds_unsynced_writes() {
     let show = env.ok(&["show", "main"]);
     assert!(show.contains("export.csv"), "{show}");
 }
+
+/// Puts a file's mode back when dropped.
+struct ModeGuard(std::path::PathBuf, u32);
+
+impl Drop for ModeGuard {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(self.1));
+    }
+}
+
+/// Detaches a mount (as root) and kills the mount process left, if any, when dropped.
+struct UserMountGuard {
+    dir: std::path::PathBuf,
+    run_dir: std::path::PathBuf,
+}
+
+impl Drop for UserMountGuard {
+    fn drop(&mut self) {
+        for e in std::fs::read_dir(&self.run_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "pid") {
+                if let Some(pid) = std::fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                {
+                    // SAFETY: a process of this test's own user-owned mount.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        if is_mounted(&self.dir) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
+
+/// A user other than root (as most people run it) mounts a database, writes through the mount,
+/// and after the mount process is killed mounts it again: fusermount3 makes and clears such
+/// mounts, and refuses `allow_other` to users unless /etc/fuse.conf allows it.
+#[test]
+fn a_user_other_than_root_mounts_and_remounts_after_a_kill() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: running quackfs as another user needs root");
+        return;
+    }
+    let env = Env::new();
+    let top = env.dir.path();
+    let nobody = 65534;
+    std::fs::set_permissions(top, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = top.join("quackfs");
+    std::fs::copy(assert_cmd::cargo::cargo_bin("quackfs"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = top.join("user");
+    let mnt = home.join("m");
+    std::fs::create_dir_all(&mnt).unwrap();
+    std::os::unix::fs::chown(&home, Some(nobody), Some(nobody)).unwrap();
+    std::os::unix::fs::chown(&mnt, Some(nobody), Some(nobody)).unwrap();
+    // Debian's /dev/fuse is open to everyone; some images keep it to root.
+    let dev = std::path::Path::new("/dev/fuse");
+    let mode = std::fs::metadata(dev).unwrap().permissions().mode() & 0o7777;
+    let _mode = ModeGuard(dev.to_path_buf(), mode);
+    std::fs::set_permissions(dev, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let data_dir = home.join("data");
+    let _mounted = UserMountGuard {
+        dir: mnt.clone(),
+        run_dir: data_dir.join("run"),
+    };
+    let as_user = |prog: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(prog)
+            .args(args)
+            .current_dir(&home)
+            .env("HOME", &home)
+            .env("QUACKFS_HOME", &data_dir)
+            .env_remove("QUACKFS_CATALOG")
+            .env_remove("QUACKFS_STORE")
+            .env_remove("QUACKFS_REPO")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let quackfs = |args: &[&str]| {
+        let (code, stdout, stderr) = as_user(&bin, args);
+        assert_eq!(code, Some(0), "quackfs {args:?}: {stderr}");
+        stdout
+    };
+    let sh = |script: &str| {
+        let (code, stdout, stderr) = as_user(std::path::Path::new("/bin/sh"), &["-c", script]);
+        assert_eq!(code, Some(0), "{script}: {stderr}");
+        stdout
+    };
+    quackfs(&["init", "db"]);
+    quackfs(&["mount", "db", "m", "--daemon"]);
+    assert!(is_mounted(&mnt));
+    sh("printf 'written by nobody' > m/f.txt && sync m/f.txt");
+    quackfs(&["commit", "-m", "one file"]);
+    // kill -9 of the mount process leaves a dead mount behind.
+    let pid_file = std::fs::read_dir(data_dir.join("run"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "pid"))
+        .expect("the mount's run file");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: the mount process this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while quackfs_alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the mount process outlived SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(is_mounted(&mnt), "the dead mount is still there");
+    quackfs(&["mount", "db", "m", "--daemon"]);
+    assert_eq!(sh("cat m/f.txt"), "written by nobody");
+    quackfs(&["umount", "m"]);
+    assert!(!is_mounted(&mnt));
+    let log = quackfs(&["log", "--json"]);
+    assert!(log.contains("one file"), "{log}");
+}
+
+/// Whether process `pid` still exists (a zombie counts as gone).
+fn quackfs_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}

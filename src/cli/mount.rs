@@ -95,7 +95,12 @@ fn check_mount_point(dir: &Path) -> Result<PathBuf> {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             // A mount whose process died (kill -9): clear it away.
             let abs = std::path::absolute(dir).map_err(|e| Error::file(dir, e))?;
-            lazy_unmount(&abs);
+            lazy_unmount(&abs).map_err(|e| {
+                Error::Invalid(format!(
+                    "{} is a dead mount (its process is gone) and cannot be cleared: {e}",
+                    abs.display()
+                ))
+            })?;
             tracing::warn!("cleared a dead mount at {}", abs.display());
             std::fs::metadata(dir).map_err(|e| Error::file(dir, e))?
         }
@@ -353,7 +358,9 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         ctx.note(format!("unmounting {}", dir.display()));
         if let Err(e) = unmounter.unmount() {
             tracing::warn!("unmount failed ({e}); detaching lazily");
-            lazy_unmount(&dir);
+            if let Err(e) = lazy_unmount(&dir) {
+                tracing::warn!("detaching {} failed too: {e}", dir.display());
+            }
         }
         let _ = done_rx.await;
     }

@@ -507,7 +507,7 @@ pub async fn serve(
         tokio::task::spawn_blocking(move || fuser::Session::new(adapter, &mount_dir, &config))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| mount_error(&e))?;
     let unmounter = session.unmount_callable();
     let (tx, done) = tokio::sync::oneshot::channel();
     // (If the thread cannot start, the session is dropped with the closure: that unmounts.)
@@ -518,6 +518,45 @@ pub async fn serve(
         })
         .map_err(|e| format!("cannot start the FUSE session: {e}"))?;
     Ok(Served { unmounter, done })
+}
+
+/// Why mounting failed. fuser opens /dev/fuse itself before it would ask fusermount3, so a user
+/// other than root cannot mount where /dev/fuse is not open to everyone (Debian makes it 0666;
+/// some images make it 0600): say so.
+fn mount_error(e: &std::io::Error) -> String {
+    let dev_closed = e.kind() == std::io::ErrorKind::PermissionDenied
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .is_err();
+    if dev_closed {
+        format!("{e}: this user may not open /dev/fuse (mount as root, or make it usable by all as Debian does: `chmod 0666 /dev/fuse`)")
+    } else {
+        e.to_string()
+    }
+}
+
+/// Who may use a mount besides the user who made it. Everyone (`allow_other`: a DuckDB server
+/// running as another user) when root mounts it, or when `/etc/fuse.conf` lets users ask for that
+/// (`user_allow_other`); else only its owner, since fusermount3 refuses `allow_other` to other
+/// users and the mount would fail. The mount's files keep their permission bits either way
+/// (`default_permissions`).
+fn session_acl() -> fuser::SessionACL {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let conf = std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
+    if root || allows_other(&conf) {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    }
+}
+
+/// Whether a `/etc/fuse.conf` lets users mount with `allow_other`.
+fn allows_other(conf: &str) -> bool {
+    conf.lines()
+        .any(|l| l.split('#').next().unwrap_or_default().trim() == "user_allow_other")
 }
 
 /// Mount options for a quackfs mount.
@@ -533,8 +572,22 @@ pub fn config(read_only: bool, fsname: &str) -> fuser::Config {
     }
     let mut cfg = fuser::Config::default();
     cfg.mount_options = opts;
-    cfg.acl = fuser::SessionACL::All;
+    cfg.acl = session_acl();
     cfg.n_threads = Some(4);
     cfg.clone_fd = true;
     cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allows_other;
+
+    #[test]
+    fn fuse_conf_user_allow_other() {
+        assert!(!allows_other(""));
+        assert!(!allows_other("# mount_max = 1000\n#user_allow_other\n"));
+        assert!(allows_other("mount_max = 1000\n  user_allow_other  \n"));
+        assert!(allows_other("user_allow_other # for the DuckDB server\n"));
+        assert!(!allows_other("user_allow_other_not\n"));
+    }
 }

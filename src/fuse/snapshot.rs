@@ -103,7 +103,9 @@ impl Snapshot {
         if let Some(mut u) = self.unmounter.take() {
             if u.unmount().is_err() {
                 // Busy (a DuckDB process still has it open, e.g. on Ctrl-C): detach it.
-                crate::mountinfo::lazy_unmount(&self.dir);
+                if let Err(e) = crate::mountinfo::lazy_unmount(&self.dir) {
+                    tracing::warn!("detaching {} failed: {e}", self.dir.display());
+                }
             }
         }
         // Wait (briefly) for the session thread to end; this may run inside the runtime, where
