@@ -931,6 +931,20 @@ fn exit_codes_tell_the_kinds_of_failure_apart() {
     assert!(env.cmd().args(["log"]).output().unwrap().status.success());
 }
 
+/// `quackfs --catalog URL repos` (connect attempts bounded to 1 s): its exit code and stderr.
+fn repos_on_catalog(env: &Env, url: &str) -> (Option<i32>, String) {
+    let out = env
+        .cmd()
+        .env("QUACKFS_CONNECT_TIMEOUT", "1s")
+        .args(["--catalog", url, "repos"])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// A catalog URL naming a PostgreSQL database that does not exist: one line saying so in the
 /// server's words, without sqlx's "error returned from database" or the line of the server's own
 /// source file that raised it.
@@ -941,15 +955,9 @@ fn a_missing_postgres_database_is_named_plainly() {
     };
     let (base, _) = pg.rsplit_once('/').unwrap();
     let name = format!("qfs_missing_{}", common::uuid_like());
-    let env = Env::new();
-    let out = env
-        .cmd()
-        .args(["--catalog", &format!("{base}/{name}"), "repos"])
-        .output()
-        .unwrap();
+    let (code, stderr) = repos_on_catalog(&Env::new(), &format!("{base}/{name}"));
     // 9: the configuration names something that is not there.
-    assert_eq!(out.status.code(), Some(9), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code, Some(9), "{stderr}");
     let first = stderr.lines().next().unwrap_or_default();
     assert!(
         first.ends_with(&format!(": database \"{name}\" does not exist")),
@@ -968,18 +976,8 @@ fn a_wrong_postgres_role_is_a_configuration_error() {
     };
     let (_, host_db) = pg.rsplit_once('@').unwrap();
     let role = format!("qfs_nobody_{}", common::uuid_like());
-    let env = Env::new();
-    let out = env
-        .cmd()
-        .args([
-            "--catalog",
-            &format!("postgres://{role}:pw@{host_db}"),
-            "repos",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(9), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = repos_on_catalog(&Env::new(), &format!("postgres://{role}:pw@{host_db}"));
+    assert_eq!(code, Some(9), "{stderr}");
     let first = stderr.lines().next().unwrap_or_default();
     assert!(
         first.ends_with(&format!(": role \"{role}\" does not exist")),
@@ -992,15 +990,8 @@ fn a_wrong_postgres_role_is_a_configuration_error() {
 /// connection failed (not only that sqlx's pool timed out), and exits 8 (retry later).
 #[test]
 fn an_unreachable_catalog_says_why() {
-    let env = Env::new();
-    let out = env
-        .cmd()
-        .env("QUACKFS_CONNECT_TIMEOUT", "1s")
-        .args(["--catalog", "postgres://u:p@127.0.0.1:1/db", "repos"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = repos_on_catalog(&Env::new(), "postgres://u:p@127.0.0.1:1/db");
+    assert_eq!(code, Some(8), "{stderr}");
     let first = stderr.lines().next().unwrap_or_default();
     assert_eq!(
         first,
