@@ -44,6 +44,9 @@ pub enum Error {
     BadTime(String, String),
     #[error("{0}")]
     TimeOutOfRange(String),
+    /// `REV~N` past the first commit, `REV^2` of a commit with one parent: no such revision.
+    #[error("{0}")]
+    NoSuchAncestor(String),
     #[error("no database selected")]
     NoRepoSelected,
     #[error("{path}: {source}")]
@@ -203,7 +206,8 @@ impl Error {
             | Error::NoSuchRef { .. }
             | Error::UnknownRevision { .. }
             | Error::AmbiguousRevision { .. }
-            | Error::TimeOutOfRange(_) => exit::NOT_FOUND,
+            | Error::TimeOutOfRange(_)
+            | Error::NoSuchAncestor(_) => exit::NOT_FOUND,
             Error::TargetExists(_)
             | Error::RepoExists(_)
             | Error::RefExists { .. }

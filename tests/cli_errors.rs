@@ -57,7 +57,8 @@ fn bad_input_is_a_clear_error() {
         e.contains("unknown revision \"nosuchrev\" in database \"db\""),
         "{e}"
     );
-    let e = env.fails(&["log", "main~5"]);
+    // Past the first commit: no such revision (6).
+    let e = env.fails_with(6, &["log", "main~5"]);
     assert!(
         e.contains("main~5: main has only 0 commit(s) before it"),
         "{e}"
@@ -67,7 +68,7 @@ fn bad_input_is_a_clear_error() {
         e.contains("invalid revision \"main!\": unexpected '!'"),
         "{e}"
     );
-    let e = env.fails(&["log", "main^"]);
+    let e = env.fails_with(6, &["log", "main^"]);
     assert!(
         e.contains("main^1: main has no parent (it is the first commit)"),
         "{e}"

@@ -1064,3 +1064,62 @@ on_both_backends!(
     a_failed_init_import_leaves_no_database_pg_s3,
     a_failed_init_import_leaves_no_database
 );
+
+/// A database's name given as a revision means its `main` (step 4 of docs/revisions.md) with
+/// suffixes and `--at` too: `other~1`, `export other DIR --at TIME`, `mount other DIR --at TIME`.
+/// A base name the current database knows never falls through, even when a suffix fails there.
+fn a_database_name_takes_suffixes_and_at(env: Env) {
+    std::fs::write(env.path("f.bin"), b"version one").unwrap();
+    env.ok(&["init", "other", "--import", "f.bin", "-m", "first"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(env.path("f.bin"), b"version two").unwrap();
+    env.ok(&["import", "f.bin", "-m", "second"]);
+    env.ok(&["init", "shop"]);
+
+    let out = env
+        .cmd()
+        .args(["log", "other~1", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(log[0]["message"], "first", "{log}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "note: \"other\" is not a revision of database \"shop\"; using database \"other\""
+        ),
+        "{}",
+        text(&out)
+    );
+    let dir = env.path("then");
+    env.ok(&["export", "other", s(&dir), "--at", &between]);
+    assert_eq!(std::fs::read(dir.join("f.bin")).unwrap(), b"version one");
+    let mnt = env.path("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let m = env.mount("other", &mnt, &["--at", &between]);
+    assert_eq!(std::fs::read(mnt.join("f.bin")).unwrap(), b"version one");
+    m.unmount();
+
+    // Neither a revision nor a database: no such revision (6).
+    let e = env.fails_with(6, &["log", "nosuch~1"]);
+    assert!(
+        e.contains("unknown revision \"nosuch~1\" in database \"shop\""),
+        "{e}"
+    );
+    // A branch of the current database called like the other database wins; its suffix fails
+    // there (6), it does not fall through.
+    env.ok(&["branch", "other"]);
+    let e = env.fails_with(6, &["log", "other~1"]);
+    assert!(
+        e.contains("other~1: other has only 0 commit(s) before it"),
+        "{e}"
+    );
+}
+
+on_both_backends!(
+    a_database_name_takes_suffixes_and_at_embedded,
+    a_database_name_takes_suffixes_and_at_pg_s3,
+    a_database_name_takes_suffixes_and_at
+);

@@ -402,7 +402,7 @@ impl Engine {
                     branch = None;
                     let chain = self.catalog.ancestors(&commit.id, *n as i64 + 1).await?;
                     if chain.len() <= *n as usize {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::NoSuchAncestor(format!(
                             "{applied}~{n}: {applied} has only {} commit(s) before it",
                             chain.len().saturating_sub(1)
                         )));
@@ -423,7 +423,7 @@ impl Engine {
                             (Some(_), None) => "one parent",
                             (Some(_), Some(_)) => "two parents",
                         };
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::NoSuchAncestor(format!(
                             "{applied}^{n}: {applied} has {has}"
                         )));
                     };
@@ -487,37 +487,53 @@ impl Engine {
             let repo = self.repo(name).await?;
             return self.resolve(&repo, &spec.rev).await;
         }
-        if let Some(cur) = current {
-            let repo = self.repo(cur).await?;
-            match self.resolve(&repo, &spec.rev).await {
-                Err(Error::UnknownRevision { .. }) if spec.rev.suffixes.is_empty() => {}
-                other => return other,
-            }
+        let Some(cur) = current else {
+            return self
+                .database_main(spec, None)
+                .await?
+                .ok_or(Error::NoRepoSelected);
+        };
+        let repo = self.repo(cur).await?;
+        let unknown = match self.resolve(&repo, &spec.rev).await {
+            Err(e @ Error::UnknownRevision { .. }) => e,
+            other => return other,
+        };
+        // Unknown for its base name, not for a suffix (as `main~999` is): a database of that
+        // name may be meant.
+        let base = Rev {
+            base: spec.rev.base.clone(),
+            suffixes: vec![],
+        };
+        if !spec.rev.suffixes.is_empty() && self.resolve(&repo, &base).await.is_ok() {
+            return Err(unknown);
         }
-        if spec.rev.suffixes.is_empty() {
-            if let Some(repo) = self.catalog.repo(&spec.rev.base).await? {
-                let main = Rev {
-                    base: "main".into(),
-                    suffixes: vec![],
-                };
-                let mut r = self.resolve(&repo, &main).await?;
-                if let Some(cur) = current.filter(|c| *c != repo.name) {
-                    // Never silently: the user may have meant a branch that is gone.
-                    r.notes.push(format!(
-                        "{:?} is not a revision of database {cur:?}; using database {:?} (its branch main)",
-                        spec.rev.base, repo.name
-                    ));
-                }
-                return Ok(r);
-            }
+        self.database_main(spec, current).await?.ok_or(unknown)
+    }
+
+    /// The `main` of the database named like `spec`'s base, with the same suffixes (`shop~1`,
+    /// `mount shop DIR --at TIME`), noting that it is used when it is not the current database;
+    /// None if there is no such database.
+    async fn database_main(
+        &self,
+        spec: &RevSpec,
+        current: Option<&str>,
+    ) -> Result<Option<Resolved>> {
+        let Some(repo) = self.catalog.repo(&spec.rev.base).await? else {
+            return Ok(None);
+        };
+        let main = Rev {
+            base: "main".into(),
+            suffixes: spec.rev.suffixes.clone(),
+        };
+        let mut r = self.resolve(&repo, &main).await?;
+        if let Some(cur) = current.filter(|c| *c != repo.name) {
+            // Never silently: the user may have meant a branch that is gone.
+            r.notes.push(format!(
+                "{:?} is not a revision of database {cur:?}; using database {:?} (its branch main)",
+                spec.rev.base, repo.name
+            ));
         }
-        match current {
-            Some(cur) => Err(Error::UnknownRevision {
-                rev: spec.rev.to_string(),
-                repo: cur.to_string(),
-            }),
-            None => Err(Error::NoRepoSelected),
-        }
+        Ok(Some(r))
     }
 
     /// Runs `op`, a catalog change that moves or deletes a branch (the catalog checks the
