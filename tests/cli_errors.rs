@@ -73,6 +73,14 @@ fn bad_input_is_a_clear_error() {
         e.contains("main^1: main has no parent (it is the first commit)"),
         "{e}"
     );
+    // A tag has no history of where it pointed: a usage mistake (2), with what to do instead.
+    env.ok(&["tag", "t1"]);
+    let e = env.fails_with(2, &["log", "t1@{2024-05-01}"]);
+    assert!(
+        e.contains("t1@{2024-05-01}: only a branch has a history of where it pointed"),
+        "{e}"
+    );
+    assert!(e.contains("hint: put @{TIME} (or --at) on a branch"), "{e}");
     let e = env.fails(&["log", "main@{next tuesday}"]);
     assert!(e.contains("bad time \"next tuesday\""), "{e}");
     let e = env.fails(&["log", "main", "--at", "1999-01-01"]);

@@ -244,7 +244,7 @@ fn apply_merges_rows_like_doing_both_by_hand(env: Env) {
         log.contains(&format!("merge of {}", &theirs[..12])),
         "{log}"
     );
-    let e = env.fails_with(1, &["show", "main^3"]);
+    let e = env.fails_with(6, &["show", "main^3"]);
     assert!(e.contains("main^3: main has two parents"), "{e}");
 
     // Row by row the same as both changes made by hand on one copy of the base.

@@ -391,10 +391,13 @@ impl Engine {
             match s {
                 Suffix::At(t) => {
                     let Some(b) = branch.take() else {
-                        return Err(Error::Invalid(format!(
-                            "{applied}@{{{}}}: only a branch has a history of where it pointed; {applied} is not a branch",
-                            t.text
-                        )));
+                        return Err(Error::Usage {
+                            message: format!(
+                                "{applied}@{{{}}}: only a branch has a history of where it pointed; {applied} is not a branch",
+                                t.text
+                            ),
+                            hint: "put @{TIME} (or --at) on a branch: `main@{2 hours ago}`; `quackfs reflog BRANCH` lists its moves".into(),
+                        });
                     };
                     commit = self.branch_at(repo, &b, t.at, &t.text, &mut notes).await?;
                 }
