@@ -124,19 +124,28 @@ pub fn resolve(path: &Path) -> std::io::Result<PathBuf> {
     Ok(p)
 }
 
-/// Detaches the mount at `dir` (MNT_DETACH): it goes once the last process using it lets go.
-/// Root detaches it itself; any other user asks fusermount3 (`-u -z`), which detaches the FUSE
-/// mounts the user made.
-pub fn lazy_unmount(dir: &Path) -> std::io::Result<()> {
+/// Unmounts the mount at `dir`; `lazy` detaches it (MNT_DETACH: it goes once the last process
+/// using it lets go). Root unmounts it itself; any other user asks fusermount3 (`-u`, `-z` when
+/// lazy), which unmounts the FUSE mounts the user made. A mount in use (EBUSY) is an error
+/// unless lazy.
+pub fn unmount(dir: &Path, lazy: bool) -> std::io::Result<()> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
     // SAFETY: valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
         return Ok(());
     }
     let denied = std::io::Error::last_os_error();
-    let out = std::process::Command::new("fusermount3")
-        .args(["-u", "-z"])
+    if denied.raw_os_error() == Some(libc::EBUSY) {
+        return Err(denied);
+    }
+    let mut fusermount = std::process::Command::new("fusermount3");
+    fusermount.arg("-u");
+    if lazy {
+        fusermount.arg("-z");
+    }
+    let out = fusermount
         .arg(dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -151,6 +160,11 @@ pub fn lazy_unmount(dir: &Path) -> std::io::Result<()> {
             "{denied}; fusermount3 cannot run: {e}"
         ))),
     }
+}
+
+/// Detaches the mount at `dir` ([`unmount`], lazily).
+pub fn lazy_unmount(dir: &Path) -> std::io::Result<()> {
+    unmount(dir, true)
 }
 
 #[cfg(test)]

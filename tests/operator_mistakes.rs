@@ -931,18 +931,18 @@ fn exit_codes_tell_the_kinds_of_failure_apart() {
     assert!(env.cmd().args(["log"]).output().unwrap().status.success());
 }
 
-/// `quackfs --catalog URL repos` (connect attempts bounded to 1 s): its exit code and stderr.
-fn repos_on_catalog(env: &Env, url: &str) -> (Option<i32>, String) {
+/// `quackfs --catalog URL repos` (connect attempts bounded to 1 s): its exit code, the first line
+/// of its stderr, and all of it.
+fn repos_on_catalog(env: &Env, url: &str) -> (Option<i32>, String, String) {
     let out = env
         .cmd()
         .env("QUACKFS_CONNECT_TIMEOUT", "1s")
         .args(["--catalog", url, "repos"])
         .output()
         .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let first = stderr.lines().next().unwrap_or_default().to_string();
+    (out.status.code(), first, stderr)
 }
 
 /// A catalog URL naming a PostgreSQL database that does not exist: one line saying so in the
@@ -955,10 +955,9 @@ fn a_missing_postgres_database_is_named_plainly() {
     };
     let (base, _) = pg.rsplit_once('/').unwrap();
     let name = format!("qfs_missing_{}", common::uuid_like());
-    let (code, stderr) = repos_on_catalog(&Env::new(), &format!("{base}/{name}"));
+    let (code, first, stderr) = repos_on_catalog(&Env::new(), &format!("{base}/{name}"));
     // 9: the configuration names something that is not there.
     assert_eq!(code, Some(9), "{stderr}");
-    let first = stderr.lines().next().unwrap_or_default();
     assert!(
         first.ends_with(&format!(": database \"{name}\" does not exist")),
         "{stderr}"
@@ -976,9 +975,9 @@ fn a_wrong_postgres_role_is_a_configuration_error() {
     };
     let (_, host_db) = pg.rsplit_once('@').unwrap();
     let role = format!("qfs_nobody_{}", common::uuid_like());
-    let (code, stderr) = repos_on_catalog(&Env::new(), &format!("postgres://{role}:pw@{host_db}"));
+    let (code, first, stderr) =
+        repos_on_catalog(&Env::new(), &format!("postgres://{role}:pw@{host_db}"));
     assert_eq!(code, Some(9), "{stderr}");
-    let first = stderr.lines().next().unwrap_or_default();
     assert!(
         first.ends_with(&format!(": role \"{role}\" does not exist")),
         "{stderr}"
@@ -990,9 +989,8 @@ fn a_wrong_postgres_role_is_a_configuration_error() {
 /// connection failed (not only that sqlx's pool timed out), and exits 8 (retry later).
 #[test]
 fn an_unreachable_catalog_says_why() {
-    let (code, stderr) = repos_on_catalog(&Env::new(), "postgres://u:p@127.0.0.1:1/db");
+    let (code, first, stderr) = repos_on_catalog(&Env::new(), "postgres://u:p@127.0.0.1:1/db");
     assert_eq!(code, Some(8), "{stderr}");
-    let first = stderr.lines().next().unwrap_or_default();
     assert_eq!(
         first,
         "error: catalog postgres://u:***@127.0.0.1:1/db: cannot connect (tried for 1s): \

@@ -42,28 +42,17 @@ pub async fn run(ctx: &Ctx, a: UmountArgs) -> Result<()> {
         .ok()
         .and_then(|s| s.trim().parse().ok());
     let outcome = outcome_file(&run);
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| Error::Invalid("mount point path contains a NUL byte".into()))?;
-    // SAFETY: valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EBUSY) {
+    if let Err(e) = quackfs::mountinfo::unmount(&dir, false) {
+        if e.raw_os_error() == Some(libc::EBUSY) {
             return Err(Error::Refused(format!(
                 "{} is busy: a program still has files open there (close it, e.g. quit duckdb, and retry)",
                 dir.display()
             )));
         }
-        // Not root: let fusermount3 do it.
-        let st = std::process::Command::new("fusermount3")
-            .arg("-u")
-            .arg(&dir)
-            .status();
-        if !matches!(st, Ok(s) if s.success()) {
-            return Err(Error::Invalid(format!(
-                "cannot unmount {}: {err}",
-                dir.display()
-            )));
-        }
+        return Err(Error::Invalid(format!(
+            "cannot unmount {}: {e}",
+            dir.display()
+        )));
     }
     // Wait for the mount process to flush and release the branch.
     if let Some(pid) = pid {
