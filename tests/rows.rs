@@ -317,6 +317,38 @@ fn conflicting_changes_are_listed_and_nothing_is_committed() {
     // Text form lists them too.
     let text = env.fails_with(3, &["apply", "feat", "--dry-run"]);
     assert!(text.contains("2 row(s)"), "{text}");
+    // The table's action says what happens to it: nothing, for its conflicts.
+    assert_eq!(report["files"][0]["tables"][0]["action"], "conflicts");
+    let out = env
+        .cmd()
+        .args(["apply", "feat", "--dry-run"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let line = table
+        .lines()
+        .find(|l| l.contains(" t "))
+        .unwrap_or_default();
+    assert!(line.contains("conflicts"), "{table}");
+    let plan = |how: &str| -> Value {
+        let out = env
+            .cmd()
+            .args(["--json", "apply", "feat", "--dry-run", how])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(plan["result"], "dry-run", "{plan}");
+        plan
+    };
+    assert_eq!(
+        plan("--ours")["files"][0]["tables"][0]["action"],
+        "merged, ours kept"
+    );
+    assert_eq!(
+        plan("--theirs")["files"][0]["tables"][0]["action"],
+        "merged, theirs taken"
+    );
 
     // --ours keeps the branch's rows, and still takes the source's other changes.
     env.ok(&["branch", "try-ours", "main"]);
@@ -329,8 +361,15 @@ fn conflicting_changes_are_listed_and_nothing_is_committed() {
         ),
         "1=ours 2=theirs 3=ours 50=only theirs"
     );
-    // --theirs takes the source's rows (row 3 is deleted).
-    env.ok(&["apply", "feat", "--theirs"]);
+    // --theirs takes the source's rows (row 3 is deleted); its JSON is one document.
+    let out = env
+        .cmd()
+        .args(["--json", "apply", "feat", "--theirs"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["result"], "merged", "{done}");
     let got = export(&env, "main");
     assert_eq!(
         duckdb(

@@ -162,7 +162,7 @@ pub async fn run(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
     }
     let outcome = async {
         analysis?;
-        report(ctx, &merges, a.dry_run)?;
+        report(ctx, &merges, a.dry_run, resolve)?;
         let schema_conflicts: Vec<&str> = merges
             .iter()
             .flat_map(|m| m.schema_conflicts.iter().map(String::as_str))
@@ -252,11 +252,13 @@ pub async fn run(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
 }
 
 /// Prints what the merge does per table, and the conflicts (JSON: the whole analysis, only for
-/// a dry run or a refused merge; a committed one prints its result).
-fn report(ctx: &Ctx, merges: &[FileMerge], dry_run: bool) -> Result<()> {
-    let conflicted = merges
-        .iter()
-        .any(|m| m.conflict_count() > 0 || !m.schema_conflicts.is_empty());
+/// a dry run or a refused merge; a committed one prints its result, so stdout holds one
+/// document).
+fn report(ctx: &Ctx, merges: &[FileMerge], dry_run: bool, resolve: Resolve) -> Result<()> {
+    // Conflicts that refuse the merge (`--ours`/`--theirs` resolve rows, never schemas).
+    let conflicted = merges.iter().any(|m| {
+        (m.conflict_count() > 0 && resolve == Resolve::Refuse) || !m.schema_conflicts.is_empty()
+    });
     if ctx.json {
         if dry_run || conflicted {
             print_json(&serde_json::json!({

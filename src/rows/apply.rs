@@ -34,7 +34,9 @@ pub enum Resolve {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TableMerge {
     pub table: String,
-    /// "merged", "added" (created from the source), "dropped" (dropped as the source did).
+    /// "merged", "added" (created from the source), "dropped" (dropped as the source did);
+    /// a merged table with conflicting rows: "conflicts" (nothing is committed), "merged, ours
+    /// kept" (`--ours`) or "merged, theirs taken" (`--theirs`).
     pub action: String,
     pub key: Option<Vec<String>>,
     /// The source's changes since the merge base.
@@ -213,6 +215,14 @@ pub async fn merge_file(
             }
             out.conflicts
                 .push(conflict_of(&p.name, a.key.as_deref(), r));
+        }
+        if m.conflicts > 0 && m.action == "merged" {
+            m.action = match resolve {
+                Resolve::Refuse => "conflicts",
+                Resolve::Ours => "merged, ours kept",
+                Resolve::Theirs => "merged, theirs taken",
+            }
+            .into();
         }
         writes.push_str(&a.write_sql(resolve));
         out.tables.push(m);
