@@ -247,6 +247,23 @@ quantiles() { # FILE
 }
 
 # One machine-load line (other work on the machine skews the times).
+# CPU time so far, in clock ticks: `cpu_ticks machine` (the whole machine, busy: every state
+# but idle and iowait), else the user + system time of the processes named (PIDs).
+cpu_ticks() { # machine | PID…
+    if [ "$1" = machine ]; then
+        awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+        return
+    fi
+    local t=0 p
+    for p in "$@"; do
+        # (Fields after the command name, which is in parentheses: utime is the 12th, stime the 13th.)
+        [ -r "/proc/$p/stat" ] && t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
+    done
+    echo "$t"
+}
+# Seconds from a difference of clock ticks.
+ticks_s() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f\n", t / hz }'; }
+
 load_now() { echo "$(cut -d' ' -f1-3 /proc/loadavg) (load 1/5/15 min at $(date +%H:%M:%S))"; }
 
 # Prints the path of a cached test database in $BENCH_DIR/cache, generating it first if missing:

@@ -68,9 +68,18 @@ b_queries() { # TAG
     drop_caches
     bench_mount tpch@main "$WORK/mntB" --read-only
     MOUNT_S=$T_REAL
+    # Where the CPU goes while the queries run: the mount, the delaying proxy, SeaweedFS, the
+    # whole machine (2 cores busy for the whole run would be 2 x the queries' time).
+    local weed procs0 procs1
+    weed=$(cat "$SVC/weed.pid" 2>/dev/null || true)
+    procs0="$(cpu_ticks machine) $(cpu_ticks "$MOUNT_PID") $(cpu_ticks "$PROXY_PID") $(cpu_ticks $weed)"
     Q=$("$PYTHON" "$QUERIES" "$WORK/mntB/tpch.duckdb")
+    procs1="$(cpu_ticks machine) $(cpu_ticks "$MOUNT_PID") $(cpu_ticks "$PROXY_PID") $(cpu_ticks $weed)"
     bench_umount "$WORK/mntB"
+    read -r m0 q0 p0 w0 <<<"$procs0"
+    read -r m1 q1 p1 w1 <<<"$procs1"
     log "host B ($1): mount $MOUNT_S s, reopen + 5 queries $Q s"
+    log "host B ($1): CPU s during the queries: machine $(ticks_s $((m1 - m0))), mount $(ticks_s $((q1 - q0))), proxy $(ticks_s $((p1 - p0))), SeaweedFS $(ticks_s $((w1 - w0)))"
 }
 b_queries cold
 COLD_MOUNT=$MOUNT_S COLD_Q=$Q
