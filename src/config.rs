@@ -117,6 +117,42 @@ impl Config {
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
     }
+
+    /// Mounts' private directories for DuckDB's spill files (one per mount, removed at unmount).
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.data_dir.join("scratch")
+    }
+
+    /// Mount pid and ready files.
+    pub fn run_dir(&self) -> PathBuf {
+        self.data_dir.join("run")
+    }
+
+    /// Logs of mounts started with `--daemon`.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+
+    /// The disk cache of extents read from a remote store.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache").join("extents")
+    }
+
+    /// The directories a mount writes into while it serves, named for messages: a mount point
+    /// inside one of them would make the mount wait on itself.
+    pub fn working_dirs(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut dirs = vec![
+            ("the temporary directory", self.tmp_dir()),
+            ("the scratch directory", self.scratch_dir()),
+            ("the run directory", self.run_dir()),
+            ("the log directory", self.logs_dir()),
+            ("the disk cache", self.data_dir.join("cache")),
+        ];
+        if let Some(p) = self.store_url.strip_prefix("file://") {
+            dirs.push(("the object store", PathBuf::from(p)));
+        }
+        dirs
+    }
 }
 
 fn default_author() -> String {

@@ -76,6 +76,30 @@ fn bad_mount_points_and_revisions() {
     assert!(!is_mounted(&full));
     assert_eq!(std::fs::read(full.join("keep")).unwrap(), b"k");
 
+    // A directory the mount itself writes into (its scratch, temporary, run or log files, the
+    // local store): its own writes would go through the mount and wait on it for ever.
+    std::fs::create_dir_all(env.home().join("scratch/new")).unwrap();
+    std::fs::create_dir_all(env.home().join("logs/sub")).unwrap();
+    for own in ["tmp", "objects/.tmp", "scratch/new", "logs/sub"] {
+        let dir = std::fs::canonicalize(env.home().join(own)).unwrap();
+        let e = env.fails(&["mount", "db", s(&dir)]);
+        assert!(
+            e.contains(&format!("mount point {} is ", dir.display()))
+                && e.contains("which the mount itself writes to"),
+            "{own}: {e}"
+        );
+        assert!(!is_mounted(&dir), "{own}");
+    }
+    // Elsewhere in the data directory is fine (nothing of the mount's is there).
+    let beside = env.home().join("mnt");
+    std::fs::create_dir_all(&beside).unwrap();
+    let mount = env.mount("db", &beside, &[]);
+    assert_eq!(
+        std::fs::read(beside.join("f.bin")).unwrap(),
+        vec![2u8; 20_000]
+    );
+    mount.unmount();
+
     let m = empty_dir(&env, "m");
     for (rev, want) in [
         (

@@ -69,7 +69,7 @@ async fn unsynced_on_mount(
     let leases = engine.catalog.leases(repo_id).await.ok()?;
     let lease = leases.into_iter().find(|l| l.branch == branch)?;
     let dir = quackfs::process::holder_dir(&lease.holder)?;
-    let metrics = super::mount::fresh_metrics(&ctx.cfg.data_dir, dir, asked).await?;
+    let metrics = super::mount::fresh_metrics(&ctx.cfg.run_dir(), dir, asked).await?;
     let bytes = metrics["dirty_bytes"].as_u64().filter(|&b| b > 0)?;
     Some(format!(
         "the mount at {dir} holds {} written but not synced",

@@ -69,14 +69,15 @@ pub enum Autocommit {
     Off,
 }
 
-/// Where a running mount records its pid, so `umount` can wait for it to finish.
-pub fn runfile(data_dir: &Path, dir: &Path) -> PathBuf {
+/// Where a running mount records its pid, so `umount` can wait for it to finish (`run_dir`:
+/// `Config::run_dir`).
+pub fn runfile(run_dir: &Path, dir: &Path) -> PathBuf {
     let key: String = dir
         .to_string_lossy()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    data_dir.join("run").join(format!("mount{key}.pid"))
+    run_dir.join(format!("mount{key}.pid"))
 }
 
 /// Whether `dir` is a mount point, from /proc/self/mountinfo.
@@ -89,7 +90,34 @@ pub fn is_mount_point(dir: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
 
-fn check_mount_point(dir: &Path) -> Result<PathBuf> {
+/// Refuses a mount point (canonical) inside a directory the mount writes to (or holding one):
+/// the mount's own files would then go through the mount, and a request would wait on the
+/// process that is to answer it, for ever (not even `kill -9` ends it).
+fn check_not_own(dir: &Path, cfg: &quackfs::config::Config) -> Result<()> {
+    for (what, own) in cfg.working_dirs() {
+        let own = std::fs::canonicalize(&own)
+            .or_else(|_| std::path::absolute(&own))
+            .unwrap_or(own);
+        if dir.starts_with(&own) || own.starts_with(dir) {
+            return Err(Error::Invalid(format!(
+                "mount point {} {} {what} {}, which the mount itself writes to (it would wait \
+                 on itself); mount somewhere else",
+                dir.display(),
+                if dir == own {
+                    "is"
+                } else if dir.starts_with(&own) {
+                    "is inside"
+                } else {
+                    "is a parent of"
+                },
+                own.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_mount_point(dir: &Path, cfg: &quackfs::config::Config) -> Result<PathBuf> {
     let meta = match std::fs::metadata(dir) {
         Ok(m) => m,
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
@@ -119,6 +147,7 @@ fn check_mount_point(dir: &Path) -> Result<PathBuf> {
         )));
     }
     let dir = std::fs::canonicalize(dir).map_err(|e| Error::file(dir, e))?;
+    check_not_own(&dir, cfg)?;
     if is_mount_point(&dir) {
         return Err(Error::Invalid(format!(
             "{} is already a mount point (unmount it first: quackfs umount {})",
@@ -151,7 +180,7 @@ pub async fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
 }
 
 async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
-    let dir = check_mount_point(&a.dir)?;
+    let dir = check_mount_point(&a.dir, &ctx.cfg)?;
     // A metrics address that cannot be served fails the mount before anything is held.
     let metrics_listener = match a.metrics {
         Some(addr) => Some(
@@ -169,7 +198,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         .map_err(|e| Error::Invalid(format!("cannot watch signals: {e}")))?;
     let mut engine = ctx.engine().await?;
     if let Some(bytes) = a.disk_cache {
-        let dir = ctx.cfg.data_dir.join("cache").join("extents");
+        let dir = ctx.cfg.cache_dir();
         let disk = if bytes == 0 {
             None
         } else {
@@ -208,11 +237,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
     if let Some(b) = &followed {
         holder = format!("{holder} follows={b}");
     }
-    let scratch = ctx
-        .cfg
-        .data_dir
-        .join("scratch")
-        .join(quackfs::engine::new_id());
+    let scratch = ctx.cfg.scratch_dir().join(quackfs::engine::new_id());
     let mut cfg = MountConfig {
         session: None,
         autocommit: a.autocommit == Autocommit::Checkpoint,
@@ -307,7 +332,7 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         }
     };
     tokio::pin!(following);
-    let runfile = runfile(&ctx.cfg.data_dir, &dir);
+    let runfile = runfile(&ctx.cfg.run_dir(), &dir);
     if let Some(parent) = runfile.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
@@ -566,10 +591,10 @@ pub fn metrics_file(runfile: &Path) -> PathBuf {
     runfile.with_extension("metrics.json")
 }
 
-/// The figures last written by the mount at `dir` of data directory `data_dir`, if it is running
+/// The figures last written by the mount at `dir` (its pid file in `run_dir`), if it is running
 /// (it rewrites them every second and removes them when it ends).
-pub fn metrics_of(data_dir: &Path, dir: &str) -> Option<serde_json::Value> {
-    let file = metrics_file(&runfile(data_dir, Path::new(dir)));
+pub fn metrics_of(run_dir: &Path, dir: &str) -> Option<serde_json::Value> {
+    let file = metrics_file(&runfile(run_dir, Path::new(dir)));
     metrics_since(&file, std::time::UNIX_EPOCH)
 }
 
@@ -586,11 +611,11 @@ fn metrics_since(file: &Path, since: SystemTime) -> Option<serde_json::Value> {
 /// The figures of the mount at `dir` written after `since`, waiting for its next report (at most
 /// a few seconds); None if the mount does not report.
 pub async fn fresh_metrics(
-    data_dir: &Path,
+    run_dir: &Path,
     dir: &str,
     since: SystemTime,
 ) -> Option<serde_json::Value> {
-    let file = metrics_file(&runfile(data_dir, Path::new(dir)));
+    let file = metrics_file(&runfile(run_dir, Path::new(dir)));
     for _ in 0..30 {
         if let Some(m) = metrics_since(&file, since) {
             return Some(m);
@@ -728,16 +753,15 @@ fn overwrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Starts the mount in a background process and waits until it is ready.
 async fn daemonize(ctx: &Ctx, a: &MountArgs) -> Result<()> {
-    let dir = check_mount_point(&a.dir)?;
+    let dir = check_mount_point(&a.dir, &ctx.cfg)?;
     let exe = std::env::current_exe().map_err(|e| Error::file("quackfs", e))?;
-    let logs = ctx.cfg.data_dir.join("logs");
+    let logs = ctx.cfg.logs_dir();
     std::fs::create_dir_all(&logs).map_err(|e| Error::file(&logs, e))?;
     let log_path = logs.join(format!("mount-{}.log", quackfs::engine::new_id()));
     let log = std::fs::File::create(&log_path).map_err(|e| Error::file(&log_path, e))?;
     let ready = ctx
         .cfg
-        .data_dir
-        .join("run")
+        .run_dir()
         .join(format!("ready-{}", quackfs::engine::new_id()));
     if let Some(p) = ready.parent() {
         std::fs::create_dir_all(p).map_err(|e| Error::file(p, e))?;

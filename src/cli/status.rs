@@ -69,7 +69,7 @@ pub async fn run(ctx: &Ctx, _a: StatusArgs) -> Result<()> {
         let snapshot = m["holder"]
             .as_str()
             .and_then(quackfs::process::holder_dir)
-            .and_then(|d| super::mount::metrics_of(&ctx.cfg.data_dir, d));
+            .and_then(|d| super::mount::metrics_of(&ctx.cfg.run_dir(), d));
         m["metrics"] = snapshot.unwrap_or(serde_json::Value::Null);
     }
     let (files, problem) = match &view {

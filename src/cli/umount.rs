@@ -37,7 +37,7 @@ fn quackfs_mount_point(dir: &std::path::Path) -> Result<PathBuf> {
 
 pub async fn run(ctx: &Ctx, a: UmountArgs) -> Result<()> {
     let dir = quackfs_mount_point(&a.dir)?;
-    let run = runfile(&ctx.cfg.data_dir, &dir);
+    let run = runfile(&ctx.cfg.run_dir(), &dir);
     let pid: Option<i32> = std::fs::read_to_string(&run)
         .ok()
         .and_then(|s| s.trim().parse().ok());

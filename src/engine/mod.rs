@@ -180,7 +180,7 @@ impl Engine {
         // of this data directory, surviving remounts); a local store needs no second copy.
         let disk = disk_cache::configured_bytes(engine.store.as_local().is_some());
         if disk > 0 {
-            match disk_cache::DiskCache::open(cfg.data_dir.join("cache").join("extents"), disk) {
+            match disk_cache::DiskCache::open(cfg.cache_dir(), disk) {
                 Ok(d) => engine.set_disk_cache(Some(Arc::new(d))),
                 Err(e) => tracing::warn!("no disk cache: {e}"),
             }
