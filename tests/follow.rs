@@ -262,3 +262,47 @@ fn follow_pgs3_is_woken_by_notify() {
     rm.unmount();
     wm.unmount();
 }
+
+/// A follower whose branch is deleted keeps serving its commit, says so once in its log (not at
+/// every poll), and follows again once the branch is back.
+#[test]
+fn a_follower_of_a_deleted_branch_keeps_serving_and_logs_it_once() {
+    let env = Env::new();
+    std::fs::write(env.path("f.bin"), vec![7u8; 100_000]).unwrap();
+    env.ok(&["init", "db", "--import", "f.bin"]);
+    env.ok(&["branch", "feat"]);
+    let r = env.path("r");
+    let rm = env.mount_with(
+        &["-v"],
+        "db@feat",
+        &r,
+        &["--follow", "--follow-interval", "50ms"],
+    );
+    env.ok(&["branch", "-d", "feat"]);
+    // Some 30 polls.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(std::fs::read(r.join("f.bin")).unwrap(), vec![7u8; 100_000]);
+    let said = |what: &str| {
+        std::fs::read_to_string(env.mount_log(&r))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(what))
+            .count()
+    };
+    assert_eq!(said("branch \"feat\" does not exist"), 1);
+    // Back, at another commit: followed again.
+    std::fs::write(env.path("f.bin"), vec![8u8; 100_000]).unwrap();
+    env.ok(&["import", "f.bin"]);
+    env.ok(&["branch", "feat", "main"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read(r.join("f.bin")).unwrap() != vec![8u8; 100_000] {
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not follow again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(said("resolved; following again"), 1);
+    assert_eq!(said("branch \"feat\" does not exist"), 1);
+    rm.unmount();
+}

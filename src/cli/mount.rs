@@ -461,6 +461,26 @@ struct Follower {
     chain: Option<ViewChain>,
 }
 
+/// What keeps a follower from moving (its branch deleted, a commit it cannot open yet), logged
+/// once when it starts or changes and once when it ends, not at every poll (4 times a second).
+#[derive(Default)]
+struct Problem(Option<String>);
+
+impl Problem {
+    fn note(&mut self, message: String) {
+        if self.0.as_deref() != Some(message.as_str()) {
+            tracing::warn!("{message} (retrying; logged again only when this changes)");
+            self.0 = Some(message);
+        }
+    }
+
+    fn clear(&mut self, branch: &str) {
+        if self.0.take().is_some() {
+            tracing::info!("following {branch}: resolved; following again");
+        }
+    }
+}
+
 /// The reader sessions of a follower's epochs, each with the first generation it holds (it
 /// holds those up to the next epoch's first); released when the mount ends.
 type FollowSessions = Arc<tokio::sync::Mutex<Vec<(u64, ReadSession)>>>;
@@ -473,6 +493,7 @@ impl Follower {
         // PostgreSQL announces branch moves (LISTEN/NOTIFY): wake at once; poll as well.
         let mut moves = self.engine.catalog.ref_changes().await;
         let ours = format!("{}:{branch}", self.repo.id);
+        let mut problem = Problem::default();
         loop {
             match moves.as_mut() {
                 Some(rx) => {
@@ -516,15 +537,16 @@ impl Follower {
                                 started.elapsed()
                             );
                             self.serving = head.id.clone();
+                            problem.clear(&branch);
                         }
-                        Err(e) => tracing::warn!(
+                        Err(e) => problem.note(format!(
                             "following {branch}: cannot open {} yet: {e}",
                             short(&head.id)
-                        ),
+                        )),
                     }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("following {branch}: {e}"),
+                Ok(_) => problem.clear(&branch),
+                Err(e) => problem.note(format!("following {branch}: {e}")),
             }
             // Epochs no file of the mount belongs to any more let their layers go.
             let live = self.fs.live_generations();
