@@ -417,3 +417,33 @@ fn regression_umount_does_not_wait_for_an_unreaped_mount_process() {
     assert!(status.success());
     assert!(!is_mounted(&m));
 }
+
+/// `--dirty-limit` below one write is refused (at 0 every write waited for ever); at the
+/// smallest bound writes go on, each waiting for the last to be flushed, and nothing is lost.
+#[test]
+fn the_smallest_dirty_limit_still_writes() {
+    let env = Env::new();
+    setup(&env);
+    let m = empty_dir(&env, "m");
+    for small in ["0", "512KiB"] {
+        let e = env.fails_with(2, &["mount", "db", s(&m), "--dirty-limit", small]);
+        assert!(e.contains("at least 1.0 MiB"), "{small}: {e}");
+        assert!(!is_mounted(&m));
+    }
+    let mount = env.mount("db", &m, &["--dirty-limit", "1MiB", "--cache-size", "0"]);
+    let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(m.join("big.bin")).unwrap();
+        for chunk in data.chunks(300_000) {
+            f.write_all(chunk).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    assert!(std::fs::read(m.join("big.bin")).unwrap() == data);
+    mount.unmount();
+    env.ok(&["commit", "-m", "big"]);
+    let out = env.path("out");
+    env.ok(&["export", "main", s(&out)]);
+    assert!(std::fs::read(out.join("big.bin")).unwrap() == data);
+}

@@ -43,8 +43,8 @@ pub struct MountArgs {
     #[arg(long, value_name = "SIZE", value_parser = super::parse_bytes)]
     pub disk_cache: Option<u64>,
     /// Most written-but-unsynced bytes held in memory; past it writes wait for a flush
-    /// (backpressure, e.g. while the object store is down) [default: 256MiB]
-    #[arg(long, value_name = "SIZE", value_parser = super::parse_bytes)]
+    /// (backpressure, e.g. while the object store is down); at least 1MiB [default: 256MiB]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_dirty_limit)]
     pub dirty_limit: Option<u64>,
     /// Read-only, following the branch REV: when it moves to a new commit, opens from then on see
     /// that commit (within --follow-interval plus the time to read its layer footers); a file

@@ -59,6 +59,9 @@ static ZEROS: [u8; 65536] = [0; 65536];
 /// Default bound of a mount's dirty (written, unsynced) bytes: beyond it writes wait until a
 /// flush has stored some (backpressure, e.g. while the object store is down).
 pub const DEFAULT_DIRTY_LIMIT: u64 = 256 * 1024 * 1024;
+/// The smallest dirty bound a mount takes: one write of the largest size the kernel sends. (At
+/// 0 every write waited for a flush that had nothing to store: the writer hung for ever.)
+pub const MIN_DIRTY_LIMIT: u64 = crate::fuse::MAX_WRITE as u64;
 
 /// A failed filesystem operation, as an errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
