@@ -236,6 +236,19 @@ fn follow_needs_a_branch() {
         ],
     );
     assert!(e.contains("--follow"), "{e}");
+    // An interval of 0 polled the catalog without pause.
+    let e = env.fails_with(
+        2,
+        &[
+            "mount",
+            "db",
+            dir.to_str().unwrap(),
+            "--follow",
+            "--follow-interval",
+            "0s",
+        ],
+    );
+    assert!(e.contains("at least 10ms"), "{e}");
 }
 
 #[test]

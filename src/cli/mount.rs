@@ -51,8 +51,8 @@ pub struct MountArgs {
     /// handle already open keeps reading the commit it opened, whole
     #[arg(long, conflicts_with = "at")]
     pub follow: bool,
-    /// How often a --follow mount asks the catalog where the branch points
-    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration, requires = "follow")]
+    /// How often a --follow mount asks the catalog where the branch points; at least 10ms
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_follow_interval, requires = "follow")]
     pub follow_interval: Duration,
     /// Serve metrics in the Prometheus text format at http://ADDR/metrics (e.g. 127.0.0.1:9187);
     /// docs/operations.md lists them. `quackfs status --json` shows the same figures
@@ -61,6 +61,20 @@ pub struct MountArgs {
     /// (internal) file to report readiness to, used by --daemon
     #[arg(long, hide = true)]
     pub ready_file: Option<PathBuf>,
+}
+
+/// The shortest `--follow-interval`: the follower asks the catalog this often (at 0 it asked
+/// without pause, a core busy and the catalog server hammered).
+const MIN_FOLLOW_INTERVAL: Duration = Duration::from_millis(10);
+
+fn parse_follow_interval(text: &str) -> std::result::Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 250ms, 2s)"))?;
+    if d < MIN_FOLLOW_INTERVAL {
+        return Err(format!(
+            "at least {MIN_FOLLOW_INTERVAL:?}: the follower asks the catalog this often"
+        ));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
