@@ -884,6 +884,14 @@ fn exit_codes_tell_the_kinds_of_failure_apart() {
     two_commits(&env);
     env.fails_with(2, &["log", "main!"]);
     env.fails_with(2, &["log", "main@{next tuesday}"]);
+    for d in ["d1", "d2"] {
+        std::fs::create_dir_all(env.path(d)).unwrap();
+        std::fs::write(env.path(d).join("x.bin"), d).unwrap();
+    }
+    let e = env.fails_with(2, &["import", "d1/x.bin", "d2/x.bin"]);
+    assert!(e.contains("both called \"x.bin\""), "{e}");
+    let e = env.fails_with(2, &["bisect", "main", "main", "--sql", "SELECT true"]);
+    assert!(e.contains("the same commit: nothing to search"), "{e}");
     let out = env.cmd().args(["gc", "--retain", "5x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     // 6: not found.

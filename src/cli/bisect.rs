@@ -68,10 +68,14 @@ pub async fn run(ctx: &Ctx, a: BisectArgs) -> Result<()> {
     }
     chain.reverse();
     if chain.len() < 2 {
-        return Err(Error::Invalid(format!(
-            "{} and {} are the same commit: nothing to search",
-            a.good, a.bad
-        )));
+        return Err(Error::Usage {
+            message: format!(
+                "{} and {} are the same commit: nothing to search",
+                a.good, a.bad
+            ),
+            hint: "give a GOOD commit older than BAD (`quackfs log BAD` lists its ancestors)"
+                .into(),
+        });
     }
     let (mut lo, mut hi) = (0, chain.len() - 1);
     let mut steps = Vec::new();

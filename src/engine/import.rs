@@ -94,9 +94,12 @@ fn check_inputs(paths: &[PathBuf]) -> Result<Vec<(String, PathBuf, u64)>> {
             .to_string();
         validate_file_name(&name)?;
         if seen.insert(name.clone(), (p.clone(), meta.len())).is_some() {
-            return Err(Error::Invalid(format!(
-                "two files to import are both called {name:?}"
-            )));
+            return Err(Error::Usage {
+                message: format!("two files to import are both called {name:?}"),
+                hint: "files are stored by their base name: import them into different \
+                       databases or branches, or rename one"
+                    .into(),
+            });
         }
     }
     Ok(seen.into_iter().map(|(n, (p, s))| (n, p, s)).collect())
