@@ -146,7 +146,7 @@ impl Config {
             ("the scratch directory", self.scratch_dir()),
             ("the run directory", self.run_dir()),
             ("the log directory", self.logs_dir()),
-            ("the disk cache", self.data_dir.join("cache")),
+            ("the disk cache", self.cache_dir()),
         ];
         if let Some(p) = self.store_url.strip_prefix("file://") {
             dirs.push(("the object store", PathBuf::from(p)));

@@ -223,32 +223,19 @@ fn follow_needs_a_branch() {
     env.ok(&["tag", "v1"]);
     let dir = env.path("m");
     std::fs::create_dir_all(&dir).unwrap();
-    let e = env.fails_with(2, &["mount", "db@v1", dir.to_str().unwrap(), "--follow"]);
-    assert!(e.contains("--follow follows a branch"), "{e}");
-    let e = env.fails_with(
-        2,
-        &[
-            "mount",
-            "db",
-            dir.to_str().unwrap(),
-            "--follow-interval",
-            "1s",
-        ],
-    );
-    assert!(e.contains("--follow"), "{e}");
-    // An interval of 0 polled the catalog without pause.
-    let e = env.fails_with(
-        2,
-        &[
-            "mount",
-            "db",
-            dir.to_str().unwrap(),
-            "--follow",
-            "--follow-interval",
-            "0s",
-        ],
-    );
-    assert!(e.contains("at least 10ms"), "{e}");
+    let dir = dir.to_str().unwrap();
+    for (args, want) in [
+        (&["db@v1", dir, "--follow"][..], "--follow follows a branch"),
+        (&["db", dir, "--follow-interval", "1s"][..], "--follow"),
+        // An interval of 0 polled the catalog without pause.
+        (
+            &["db", dir, "--follow", "--follow-interval", "0s"][..],
+            "at least 10ms",
+        ),
+    ] {
+        let e = env.fails_with(2, &[&["mount"][..], args].concat());
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
 }
 
 #[test]

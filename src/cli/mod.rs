@@ -342,18 +342,6 @@ pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
         .map_err(|_| "expected a size such as 512MiB, 2GiB or 1048576".to_string())
 }
 
-/// Argument parser for `mount --dirty-limit`: a size, at least one write (1MiB).
-pub fn parse_dirty_limit(text: &str) -> std::result::Result<u64, String> {
-    let bytes = parse_bytes(text)?;
-    if bytes < quackfs::fs::MIN_DIRTY_LIMIT {
-        return Err(format!(
-            "at least {} (the largest single write): writes wait while this much is unsynced",
-            output::size(quackfs::fs::MIN_DIRTY_LIMIT as i64)
-        ));
-    }
-    Ok(bytes)
-}
-
 /// Argument parser for durations (`--retain 7d`): what `humantime` reads, checked up front.
 pub fn parse_duration(text: &str) -> std::result::Result<String, String> {
     humantime::parse_duration(text)

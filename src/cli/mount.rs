@@ -44,7 +44,7 @@ pub struct MountArgs {
     pub disk_cache: Option<u64>,
     /// Most written-but-unsynced bytes held in memory; past it writes wait for a flush
     /// (backpressure, e.g. while the object store is down); at least 1MiB [default: 256MiB]
-    #[arg(long, value_name = "SIZE", value_parser = super::parse_dirty_limit)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_dirty_limit)]
     pub dirty_limit: Option<u64>,
     /// Read-only, following the branch REV: when it moves to a new commit, opens from then on see
     /// that commit (within --follow-interval plus the time to read its layer footers); a file
@@ -75,6 +75,18 @@ fn parse_follow_interval(text: &str) -> std::result::Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// Argument parser for `mount --dirty-limit`: a size, at least one write (1MiB).
+fn parse_dirty_limit(text: &str) -> std::result::Result<u64, String> {
+    let bytes = super::parse_bytes(text)?;
+    if bytes < quackfs::fs::MIN_DIRTY_LIMIT {
+        return Err(format!(
+            "at least {} (the largest single write): writes wait while this much is unsynced",
+            super::output::size(quackfs::fs::MIN_DIRTY_LIMIT as i64)
+        ));
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
