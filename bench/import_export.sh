@@ -15,8 +15,9 @@
 #   BENCH_COLD=1                     also measure with a dropped page cache (needs root); 0 = off
 #   BENCH_KEEP=1                     keep the temp directory for inspection
 #
-# Issue targets: import and export within 1.3x of `cp`; stored bytes after the changes at most
-# 1.05x of (first import + bytes that really changed).
+# Issue targets: import and export within 1.15x of `cp` + sync (issue "Performance", goal 5; the
+# older "Storage core" issue asked for 1.3x); stored bytes after the changes at most 1.05x of
+# (first import + bytes that really changed).
 set -euo pipefail
 
 BENCH_NAME=import_export
@@ -28,7 +29,7 @@ SF=${BENCH_SF:-1}
 DATA=${BENCH_DATA:-tpch}
 SYNTH_MB=${BENCH_SYNTH_MB:-300}
 COLD=${BENCH_COLD:-1}
-TARGET_TIME=1.3
+TARGET_TIME=1.15
 TARGET_STORED=1.05
 
 resolve_quackfs
