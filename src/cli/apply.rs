@@ -15,8 +15,10 @@ use std::sync::Arc;
 /// Fast-forward when the branch has not moved since the merge base (no rows touched). Otherwise
 /// a three-way merge by rows, per table of each DuckDB file: by primary key (a row changed on
 /// both sides to different values is a conflict), keyless tables as multisets of whole rows;
-/// schema changes made on one side are applied, conflicting ones refuse the merge. With
-/// conflicts nothing is committed: they are listed (base / ours / theirs). The result is one
+/// schema changes made on one side are applied, conflicting ones refuse the merge. Views and
+/// indexes come along, sequences are advanced; a macro or type SOURCE changed refuses the merge
+/// (make the same change on the branch first). With conflicts nothing is committed: they are
+/// listed (base / ours / theirs). The result is one
 /// commit with two parents (`REV^2` names SOURCE's head). Needs the duckdb CLI (or
 /// QUACKFS_DUCKDB).
 #[derive(Debug, clap::Args)]
@@ -170,7 +172,7 @@ pub async fn run(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
         let conflicts: i64 = merges.iter().map(|m| m.conflict_count()).sum();
         if !schema_conflicts.is_empty() {
             return Err(Error::MergeConflict(format!(
-                "the schema changed differently on both sides ({}); nothing was committed",
+                "schema changes cannot be merged ({}); nothing was committed",
                 schema_conflicts.join("; ")
             )));
         }
@@ -298,6 +300,9 @@ fn report(ctx: &Ctx, merges: &[FileMerge], dry_run: bool, resolve: Resolve) -> R
         }
         outln!("{}:", m.file);
         print_table(&t)?;
+        if !m.objects.is_empty() {
+            outln!("also: {}", m.objects.join("; "));
+        }
         for s in &m.schema_conflicts {
             outln!("schema conflict: {s}");
         }

@@ -10,9 +10,10 @@
 //! differently on both sides refuses the merge.
 
 use super::duck::{self, ident, int, Row};
+use super::objects;
 use super::{
-    attach, common_key, compare_columns, key_match, read_tables, relation, row_differs,
-    schema_changes, Table,
+    attach, common_key, compare_columns, key_match, read_tables, relation, relation_filled,
+    row_differs, schema_changes, Table,
 };
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -79,8 +80,11 @@ pub struct FileMerge {
     pub tables: Vec<TableMerge>,
     /// Up to [`CONFLICTS_SHOWN`] conflicting rows.
     pub conflicts: Vec<Conflict>,
-    /// Schema changes made differently on both sides (the merge is refused).
+    /// Schema changes made differently on both sides, or that apply cannot bring over (the
+    /// merge is refused).
     pub schema_conflicts: Vec<String>,
+    /// The source's changes to views, indexes and sequences brought over, in words.
+    pub objects: Vec<String>,
 }
 
 impl FileMerge {
@@ -136,6 +140,10 @@ pub async fn merge_file(
     let base = all.remove("base").unwrap_or_default();
     let ours = all.remove("ours").unwrap_or_default();
     let theirs = all.remove("theirs").unwrap_or_default();
+    let mut objs = objects::read(&att_sql, &dbs).await?;
+    let mut side = |db: &str| objs.remove(db).unwrap_or_default();
+    let (ob, oo, ot) = (side("base"), side("ours"), side("theirs"));
+    let om = objects::merge(&ob, &oo, &ot);
     let names: BTreeSet<&(String, String)> = base
         .keys()
         .chain(ours.keys())
@@ -153,6 +161,8 @@ pub async fn merge_file(
 
     let mut out = FileMerge {
         file: file.to_string(),
+        schema_conflicts: om.conflicts,
+        objects: om.changes,
         ..FileMerge::default()
     };
     // Phase 1: per table, the changes of each side and the conflicts (temporary tables).
@@ -232,7 +242,7 @@ pub async fn merge_file(
     }
     if !out.schema_conflicts.is_empty() {
         return Err(Error::MergeConflict(format!(
-            "{file}: schema changed on both sides: {}",
+            "{file}: schema changes cannot be merged: {}",
             out.schema_conflicts.join("; ")
         )));
     }
@@ -250,7 +260,10 @@ pub async fn merge_file(
     }
     // (No explicit transaction: DuckDB refuses ALTER TABLE after changes to the table in the same
     // transaction. The file is a private copy: a failure discards it whole.)
+    // Sequences first (a default may use one), views and indexes over the merged tables last.
+    script.push_str(&om.before);
     script.push_str(&writes);
+    script.push_str(&om.after);
     script.push_str("CHECKPOINT ours;\n");
     duck::run(&script).await?;
     Ok(out)
@@ -336,6 +349,34 @@ fn column_changes(from: &Table, to: &Table) -> ColumnChanges {
         .map(|(c, _)| c.clone())
         .collect();
     (added, dropped, retyped)
+}
+
+/// The value each column `added` (by `t`) holds in the rows that were there when it was added:
+/// its default, as an expression of its type, when that is the same for every row (no sequence,
+/// clock or random number in it). A column without one (or with a volatile one) is left out:
+/// those rows read NULL.
+fn added_values(t: &Table, added: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    const VOLATILE: [&str; 10] = [
+        "nextval",
+        "currval",
+        "random",
+        "uuid",
+        "now(",
+        "current_",
+        "get_current",
+        "today(",
+        "transaction_timestamp",
+        "setseed",
+    ];
+    added
+        .iter()
+        .filter_map(|(c, ty)| {
+            let d = t.defaults.get(c)?;
+            let lower = d.to_ascii_lowercase();
+            (!VOLATILE.iter().any(|v| lower.contains(v)))
+                .then(|| (c.clone(), format!("CAST(({d}) AS {ty})")))
+        })
+        .collect()
 }
 
 fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Option<Analysed> {
@@ -463,23 +504,39 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
     }
     let cols = compare_columns(&[b, o, t]);
     let key = common_key(&[b, o, t]);
+    // A column the source added with a default gave every row it had then that value: the
+    // base's rows are compared with the source's as holding it (else every row would look
+    // changed by the source, and conflict with any the branch changed).
+    let fill = added_values(t, &t_add);
     let (rb, ro, rt) = (
-        relation("base", Some(b), &cols),
+        relation_filled("base", Some(b), &cols, &fill),
         relation("ours", Some(o), &cols),
         relation("theirs", Some(t), &cols),
     );
     let ours_t = o.in_db("ours");
     let theirs_t = t.in_db("theirs");
-    // Schema changes the source made, applied before its rows come in.
+    // Schema changes the source made, applied before its rows come in (NOT NULL after them).
     let mut ddl = String::new();
+    let mut not_null = String::new();
     let mut schema = schema_changes(b, t);
     schema.retain(|s| !s.starts_with("primary key"));
     for (c, ty) in &t_add {
         if !o_add.contains_key(c) {
+            let default = t
+                .defaults
+                .get(c)
+                .map(|d| format!(" DEFAULT ({d})"))
+                .unwrap_or_default();
             ddl.push_str(&format!(
-                "ALTER TABLE {ours_t} ADD COLUMN {} {ty};\n",
+                "ALTER TABLE {ours_t} ADD COLUMN {} {ty}{default};\n",
                 ident(c)
             ));
+            if t.not_null.contains(c) {
+                not_null.push_str(&format!(
+                    "ALTER TABLE {ours_t} ALTER COLUMN {} SET NOT NULL;\n",
+                    ident(c)
+                ));
+            }
         }
     }
     for c in &t_drop {
@@ -610,6 +667,7 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
                     col_list(&ins),
                     ins.iter().map(|c| format!("__y.{}", ident(c))).collect::<Vec<_>>().join(", "),
                 ));
+                s.push_str(&not_null);
                 s
             };
             (sql, take(false), take(true))
@@ -625,11 +683,14 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
                  (SELECT count(*) FROM ({ro} EXCEPT ALL {rb})) AS oi, (SELECT count(*) FROM ({rb} EXCEPT ALL {ro})) AS od, 0 AS ou, 0 AS cf;\n\
                  SELECT 1 AS none WHERE false;\n"
             ));
-            // The branch's rows as compared (its own columns; NULL where it has none).
-            let z_expr = |c: &str, as_text: bool| match o.column_type(c) {
-                Some(_) if as_text => format!("CAST(__z.{} AS VARCHAR)", ident(c)),
-                Some(_) => format!("__z.{}", ident(c)),
-                None => "NULL".to_string(),
+            // The branch's rows as compared (its own columns; where it has none, what the
+            // source's schema changes will give them, else NULL).
+            let z_expr = |c: &str, as_text: bool| match (o.column_type(c), fill.get(c)) {
+                (Some(_), _) if as_text => format!("CAST(__z.{} AS VARCHAR)", ident(c)),
+                (Some(_), _) => format!("__z.{}", ident(c)),
+                (None, Some(v)) if as_text => format!("CAST({v} AS VARCHAR)"),
+                (None, Some(v)) => v.clone(),
+                (None, None) => "NULL".to_string(),
             };
             let zs: Vec<String> = cols.iter().map(|(c, _, t)| z_expr(c, *t)).collect();
             let on = cols
@@ -653,6 +714,7 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
                 col_list(&ins),
                 col_list(&ins),
             ));
+            s.push_str(&not_null);
             (sql, s.clone(), s)
         }
     };

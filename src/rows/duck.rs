@@ -60,6 +60,7 @@ pub async fn run(script: &str) -> Result<Vec<Vec<Row>>> {
         return Err(Error::Invalid(format!("DuckDB: {}", first.trim())));
     }
     let text = String::from_utf8_lossy(&out.stdout);
+    let text = standard_json(&text);
     let mut results = Vec::new();
     for v in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
         let v = v.map_err(|e| Error::Invalid(format!("unexpected output from {bin}: {e}")))?;
@@ -78,6 +79,43 @@ pub async fn run(script: &str) -> Result<Vec<Vec<Row>>> {
         );
     }
     Ok(results)
+}
+
+/// DuckDB's JSON output made standard: it prints a floating-point NaN or infinity as the bare
+/// words `NaN`, `Infinity` and `-Infinity`, which no JSON parser takes. Outside strings they
+/// become the strings `"NaN"`, `"Infinity"` and `"-Infinity"`.
+fn standard_json(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("NaN") && !text.contains("Infinity") {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(word) = ["NaN", "Infinity", "-Infinity"]
+            .into_iter()
+            .find(|w| rest.starts_with(w))
+        {
+            out.push('"');
+            out.push_str(word);
+            out.push('"');
+            rest = &rest[word.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out.into()
 }
 
 /// The `i`-th result of a [`run`], or an error naming what was expected.
@@ -108,6 +146,22 @@ pub fn text(row: &Row, col: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_numbers_become_strings() {
+        let duck = r#"[{"f":NaN,"l":[NaN,-Infinity,Infinity,1.5],"s":{"x":NaN},"t":"NaN \" Infinity","e":"\\"}]"#;
+        let v: Value = serde_json::from_str(&standard_json(duck)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([{"f": "NaN", "l": ["NaN", "-Infinity", "Infinity", 1.5],
+                "s": {"x": "NaN"}, "t": "NaN \" Infinity", "e": "\\"}])
+        );
+        // Plain output is left as it is.
+        assert!(matches!(
+            standard_json("[{\"a\":1}]"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn quoting() {

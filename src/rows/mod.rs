@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod duck;
+pub mod objects;
 
 use crate::error::Result;
 use duck::{ident, int, lit, text, Row};
@@ -30,6 +31,12 @@ pub struct Table {
     pub columns: Vec<(String, String)>,
     /// The primary key's columns, if it has one.
     pub key: Option<Vec<String>>,
+    /// Column defaults, as DuckDB prints their expressions, by column.
+    #[serde(skip)]
+    pub defaults: BTreeMap<String, String>,
+    /// Columns declared NOT NULL.
+    #[serde(skip)]
+    pub not_null: BTreeSet<String>,
     /// DuckDB's CREATE TABLE statement for it.
     #[serde(skip)]
     pub sql: String,
@@ -86,7 +93,7 @@ fn tables_sql(dbs: &[&str]) -> String {
     let list = dbs.iter().map(|d| lit(d)).collect::<Vec<_>>().join(", ");
     format!(
         "SELECT database_name AS db, schema_name AS s, table_name AS t, sql FROM duckdb_tables() WHERE database_name IN ({list}) AND NOT temporary ORDER BY 1, 2, 3;\n\
-         SELECT database_name AS db, schema_name AS s, table_name AS t, column_name AS c, data_type AS ty FROM duckdb_columns() WHERE database_name IN ({list}) ORDER BY db, s, t, column_index;\n\
+         SELECT database_name AS db, schema_name AS s, table_name AS t, column_name AS c, data_type AS ty, column_default AS d, is_nullable AS n FROM duckdb_columns() WHERE database_name IN ({list}) ORDER BY db, s, t, column_index;\n\
          SELECT database_name AS db, schema_name AS s, table_name AS t, constraint_column_names AS k FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' AND database_name IN ({list});\n"
     )
 }
@@ -106,6 +113,8 @@ fn parse_tables(results: &mut std::vec::IntoIter<Vec<Row>>) -> Result<TablesByDb
                 name: t,
                 columns: Vec::new(),
                 key: None,
+                defaults: BTreeMap::new(),
+                not_null: BTreeSet::new(),
                 sql: text(r, "sql"),
             },
         );
@@ -115,7 +124,14 @@ fn parse_tables(results: &mut std::vec::IntoIter<Vec<Row>>) -> Result<TablesByDb
             .get_mut(&text(r, "db"))
             .and_then(|m| m.get_mut(&(text(r, "s"), text(r, "t"))))
         {
-            t.columns.push((text(r, "c"), text(r, "ty")));
+            let c = text(r, "c");
+            if let Some(serde_json::Value::String(d)) = r.get("d") {
+                t.defaults.insert(c.clone(), d.clone());
+            }
+            if r.get("n") == Some(&serde_json::Value::Bool(false)) {
+                t.not_null.insert(c.clone());
+            }
+            t.columns.push((c, text(r, "ty")));
         }
     }
     for r in &keys {
@@ -209,13 +225,28 @@ pub fn compare_columns(sides: &[&Table]) -> Vec<(String, String, bool)> {
 /// `SELECT` of the compared columns from `table` in `db` (a subquery), or an empty relation of
 /// those columns when the side has no such table.
 pub fn relation(db: &str, table: Option<&Table>, cols: &[(String, String, bool)]) -> String {
+    relation_filled(db, table, cols, &BTreeMap::new())
+}
+
+/// [`relation`], where a column the table lacks reads `fill`'s expression for it, if any (else
+/// NULL).
+pub fn relation_filled(
+    db: &str,
+    table: Option<&Table>,
+    cols: &[(String, String, bool)],
+    fill: &BTreeMap<String, String>,
+) -> String {
     let list = cols
         .iter()
         .map(
             |(c, ty, as_text)| match table.and_then(|t| t.column_type(c)) {
                 Some(_) if *as_text => format!("CAST({} AS VARCHAR) AS {}", ident(c), ident(c)),
                 Some(_) => ident(c),
-                None => format!("CAST(NULL AS {ty}) AS {}", ident(c)),
+                None => format!(
+                    "CAST({} AS {ty}) AS {}",
+                    fill.get(c).map_or("NULL", String::as_str),
+                    ident(c)
+                ),
             },
         )
         .collect::<Vec<_>>()
