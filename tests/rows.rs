@@ -258,6 +258,18 @@ fn apply_merges_rows_like_doing_both_by_hand(env: Env) {
     assert_eq!(t["theirs"]["updated"], 20, "{t}");
     assert_eq!(t["ours"]["updated"], 50, "{t}");
     assert_eq!(t["conflicts"], 0, "{t}");
+    // A keyless table the source added a defaulted column to: the branch's own change is one row.
+    let k = dry["files"][0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "k")
+        .unwrap();
+    assert_eq!(
+        (&k["ours"]["inserted"], &k["ours"]["deleted"]),
+        (&1.into(), &0.into()),
+        "{k}"
+    );
     assert_eq!(
         dry["files"][0]["objects"],
         serde_json::json!([

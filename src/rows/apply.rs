@@ -674,13 +674,16 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
         }
         None => {
             let (add, rm) = (format!("__add{i}"), format!("__rm{i}"));
+            // The branch's changes are counted against the base as it had it (a column only
+            // the source added reads NULL on both).
+            let rb_own = relation("base", Some(b), &cols);
             let mut sql = format!(
                 "CREATE OR REPLACE TEMP TABLE {add} AS SELECT * FROM ({rt} EXCEPT ALL {rb});\n\
                  CREATE OR REPLACE TEMP TABLE {rm} AS SELECT *, count(*) AS __n FROM ({rb} EXCEPT ALL {rt}) GROUP BY ALL;\n"
             );
             sql.push_str(&format!(
                 "SELECT (SELECT count(*) FROM {add}) AS ti, (SELECT coalesce(sum(__n), 0) FROM {rm}) AS td, 0 AS tu, \
-                 (SELECT count(*) FROM ({ro} EXCEPT ALL {rb})) AS oi, (SELECT count(*) FROM ({rb} EXCEPT ALL {ro})) AS od, 0 AS ou, 0 AS cf;\n\
+                 (SELECT count(*) FROM ({ro} EXCEPT ALL {rb_own})) AS oi, (SELECT count(*) FROM ({rb_own} EXCEPT ALL {ro})) AS od, 0 AS ou, 0 AS cf;\n\
                  SELECT 1 AS none WHERE false;\n"
             ));
             // The branch's rows as compared (its own columns; where it has none, what the
