@@ -274,6 +274,23 @@ fn a_metrics_address_in_use_fails_the_mount() {
         ],
     );
     assert!(e.contains("--metrics"), "{e}");
+    let e = env.fails_with(
+        2,
+        &[
+            "mount",
+            "db",
+            dir.to_str().unwrap(),
+            "--metrics",
+            "localhost:99999",
+        ],
+    );
+    assert!(e.contains("expected HOST:PORT"), "{e}");
+    // A host name serves, as its address does.
+    let port = free_addr().rsplit_once(':').unwrap().1.to_string();
+    let m = env.mount("db", &dir, &["--metrics", &format!("localhost:{port}")]);
+    let got = scrape(&format!("127.0.0.1:{port}"));
+    assert_eq!(get(&got, "quackfs_pending_layers"), 0.0);
+    m.unmount();
 }
 
 /// Waits until `misses()` has stopped changing for a second at a value above `above`; returns it.

@@ -54,9 +54,10 @@ pub struct MountArgs {
     /// How often a --follow mount asks the catalog where the branch points; at least 10ms
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_follow_interval, requires = "follow")]
     pub follow_interval: Duration,
-    /// Serve metrics in the Prometheus text format at http://ADDR/metrics (e.g. 127.0.0.1:9187);
+    /// Serve metrics in the Prometheus text format at http://ADDR/metrics (e.g. 127.0.0.1:9187
+    /// or localhost:9187);
     /// docs/operations.md lists them. `quackfs status --json` shows the same figures
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics: Option<std::net::SocketAddr>,
     /// (internal) file to report readiness to, used by --daemon
     #[arg(long, hide = true)]
@@ -75,6 +76,26 @@ fn parse_follow_interval(text: &str) -> std::result::Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// Argument parser for `mount --metrics`: HOST:PORT, the host an IP address or a name such as
+/// `localhost` (its first IPv4 address, else its first address).
+fn parse_metrics_addr(text: &str) -> std::result::Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let hint = "expected HOST:PORT, e.g. 127.0.0.1:9187 or localhost:9187";
+    let addrs: Vec<std::net::SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{hint} ({e})"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{hint} ({text} names no address)"))
 }
 
 /// Argument parser for `mount --dirty-limit`: a size, at least one write (1MiB).
