@@ -126,7 +126,10 @@ fn diff_rows_counts_changes_and_skips_unchanged_tables() {
          DELETE FROM k WHERE b = 'c';
          DELETE FROM d WHERE id % 1000 = 0;
          ALTER TABLE s.u DROP COLUMN n;
-         CREATE TABLE fresh AS SELECT 1 AS one",
+         CREATE TABLE fresh AS SELECT 1 AS one;
+         SELECT count(nextval('ids')) FROM range(2);
+         DROP VIEW old_v;
+         CREATE MACRO m1(x) AS x + 1",
     );
     let diff = json(&env, &["diff", "base", "main", "--rows", "--show", "2"]);
     let file = &diff["rows"][0];
@@ -178,6 +181,15 @@ fn diff_rows_counts_changes_and_skips_unchanged_tables() {
     assert_eq!(u["schema"], serde_json::json!(["column n dropped"]), "{u}");
     assert_eq!(table("fresh")["change"], "added");
     assert_eq!(file["skipped"], serde_json::json!(["big"]), "{file}");
+    assert_eq!(
+        file["objects"],
+        serde_json::json!([
+            "macro m1 created",
+            "sequence ids advanced by 2",
+            "view old_v dropped"
+        ]),
+        "{file}"
+    );
 
     // Scanning every table finds the same and nothing in `big`.
     let all = json(&env, &["diff", "base", "main", "--rows", "--scan-all"]);
@@ -196,7 +208,12 @@ fn diff_rows_counts_changes_and_skips_unchanged_tables() {
     // Named tables only; the text form.
     let only = json(&env, &["diff", "base", "main", "--rows", "k"]);
     assert_eq!(only["rows"][0]["tables"].as_array().unwrap().len(), 1);
+    assert_eq!(only["rows"][0]["objects"], serde_json::json!([]));
     let text = env.ok(&["diff", "base", "main", "--rows"]);
+    assert!(
+        text.contains("also: macro m1 created; sequence ids advanced by 2; view old_v dropped"),
+        "{text}"
+    );
     assert!(text.contains("1 skipped (storage unchanged)"), "{text}");
     assert!(text.contains("column z added (INTEGER)"), "{text}");
     // No change: nothing to report, every table skipped.

@@ -102,35 +102,42 @@ pub async fn run(ctx: &Ctx, a: DiffArgs) -> Result<()> {
             f.unchanged.len(),
             f.skipped.len()
         );
-        if f.tables.is_empty() {
-            continue;
+        if !f.tables.is_empty() {
+            print_table(&rows_table(&f.tables))?;
         }
-        let mut t = table(&[
-            "TABLE",
-            "CHANGE",
-            "MATCHED BY",
-            "INSERTED",
-            "DELETED",
-            "UPDATED",
-            "SCHEMA",
-        ]);
-        for r in &f.tables {
-            t.add_row(vec![
-                r.table.clone(),
-                r.change.clone(),
-                r.key
-                    .as_ref()
-                    .map(|k| k.join(", "))
-                    .unwrap_or_else(|| "whole rows".into()),
-                r.inserted.to_string(),
-                r.deleted.to_string(),
-                r.updated.to_string(),
-                r.schema.join("; "),
-            ]);
+        if !f.objects.is_empty() {
+            outln!("also: {}", f.objects.join("; "));
         }
-        print_table(&t)?;
     }
     Ok(())
+}
+
+/// The text table of a file's changed tables.
+fn rows_table(tables: &[quackfs::rows::TableRows]) -> comfy_table::Table {
+    let mut t = table(&[
+        "TABLE",
+        "CHANGE",
+        "MATCHED BY",
+        "INSERTED",
+        "DELETED",
+        "UPDATED",
+        "SCHEMA",
+    ]);
+    for r in tables {
+        t.add_row(vec![
+            r.table.clone(),
+            r.change.clone(),
+            r.key
+                .as_ref()
+                .map(|k| k.join(", "))
+                .unwrap_or_else(|| "whole rows".into()),
+            r.inserted.to_string(),
+            r.deleted.to_string(),
+            r.updated.to_string(),
+            r.schema.join("; "),
+        ]);
+    }
+    t
 }
 
 /// Whether file `name` of `view` is an encrypted DuckDB database.

@@ -12,7 +12,7 @@
 use super::duck::{self, ident, int, Row};
 use super::objects;
 use super::{
-    attach, common_key, compare_columns, key_match, read_tables, relation, relation_filled,
+    attach, common_key, compare_columns, key_match, read_catalog, relation, relation_filled,
     row_differs, schema_changes, Table,
 };
 use crate::error::{Error, Result};
@@ -136,11 +136,10 @@ pub async fn merge_file(
     }
     let att_sql = attach(&att);
     let dbs: Vec<&str> = att.iter().map(|a| a.0).collect();
-    let mut all = read_tables(&att_sql, &dbs).await?;
+    let (mut all, mut objs) = read_catalog(&att_sql, &dbs).await?;
     let base = all.remove("base").unwrap_or_default();
     let ours = all.remove("ours").unwrap_or_default();
     let theirs = all.remove("theirs").unwrap_or_default();
-    let mut objs = objects::read(&att_sql, &dbs).await?;
     let mut side = |db: &str| objs.remove(db).unwrap_or_default();
     let (ob, oo, ot) = (side("base"), side("ours"), side("theirs"));
     let om = objects::merge(&ob, &oo, &ot);

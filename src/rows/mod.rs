@@ -88,7 +88,7 @@ pub fn attach(sides: &[(&str, &PathBuf, bool)]) -> String {
     s
 }
 
-/// The catalog queries of [`read_tables`], for the databases attached as `dbs`.
+/// The table queries of [`read_catalog`], for the databases attached as `dbs`.
 fn tables_sql(dbs: &[&str]) -> String {
     let list = dbs.iter().map(|d| lit(d)).collect::<Vec<_>>().join(", ");
     format!(
@@ -154,10 +154,20 @@ fn parse_tables(results: &mut std::vec::IntoIter<Vec<Row>>) -> Result<TablesByDb
     Ok(out)
 }
 
-/// The tables of the databases attached by `attach_sql` as `dbs`.
-pub async fn read_tables(attach_sql: &str, dbs: &[&str]) -> Result<TablesByDb> {
-    let results = duck::run(&format!("{attach_sql}{}", tables_sql(dbs))).await?;
-    parse_tables(&mut results.into_iter())
+/// The tables and other catalog objects of the databases attached by `attach_sql` as `dbs`, read
+/// in one DuckDB run.
+pub async fn read_catalog(
+    attach_sql: &str,
+    dbs: &[&str],
+) -> Result<(TablesByDb, BTreeMap<String, objects::Objects>)> {
+    let results = duck::run(&format!(
+        "{attach_sql}{}{}",
+        tables_sql(dbs),
+        objects::objects_sql(dbs)
+    ))
+    .await?;
+    let mut results = results.into_iter();
+    Ok((parse_tables(&mut results)?, objects::parse(&mut results)?))
 }
 
 /// How a table's columns changed from `old` to `new`, in words.
@@ -323,6 +333,9 @@ pub struct FileRows {
     pub unchanged: Vec<String>,
     /// Tables not scanned: their storage is the same on both sides.
     pub skipped: Vec<String>,
+    /// Views, indexes, sequences, macros and types that changed, in words (`view v created`,
+    /// `sequence ids advanced by 5`); not listed when only some tables are compared.
+    pub objects: Vec<String>,
     /// Not compared at all: a side is an encrypted database (DuckDB opens it only with its key).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub encrypted: bool,
@@ -352,7 +365,7 @@ pub async fn diff_file(req: RowDiffRequest<'_>) -> Result<FileRows> {
     }
     let att = attach(&sides);
     let dbs: Vec<&str> = sides.iter().map(|s| s.0).collect();
-    let mut all = read_tables(&att, &dbs).await?;
+    let (mut all, mut objs) = read_catalog(&att, &dbs).await?;
     let old = all.remove("old").unwrap_or_default();
     let new = all.remove("new").unwrap_or_default();
     let wanted = |s: &str, n: &str| {
@@ -382,6 +395,10 @@ pub async fn diff_file(req: RowDiffRequest<'_>) -> Result<FileRows> {
         file: req.file.clone(),
         ..FileRows::default()
     };
+    if req.only.is_empty() {
+        let mut side = |db: &str| objs.remove(db).unwrap_or_default();
+        out.objects = objects::changes(&side("old"), &side("new"));
+    }
     // One DuckDB run for every table to scan: counts, then examples.
     let mut script = att.clone();
     let mut plan: Vec<TableRows> = Vec::new();

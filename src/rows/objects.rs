@@ -4,7 +4,7 @@
 //! the branch does not have refuses the merge, rather than leave it out unsaid.
 
 use super::display_name;
-use super::duck::{self, ident, lit, text};
+use super::duck::{self, ident, lit, text, Row};
 use crate::error::Result;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,8 +44,9 @@ impl Kind {
 /// that changes whenever the object does.
 pub type Objects = BTreeMap<(Kind, String, String), String>;
 
-/// The queries of [`read`]: one result per kind, rows (db, s, n, d).
-fn objects_sql(dbs: &[&str]) -> String {
+/// The queries that read the objects of the databases attached as `dbs`: one result per kind,
+/// rows (db, s, n, d); [`parse`] takes them.
+pub fn objects_sql(dbs: &[&str]) -> String {
     let list = dbs.iter().map(|d| lit(d)).collect::<Vec<_>>().join(", ");
     format!(
         "SELECT database_name AS db, schema_name AS s, type_name AS n, logical_type || coalesce(' ' || CAST(labels AS VARCHAR), '') AS d FROM duckdb_types() WHERE NOT internal AND database_name IN ({list}) ORDER BY ALL;\n\
@@ -56,9 +57,8 @@ fn objects_sql(dbs: &[&str]) -> String {
     )
 }
 
-/// The objects of each database attached as one of `dbs` (by `attach_sql`).
-pub async fn read(attach_sql: &str, dbs: &[&str]) -> Result<BTreeMap<String, Objects>> {
-    let results = duck::run(&format!("{attach_sql}{}", objects_sql(dbs))).await?;
+/// The objects of each database, from the results of [`objects_sql`].
+pub fn parse(results: &mut std::vec::IntoIter<Vec<Row>>) -> Result<BTreeMap<String, Objects>> {
     let kinds = [
         Kind::Type,
         Kind::Macro,
@@ -67,8 +67,8 @@ pub async fn read(attach_sql: &str, dbs: &[&str]) -> Result<BTreeMap<String, Obj
         Kind::Index,
     ];
     let mut out: BTreeMap<String, Objects> = BTreeMap::new();
-    for (kind, rows) in kinds.into_iter().zip(results) {
-        for r in rows {
+    for kind in kinds {
+        for r in duck::take(results, kind.word())? {
             out.entry(text(&r, "db"))
                 .or_default()
                 .insert((kind, text(&r, "s"), text(&r, "n")), text(&r, "d"));
@@ -90,6 +90,42 @@ fn sequence_parts(sql: &str) -> Option<(String, i64, i64)> {
     let (from, to, start) = number_after(" START ")?;
     let (_, _, increment) = number_after(" INCREMENT BY ")?;
     Some((format!("{}{}", &sql[..from], &sql[to..]), start, increment))
+}
+
+/// How an object changed from `a` to `b` (which differ), in words: `created`, `dropped`,
+/// `advanced by 5` (a sequence), `redefined`.
+fn how(kind: Kind, a: Option<&String>, b: Option<&String>) -> String {
+    match (a, b) {
+        (None, _) => "created".to_string(),
+        (_, None) => "dropped".to_string(),
+        (Some(a), Some(b)) => match (kind, sequence_parts(a), sequence_parts(b)) {
+            (Kind::Sequence, Some((ad, a_next, inc)), Some((bd, b_next, _)))
+                if ad == bd && inc != 0 && (b_next - a_next) % inc == 0 =>
+            {
+                let n = (b_next - a_next) / inc;
+                if n >= 0 {
+                    format!("advanced by {n}")
+                } else {
+                    format!("moved back by {}", -n)
+                }
+            }
+            _ => "redefined".to_string(),
+        },
+    }
+}
+
+/// `view v`, `sequence s.ids`.
+fn what(key: &(Kind, String, String)) -> String {
+    format!("{} {}", key.0.word(), display_name(&key.1, &key.2))
+}
+
+/// The objects that differ from `a` to `b`, each in words (`view v created`).
+pub fn changes(a: &Objects, b: &Objects) -> Vec<String> {
+    let keys: BTreeSet<&(Kind, String, String)> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{} {}", what(k), how(k.0, a.get(k), b.get(k))))
+        .collect()
 }
 
 /// What bringing the source's object changes onto the branch does.
@@ -121,7 +157,8 @@ pub fn merge(base: &Objects, ours: &Objects, theirs: &Objects) -> ObjectMerge {
             // The source left it alone, or the branch already has it as the source does.
             continue;
         }
-        let what = format!("{} {}", kind.word(), display_name(schema, name));
+        let what = what(key);
+        let change = format!("{what} {}", how(*kind, b, t));
         let in_ours = format!("{}.{}.{}", ident("ours"), ident(schema), ident(name));
         let create = |sql: &str| {
             format!(
@@ -140,7 +177,7 @@ pub fn merge(base: &Objects, ours: &Objects, theirs: &Objects) -> ObjectMerge {
                 match (b, o, t) {
                     (None, None, Some(t)) => {
                         m.before.push_str(&create(t));
-                        m.changes.push(format!("{what} created"));
+                        m.changes.push(change);
                     }
                     (Some(_), Some(_), Some(_)) => match (parts(b), parts(o), parts(t)) {
                         (Some((bd, bs, inc)), Some((od, _, _)), Some((td, ts, _)))
@@ -152,7 +189,7 @@ pub fn merge(base: &Objects, ours: &Objects, theirs: &Objects) -> ObjectMerge {
                                     "SELECT count(nextval({})) FROM range({calls});\n",
                                     lit(&in_ours)
                                 ));
-                                m.changes.push(format!("{what} advanced by {calls}"));
+                                m.changes.push(change);
                             } else {
                                 m.conflicts
                                     .push(format!("{what}: moved back by the source"));
@@ -164,7 +201,7 @@ pub fn merge(base: &Objects, ours: &Objects, theirs: &Objects) -> ObjectMerge {
                     },
                     (Some(_), Some(o), None) if Some(o) == b => {
                         m.after.push_str(&drop);
-                        m.changes.push(format!("{what} dropped"));
+                        m.changes.push(change);
                     }
                     _ => m
                         .conflicts
@@ -181,20 +218,12 @@ pub fn merge(base: &Objects, ours: &Objects, theirs: &Objects) -> ObjectMerge {
                 if let Some(t) = t {
                     m.after.push_str(&create(t));
                 }
-                m.changes.push(match (b, t) {
-                    (None, _) => format!("{what} created"),
-                    (_, None) => format!("{what} dropped"),
-                    _ => format!("{what} redefined"),
-                });
+                m.changes.push(change);
             }
             Kind::Macro | Kind::Type => {
-                let how = match (b, t) {
-                    (None, _) => "created",
-                    (_, None) => "dropped",
-                    _ => "changed",
-                };
                 m.conflicts.push(format!(
-                    "{what}: {how} by the source, and apply does not bring {}s over: make the same change on the branch and apply again",
+                    "{what}: {} by the source, and apply does not bring {}s over: make the same change on the branch and apply again",
+                    how(*kind, b, t),
                     kind.word()
                 ));
             }
@@ -266,7 +295,7 @@ mod tests {
             m.after
         );
         assert_eq!(m.conflicts.len(), 1, "{:?}", m.conflicts);
-        assert!(m.conflicts[0].starts_with("macro m: changed by the source"));
+        assert!(m.conflicts[0].starts_with("macro m: redefined by the source"));
         // Nothing changed by the source: nothing to do, whatever the branch did.
         let none = merge(&base, &ours, &base);
         assert!(none.changes.is_empty() && none.conflicts.is_empty() && none.before.is_empty());
