@@ -543,6 +543,49 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
             ddl.push_str(&format!("ALTER TABLE {ours_t} DROP COLUMN {};\n", ident(c)));
         }
     }
+    // A default or NOT NULL the source changed on a column the base had: taken if the branch
+    // left it as the base had it.
+    for (c, _) in &t.columns {
+        if b.column_type(c).is_none() {
+            continue;
+        }
+        let col = ident(c);
+        let (bd, td, od) = (b.defaults.get(c), t.defaults.get(c), o.defaults.get(c));
+        if td != bd && od != td {
+            if od != bd || o.column_type(c).is_none() {
+                schema_conflicts.push(format!(
+                    "{name}: default of column {c} changed differently on both sides"
+                ));
+            } else {
+                ddl.push_str(&match td {
+                    Some(d) => {
+                        format!("ALTER TABLE {ours_t} ALTER COLUMN {col} SET DEFAULT ({d});\n")
+                    }
+                    None => format!("ALTER TABLE {ours_t} ALTER COLUMN {col} DROP DEFAULT;\n"),
+                });
+            }
+        }
+        let (bn, tn, on) = (
+            b.not_null.contains(c),
+            t.not_null.contains(c),
+            o.not_null.contains(c),
+        );
+        if tn != bn && on != tn {
+            if on != bn || o.column_type(c).is_none() {
+                schema_conflicts.push(format!(
+                    "{name}: NOT NULL of column {c} changed differently on both sides"
+                ));
+            } else if tn {
+                not_null.push_str(&format!(
+                    "ALTER TABLE {ours_t} ALTER COLUMN {col} SET NOT NULL;\n"
+                ));
+            } else {
+                ddl.push_str(&format!(
+                    "ALTER TABLE {ours_t} ALTER COLUMN {col} DROP NOT NULL;\n"
+                ));
+            }
+        }
+    }
     for (c, ty) in &t_retype {
         if !o_retype.contains_key(c) {
             ddl.push_str(&format!(

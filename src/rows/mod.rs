@@ -173,10 +173,34 @@ pub async fn read_catalog(
 /// How a table's columns changed from `old` to `new`, in words.
 pub fn schema_changes(old: &Table, new: &Table) -> Vec<String> {
     let mut out = Vec::new();
+    let default = |t: &Table, c: &str| t.defaults.get(c).cloned().unwrap_or("none".into());
     for (c, ty) in &new.columns {
-        match old.column_type(c) {
-            None => out.push(format!("column {c} added ({ty})")),
-            Some(o) if o != ty => out.push(format!("column {c} retyped {o} -> {ty}")),
+        let Some(o) = old.column_type(c) else {
+            let d = new.defaults.get(c).map(|d| format!(" DEFAULT {d}"));
+            let nn = if new.not_null.contains(c) {
+                " NOT NULL"
+            } else {
+                ""
+            };
+            out.push(format!(
+                "column {c} added ({ty}{}{nn})",
+                d.unwrap_or_default()
+            ));
+            continue;
+        };
+        if o != ty {
+            out.push(format!("column {c} retyped {o} -> {ty}"));
+        }
+        if old.defaults.get(c) != new.defaults.get(c) {
+            out.push(format!(
+                "column {c} default {} -> {}",
+                default(old, c),
+                default(new, c)
+            ));
+        }
+        match (old.not_null.contains(c), new.not_null.contains(c)) {
+            (false, true) => out.push(format!("column {c} NOT NULL set")),
+            (true, false) => out.push(format!("column {c} NOT NULL dropped")),
             _ => {}
         }
     }
