@@ -471,6 +471,39 @@ fn conflicting_changes_are_listed_and_nothing_is_committed() {
     assert_eq!(head(&env, "s2"), before);
 }
 
+/// Tables tied by foreign keys merge in an order the keys allow: the source deletes a child row
+/// and its parent, updates a parent row a child refers to, adds a parent and a child, and
+/// creates two tables, the referring one first by name.
+#[test]
+fn apply_respects_foreign_keys() {
+    let env = Env::new();
+    env.ok(&["init", "db"]);
+    write(
+        &env,
+        "db@main",
+        "CREATE TABLE a_parent(id INTEGER PRIMARY KEY, n VARCHAR);
+         CREATE TABLE z_child(id INTEGER PRIMARY KEY, pid INTEGER REFERENCES a_parent(id));
+         INSERT INTO a_parent VALUES (1, 'one'), (2, 'two');
+         INSERT INTO z_child VALUES (10, 1), (20, 2)",
+    );
+    env.ok(&["tag", "base"]);
+    env.ok(&["branch", "feat"]);
+    let theirs = "DELETE FROM z_child WHERE id = 20; DELETE FROM a_parent WHERE id = 2;
+        UPDATE a_parent SET n = 'uno' WHERE id = 1;
+        INSERT INTO a_parent VALUES (3, 'three'); INSERT INTO z_child VALUES (30, 3);
+        CREATE TABLE m_new(id INTEGER PRIMARY KEY); CREATE TABLE b_ref(x INTEGER REFERENCES m_new(id));
+        INSERT INTO m_new VALUES (5); INSERT INTO b_ref VALUES (5)";
+    let ours = "INSERT INTO a_parent VALUES (4, 'four'); INSERT INTO z_child VALUES (40, 4)";
+    write(&env, "db@feat", theirs);
+    write(&env, "db@main", ours);
+    let out = json(&env, &["apply", "feat"]);
+    assert_eq!(out["result"], "merged", "{out}");
+    let want = export(&env, "base");
+    duckdb(&want, ours);
+    duckdb(&want, theirs);
+    assert_same_rows(&export(&env, "main"), &want);
+}
+
 /// What apply cannot bring over (a macro, a type) refuses the merge and is named, rather than
 /// left out; once the branch has it the same, the merge goes through.
 #[test]

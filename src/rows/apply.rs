@@ -176,7 +176,9 @@ pub async fn merge_file(
         analysed.push((i, t));
     }
     let mut results = duck::run(&script).await?.into_iter();
-    let mut writes = String::new();
+    // Each table's removals and additions, with their places; see below.
+    let mut removals: Vec<((u8, i64), String)> = Vec::new();
+    let mut additions: Vec<((u8, i64), String)> = Vec::new();
     for (i, a) in &analysed {
         let p = &plans[*i];
         let counts = duck::take(&mut results, &p.name)?;
@@ -233,7 +235,23 @@ pub async fn merge_file(
             }
             .into();
         }
-        writes.push_str(&a.write_sql(resolve));
+        // In an order foreign keys allow (a table referred to comes before the tables that
+        // refer to it in its catalog): removals from tables that refer to others before
+        // removals from those they refer to, tables the source dropped first; additions the
+        // other way round, to the tables the source created last (in its catalog's order).
+        let w = a.write_sql(resolve);
+        let (order_b, order_o, order_t) = (
+            p.b.map_or(0, |t| t.order),
+            p.o.map_or(0, |t| t.order),
+            p.t.map_or(0, |t| t.order),
+        );
+        let (removal, addition) = match a.action {
+            "dropped" => ((0, -order_b), (0, 0)),
+            "added" => ((1, 0), (1, order_t)),
+            _ => ((1, -order_o), (0, order_o)),
+        };
+        removals.push((removal, w.remove));
+        additions.push((addition, w.add));
         out.tables.push(m);
     }
     if !write {
@@ -261,7 +279,11 @@ pub async fn merge_file(
     // transaction. The file is a private copy: a failure discards it whole.)
     // Sequences first (a default may use one), views and indexes over the merged tables last.
     script.push_str(&om.before);
-    script.push_str(&writes);
+    removals.sort_by_key(|w| w.0);
+    additions.sort_by_key(|w| w.0);
+    for (_, w) in removals.iter().chain(&additions) {
+        script.push_str(w);
+    }
     script.push_str(&om.after);
     script.push_str("CHECKPOINT ours;\n");
     duck::run(&script).await?;
@@ -307,15 +329,39 @@ struct Analysed {
     ours_schema_changed: bool,
     theirs_schema_changed: bool,
     /// Statements applying the source's changes, by resolution.
-    apply_refuse: String,
-    apply_theirs: String,
+    apply_refuse: Writes,
+    apply_theirs: Writes,
 }
 
 impl Analysed {
-    fn write_sql(&self, resolve: Resolve) -> String {
+    fn write_sql(&self, resolve: Resolve) -> Writes {
         match resolve {
             Resolve::Theirs => self.apply_theirs.clone(),
             Resolve::Refuse | Resolve::Ours => self.apply_refuse.clone(),
+        }
+    }
+}
+
+/// The statements that apply one table's merge, in two parts: all tables' removals (rows,
+/// columns, tables) run before all their additions, so that foreign keys hold in between.
+#[derive(Debug, Clone, Default)]
+struct Writes {
+    remove: String,
+    add: String,
+}
+
+impl Writes {
+    fn adding(add: String) -> Writes {
+        Writes {
+            remove: String::new(),
+            add,
+        }
+    }
+
+    fn removing(remove: String) -> Writes {
+        Writes {
+            remove,
+            add: String::new(),
         }
     }
 }
@@ -402,8 +448,8 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
                 schema: vec![format!("table {name} created")],
                 ours_schema_changed: false,
                 theirs_schema_changed: true,
-                apply_refuse: create.clone(),
-                apply_theirs: create,
+                apply_refuse: Writes::adding(create.clone()),
+                apply_theirs: Writes::adding(create),
             });
         }
         // Not on the branch: dropped there (kept dropped, unless the source changed it) or
@@ -425,8 +471,8 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
                 schema: Vec::new(),
                 ours_schema_changed: false,
                 theirs_schema_changed: b != t,
-                apply_refuse: String::new(),
-                apply_theirs: String::new(),
+                apply_refuse: Writes::default(),
+                apply_theirs: Writes::default(),
             });
         }
         (_, Some(o), None) => (o, if p.b.is_some() { "dropped" } else { "merged" }),
@@ -453,8 +499,8 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
             schema: vec![format!("table {name} dropped")],
             ours_schema_changed: b != o,
             theirs_schema_changed: true,
-            apply_refuse: drop.clone(),
-            apply_theirs: drop,
+            apply_refuse: Writes::removing(drop.clone()),
+            apply_theirs: Writes::removing(drop),
         });
     }
     let t = p.t?;
@@ -688,10 +734,15 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
                     .map(|(j, k)| format!("__k{j} = {k}"))
                     .collect::<Vec<_>>()
                     .join(" AND ");
+                // Keys the source removed go; the others are updated in place (a row that a
+                // foreign key refers to can be updated, not deleted and inserted again) or
+                // inserted, once the schema changes are in.
                 s.push_str(&format!(
-                    "DELETE FROM {ours_t} WHERE EXISTS (SELECT 1 FROM {ap} WHERE {on_ap});\n"
+                    "DELETE FROM {ours_t} WHERE EXISTS (SELECT 1 FROM {ap} WHERE {on_ap}) AND NOT EXISTS (SELECT 1 FROM {theirs_t} __y WHERE {in_theirs});\n",
+                    in_theirs = key_match(&ours_t, "__y", key),
                 ));
                 s.push_str(&ddl);
+                let mut add = String::new();
                 // Columns of the source's rows that the result has.
                 let ins: Vec<String> = final_cols
                     .iter()
@@ -704,13 +755,26 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
                     .map(|(j, k)| format!("__k{j} = __y.{k}"))
                     .collect::<Vec<_>>()
                     .join(" AND ");
-                s.push_str(&format!(
-                    "INSERT INTO {ours_t} ({}) SELECT {} FROM {theirs_t} __y WHERE EXISTS (SELECT 1 FROM {ap} WHERE {on_y});\n",
+                let set: Vec<String> = ins
+                    .iter()
+                    .filter(|c| !key.contains(c))
+                    .map(|c| format!("{c} = __y.{c}", c = ident(c)))
+                    .collect();
+                if !set.is_empty() {
+                    add.push_str(&format!(
+                        "UPDATE {ours_t} AS __o SET {} FROM {theirs_t} __y WHERE {} AND EXISTS (SELECT 1 FROM {ap} WHERE {on_y});\n",
+                        set.join(", "),
+                        key_match("__o", "__y", key),
+                    ));
+                }
+                add.push_str(&format!(
+                    "INSERT INTO {ours_t} ({}) SELECT {} FROM {theirs_t} __y WHERE EXISTS (SELECT 1 FROM {ap} WHERE {on_y}) AND NOT EXISTS (SELECT 1 FROM {ours_t} __o WHERE {});\n",
                     col_list(&ins),
                     ins.iter().map(|c| format!("__y.{}", ident(c))).collect::<Vec<_>>().join(", "),
+                    key_match("__o", "__y", key),
                 ));
-                s.push_str(&not_null);
-                s
+                add.push_str(&not_null);
+                Writes { remove: s, add }
             };
             (sql, take(false), take(true))
         }
@@ -754,13 +818,17 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
                 .filter(|c| cols.iter().any(|(x, _, _)| x == *c))
                 .cloned()
                 .collect();
-            s.push_str(&format!(
+            let mut added = format!(
                 "INSERT INTO {ours_t} ({}) SELECT {} FROM {add};\n",
                 col_list(&ins),
                 col_list(&ins),
-            ));
-            s.push_str(&not_null);
-            (sql, s.clone(), s)
+            );
+            added.push_str(&not_null);
+            let w = Writes {
+                remove: s,
+                add: added,
+            };
+            (sql, w.clone(), w)
         }
     };
     Some(Analysed {

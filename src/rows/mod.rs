@@ -23,7 +23,7 @@ pub const FIRST_BLOCK: u64 = 3 * 4096;
 pub type TablesByDb = BTreeMap<String, BTreeMap<(String, String), Table>>;
 
 /// One table of one version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Table {
     pub schema: String,
     pub name: String,
@@ -40,7 +40,35 @@ pub struct Table {
     /// DuckDB's CREATE TABLE statement for it.
     #[serde(skip)]
     pub sql: String,
+    /// Its place in its database's catalog (DuckDB's oid): a table a foreign key refers to comes
+    /// before the tables that refer to it. Not part of what the table is (`==` ignores it).
+    #[serde(skip)]
+    pub order: i64,
 }
+
+impl PartialEq for Table {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.schema,
+            &self.name,
+            &self.columns,
+            &self.key,
+            &self.defaults,
+            &self.not_null,
+            &self.sql,
+        ) == (
+            &other.schema,
+            &other.name,
+            &other.columns,
+            &other.key,
+            &other.defaults,
+            &other.not_null,
+            &other.sql,
+        )
+    }
+}
+
+impl Eq for Table {}
 
 impl Table {
     /// `name`, or `schema.name` outside `main`.
@@ -92,7 +120,7 @@ pub fn attach(sides: &[(&str, &PathBuf, bool)]) -> String {
 fn tables_sql(dbs: &[&str]) -> String {
     let list = dbs.iter().map(|d| lit(d)).collect::<Vec<_>>().join(", ");
     format!(
-        "SELECT database_name AS db, schema_name AS s, table_name AS t, sql FROM duckdb_tables() WHERE database_name IN ({list}) AND NOT temporary ORDER BY 1, 2, 3;\n\
+        "SELECT database_name AS db, schema_name AS s, table_name AS t, sql, table_oid AS oid FROM duckdb_tables() WHERE database_name IN ({list}) AND NOT temporary ORDER BY 1, 2, 3;\n\
          SELECT database_name AS db, schema_name AS s, table_name AS t, column_name AS c, data_type AS ty, column_default AS d, is_nullable AS n FROM duckdb_columns() WHERE database_name IN ({list}) ORDER BY db, s, t, column_index;\n\
          SELECT database_name AS db, schema_name AS s, table_name AS t, constraint_column_names AS k FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' AND database_name IN ({list});\n"
     )
@@ -116,6 +144,7 @@ fn parse_tables(results: &mut std::vec::IntoIter<Vec<Row>>) -> Result<TablesByDb
                 defaults: BTreeMap::new(),
                 not_null: BTreeSet::new(),
                 sql: text(r, "sql"),
+                order: int(r, "oid"),
             },
         );
     }
