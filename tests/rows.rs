@@ -473,27 +473,32 @@ fn conflicting_changes_are_listed_and_nothing_is_committed() {
 
 /// Tables tied by foreign keys merge in an order the keys allow: the source deletes a child row
 /// and its parent, updates a parent row a child refers to, adds a parent and a child, and
-/// creates two tables, the referring one first by name.
+/// creates two tables, the referring one first by name. Generated columns are left to DuckDB.
 #[test]
-fn apply_respects_foreign_keys() {
+fn apply_respects_foreign_keys_and_generated_columns() {
     let env = Env::new();
     env.ok(&["init", "db"]);
     write(
         &env,
         "db@main",
-        "CREATE TABLE a_parent(id INTEGER PRIMARY KEY, n VARCHAR);
+        "CREATE TABLE a_parent(id INTEGER PRIMARY KEY, n VARCHAR, loud VARCHAR GENERATED ALWAYS AS (upper(n)));
          CREATE TABLE z_child(id INTEGER PRIMARY KEY, pid INTEGER REFERENCES a_parent(id));
-         INSERT INTO a_parent VALUES (1, 'one'), (2, 'two');
-         INSERT INTO z_child VALUES (10, 1), (20, 2)",
+         CREATE TABLE g(a INTEGER, b INTEGER AS (a + 1));
+         INSERT INTO a_parent (id, n) VALUES (1, 'one'), (2, 'two');
+         INSERT INTO z_child VALUES (10, 1), (20, 2);
+         INSERT INTO g (a) VALUES (1), (2)",
     );
     env.ok(&["tag", "base"]);
     env.ok(&["branch", "feat"]);
     let theirs = "DELETE FROM z_child WHERE id = 20; DELETE FROM a_parent WHERE id = 2;
         UPDATE a_parent SET n = 'uno' WHERE id = 1;
-        INSERT INTO a_parent VALUES (3, 'three'); INSERT INTO z_child VALUES (30, 3);
+        INSERT INTO a_parent (id, n) VALUES (3, 'three'); INSERT INTO z_child VALUES (30, 3);
+        INSERT INTO g (a) VALUES (7); DELETE FROM g WHERE a = 1;
         CREATE TABLE m_new(id INTEGER PRIMARY KEY); CREATE TABLE b_ref(x INTEGER REFERENCES m_new(id));
         INSERT INTO m_new VALUES (5); INSERT INTO b_ref VALUES (5)";
-    let ours = "INSERT INTO a_parent VALUES (4, 'four'); INSERT INTO z_child VALUES (40, 4)";
+    let ours =
+        "INSERT INTO a_parent (id, n) VALUES (4, 'four'); INSERT INTO z_child VALUES (40, 4);
+        INSERT INTO g (a) VALUES (9)";
     write(&env, "db@feat", theirs);
     write(&env, "db@main", ours);
     let out = json(&env, &["apply", "feat"]);

@@ -522,6 +522,11 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
     let (t_add, t_drop, t_retype) = column_changes(b, t);
     let (o_add, o_drop, o_retype) = column_changes(b, o);
     for (c, ty) in &t_add {
+        if t.generated.contains(c) && !o_add.contains_key(c) {
+            schema_conflicts.push(format!(
+                "{name}: generated column {c} added by the source (DuckDB adds none to a table that exists)"
+            ));
+        }
         if o_add.get(c).is_some_and(|x| x != ty) {
             schema_conflicts.push(format!(
                 "{name}: column {c} added on both sides with different types"
@@ -640,7 +645,8 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
             ));
         }
     }
-    // The branch's columns once the source's schema changes are in.
+    // The branch's columns once the source's schema changes are in, that rows are written to
+    // (DuckDB computes a generated column).
     let mut final_cols: Vec<String> = o
         .columns
         .iter()
@@ -652,6 +658,7 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
             final_cols.push(c.clone());
         }
     }
+    final_cols.retain(|c| !o.generated.contains(c) && !t.generated.contains(c));
     let col_list = |cs: &[String]| cs.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     let (sql, apply_refuse, apply_theirs) = match &key {
         Some(key) => {

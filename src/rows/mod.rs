@@ -37,6 +37,9 @@ pub struct Table {
     /// Columns declared NOT NULL.
     #[serde(skip)]
     pub not_null: BTreeSet<String>,
+    /// Generated columns (`GENERATED ALWAYS AS …`): computed by DuckDB, never written.
+    #[serde(skip)]
+    pub generated: BTreeSet<String>,
     /// DuckDB's CREATE TABLE statement for it.
     #[serde(skip)]
     pub sql: String,
@@ -143,6 +146,7 @@ fn parse_tables(results: &mut std::vec::IntoIter<Vec<Row>>) -> Result<TablesByDb
                 key: None,
                 defaults: BTreeMap::new(),
                 not_null: BTreeSet::new(),
+                generated: BTreeSet::new(),
                 sql: text(r, "sql"),
                 order: int(r, "oid"),
             },
@@ -153,14 +157,23 @@ fn parse_tables(results: &mut std::vec::IntoIter<Vec<Row>>) -> Result<TablesByDb
             .get_mut(&text(r, "db"))
             .and_then(|m| m.get_mut(&(text(r, "s"), text(r, "t"))))
         {
-            let c = text(r, "c");
+            let (c, ty) = (text(r, "c"), text(r, "ty"));
             if let Some(serde_json::Value::String(d)) = r.get("d") {
-                t.defaults.insert(c.clone(), d.clone());
+                // duckdb_columns() gives a generated column's expression as its default; only
+                // the table's CREATE statement tells them apart.
+                let generated = [c.clone(), ident(&c)]
+                    .iter()
+                    .any(|n| t.sql.contains(&format!("{n} {ty} GENERATED ALWAYS AS")));
+                if generated {
+                    t.generated.insert(c.clone());
+                } else {
+                    t.defaults.insert(c.clone(), d.clone());
+                }
             }
             if r.get("n") == Some(&serde_json::Value::Bool(false)) {
                 t.not_null.insert(c.clone());
             }
-            t.columns.push((c, text(r, "ty")));
+            t.columns.push((c, ty));
         }
     }
     for r in &keys {
