@@ -360,7 +360,7 @@ fn conflicting_changes_are_listed_and_nothing_is_committed() {
     write(
         &env,
         "db@main",
-        "CREATE TABLE t(id INTEGER PRIMARY KEY, v VARCHAR); INSERT INTO t SELECT range, 'v' || range FROM range(100)",
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v VARCHAR, d DECIMAL(38, 10) DEFAULT 12345678901234567890.1234567891); INSERT INTO t (id, v) SELECT range, 'v' || range FROM range(100)",
     );
     env.ok(&["branch", "feat"]);
     write(&env, "db@feat", "UPDATE t SET v = 'theirs' WHERE id IN (1, 2); DELETE FROM t WHERE id = 3; UPDATE t SET v = 'only theirs' WHERE id = 50");
@@ -384,6 +384,8 @@ fn conflicting_changes_are_listed_and_nothing_is_committed() {
     assert_eq!(keys, vec![1, 3], "{report}");
     let c1 = conflicts.iter().find(|c| c["key"]["id"] == 1).unwrap();
     assert_eq!(c1["base"]["v"], "v1");
+    // Exact, as DuckDB prints it (not a JSON number rounded to a double).
+    assert_eq!(c1["ours"]["d"], "12345678901234567890.1234567891", "{c1}");
     assert_eq!(c1["ours"]["v"], "ours");
     assert_eq!(c1["theirs"]["v"], "theirs");
     let c3 = conflicts.iter().find(|c| c["key"]["id"] == 3).unwrap();

@@ -298,24 +298,20 @@ fn conflict_of(table: &str, key: Option<&[String]>, mut r: Row) -> Conflict {
             k.insert(c.clone(), v);
         }
     }
-    // A side without the row reads as a struct of NULLs (its key is NULL there).
-    let side = |v: Option<serde_json::Value>| match v {
-        Some(serde_json::Value::Object(m))
-            if key_cols
-                .first()
-                .is_some_and(|c| m.get(c).is_none_or(|x| x.is_null())) =>
-        {
-            serde_json::Value::Null
+    // A side without the row reads as NULLs (its key is NULL there).
+    let side = |tag: &str| {
+        let m = duck::untag(&r, tag);
+        match key_cols.first() {
+            Some(c) if m.get(c).is_none_or(|x| x.is_null()) => serde_json::Value::Null,
+            _ => serde_json::Value::Object(m),
         }
-        Some(v) => v,
-        None => serde_json::Value::Null,
     };
     Conflict {
         table: table.to_string(),
         key: k,
-        base: side(r.remove("__base")),
-        ours: side(r.remove("__ours")),
-        theirs: side(r.remove("__theirs")),
+        base: side("base"),
+        ours: side("ours"),
+        theirs: side("theirs"),
     }
 }
 
@@ -710,7 +706,10 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
                  (SELECT count(*) FROM {cf}) AS cf;\n"
             ));
             sql.push_str(&format!(
-                "SELECT __d.*, __x AS __base, __z AS __ours, __y AS __theirs FROM {cf} __d LEFT JOIN {rb} __x ON {dx} LEFT JOIN {ro} __z ON {dz} LEFT JOIN {rt} __y ON {dy} LIMIT {CONFLICTS_SHOWN};\n",
+                "SELECT __d.*, {}, {}, {} FROM {cf} __d LEFT JOIN {rb} __x ON {dx} LEFT JOIN {ro} __z ON {dz} LEFT JOIN {rt} __y ON {dy} LIMIT {CONFLICTS_SHOWN};\n",
+                duck::tagged("__x", "base", &cols),
+                duck::tagged("__z", "ours", &cols),
+                duck::tagged("__y", "theirs", &cols),
                 dx = key_match("__d", "__x", key),
                 dz = key_match("__d", "__z", key),
                 dy = key_match("__d", "__y", key),

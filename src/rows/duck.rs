@@ -125,6 +125,24 @@ pub fn take(results: &mut std::vec::IntoIter<Vec<Row>>, what: &str) -> Result<Ve
         .ok_or_else(|| Error::Invalid(format!("DuckDB returned no result for {what}")))
 }
 
+/// The columns `cols` of the relation aliased `alias`, named `TAG:column`: several rows side by
+/// side in one result row, each value printed as DuckDB prints a top-level one (a DECIMAL or a
+/// HUGEINT as exact text; inside a struct it would be a JSON number, rounded on reading).
+pub fn tagged(alias: &str, tag: &str, cols: &[(String, String, bool)]) -> String {
+    cols.iter()
+        .map(|(c, _, _)| format!("{alias}.{} AS {}", ident(c), ident(&format!("{tag}:{c}"))))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The row tagged `tag` (see [`tagged`]) out of a result row.
+pub fn untag(row: &Row, tag: &str) -> Row {
+    let prefix = format!("{tag}:");
+    row.iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_string(), v.clone())))
+        .collect()
+}
+
 /// An integer column of a row (DuckDB prints HUGEINT and large integers as strings).
 pub fn int(row: &Row, col: &str) -> i64 {
     match row.get(col) {
@@ -161,6 +179,17 @@ mod tests {
             standard_json("[{\"a\":1}]"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn tagged_rows_come_apart() {
+        let cols = [("a".to_string(), "INTEGER".to_string(), false)];
+        assert_eq!(tagged("__x", "old", &cols), "__x.\"a\" AS \"old:a\"");
+        let row: Row = serde_json::from_str(r#"{"id":1,"old:a":"1.500","new:a":"2.500"}"#).unwrap();
+        assert_eq!(
+            Value::Object(untag(&row, "new")),
+            serde_json::json!({"a": "2.500"})
+        );
     }
 
     #[test]

@@ -496,7 +496,9 @@ pub async fn diff_file(req: RowDiffRequest<'_>) -> Result<FileRows> {
                     script.push_str(&format!(
                         "SELECT __y.* FROM {rb} __y ANTI JOIN {ra} __x ON {on} LIMIT {n};\n\
                          SELECT __x.* FROM {ra} __x ANTI JOIN {rb} __y ON {on} LIMIT {n};\n\
-                         SELECT __x AS old, __y AS new FROM {ra} __x JOIN {rb} __y ON {on} WHERE {differs} LIMIT {n};\n"
+                         SELECT {}, {} FROM {ra} __x JOIN {rb} __y ON {on} WHERE {differs} LIMIT {n};\n",
+                        duck::tagged("__x", "old", &cols),
+                        duck::tagged("__y", "new", &cols),
                     ));
                 }
             }
@@ -543,7 +545,16 @@ pub async fn diff_file(req: RowDiffRequest<'_>) -> Result<FileRows> {
         if req.show > 0 {
             let inserted = duck::take(&mut results, &t.table)?;
             let deleted = duck::take(&mut results, &t.table)?;
-            let updated = duck::take(&mut results, &t.table)?;
+            let updated = duck::take(&mut results, &t.table)?
+                .iter()
+                .map(|r| {
+                    let mut pair = Row::new();
+                    for side in ["old", "new"] {
+                        pair.insert(side.into(), serde_json::Value::Object(duck::untag(r, side)));
+                    }
+                    pair
+                })
+                .collect();
             t.examples = Some(Examples {
                 inserted,
                 deleted,
