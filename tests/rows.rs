@@ -125,6 +125,7 @@ fn diff_rows_counts_changes_and_skips_unchanged_tables() {
          INSERT INTO k VALUES (1, 'a'), (4, 'd');
          DELETE FROM k WHERE b = 'c';
          DELETE FROM d WHERE id % 1000 = 0;
+         ALTER TABLE d RENAME COLUMN x TO hash;
          ALTER TABLE s.u DROP COLUMN n;
          CREATE TABLE fresh AS SELECT 1 AS one;
          SELECT count(nextval('ids')) FROM range(2);
@@ -173,8 +174,14 @@ fn diff_rows_counts_changes_and_skips_unchanged_tables() {
     // Only deletions: the data blocks stay, the row count tells.
     let d = table("d");
     assert_eq!(
-        (&d["deleted"], &d["inserted"]),
-        (&100.into(), &0.into()),
+        (&d["deleted"], &d["inserted"], &d["updated"]),
+        (&100.into(), &0.into(), &0.into()),
+        "{d}"
+    );
+    // A renamed column is the same column: no row changed for it.
+    assert_eq!(
+        d["schema"],
+        serde_json::json!(["column x renamed to hash"]),
         "{d}"
     );
     let u = table("s.u");
@@ -243,6 +250,8 @@ const THEIRS: &str = "UPDATE t SET v = 'theirs' WHERE id < 10;
     CREATE SEQUENCE fresh START 100;
     CREATE VIEW small AS SELECT id, v FROM t WHERE id < 10;
     DROP VIEW old_v;
+    ALTER TABLE k RENAME COLUMN b TO name;
+    ALTER TABLE s.u RENAME COLUMN n TO amount;
     CREATE INDEX k_a ON k(a)";
 
 const OURS: &str = "UPDATE t SET v = 'ours' WHERE id BETWEEN 100 AND 149;

@@ -13,7 +13,7 @@ use super::duck::{self, ident, int, Row};
 use super::objects;
 use super::{
     attach, common_key, compare_columns, key_match, read_catalog, relation, relation_filled,
-    row_differs, schema_changes, Table,
+    renamed_columns, renames_in_words, row_differs, schema_changes, Table,
 };
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -515,6 +515,29 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
             &empty_base
         }
     };
+    // A column the source renamed (dropped, with one of its type added at its place) is the
+    // same column: the base and the branch are read with it renamed (values compared as they
+    // are), and the branch's copy is renamed before anything else is written to it.
+    let renames = renamed_columns(b, t);
+    let (b_renamed, o_renamed);
+    let mut rename_ddl = String::new();
+    let (b, o) = if renames.is_empty() {
+        (b, o)
+    } else {
+        for (old, new) in &renames {
+            if o.column_type(old).is_some() && o.column_type(new).is_none() {
+                rename_ddl.push_str(&format!(
+                    "ALTER TABLE {} RENAME COLUMN {} TO {};\n",
+                    o.in_db("ours"),
+                    ident(old),
+                    ident(new)
+                ));
+            }
+        }
+        b_renamed = b.renamed(&renames);
+        o_renamed = o.renamed(&renames);
+        (&b_renamed, &o_renamed)
+    };
     let (t_add, t_drop, t_retype) = column_changes(b, t);
     let (o_add, o_drop, o_retype) = column_changes(b, o);
     for (c, ty) in &t_add {
@@ -564,7 +587,8 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
     // Schema changes the source made, applied before its rows come in (NOT NULL after them).
     let mut ddl = String::new();
     let mut not_null = String::new();
-    let mut schema = schema_changes(b, t);
+    let mut schema = renames_in_words(&renames);
+    schema.extend(schema_changes(b, t));
     schema.retain(|s| !s.starts_with("primary key"));
     for (c, ty) in &t_add {
         if !o_add.contains_key(c) {
@@ -837,6 +861,10 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
             (sql, w.clone(), w)
         }
     };
+    let renamed_first = |w: Writes| Writes {
+        remove: format!("{rename_ddl}{}", w.remove),
+        add: w.add,
+    };
     Some(Analysed {
         sql,
         action: "merged",
@@ -844,8 +872,8 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
         schema,
         ours_schema_changed: b != o,
         theirs_schema_changed: b != t,
-        apply_refuse,
-        apply_theirs,
+        apply_refuse: renamed_first(apply_refuse),
+        apply_theirs: renamed_first(apply_theirs),
     })
 }
 

@@ -40,6 +40,10 @@ pub struct Table {
     /// Generated columns (`GENERATED ALWAYS AS …`): computed by DuckDB, never written.
     #[serde(skip)]
     pub generated: BTreeSet<String>,
+    /// Columns read under another name (name here -> name in the database), see
+    /// [`Table::renamed`].
+    #[serde(skip)]
+    pub aliases: BTreeMap<String, String>,
     /// DuckDB's CREATE TABLE statement for it.
     #[serde(skip)]
     pub sql: String,
@@ -95,6 +99,41 @@ impl Table {
             .find(|(n, _)| n == c)
             .map(|(_, t)| t.as_str())
     }
+
+    /// The table as if its columns `renames` (old -> new) had their new names: queries read
+    /// them under those names (see [`relation`]); its attributes follow.
+    pub fn renamed(&self, renames: &BTreeMap<String, String>) -> Table {
+        let mut t = self.clone();
+        for (old, new) in renames {
+            if t.column_type(old).is_none() || t.column_type(new).is_some() {
+                continue;
+            }
+            for (c, _) in t.columns.iter_mut().filter(|(c, _)| c == old) {
+                *c = new.clone();
+            }
+            if let Some(k) = t.key.as_mut() {
+                for c in k.iter_mut().filter(|c| *c == old) {
+                    *c = new.clone();
+                }
+            }
+            if let Some(d) = t.defaults.remove(old) {
+                t.defaults.insert(new.clone(), d);
+            }
+            for set in [&mut t.not_null, &mut t.generated] {
+                if set.remove(old) {
+                    set.insert(new.clone());
+                }
+            }
+            let actual = t.aliases.remove(old).unwrap_or_else(|| old.clone());
+            t.aliases.insert(new.clone(), actual);
+        }
+        t
+    }
+
+    /// The name of column `c` in the database.
+    fn actual<'a>(&'a self, c: &'a str) -> &'a str {
+        self.aliases.get(c).map_or(c, String::as_str)
+    }
 }
 
 pub fn display_name(schema: &str, name: &str) -> String {
@@ -147,6 +186,7 @@ fn parse_tables(results: &mut std::vec::IntoIter<Vec<Row>>) -> Result<TablesByDb
                 defaults: BTreeMap::new(),
                 not_null: BTreeSet::new(),
                 generated: BTreeSet::new(),
+                aliases: BTreeMap::new(),
                 sql: text(r, "sql"),
                 order: int(r, "oid"),
             },
@@ -210,6 +250,27 @@ pub async fn read_catalog(
     .await?;
     let mut results = results.into_iter();
     Ok((parse_tables(&mut results)?, objects::parse(&mut results)?))
+}
+
+/// Columns `t` has under a new name: a column of `b` that `t` lacks, where `t` has, at the same
+/// place, a column of the same type that `b` lacks (old name -> new name).
+pub fn renamed_columns(b: &Table, t: &Table) -> BTreeMap<String, String> {
+    b.columns
+        .iter()
+        .zip(&t.columns)
+        .filter(|((old, bt), (new, tt))| {
+            bt == tt && old != new && t.column_type(old).is_none() && b.column_type(new).is_none()
+        })
+        .map(|((old, _), (new, _))| (old.clone(), new.clone()))
+        .collect()
+}
+
+/// Renamed columns (old -> new), in words.
+pub fn renames_in_words(renames: &BTreeMap<String, String>) -> Vec<String> {
+    renames
+        .iter()
+        .map(|(old, new)| format!("column {old} renamed to {new}"))
+        .collect()
 }
 
 /// How a table's columns changed from `old` to `new`, in words.
@@ -315,9 +376,11 @@ pub fn relation_filled(
     let list = cols
         .iter()
         .map(
-            |(c, ty, as_text)| match table.and_then(|t| t.column_type(c)) {
-                Some(_) if *as_text => format!("CAST({} AS VARCHAR) AS {}", ident(c), ident(c)),
-                Some(_) => ident(c),
+            |(c, ty, as_text)| match table.filter(|t| t.column_type(c).is_some()) {
+                Some(t) if *as_text => {
+                    format!("CAST({} AS VARCHAR) AS {}", ident(t.actual(c)), ident(c))
+                }
+                Some(t) => format!("{} AS {}", ident(t.actual(c)), ident(c)),
                 None => format!(
                     "CAST({} AS {ty}) AS {}",
                     fill.get(c).map_or("NULL", String::as_str),
@@ -470,6 +533,13 @@ pub async fn diff_file(req: RowDiffRequest<'_>) -> Result<FileRows> {
     let mut plan: Vec<TableRows> = Vec::new();
     for k in &names {
         let (a, b) = (old.get(*k), new.get(*k));
+        // A column renamed (see [`renamed_columns`]) is compared under its new name.
+        let renames = match (a, b) {
+            (Some(a), Some(b)) => renamed_columns(a, b),
+            _ => BTreeMap::new(),
+        };
+        let a_renamed = a.map(|a| a.renamed(&renames));
+        let a = a_renamed.as_ref();
         let display = display_name(&k.0, &k.1);
         if skipped.contains(&display) {
             out.skipped.push(display);
@@ -526,7 +596,10 @@ pub async fn diff_file(req: RowDiffRequest<'_>) -> Result<FileRows> {
             .into(),
             key,
             schema: match (a, b) {
-                (Some(a), Some(b)) => schema_changes(a, b),
+                (Some(a), Some(b)) => renames_in_words(&renames)
+                    .into_iter()
+                    .chain(schema_changes(a, b))
+                    .collect(),
                 _ => Vec::new(),
             },
             ..TableRows::default()
