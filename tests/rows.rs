@@ -70,7 +70,7 @@ fn assert_same_rows(got: &Path, want: &Path) {
     // (A sequence's CREATE statement says its next value.)
     let objects = |db: &str| {
         format!(
-            "SELECT string_agg(sql, ' | ' ORDER BY sql) FROM (SELECT sql FROM duckdb_views() WHERE database_name = '{db}' AND NOT internal UNION ALL SELECT sql FROM duckdb_indexes() WHERE database_name = '{db}' UNION ALL SELECT sql FROM duckdb_sequences() WHERE database_name = '{db}')"
+            "SELECT string_agg(sql, ' | ' ORDER BY sql) FROM (SELECT sql FROM duckdb_views() WHERE database_name = '{db}' AND NOT internal UNION ALL SELECT sql FROM duckdb_indexes() WHERE database_name = '{db}' UNION ALL SELECT sql FROM duckdb_sequences() WHERE database_name = '{db}' UNION ALL SELECT 'schema ' || schema_name FROM duckdb_schemas() WHERE database_name = '{db}')"
         )
     };
     assert_eq!(
@@ -251,6 +251,7 @@ const THEIRS: &str = "UPDATE t SET v = 'theirs' WHERE id < 10;
     CREATE VIEW small AS SELECT id, v FROM t WHERE id < 10;
     DROP VIEW old_v;
     ALTER TABLE k RENAME COLUMN b TO name;
+    CREATE SCHEMA empty_one;
     ALTER TABLE s.u RENAME COLUMN n TO amount;
     CREATE INDEX k_a ON k(a)";
 
@@ -301,6 +302,7 @@ fn apply_merges_rows_like_doing_both_by_hand(env: Env) {
     assert_eq!(
         dry["files"][0]["objects"],
         serde_json::json!([
+            "schema empty_one created",
             "sequence fresh created",
             "sequence ids advanced by 5",
             "view old_v dropped",

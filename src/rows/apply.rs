@@ -285,6 +285,7 @@ pub async fn merge_file(
         script.push_str(w);
     }
     script.push_str(&om.after);
+    script.push_str(&om.last);
     script.push_str("CHECKPOINT ours;\n");
     duck::run(&script).await?;
     Ok(out)

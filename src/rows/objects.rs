@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
+    Schema,
     Type,
     Macro,
     Sequence,
@@ -20,6 +21,7 @@ pub enum Kind {
 impl Kind {
     fn word(self) -> &'static str {
         match self {
+            Kind::Schema => "schema",
             Kind::Type => "type",
             Kind::Macro => "macro",
             Kind::Sequence => "sequence",
@@ -30,6 +32,7 @@ impl Kind {
 
     fn ddl(self) -> &'static str {
         match self {
+            Kind::Schema => "SCHEMA",
             Kind::Type => "TYPE",
             Kind::Macro => "MACRO",
             Kind::Sequence => "SEQUENCE",
@@ -49,7 +52,8 @@ pub type Objects = BTreeMap<(Kind, String, String), String>;
 pub fn objects_sql(dbs: &[&str]) -> String {
     let list = dbs.iter().map(|d| lit(d)).collect::<Vec<_>>().join(", ");
     format!(
-        "SELECT database_name AS db, schema_name AS s, type_name AS n, logical_type || coalesce(' ' || CAST(labels AS VARCHAR), '') AS d FROM duckdb_types() WHERE NOT internal AND database_name IN ({list}) ORDER BY ALL;\n\
+        "SELECT database_name AS db, 'main' AS s, schema_name AS n, 'schema' AS d FROM duckdb_schemas() WHERE NOT internal AND database_name IN ({list}) ORDER BY ALL;\n\
+         SELECT database_name AS db, schema_name AS s, type_name AS n, logical_type || coalesce(' ' || CAST(labels AS VARCHAR), '') AS d FROM duckdb_types() WHERE NOT internal AND database_name IN ({list}) ORDER BY ALL;\n\
          SELECT database_name AS db, schema_name AS s, function_name AS n, string_agg(function_type || '(' || array_to_string(parameters, ', ') || ') ' || coalesce(macro_definition, ''), '; ' ORDER BY function_type, macro_definition) AS d FROM duckdb_functions() WHERE function_type IN ('macro', 'table_macro') AND NOT internal AND database_name IN ({list}) GROUP BY ALL ORDER BY ALL;\n\
          SELECT database_name AS db, schema_name AS s, sequence_name AS n, sql AS d FROM duckdb_sequences() WHERE NOT temporary AND database_name IN ({list}) ORDER BY ALL;\n\
          SELECT database_name AS db, schema_name AS s, view_name AS n, sql AS d FROM duckdb_views() WHERE NOT internal AND NOT temporary AND database_name IN ({list}) ORDER BY ALL;\n\
@@ -60,6 +64,7 @@ pub fn objects_sql(dbs: &[&str]) -> String {
 /// The objects of each database, from the results of [`objects_sql`].
 pub fn parse(results: &mut std::vec::IntoIter<Vec<Row>>) -> Result<BTreeMap<String, Objects>> {
     let kinds = [
+        Kind::Schema,
         Kind::Type,
         Kind::Macro,
         Kind::Sequence,
@@ -135,6 +140,8 @@ pub struct ObjectMerge {
     pub before: String,
     /// Statements to run after them (views and indexes over the tables, drops).
     pub after: String,
+    /// Statements to run last (schemas dropped, once what they held is gone).
+    pub last: String,
     /// What is brought over, in words (`view v created`).
     pub changes: Vec<String>,
     /// Changes that cannot be brought over, or were made differently on both sides.
@@ -169,6 +176,22 @@ pub fn merge(base: &Objects, ours: &Objects, theirs: &Objects) -> ObjectMerge {
         };
         let drop = format!("DROP {} IF EXISTS {in_ours};\n", kind.ddl());
         match kind {
+            // (Keyed by name under `main`: `schema s`.)
+            Kind::Schema => {
+                if o != b {
+                    m.conflicts
+                        .push(format!("{what}: changed differently on both sides"));
+                    continue;
+                }
+                let s = format!("ours.{}", ident(name));
+                if t.is_some() {
+                    m.before
+                        .insert_str(0, &format!("CREATE SCHEMA IF NOT EXISTS {s};\n"));
+                } else {
+                    m.last.push_str(&format!("DROP SCHEMA IF EXISTS {s};\n"));
+                }
+                m.changes.push(change);
+            }
             Kind::Sequence => {
                 // The next value each side has: the source's advance is replayed on the branch
                 // (as running both sides' changes by hand would), so that neither side's values
@@ -269,6 +292,7 @@ mod tests {
             (Kind::Macro, "m", "macro(x) x + 1"),
         ]);
         let theirs = objs(&[
+            (Kind::Schema, "x", "schema"),
             (Kind::Sequence, "ids", &seq(21)),
             (Kind::View, "v", "CREATE VIEW v AS SELECT 2;"),
             (Kind::Macro, "m", "macro(x) x + 2"),
@@ -277,10 +301,17 @@ mod tests {
         assert_eq!(
             m.changes,
             [
+                "schema x created",
                 "sequence ids advanced by 5",
                 "view old dropped",
                 "view v created"
             ]
+        );
+        assert!(
+            m.before
+                .starts_with("CREATE SCHEMA IF NOT EXISTS ours.\"x\";\n"),
+            "{}",
+            m.before
         );
         assert!(m.before.contains("range(5)"), "{}", m.before);
         assert!(
