@@ -97,24 +97,27 @@ fn sequence_parts(sql: &str) -> Option<(String, i64, i64)> {
     Some((format!("{}{}", &sql[..from], &sql[to..]), start, increment))
 }
 
+/// How many values a sequence moved from definition `a` to `b` (negative: back), when nothing
+/// else of it changed; None if it was redefined.
+fn advance(a: &str, b: &str) -> Option<i64> {
+    let (ad, a_next, inc) = sequence_parts(a)?;
+    let (bd, b_next, _) = sequence_parts(b)?;
+    let moved = b_next.checked_sub(a_next)?;
+    (ad == bd && moved.checked_rem(inc)? == 0)
+        .then(|| moved.checked_div(inc))
+        .flatten()
+}
+
 /// How an object changed from `a` to `b` (which differ), in words: `created`, `dropped`,
 /// `advanced by 5` (a sequence), `redefined`.
 fn how(kind: Kind, a: Option<&String>, b: Option<&String>) -> String {
     match (a, b) {
         (None, _) => "created".to_string(),
         (_, None) => "dropped".to_string(),
-        (Some(a), Some(b)) => match (kind, sequence_parts(a), sequence_parts(b)) {
-            (Kind::Sequence, Some((ad, a_next, inc)), Some((bd, b_next, _)))
-                if ad == bd && inc != 0 && (b_next - a_next) % inc == 0 =>
-            {
-                let n = (b_next - a_next) / inc;
-                if n >= 0 {
-                    format!("advanced by {n}")
-                } else {
-                    format!("moved back by {}", -n)
-                }
-            }
-            _ => "redefined".to_string(),
+        (Some(a), Some(b)) => match advance(a, b).filter(|_| kind == Kind::Sequence) {
+            Some(n) if n >= 0 => format!("advanced by {n}"),
+            Some(n) => format!("moved back by {}", n.unsigned_abs()),
+            None => "redefined".to_string(),
         },
     }
 }
@@ -196,17 +199,13 @@ pub fn merge(base: &Objects, ours: &Objects, theirs: &Objects) -> ObjectMerge {
                 // The next value each side has: the source's advance is replayed on the branch
                 // (as running both sides' changes by hand would), so that neither side's values
                 // are handed out again.
-                let parts = |s: Option<&String>| s.and_then(|s| sequence_parts(s));
                 match (b, o, t) {
                     (None, None, Some(t)) => {
                         m.before.push_str(&create(t));
                         m.changes.push(change);
                     }
-                    (Some(_), Some(_), Some(_)) => match (parts(b), parts(o), parts(t)) {
-                        (Some((bd, bs, inc)), Some((od, _, _)), Some((td, ts, _)))
-                            if bd == od && bd == td && inc != 0 && (ts - bs) % inc == 0 =>
-                        {
-                            let calls = (ts - bs) / inc;
+                    (Some(bs), Some(os), Some(ts)) => match (advance(bs, os), advance(bs, ts)) {
+                        (Some(_), Some(calls)) => {
                             if calls > 0 {
                                 m.before.push_str(&format!(
                                     "SELECT count(nextval({})) FROM range({calls});\n",
@@ -270,6 +269,12 @@ mod tests {
             "{def}"
         );
         assert!(sequence_parts("CREATE SEQUENCE x;").is_none());
+        // Extremes neither overflow nor panic.
+        let at = |n: i64| SEQ.replace("START 11", &format!("START {n}"));
+        assert_eq!(advance(&at(i64::MIN), &at(i64::MAX)), None);
+        assert_eq!(advance(&at(11), &at(21)), Some(5));
+        assert_eq!(advance(&at(21), &at(11)), Some(-5));
+        assert_eq!(advance(&at(11), &SEQ.replace("BY 2", "BY 3")), None);
     }
 
     fn objs(list: &[(Kind, &str, &str)]) -> Objects {
