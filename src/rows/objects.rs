@@ -151,7 +151,7 @@ pub struct ObjectMerge {
     pub conflicts: Vec<String>,
 }
 
-/// Plans the merge of the objects: `base`, `ours` and `theirs` as read by [`read`]; the
+/// Plans the merge of the objects: `base`, `ours` and `theirs` as [`parse`] gives them; the
 /// statements name the branch's copy as the database `ours`.
 pub fn merge(base: &Objects, ours: &Objects, theirs: &Objects) -> ObjectMerge {
     let mut m = ObjectMerge::default();
