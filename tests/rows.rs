@@ -522,6 +522,57 @@ fn apply_respects_foreign_keys_and_generated_columns() {
     assert_same_rows(&export(&env, "main"), &want);
 }
 
+/// A database the source removed is removed by the merge, if the branch left its tables alone;
+/// if the branch changed them, the merge is refused.
+#[test]
+fn apply_removes_a_database_the_source_removed() {
+    let env = Env::new();
+    env.ok(&["init", "db"]);
+    let dir = env.path("m");
+    let m = env.mount("db@main", &dir, &[]);
+    duckdb(
+        &dir.join("db.duckdb"),
+        "CREATE TABLE t AS SELECT 1 AS x; CHECKPOINT",
+    );
+    duckdb(
+        &dir.join("old.duckdb"),
+        "CREATE TABLE u AS SELECT 2 AS y; CHECKPOINT",
+    );
+    m.unmount();
+    env.ok(&["branch", "feat"]);
+    env.ok(&["branch", "other"]);
+    let m = env.mount("db@feat", &dir, &[]);
+    std::fs::remove_file(dir.join("old.duckdb")).unwrap();
+    m.unmount();
+    env.ok(&["commit", "-b", "feat", "-m", "remove old"]);
+    write(&env, "db@main", "INSERT INTO t VALUES (5)");
+    let out = json(&env, &["apply", "feat"]);
+    assert_eq!(out["result"], "merged", "{out}");
+    let files: Vec<String> = json(&env, &["show", "main"])["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(files, ["db.duckdb"]);
+    let got = export(&env, "main");
+    assert_eq!(compare(&got, &got, "SELECT sum(x) FROM a.t"), "6");
+    // Changed on the branch: refused, nothing committed.
+    let m = env.mount("db@other", &dir, &[]);
+    duckdb(
+        &dir.join("old.duckdb"),
+        "INSERT INTO u VALUES (3); CHECKPOINT",
+    );
+    m.unmount();
+    let before = head(&env, "other");
+    let e = env.fails_with(3, &["apply", "feat", "-b", "other"]);
+    assert!(
+        e.contains("u: dropped by the source, changed on the branch"),
+        "{e}"
+    );
+    assert_eq!(head(&env, "other"), before);
+}
+
 /// What apply cannot bring over (a macro, a type) refuses the merge and is named, rather than
 /// left out; once the branch has it the same, the merge goes through.
 #[test]

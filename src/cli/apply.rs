@@ -131,7 +131,7 @@ pub async fn run(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
     }
     if dbs
         .iter()
-        .any(|d| !vo.files.contains_key(d) && vb.files.contains_key(d))
+        .any(|d| !vo.files.contains_key(d) && vb.files.contains_key(d) && vt.files.contains_key(d))
     {
         return Err(Error::MergeConflict(format!(
             "a database {} changed was removed on {branch}",
@@ -195,9 +195,17 @@ pub async fn run(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
         let pb = indicatif::ProgressBar::hidden();
         let r = async {
             export::export(&vo, &work, false, &pb).await?;
-            let mut paths = Vec::new();
+            let (mut paths, mut remove) = (Vec::new(), Vec::new());
             for db in &dbs {
                 let path = work.join(db);
+                if !vt.files.contains_key(db) {
+                    // Removed by the source; the analysis found its tables unchanged on the
+                    // branch (else a schema conflict refused the merge). Gone on both: nothing.
+                    if vo.files.contains_key(db) {
+                        remove.push(db.clone());
+                    }
+                    continue;
+                }
                 if vo.files.contains_key(db) {
                     merge_file(db, &sides(path.clone(), db), resolve, true).await?;
                 } else {
@@ -213,6 +221,7 @@ pub async fn run(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
                 kind: Some(CommitKind::Merge),
                 expected_head: Some(ours.id.clone()),
                 merge_parent: Some(theirs.id.clone()),
+                remove,
             };
             engine
                 .import_as(&repo, &branch, &paths, Some(&message), &pb, &how)

@@ -180,6 +180,9 @@ pub struct ImportAs {
     pub expected_head: Option<String>,
     /// The commit's second parent.
     pub merge_parent: Option<String>,
+    /// Files the commit no longer has, each with its WALs (`apply` of a source that removed a
+    /// database). With these, `paths` may be empty.
+    pub remove: Vec<String>,
 }
 
 impl Engine {
@@ -206,7 +209,12 @@ impl Engine {
         progress: &ProgressBar,
         how: &ImportAs,
     ) -> Result<ImportOutcome> {
-        let inputs = check_inputs(paths)?;
+        // (A merge may bring no file: a database removed on both sides.)
+        let inputs = if paths.is_empty() && (!how.remove.is_empty() || how.merge_parent.is_some()) {
+            Vec::new()
+        } else {
+            check_inputs(paths)?
+        };
         check_local_wals(&inputs)?;
         let head = self.branch_head(repo, branch).await?;
         if let Some(expected) = &how.expected_head {
@@ -362,6 +370,18 @@ impl Engine {
                 }
             }
         }
+        // Nothing written: no layer (a commit that only removes files).
+        let wrote = any_change;
+        for name in &how.remove {
+            let wals = super::duckdb_file::WAL_SUFFIXES
+                .iter()
+                .map(|suffix| format!("{name}{suffix}"));
+            for n in std::iter::once(name.clone()).chain(wals) {
+                if files.remove(&n).is_some() {
+                    removed.push(n);
+                }
+            }
+        }
         any_change |= !removed.is_empty();
         if !any_change {
             return Ok(ImportOutcome {
@@ -372,8 +392,13 @@ impl Engine {
             });
         }
         // Invariant 1: the object is stored before the catalog references it.
-        let stored = self.sink().store(out, repo.id).await?;
-        let object_len = stored.row.size_bytes as u64;
+        let (layers, object_len) = if wrote {
+            let stored = self.sink().store(out, repo.id).await?;
+            let len = stored.row.size_bytes as u64;
+            (vec![stored.row], len)
+        } else {
+            (Vec::new(), 0)
+        };
         let now = now_millis();
         let message = message.map(str::to_string).unwrap_or_else(|| {
             let names: Vec<&str> = inputs.iter().map(|(n, _, _)| n.as_str()).collect();
@@ -392,7 +417,7 @@ impl Engine {
                 merge_parent: how.merge_parent.clone(),
             },
             files: files.into_values().collect(),
-            layers: vec![stored.row],
+            layers,
             reason: format!(
                 "{}: {message}",
                 how.kind.unwrap_or(CommitKind::Import).as_str()
