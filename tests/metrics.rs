@@ -263,28 +263,13 @@ fn a_metrics_address_in_use_fails_the_mount() {
         e.contains(&format!("cannot serve metrics at {addr}")),
         "{e}"
     );
-    let e = env.fails_with(
-        2,
-        &[
-            "mount",
-            "db",
-            dir.to_str().unwrap(),
-            "--metrics",
-            "nonsense",
-        ],
-    );
-    assert!(e.contains("--metrics"), "{e}");
-    let e = env.fails_with(
-        2,
-        &[
-            "mount",
-            "db",
-            dir.to_str().unwrap(),
-            "--metrics",
-            "localhost:99999",
-        ],
-    );
-    assert!(e.contains("expected HOST:PORT"), "{e}");
+    for (bad, says) in [
+        ("nonsense", "--metrics"),
+        ("localhost:99999", "expected HOST:PORT"),
+    ] {
+        let e = env.fails_with(2, &["mount", "db", dir.to_str().unwrap(), "--metrics", bad]);
+        assert!(e.contains(says), "{bad}: {e}");
+    }
     // A host name serves, as its address does.
     let port = free_addr().rsplit_once(':').unwrap().1.to_string();
     let m = env.mount("db", &dir, &["--metrics", &format!("localhost:{port}")]);

@@ -91,13 +91,6 @@ impl FileMerge {
     pub fn conflict_count(&self) -> i64 {
         self.tables.iter().map(|t| t.conflicts).sum()
     }
-
-    /// Whether the source changed anything here.
-    pub fn brings_changes(&self) -> bool {
-        self.tables
-            .iter()
-            .any(|t| t.action != "merged" || t.theirs.total() > 0 || !t.schema.is_empty())
-    }
 }
 
 /// Conflicting rows listed per file.
@@ -588,6 +581,12 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
     // Schema changes the source made, applied before its rows come in (NOT NULL after them).
     let mut ddl = String::new();
     let mut not_null = String::new();
+    let set_not_null = |c: &str| {
+        format!(
+            "ALTER TABLE {ours_t} ALTER COLUMN {} SET NOT NULL;\n",
+            ident(c)
+        )
+    };
     let mut schema = renames_in_words(&renames);
     schema.extend(schema_changes(b, t));
     schema.retain(|s| !s.starts_with("primary key"));
@@ -603,10 +602,7 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
                 ident(c)
             ));
             if t.not_null.contains(c) {
-                not_null.push_str(&format!(
-                    "ALTER TABLE {ours_t} ALTER COLUMN {} SET NOT NULL;\n",
-                    ident(c)
-                ));
+                not_null.push_str(&set_not_null(c));
             }
         }
     }
@@ -648,9 +644,7 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
                     "{name}: NOT NULL of column {c} changed differently on both sides"
                 ));
             } else if tn {
-                not_null.push_str(&format!(
-                    "ALTER TABLE {ours_t} ALTER COLUMN {col} SET NOT NULL;\n"
-                ));
+                not_null.push_str(&set_not_null(c));
             } else {
                 ddl.push_str(&format!(
                     "ALTER TABLE {ours_t} ALTER COLUMN {col} DROP NOT NULL;\n"

@@ -29,17 +29,6 @@ impl Kind {
             Kind::Index => "index",
         }
     }
-
-    fn ddl(self) -> &'static str {
-        match self {
-            Kind::Schema => "SCHEMA",
-            Kind::Type => "TYPE",
-            Kind::Macro => "MACRO",
-            Kind::Sequence => "SEQUENCE",
-            Kind::View => "VIEW",
-            Kind::Index => "INDEX",
-        }
-    }
 }
 
 /// (kind, schema, name) -> definition: DuckDB's CREATE statement where it keeps one (views,
@@ -177,7 +166,10 @@ pub fn merge(base: &Objects, ours: &Objects, theirs: &Objects) -> ObjectMerge {
                 s = ident(schema)
             )
         };
-        let drop = format!("DROP {} IF EXISTS {in_ours};\n", kind.ddl());
+        let drop = format!(
+            "DROP {} IF EXISTS {in_ours};\n",
+            kind.word().to_ascii_uppercase()
+        );
         match kind {
             // (Keyed by name under `main`: `schema s`.)
             Kind::Schema => {
