@@ -162,6 +162,12 @@ pub fn unmount(dir: &Path, lazy: bool) -> std::io::Result<()> {
     }
 }
 
+/// Whether `dir` is a dead FUSE mount: the process that served it is gone (killed), so its root
+/// cannot be stat'ed (`ENOTCONN`).
+pub fn is_dead(dir: &Path) -> bool {
+    std::fs::metadata(dir).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN))
+}
+
 /// Detaches the mount at `dir` ([`unmount`], lazily).
 pub fn lazy_unmount(dir: &Path) -> std::io::Result<()> {
     unmount(dir, true)

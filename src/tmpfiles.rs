@@ -1,8 +1,9 @@
 //! Temporary files that say whose they are: `{prefix}{pid}-{id}{suffix}`, created exclusively and
 //! locked (`flock`) by their owner. A command removes its own when it fails or is interrupted
 //! (the [`TempFile`] guard), and [`sweep`] removes the leftovers of processes that were killed:
-//! a file whose owner no longer runs and whose lock is free. The file of a process that still
-//! runs is never touched. Files named by earlier versions (no pid) go once a day old.
+//! a file (or a directory named the same way) whose owner no longer runs and whose lock is free.
+//! The file of a process that still runs is never touched. Files named by earlier versions (no
+//! pid) go once a day old.
 
 use crate::error::{Error, Result};
 use std::fs::File;
@@ -79,7 +80,7 @@ pub fn owner(name: &str) -> Option<Option<i32>> {
 
 /// Whether `path` may go: its owner no longer runs (or, named by an earlier version, it is older
 /// than [`LEGACY_AGE`]), and nobody holds its lock.
-fn is_leftover(path: &Path, owner: Option<i32>) -> bool {
+pub fn is_leftover(path: &Path, owner: Option<i32>) -> bool {
     match owner {
         Some(pid) if crate::process::is_running(pid) => return false,
         Some(_) => {}
@@ -102,7 +103,8 @@ fn is_leftover(path: &Path, owner: Option<i32>) -> bool {
 }
 
 /// Removes the leftover temporary files in `dir` whose names `ours` accepts (see the module
-/// documentation); returns how many. Errors are ignored: this is housekeeping.
+/// documentation), and directories named the same way (`apply`'s working copies) with all they
+/// hold; returns how many. Errors are ignored: this is housekeeping.
 pub fn sweep(dir: &Path, ours: impl Fn(&str) -> bool) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -111,12 +113,20 @@ pub fn sweep(dir: &Path, ours: impl Fn(&str) -> bool) -> usize {
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !ours(name) || !e.file_type().is_ok_and(|t| t.is_file()) {
+        let Ok(kind) = e.file_type() else { continue };
+        if !ours(name) || !(kind.is_file() || kind.is_dir()) {
             continue;
         }
         let Some(who) = owner(name) else { continue };
         let path = e.path();
-        if is_leftover(&path, who) && std::fs::remove_file(&path).is_ok() {
+        let removed_it = || {
+            if kind.is_dir() {
+                std::fs::remove_dir_all(&path).is_ok()
+            } else {
+                std::fs::remove_file(&path).is_ok()
+            }
+        };
+        if is_leftover(&path, who) && removed_it() {
             tracing::info!(
                 "removed {}, left by a process that was killed",
                 path.display()
@@ -159,8 +169,19 @@ mod tests {
         let (mine, _f) = TempFile::create(dir.path(), "import-", ".tmp").unwrap();
         let legacy = dir.path().join(format!("import-{ID}.layer"));
         std::fs::write(&legacy, b"x").unwrap();
-        assert_eq!(sweep(dir.path(), |_| true), 1);
+        // A working directory (apply's) of a dead process goes with what it holds; that of a
+        // running one stays.
+        let dead_dir = dir.path().join(format!("apply-{dead}-{ID}"));
+        std::fs::create_dir_all(dead_dir.join("sub")).unwrap();
+        std::fs::write(dead_dir.join("sub/db.duckdb"), b"x").unwrap();
+        let live_dir = dir
+            .path()
+            .join(format!("apply-{}-{ID}", std::process::id()));
+        std::fs::create_dir(&live_dir).unwrap();
+        assert_eq!(sweep(dir.path(), |_| true), 2);
         assert!(!dead_file.exists());
+        assert!(!dead_dir.exists());
+        assert!(live_dir.exists());
         assert!(mine.path().exists(), "a running process's file stays");
         assert!(legacy.exists(), "a young file of an earlier version stays");
         let p = mine.path().to_path_buf();

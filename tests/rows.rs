@@ -765,3 +765,182 @@ fn diff_rows_notes_an_encrypted_database_and_compares_the_rest() {
         "{text}"
     );
 }
+
+/// Detaches, when dropped, every mount left under a directory (a test that failed before the
+/// sweep it checks must not leave dead mounts behind).
+struct DetachUnder(PathBuf);
+
+impl Drop for DetachUnder {
+    fn drop(&mut self) {
+        for m in mounts_under(&self.0) {
+            let _ = quackfs::mountinfo::lazy_unmount(&m);
+        }
+    }
+}
+
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    quackfs::mountinfo::entries()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| p.starts_with(&dir))
+        .collect()
+}
+
+/// A `quackfs apply` stalled at its merge (its DuckDB sleeps instead); killed (SIGKILL, with its
+/// sleeping DuckDB) when dropped, also when the test fails.
+struct Stalled {
+    child: std::process::Child,
+    sleeper: String,
+}
+
+impl Stalled {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &self.sleeper])
+            .status();
+    }
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `quackfs apply feat` with a DuckDB that stops (sleeps) at the merge, snapshots in `tmp`: the
+/// running command, once it is there (the sleeper's pid is in `mark`).
+fn stalled_apply(env: &Env, tmp: &Path, mark: &Path) -> Stalled {
+    let fake = env.path("stalling-duckdb");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nscript=$(cat)\ncase \"$script\" in *\"/apply-\"*) echo $$ > '{}'; exec sleep 120 ;; esac\nprintf '%s' \"$script\" | exec '{}' \"$@\"\n",
+            mark.display(),
+            duckdb_bin().display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["755", fake.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let _ = std::fs::remove_file(mark);
+    let mut child = env
+        .std_cmd()
+        .env("TMPDIR", tmp)
+        .env("QUACKFS_DUCKDB", &fake)
+        .args(["apply", "feat"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let pid = std::fs::read_to_string(mark).unwrap_or_default();
+        if !pid.trim().is_empty() {
+            return Stalled {
+                child,
+                sleeper: pid.trim().to_string(),
+            };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("apply ended ({status}) before it reached the merge");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "apply never reached the merge"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A command killed outright (SIGKILL) while it has versions mounted cannot clean up: its
+/// snapshots stay in the mount table, dead, and apply's working copy stays on disk. The next
+/// command that mounts versions clears them, and leaves those of a command still running alone.
+#[test]
+fn what_a_killed_apply_leaves_is_cleared_by_the_next_command() {
+    let env = Env::new();
+    env.ok(&["init", "db"]);
+    write(
+        &env,
+        "db@main",
+        "CREATE TABLE t (k BIGINT PRIMARY KEY, v BIGINT); INSERT INTO t SELECT range, range FROM range(1000)",
+    );
+    env.ok(&["branch", "feat"]);
+    write(&env, "db@feat", "UPDATE t SET v = v + 1 WHERE k < 10");
+    write(&env, "db@main", "INSERT INTO t VALUES (5000, 1)");
+    let tmp = env.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let _detach = DetachUnder(tmp.clone());
+    let work = env.home().join("tmp");
+    let snapshots = || -> Vec<String> {
+        common::listing(&tmp)
+            .into_iter()
+            .filter(|n| n.starts_with("quackfs-snapshot-"))
+            .collect()
+    };
+    let with_tmp = |args: &[&str]| -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = env.ok_env(&[("TMPDIR", tmp.to_str().unwrap())], &all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let copies = || -> Vec<String> {
+        common::listing(&work)
+            .into_iter()
+            .filter(|n| n.starts_with("apply-"))
+            .collect()
+    };
+
+    let mark = env.path("mark");
+    let mut killed = stalled_apply(&env, &tmp, &mark);
+    let of = |pid: u32, names: Vec<String>| -> usize {
+        names
+            .iter()
+            .filter(|n| n.contains(&format!("-{pid}-")))
+            .count()
+    };
+    killed.kill();
+    let left = mounts_under(&tmp);
+    assert_eq!(left.len(), 3, "base, ours and theirs mounted: {left:?}");
+    assert!(
+        left.iter().all(|m| quackfs::mountinfo::is_dead(m)),
+        "{left:?}"
+    );
+    assert_eq!(of(killed.pid(), snapshots()), 3);
+    assert_eq!(of(killed.pid(), copies()), 1, "apply's working copy");
+
+    // The next apply clears them as it starts; it is kept running (its DuckDB stalls).
+    let mut running = stalled_apply(&env, &tmp, &mark);
+    assert_eq!(of(killed.pid(), snapshots()), 0);
+    assert_eq!(of(killed.pid(), copies()), 0);
+    let live = mounts_under(&tmp);
+    assert_eq!(live.len(), 3, "{live:?}");
+    // A command that mounts versions meanwhile leaves the running one's alone.
+    let out = with_tmp(&["diff", "main", "feat", "--rows"]);
+    let t = &out["rows"][0]["tables"][0];
+    assert_eq!(
+        (&t["table"], &t["updated"]),
+        (&"t".into(), &10.into()),
+        "{out}"
+    );
+    assert_eq!(mounts_under(&tmp), live);
+    assert!(live.iter().all(|m| !quackfs::mountinfo::is_dead(m)));
+    assert_eq!(of(running.pid(), snapshots()), 3);
+    assert_eq!(of(running.pid(), copies()), 1);
+
+    running.kill();
+    // And with both gone, nothing is left; the merge goes through.
+    let out = with_tmp(&["apply", "feat"]);
+    assert_eq!(out["result"], "merged", "{out}");
+    assert_eq!(mounts_under(&tmp), Vec::<PathBuf>::new());
+    assert_eq!(snapshots(), Vec::<String>::new());
+    assert_eq!(copies(), Vec::<String>::new());
+}

@@ -3,6 +3,11 @@
 //! (`diff --rows`, `apply`, `bisect`): nothing is exported, only the blocks DuckDB reads are
 //! fetched. The mount holds a reader session (gc keeps its layers) and is unmounted when the
 //! snapshot is closed or dropped, also when the command is interrupted.
+//!
+//! A command killed outright (SIGKILL, the OOM killer) cannot unmount: its snapshots stay in
+//! the mount table, dead (`ENOTCONN`), with their directories. The next command that mounts a
+//! snapshot in the same temporary directory clears them first ([`sweep`]): each directory is
+//! named `quackfs-snapshot-{pid}-{id}` after the process that made it.
 
 use crate::catalog::{Commit, Repo};
 use crate::engine::session::ReadSession;
@@ -11,6 +16,60 @@ use crate::error::{Error, Result};
 use crate::fs::{MountConfig, QuackFs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The start of the name of a snapshot's directory in the temporary directory.
+const PREFIX: &str = "quackfs-snapshot-";
+
+/// Clears what snapshots of killed processes left in `tmp`: their mounts are detached and their
+/// directories removed. The snapshots of a process that still runs are never touched. (A
+/// directory named by an earlier version, without a pid: its dead mounts are detached, and it
+/// goes once nothing of it is mounted and it is a day old.) Errors are logged and skipped: this is
+/// housekeeping.
+pub fn sweep(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let mounts = crate::mountinfo::entries();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str().filter(|n| n.starts_with(PREFIX)) else {
+            continue;
+        };
+        let Some(owner) = crate::tmpfiles::owner(name) else {
+            continue;
+        };
+        if owner.is_some_and(crate::process::is_running) {
+            continue;
+        }
+        let Ok(root) = crate::mountinfo::resolve(&e.path()) else {
+            continue;
+        };
+        let mut mounted = false;
+        for m in mounts.iter().filter(|m| m.mount_point.starts_with(&root)) {
+            // The owner is gone, so nobody serves it (a dead mount's root may still answer stat
+            // from the kernel's attribute cache: only unnamed owners are asked that way).
+            if owner.is_none() && !crate::mountinfo::is_dead(&m.mount_point) {
+                mounted = true;
+            } else if let Err(err) = crate::mountinfo::lazy_unmount(&m.mount_point) {
+                tracing::warn!(
+                    "a snapshot mount left at {} cannot be detached: {err}",
+                    m.mount_point.display()
+                );
+                mounted = true;
+            } else {
+                tracing::info!(
+                    "detached {}, left by a process that was killed",
+                    m.mount_point.display()
+                );
+            }
+        }
+        if !mounted && crate::tmpfiles::is_leftover(&root, owner) {
+            if let Err(err) = std::fs::remove_dir_all(&root) {
+                tracing::warn!("removing {} failed: {err}", root.display());
+            }
+        }
+    }
+}
 
 /// One commit mounted read-only at a temporary directory.
 pub struct Snapshot {
@@ -32,7 +91,13 @@ impl Snapshot {
         commit: &Commit,
         tmp: &Path,
     ) -> Result<Snapshot> {
-        let root = tmp.join(format!("quackfs-snapshot-{}", crate::engine::new_id()));
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| sweep(tmp));
+        let root = tmp.join(format!(
+            "{PREFIX}{}-{}",
+            std::process::id(),
+            crate::engine::new_id()
+        ));
         let dir = root.join(short(&commit.id));
         std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e))?;
         let holder = crate::process::holder_string(&dir);
