@@ -282,6 +282,11 @@ impl Error {
                 "use RFC 3339 (2024-05-01T12:00:00Z), YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' or 'N hours ago'".into(),
             ),
             Error::Store(StoreError::NoSpace(_)) => Some("free disk space and run the command again; nothing was committed".into()),
+            // (What a command writes beside the store: an export's files, apply's working copy
+            // of each database in DATA_DIR/tmp. The command removed what it had written.)
+            Error::File { source, .. } if is_no_space(source) => {
+                Some("free disk space on that filesystem and run the command again".into())
+            }
             Error::LostWrites(_) => Some(
                 "what DuckDB synced (committed transactions) is safe; the mount's log (DATA_DIR/logs) has the details".into(),
             ),

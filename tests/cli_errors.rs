@@ -254,4 +254,14 @@ fn full_disk_is_a_clear_error_and_commits_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // A file written beside the store (an export) to a full disk: the path, the reason, a hint,
+    // and the partial file removed.
+    env.ok(&["init", "roomy"]);
+    env.ok(&["import", "big.bin"]);
+    let out_dir = small.join("out");
+    let e = env.fails_with(1, &["export", "roomy@main", out_dir.to_str().unwrap()]);
+    assert!(e.contains("No space left on device"), "{e}");
+    assert!(e.contains("hint: free disk space"), "{e}");
+    assert_eq!(common::listing(&out_dir), Vec::<String>::new());
 }
