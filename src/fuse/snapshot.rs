@@ -50,7 +50,13 @@ pub fn sweep(tmp: &Path) {
             // from the kernel's attribute cache: only unnamed owners are asked that way).
             if owner.is_none() && !crate::mountinfo::is_dead(&m.mount_point) {
                 mounted = true;
-            } else if let Err(err) = crate::mountinfo::lazy_unmount(&m.mount_point) {
+            } else if let Err(err) = crate::mountinfo::lazy_unmount(&m.mount_point)
+                // (Another command sweeping at the same moment may have detached it first.)
+                .or_else(|e| match crate::mountinfo::at(&m.mount_point) {
+                    None => Ok(()),
+                    Some(_) => Err(e),
+                })
+            {
                 tracing::warn!(
                     "a snapshot mount left at {} cannot be detached: {err}",
                     m.mount_point.display()
@@ -64,8 +70,10 @@ pub fn sweep(tmp: &Path) {
             }
         }
         if !mounted && crate::tmpfiles::is_leftover(&root, owner) {
-            if let Err(err) = std::fs::remove_dir_all(&root) {
-                tracing::warn!("removing {} failed: {err}", root.display());
+            match std::fs::remove_dir_all(&root) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => tracing::warn!("removing {} failed: {err}", root.display()),
             }
         }
     }
