@@ -1,7 +1,8 @@
 //! kill -9 of the mount at random moments of a DuckDB load (Python client): during uploads,
 //! registrations, checkpoints. After every kill the branch is mounted again and DuckDB must open
 //! the database, and every transaction DuckDB reported committed must be there, whole; a
-//! transaction it had not reported yet is there whole or not at all.
+//! transaction it had not reported yet is there whole or not at all. And kill -9 of `merge` and
+//! `gc` at random moments: every revision still reads byte for byte as before.
 
 mod common;
 use common::{duckdb_raw, Env};
@@ -155,5 +156,138 @@ fn kill_9_during_a_load_embedded() {
 fn kill_9_during_a_load_pgs3() {
     if let Some(env) = common::Env::on(common::Backend::PgS3) {
         crash_loop_pgs3_30(env);
+    }
+}
+
+/// The bytes of the database file of `rev`, exported.
+fn exported(env: &Env, rev: &str) -> Vec<u8> {
+    let dir = env.path(&format!("x-{}", common::uuid_like()));
+    env.ok(&["export", rev, dir.to_str().unwrap()]);
+    let bytes = std::fs::read(dir.join("m.duckdb")).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    bytes
+}
+
+/// `quackfs ARGS` killed (SIGKILL) after a random part of how long it last took to complete
+/// (`took`), up to a fifth longer. Ok(how long it took) when it completed first, Err(())
+/// when it was killed.
+fn killed_at_random(
+    env: &Env,
+    rng: &mut Rng,
+    took: Duration,
+    args: &[&str],
+) -> Result<Duration, ()> {
+    let wait = Duration::from_micros(rng.next() % (took.as_micros() as u64 * 6 / 5 + 1));
+    let t0 = Instant::now();
+    let mut child = env
+        .std_cmd()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start quackfs");
+    while t0.elapsed() < wait {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "quackfs {args:?} failed");
+            return Ok(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    if status.success() {
+        Ok(t0.elapsed())
+    } else {
+        Err(())
+    }
+}
+
+/// kill -9 of `merge` and of `gc` at random moments, on a history that grows every round: every
+/// revision exports byte for byte as it did before, `verify --all` passes, and the next merge
+/// and gc complete.
+fn maintenance_kills(env: Env, rounds: usize) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("maintenance kills seed {seed}");
+    let mut rng = Rng(seed);
+    env.ok(&["init", "m"]);
+    let mnt = env.path("mnt");
+    let mut revs: Vec<(String, Vec<u8>)> = Vec::new();
+    let (mut merge_took, mut gc_took) = (Duration::from_millis(300), Duration::from_millis(300));
+    let mut kills = 0;
+    for round in 0..rounds {
+        let m = env.mount("m", &mnt, &[]);
+        let db = mnt.join("m.duckdb");
+        if round == 0 {
+            common::duckdb(
+                &db,
+                "CREATE TABLE t AS SELECT range AS i, md5(range::VARCHAR) AS h FROM range(200000); CHECKPOINT",
+            );
+        }
+        for k in 0..4 {
+            common::duckdb(
+                &db,
+                &format!(
+                    "UPDATE t SET h = md5(h) WHERE i % 97 = {}; CHECKPOINT",
+                    round * 4 + k
+                ),
+            );
+        }
+        m.unmount();
+        let head = env.ok(&["--json", "show", "m@main"]);
+        let head: serde_json::Value = serde_json::from_str(&head).unwrap();
+        let id = head["commit"]["id"].as_str().unwrap().to_string();
+        revs.push((id.clone(), exported(&env, &format!("m@{id}"))));
+        let check = |what: &str| {
+            for (id, want) in &revs {
+                assert!(
+                    exported(&env, &format!("m@{id}")) == *want,
+                    "round {round} (seed {seed}), after {what}: {id} reads differently"
+                );
+            }
+            env.ok(&["verify", "--all"]);
+        };
+        match killed_at_random(&env, &mut rng, merge_took, &["merge"]) {
+            Ok(t) => merge_took = t,
+            Err(()) => kills += 1,
+        }
+        check("a killed merge");
+        env.ok(&["merge"]);
+        match killed_at_random(&env, &mut rng, gc_took, &["gc", "--grace", "0s"]) {
+            Ok(t) => gc_took = t,
+            Err(()) => kills += 1,
+        }
+        check("a killed gc");
+        env.ok(&["gc", "--grace", "0s"]);
+        check("gc");
+    }
+    // (Each run is killed with a chance of about 5 in 6: none in 8 is one in a million.)
+    eprintln!(
+        "maintenance kills: {kills} of {} runs killed while they ran",
+        2 * rounds
+    );
+    assert!(kills > 0, "seed {seed}: no run was killed");
+}
+
+fn maintenance_kills_embedded_6(env: Env) {
+    maintenance_kills(env, 6);
+}
+
+fn maintenance_kills_pgs3_4(env: Env) {
+    maintenance_kills(env, 4);
+}
+
+#[test]
+fn merge_and_gc_killed_at_random_moments_embedded() {
+    maintenance_kills_embedded_6(common::Env::on(common::Backend::Embedded).unwrap());
+}
+
+#[test]
+fn merge_and_gc_killed_at_random_moments_pgs3() {
+    if let Some(env) = common::Env::on(common::Backend::PgS3) {
+        maintenance_kills_pgs3_4(env);
     }
 }
