@@ -159,15 +159,6 @@ fn kill_9_during_a_load_pgs3() {
     }
 }
 
-/// The bytes of the database file of `rev`, exported.
-fn exported(env: &Env, rev: &str) -> Vec<u8> {
-    let dir = env.path(&format!("x-{}", common::uuid_like()));
-    env.ok(&["export", rev, dir.to_str().unwrap()]);
-    let bytes = std::fs::read(dir.join("m.duckdb")).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    bytes
-}
-
 /// `quackfs ARGS` killed (SIGKILL) after a random part of how long it last took to complete
 /// (`took`), up to a fifth longer. Ok(how long it took) when it completed first, Err(())
 /// when it was killed.
@@ -240,11 +231,11 @@ fn maintenance_kills(env: Env, rounds: usize) {
         let head = env.ok(&["--json", "show", "m@main"]);
         let head: serde_json::Value = serde_json::from_str(&head).unwrap();
         let id = head["commit"]["id"].as_str().unwrap().to_string();
-        revs.push((id.clone(), exported(&env, &format!("m@{id}"))));
+        revs.push((id.clone(), env.exported(&format!("m@{id}"), "m.duckdb")));
         let check = |what: &str| {
             for (id, want) in &revs {
                 assert!(
-                    exported(&env, &format!("m@{id}")) == *want,
+                    env.exported(&format!("m@{id}"), "m.duckdb") == *want,
                     "round {round} (seed {seed}), after {what}: {id} reads differently"
                 );
             }

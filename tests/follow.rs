@@ -37,12 +37,6 @@ fn wait_for_rows(db: &std::path::Path, n: i64) {
     panic!("the follower did not reach {n} rows: {:?}", observe(db));
 }
 
-fn export(env: &Env, rev: &str, tag: &str) -> Vec<u8> {
-    let dir = env.path(tag);
-    env.ok(&["export", rev, dir.to_str().unwrap()]);
-    std::fs::read(dir.join("db.duckdb")).unwrap()
-}
-
 fn read_all(f: &mut std::fs::File) -> Vec<u8> {
     f.seek(SeekFrom::Start(0)).unwrap();
     let mut v = Vec::new();
@@ -140,7 +134,7 @@ fn follow(writer: Env, reader: Env) {
     let before = writer.ok(&["-r", "db", "show", "--json"]);
     let before: serde_json::Value = serde_json::from_str(&before).unwrap();
     let old_id = before["commit"]["id"].as_str().unwrap().to_string();
-    let want_old = export(&writer, &old_id[..12], "old");
+    let want_old = writer.exported(&old_id[..12], "db.duckdb");
     let mut held = std::fs::File::open(&rdb).unwrap();
     assert!(
         read_all(&mut held) == want_old,
@@ -154,7 +148,7 @@ fn follow(writer: Env, reader: Env) {
     );
     wait_for_rows(&rdb, COMMITS + 1);
     wm.unmount();
-    let want_new = export(&writer, "main", "new");
+    let want_new = writer.exported("main", "db.duckdb");
     assert!(want_new != want_old);
     // gc with no retention beside the open handle: its commit stays readable.
     writer.ok(&["-r", "db", "merge"]);

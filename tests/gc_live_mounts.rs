@@ -18,13 +18,6 @@ fn gc_json(env: &Env, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&env.ok(&all)).unwrap()
 }
 
-/// Exports `rev` into a fresh directory and returns the bytes of `name` there.
-fn exported(env: &Env, rev: &str, name: &str, tag: &str) -> Vec<u8> {
-    let dir = env.path(&format!("export-{tag}"));
-    env.ok(&["export", rev, dir.to_str().unwrap()]);
-    std::fs::read(dir.join(name)).unwrap()
-}
-
 fn read_whole(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
@@ -46,8 +39,8 @@ fn gc_beside_live_mounts(env: Env) {
         );
     }
     env.ok(&["-r", "live", "tag", "old", "main~3"]);
-    let old = exported(&env, "live@old", "live.duckdb", "old");
-    let head = exported(&env, "live@main", "live.duckdb", "head");
+    let old = env.exported("live@old", "live.duckdb");
+    let head = env.exported("live@main", "live.duckdb");
     assert!(
         head.len() > 8 << 20,
         "the database must be far larger than the caches"

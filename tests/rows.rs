@@ -827,10 +827,8 @@ fn stalled_apply(env: &Env, tmp: &Path, mark: &Path) -> Stalled {
         ),
     )
     .unwrap();
-    std::process::Command::new("chmod")
-        .args(["755", fake.to_str().unwrap()])
-        .status()
-        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let _ = std::fs::remove_file(mark);
     let mut child = env
         .std_cmd()

@@ -46,27 +46,27 @@ pub fn sweep(tmp: &Path) {
         };
         let mut mounted = false;
         for m in mounts.iter().filter(|m| m.mount_point.starts_with(&root)) {
+            let dir = &m.mount_point;
             // The owner is gone, so nobody serves it (a dead mount's root may still answer stat
             // from the kernel's attribute cache: only unnamed owners are asked that way).
-            if owner.is_none() && !crate::mountinfo::is_dead(&m.mount_point) {
+            if owner.is_none() && !crate::mountinfo::is_dead(dir) {
                 mounted = true;
-            } else if let Err(err) = crate::mountinfo::lazy_unmount(&m.mount_point)
-                // (Another command sweeping at the same moment may have detached it first.)
-                .or_else(|e| match crate::mountinfo::at(&m.mount_point) {
-                    None => Ok(()),
-                    Some(_) => Err(e),
-                })
-            {
-                tracing::warn!(
-                    "a snapshot mount left at {} cannot be detached: {err}",
-                    m.mount_point.display()
-                );
-                mounted = true;
-            } else {
-                tracing::info!(
+                continue;
+            }
+            match crate::mountinfo::lazy_unmount(dir) {
+                Ok(()) => tracing::info!(
                     "detached {}, left by a process that was killed",
-                    m.mount_point.display()
-                );
+                    dir.display()
+                ),
+                // Another command sweeping at the same moment detached it first.
+                Err(_) if crate::mountinfo::at(dir).is_none() => {}
+                Err(err) => {
+                    tracing::warn!(
+                        "a snapshot mount left at {} cannot be detached: {err}",
+                        dir.display()
+                    );
+                    mounted = true;
+                }
             }
         }
         if !mounted && crate::tmpfiles::is_leftover(&root, owner) {

@@ -88,6 +88,15 @@ impl Env {
         self.work().join(rel)
     }
 
+    /// The bytes of `file` in `rev`, exported into a fresh directory (removed again).
+    pub fn exported(&self, rev: &str, file: &str) -> Vec<u8> {
+        let dir = self.path(&format!("export-{}", uuid_like()));
+        self.ok(&["export", rev, dir.to_str().unwrap()]);
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        bytes
+    }
+
     /// `quackfs` with an isolated environment, run in the work directory.
     pub fn cmd(&self) -> Command {
         Command::from_std(self.std_cmd())
