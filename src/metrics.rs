@@ -150,6 +150,29 @@ impl ObjectStore for MeteredStore {
         r
     }
 
+    async fn get_range_pieces(
+        &self,
+        key: &str,
+        start: u64,
+        lens: &[u32],
+        piece: &mut (dyn FnMut(usize, Bytes) + Send),
+    ) -> Result<(), StoreError> {
+        let mut n = 0u64;
+        let r = counted_read(
+            self.inner
+                .get_range_pieces(key, start, lens, &mut |i, b| {
+                    n += b.len() as u64;
+                    piece(i, b)
+                })
+                .await,
+        );
+        if r.is_ok() {
+            add(&GLOBAL.downloads, 1);
+            add(&GLOBAL.downloaded_bytes, n);
+        }
+        r
+    }
+
     async fn read_into(&self, key: &str, start: u64, buf: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let r = counted_read(self.inner.read_into(key, start, buf).await);
         if let Ok(b) = &r {

@@ -434,6 +434,9 @@ enum Answer {
     Error(u16, &'static str),
     /// Never answer.
     Hang,
+    /// The object's bytes, the asked `Range` of them (206 with `Content-Range`); with `Some(n)`
+    /// the connection is closed after `n` bytes of the body (its `Content-Length` says more).
+    Range(&'static [u8], Option<usize>),
 }
 
 /// A fake S3 endpoint on loopback: HEAD requests succeed; the other requests of each method get
@@ -483,12 +486,26 @@ async fn fake_s3(
                 }
                 let line = head.lines().next().unwrap_or_default().to_string();
                 let method = line.split(' ').next().unwrap_or_default().to_string();
+                // "bytes=A-B" (B inclusive) or "bytes=A-".
+                let range = head.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    let (a, b) = k
+                        .eq_ignore_ascii_case("range")
+                        .then(|| v.trim().strip_prefix("bytes=")?.split_once('-'))??;
+                    Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()))
+                });
                 let answer = if method == "HEAD" {
                     Answer::Ok(b"")
                 } else {
                     let mut log = log.lock().unwrap();
                     let seen = log.iter().filter(|l| l.starts_with(&method)).count();
-                    log.push(line.clone());
+                    log.push(match range {
+                        Some((a, b)) => format!(
+                            "{line} bytes={a}-{}",
+                            b.map_or(String::new(), |b| b.to_string())
+                        ),
+                        None => line.clone(),
+                    });
                     let mine: Vec<&Answer> = script
                         .iter()
                         .filter(|(m, _)| *m == method)
@@ -499,12 +516,23 @@ async fn fake_s3(
                         .map(|a| (*a).clone())
                         .unwrap_or(Answer::Error(501, "NotImplemented"))
                 };
+                let mut extra = String::new();
+                let mut cut = None;
                 let (status, body): (u16, Vec<u8>) = match answer {
                     Answer::Hang => {
                         tokio::time::sleep(Duration::from_secs(3600)).await;
                         return;
                     }
                     Answer::Ok(b) => (200, b.to_vec()),
+                    Answer::Range(b, after) => {
+                        let (a, e) = match range {
+                            Some((a, e)) => (a, e.map_or(b.len(), |e| e + 1).min(b.len())),
+                            None => (0, b.len()),
+                        };
+                        extra = format!("Content-Range: bytes {a}-{}/{}\r\n", e - 1, b.len());
+                        cut = after;
+                        (206, b[a..e].to_vec())
+                    }
                     Answer::Error(status, code) => (
                         status,
                         format!(
@@ -516,12 +544,14 @@ async fn fake_s3(
                 };
                 let resp = format!(
                     "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: application/xml\r\n\
-                     ETag: \"abc\"\r\nConnection: close\r\n\r\n",
+                     ETag: \"abc\"\r\n{extra}Connection: close\r\n\r\n",
                     if method == "HEAD" { 0 } else { body.len() }
                 );
                 let _ = sock.write_all(resp.as_bytes()).await;
                 if method != "HEAD" {
-                    let _ = sock.write_all(&body).await;
+                    let _ = sock
+                        .write_all(&body[..cut.unwrap_or(body.len()).min(body.len())])
+                        .await;
                 }
                 let _ = sock.shutdown().await;
             });
@@ -621,6 +651,71 @@ async fn s3_retries_against_fake_endpoint() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "{took:?}");
     eprintln!("hanging server ({took:.2?}): {msg}");
+}
+
+/// `get_range_pieces` against a fake endpoint: a body cut off mid-way is asked for again from
+/// the first piece not handed over (the pieces before it are not fetched twice), and a server
+/// that ignores the range and sends the whole object still gives the right pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_pieces_resume_after_a_cut_body() {
+    static DATA: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| patterned(1000, 7));
+    let data: &'static [u8] = &DATA;
+    let lens = [100u32, 200, 300, 350];
+    let collect = |store: S3Store, start: u64| async move {
+        let mut got = Vec::new();
+        let r = store
+            .get_range_pieces("k", start, &lens, &mut |i, b| got.push((i, b.to_vec())))
+            .await;
+        (r, got)
+    };
+    let expect = |start: usize| {
+        let mut at = start;
+        let mut out = Vec::new();
+        for (i, &l) in lens.iter().enumerate() {
+            let end = at + l as usize;
+            if end > data.len() {
+                break;
+            }
+            out.push((i, data[at..end].to_vec()));
+            at = end;
+        }
+        out
+    };
+
+    // Cut after 250 bytes: pieces 0 and 1 (300 bytes) are not all in; piece 0 is handed over,
+    // the retry asks for the rest from byte 100 on.
+    let (ep, log) = fake_s3(vec![
+        ("GET", Answer::Range(data, Some(250))),
+        ("GET", Answer::Range(data, None)),
+    ])
+    .await;
+    let (r, got) = collect(fake_store(&ep, Duration::from_secs(10)).await, 0).await;
+    r.unwrap();
+    assert_eq!(got, expect(0));
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log[0].ends_with("bytes=0-949"), "{log:?}");
+    assert!(log[1].ends_with("bytes=100-949"), "{log:?}");
+
+    // The object ends first (from 60 the last piece would end at 1010 of its 1000 bytes): the
+    // pieces that fit are handed over, and that is success.
+    let (ep, _) = fake_s3(vec![("GET", Answer::Range(data, None))]).await;
+    let (r, got) = collect(fake_store(&ep, Duration::from_secs(10)).await, 60).await;
+    r.unwrap();
+    assert_eq!(got, expect(60));
+    assert_eq!(got.len(), 3);
+
+    // The range ignored: the whole object comes back; its head is skipped.
+    let (ep, _) = fake_s3(vec![("GET", Answer::Ok(data))]).await;
+    let (r, got) = collect(fake_store(&ep, Duration::from_secs(10)).await, 20).await;
+    r.unwrap();
+    assert_eq!(got, expect(20));
+
+    // Cut off on every attempt: an error once the retry timeout has passed; what came stands.
+    let (ep, _) = fake_s3(vec![("GET", Answer::Range(data, Some(150)))]).await;
+    let (r, got) = collect(fake_store(&ep, Duration::from_secs(1)).await, 0).await;
+    assert_backend(r, &[&ep, "fake-bucket", "body"]);
+    assert_eq!(got, expect(0)[..1].to_vec(), "piece 1 never comes whole");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -233,6 +233,24 @@ impl ObjectStore for InlineStore {
         }
     }
 
+    async fn get_range_pieces(
+        &self,
+        key: &str,
+        start: u64,
+        lens: &[u32],
+        piece: &mut (dyn FnMut(usize, Bytes) + Send),
+    ) -> Result<(), StoreError> {
+        match inline_id(key) {
+            Some(id) => {
+                let end = start + crate::store::span(lens);
+                let all = slice(&self.object(id).await?, start, end);
+                crate::store::cut_pieces(&all, lens, piece);
+                Ok(())
+            }
+            None => self.inner.get_range_pieces(key, start, lens, piece).await,
+        }
+    }
+
     async fn read_into(
         &self,
         key: &str,

@@ -95,7 +95,11 @@ impl LayerCache {
             if pending.is_empty() {
                 return;
             }
-            futures::future::join_all(pending).await;
+            // (Each ends when its fetch does.)
+            futures::future::join_all(pending.into_iter().map(|mut p| async move {
+                let _ = p.wait_for(|_| false).await;
+            }))
+            .await;
         }
     }
 
@@ -222,10 +226,12 @@ impl LayerCache {
         // if a fetch that holds this extent is under way already (ahead of a reader, or another
         // reader's miss), wait for it once rather than fetch the same bytes twice, and the run
         // stops where a fetch under way starts.
-        let _fetching = match self.ahead.claim(key, data_off, demand_end, true) {
+        let fetching = match self.ahead.claim(key, data_off, demand_end, true) {
             Ok(claimed) => Some(claimed),
-            Err(pending) => {
-                pending.await;
+            Err(mut pending) => {
+                // (Until the fetch has brought this extent, or ended.)
+                let end = data_off + u64::from(len);
+                let _ = pending.wait_for(|&at| at >= end).await;
                 if let Some(b) = self.memory_hit(&cache_key) {
                     return Ok(b);
                 }
@@ -250,9 +256,42 @@ impl LayerCache {
         // Fetches ahead (if the reads go forward) and behind start before this one is awaited.
         self.read_ahead(key, data_off, Some(demand_end));
         self.read_behind(key, data_off);
-        let fetched = fetch_run(&self.store, self.disk.as_ref(), &self.extents, key, &run).await?;
-        fetched.ok_or_else(|| {
-            Error::Corrupt(format!("layer object {key}: extent at {data_off} missing"))
+        // The whole run is fetched in the background (holding the claim until it is in); the
+        // extent asked for is answered as soon as its bytes are.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (store, disk, extents) = (self.store.clone(), self.disk.clone(), self.extents.clone());
+        let key = key.to_string();
+        let fetch = async move {
+            let mut tx = Some(tx);
+            let fetched = fetch_run(&store, disk.as_ref(), &extents, &key, &run, &mut |i, b| {
+                if let Some(tx) = tx.take().filter(|_| i == 0) {
+                    let _ = tx.send(Ok(b.clone()));
+                }
+                if let (Some(f), Some(&(o, l, _))) = (&fetching, run.get(i)) {
+                    f.arrived(o + u64::from(l));
+                }
+            })
+            .await;
+            match (fetched, tx) {
+                (Err(e), Some(tx)) => {
+                    let _ = tx.send(Err(e));
+                }
+                (Err(e), None) => {
+                    tracing::debug!(key = %key, error = %e, "fetch after its first extent failed")
+                }
+                (Ok(()), _) => {}
+            }
+            drop(fetching);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn(fetch)),
+            Err(_) => fetch.await,
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::Corrupt(format!(
+                "layer object {}: extent at {data_off} missing",
+                cache_key.0
+            )))
         })
     }
 
@@ -343,7 +382,7 @@ impl LayerCache {
         let (store, disk, extents) = (self.store.clone(), self.disk.clone(), self.extents.clone());
         let key = key.to_string();
         rt.spawn(async move {
-            if let Err(e) = fetch_ahead(&store, disk.as_ref(), &extents, &key, run).await {
+            if let Err(e) = fetch_ahead(&store, disk.as_ref(), &extents, &key, run, &held.1).await {
                 tracing::debug!(key = %key, error = %e, "{what} failed");
             }
             drop(held);
@@ -412,6 +451,7 @@ async fn fetch_ahead(
     extents: &Mutex<Lru>,
     key: &str,
     mut run: Vec<(u64, u32, u32)>,
+    claim: &InFlight,
 ) -> Result<()> {
     {
         let mem = lock(extents);
@@ -428,19 +468,18 @@ async fn fetch_ahead(
             })
         });
     }
-    let mut stretch: Vec<(u64, u32, u32)> = Vec::new();
+    // A request per stretch of extents stored back to back.
+    let mut stretches: Vec<Vec<(u64, u32, u32)>> = Vec::new();
     for e in run {
-        if let Some(&(o, l, _)) = stretch.last() {
-            if o + l as u64 != e.0 {
-                crate::metrics::add(&crate::metrics::GLOBAL.readahead_fetches, 1);
-                fetch_run(store, disk, extents, key, &std::mem::take(&mut stretch)).await?;
-            }
+        match stretches.last_mut() {
+            Some(s) if s.last().is_some_and(|&(o, l, _)| o + l as u64 == e.0) => s.push(e),
+            _ => stretches.push(vec![e]),
         }
-        stretch.push(e);
     }
-    if !stretch.is_empty() {
+    for stretch in stretches {
         crate::metrics::add(&crate::metrics::GLOBAL.readahead_fetches, 1);
-        fetch_run(store, disk, extents, key, &stretch).await?;
+        let mut arrived = claim.arrivals(&stretch);
+        fetch_run(store, disk, extents, key, &stretch, &mut arrived).await?;
     }
     Ok(())
 }
@@ -484,63 +523,69 @@ fn same_layer(key: &str) -> &str {
         .unwrap_or(key)
 }
 
-/// Fetches the extents `run` (object offset, length, crc; back to back in object `key`) in one
-/// request, verifies each and keeps the good ones in the caches. Returns the first extent's bytes;
-/// a damaged first extent is an error, a damaged later one is skipped (it is reported when it is
-/// itself read).
+/// Fetches the extents `run` (object offset, length, crc; back to back in object `key`) from the
+/// store in one request, verifies each as it arrives and keeps the good ones in the caches,
+/// telling `arrived` of each (its index in `run`) once it is in memory: a reader of the first
+/// extent, or of one further on, goes on while the rest of a long run is still on its way. A
+/// damaged or missing first extent is an error; a damaged or missing later one is skipped (it
+/// is reported when it is itself read).
 async fn fetch_run(
     store: &DynStore,
     disk: Option<&Arc<DiskCache>>,
     extents: &Mutex<Lru>,
     key: &str,
     run: &[(u64, u32, u32)],
-) -> Result<Option<Bytes>> {
+    arrived: &mut (dyn FnMut(usize, &Bytes) + Send),
+) -> Result<()> {
     let Some(&(data_off, _, _)) = run.first() else {
-        return Ok(None);
+        return Ok(());
     };
-    let end = run
-        .last()
-        .map(|(o, l, _)| o + *l as u64)
-        .unwrap_or(data_off);
-    let all = store.get_range(key, data_off, end).await?;
-    let mut first = None;
+    let lens: Vec<u32> = run.iter().map(|&(_, l, _)| l).collect();
     let mut to_disk = Vec::new();
-    for &(off, l, c) in run {
-        let from = (off - data_off) as usize;
-        let Some(bytes) =
-            (from + l as usize <= all.len()).then(|| all.slice(from..from + l as usize))
-        else {
-            return Err(Error::Corrupt(format!(
-                "layer object {key}: shorter than its index says"
-            )));
-        };
-        let entry = layer::ExtentEntry {
-            offset: 0,
-            len: l,
-            data_off: off,
-            crc: c,
-        };
-        let checked = layer::verify_extent(&entry, &bytes);
-        if off == data_off {
-            checked.map_err(|e| {
-                Error::Corrupt(format!(
-                    "layer object {key}: extent at object offset {data_off}: {e}"
-                ))
-            })?;
-            first = Some(bytes.clone());
-        } else if checked.is_err() {
-            continue;
-        }
-        if disk.is_some() {
-            to_disk.push((off, bytes.clone(), c));
-        }
-        lock(extents).put((key.to_string(), off), bytes);
-    }
+    let mut first_bad = None;
+    let mut first_in = false;
+    let got = store
+        .get_range_pieces(key, data_off, &lens, &mut |i, bytes| {
+            let (off, l, c) = run[i];
+            let entry = layer::ExtentEntry {
+                offset: 0,
+                len: l,
+                data_off: off,
+                crc: c,
+            };
+            let checked = layer::verify_extent(&entry, &bytes);
+            if i == 0 {
+                if let Err(e) = checked {
+                    first_bad = Some(e);
+                    return;
+                }
+                first_in = true;
+            } else if checked.is_err() {
+                return;
+            }
+            if disk.is_some() {
+                to_disk.push((off, bytes.clone(), c));
+            }
+            lock(extents).put((key.to_string(), off), bytes.clone());
+            arrived(i, &bytes);
+        })
+        .await;
     // The reader waits for the bytes, not for their cache files.
     if let Some(d) = disk {
         d.put_behind(key, to_disk);
     }
-    Ok(first)
+    got?;
+    if let Some(e) = first_bad {
+        return Err(Error::Corrupt(format!(
+            "layer object {key}: extent at object offset {data_off}: {e}"
+        )));
+    }
+    if !first_in {
+        return Err(Error::Corrupt(format!(
+            "layer object {key}: shorter than its index says"
+        )));
+    }
+    Ok(())
 }
 
 /// Windows fetched ahead of a forward-going reader of one object on a remote store (each a
@@ -564,7 +609,8 @@ struct Stream {
     active: bool,
 }
 
-type Pending = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+/// How far a fetch under way has brought its extents into memory (closed when it ends).
+type Pending = tokio::sync::watch::Receiver<u64>;
 
 #[derive(Default)]
 struct AheadState {
@@ -584,7 +630,28 @@ struct InFlight {
     state: AheadHandle,
     key: String,
     start: u64,
-    _done: tokio::sync::oneshot::Sender<()>,
+    progress: tokio::sync::watch::Sender<u64>,
+}
+
+impl InFlight {
+    /// The extents of the fetch up to object offset `end` are in memory (or will not come):
+    /// wakes whoever waits for one of them.
+    fn arrived(&self, end: u64) {
+        self.progress.send_if_modified(|at| {
+            let later = end > *at;
+            *at = (*at).max(end);
+            later
+        });
+    }
+
+    /// A callback for [`fetch_run`] of `run` that tells of each extent as it arrives.
+    fn arrivals<'a>(&'a self, run: &'a [(u64, u32, u32)]) -> impl FnMut(usize, &Bytes) + Send + 'a {
+        move |i, _| {
+            if let Some(&(o, l, _)) = run.get(i) {
+                self.arrived(o + u64::from(l));
+            }
+        }
+    }
 }
 
 impl Drop for InFlight {
@@ -639,7 +706,6 @@ impl Readahead {
         end: u64,
         cut: bool,
     ) -> std::result::Result<(InFlight, u64), Pending> {
-        use futures::FutureExt;
         let mut st = lock(&self.state.0);
         let mut end = end;
         if let Some(m) = st.in_flight.get(key) {
@@ -651,12 +717,7 @@ impl Readahead {
                 end = end.min(next);
             }
         }
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let pending: Pending = async move {
-            let _ = rx.await;
-        }
-        .boxed()
-        .shared();
+        let (progress, pending) = tokio::sync::watch::channel(start);
         st.in_flight
             .entry(key.to_string())
             .or_default()
@@ -665,7 +726,7 @@ impl Readahead {
             state: self.state.clone(),
             key: key.to_string(),
             start,
-            _done: tx,
+            progress,
         };
         Ok((claimed, end))
     }
@@ -806,7 +867,7 @@ mod tests {
     use crate::layer::{LayerKind, LayerWriter};
     use crate::store::faulty::{FaultyStore, Op};
     use crate::store::memory::MemoryStore;
-    use crate::store::ObjectStore;
+    use crate::store::{ObjectStore, StoreError};
 
     const EXT: usize = 64 * 1024;
     const N: usize = 64;
@@ -1077,6 +1138,126 @@ mod tests {
                 assert_eq!(got.unwrap(), extent_data(i), "extent {i}");
             }
         }
+    }
+
+    /// A store that hands over the first piece of a ranged read at once and each further one
+    /// only when the test lets it (`gate`): a body on its way.
+    struct Trickle {
+        inner: Arc<FaultyStore>,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Trickle {
+        async fn put(&self, key: &str, data: Bytes) -> std::result::Result<(), StoreError> {
+            self.inner.put(key, data).await
+        }
+        async fn put_file(
+            &self,
+            key: &str,
+            path: &std::path::Path,
+        ) -> std::result::Result<(), StoreError> {
+            self.inner.put_file(key, path).await
+        }
+        async fn get(&self, key: &str) -> std::result::Result<Bytes, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            start: u64,
+            end: u64,
+        ) -> std::result::Result<Bytes, StoreError> {
+            self.inner.get_range(key, start, end).await
+        }
+        async fn get_range_pieces(
+            &self,
+            key: &str,
+            start: u64,
+            lens: &[u32],
+            piece: &mut (dyn FnMut(usize, Bytes) + Send),
+        ) -> std::result::Result<(), StoreError> {
+            let end = start + crate::store::span(lens);
+            let all = self.inner.get_range(key, start, end).await?;
+            let mut at = 0;
+            for (i, &l) in lens.iter().enumerate() {
+                if i > 0 {
+                    self.gate.acquire().await.expect("gate").forget();
+                }
+                piece(i, all.slice(at..at + l as usize));
+                at += l as usize;
+            }
+            Ok(())
+        }
+        async fn head(
+            &self,
+            key: &str,
+        ) -> std::result::Result<crate::store::ObjectMeta, StoreError> {
+            self.inner.head(key).await
+        }
+        async fn delete(&self, key: &str) -> std::result::Result<(), StoreError> {
+            self.inner.delete(key).await
+        }
+        async fn list(
+            &self,
+            prefix: &str,
+        ) -> std::result::Result<Vec<crate::store::ObjectMeta>, StoreError> {
+            self.inner.list(prefix).await
+        }
+        fn describe(&self) -> String {
+            "trickle".into()
+        }
+    }
+
+    /// A miss is answered as soon as its extent is in, not when the whole window is; a reader
+    /// of an extent further on in that window goes on once that one is in; nothing is fetched
+    /// twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_go_on_as_their_extents_arrive() {
+        use std::time::Duration;
+        let (inner, size, index) = layer_store(None).await;
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let store = Arc::new(Trickle {
+            inner: inner.clone(),
+            gate: gate.clone(),
+        });
+        let cache = Arc::new(LayerCache::tuned(store, 64 << 20, 4 * EXT as u64, 0));
+        cache.index("l", size).await.unwrap();
+        let index = Arc::new(index);
+        let before = inner.count(Op::GetRange);
+        let soon = Duration::from_secs(5);
+        // Extent 0 comes while 1..4 are held back.
+        let first = tokio::time::timeout(soon, read(&cache, &index, 0)).await;
+        assert_eq!(
+            first
+                .expect("extent 0 waited for its whole window")
+                .unwrap(),
+            extent_data(0)
+        );
+        // A reader of extent 2 waits for the fetch under way, until extent 2 is in.
+        let mut third = {
+            let (cache, index) = (cache.clone(), index.clone());
+            tokio::spawn(async move { read(&cache, &index, 2).await })
+        };
+        gate.add_permits(1);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut third)
+                .await
+                .is_err(),
+            "extent 2 answered before it was in"
+        );
+        gate.add_permits(1);
+        let got = tokio::time::timeout(soon, third)
+            .await
+            .expect("extent 2 waited for the whole window");
+        assert_eq!(got.unwrap().unwrap(), extent_data(2));
+        assert!(!cache.holds("l", index.files[0].extents[3].data_off));
+        gate.add_permits(1);
+        cache.read_ahead_idle().await;
+        for i in 0..4 {
+            assert_eq!(read(&cache, &index, i).await.unwrap(), extent_data(i));
+        }
+        assert_eq!(inner.count(Op::GetRange) - before, 1, "one request");
     }
 
     #[test]

@@ -102,6 +102,24 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// `start >= size` or `end <= start` gives an empty result. A missing key is `NotFound`.
     async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, StoreError>;
 
+    /// Bytes `[start, start + Σ lens)` of the object, handed to `piece` as consecutive pieces of
+    /// `lens[i]` bytes (with their index `i`), in order and as soon as each is in: a reader can
+    /// use the first piece of a long range while the rest is still on its way. Where the object
+    /// ends first, the pieces past its end (and one cut short) are not handed over and the call
+    /// succeeds. On an error, the pieces handed over before it stand. A missing key is `NotFound`.
+    /// The default reads the whole range first ([`get_range`](Self::get_range)).
+    async fn get_range_pieces(
+        &self,
+        key: &str,
+        start: u64,
+        lens: &[u32],
+        piece: &mut (dyn FnMut(usize, Bytes) + Send),
+    ) -> Result<(), StoreError> {
+        let all = self.get_range(key, start, start + span(lens)).await?;
+        cut_pieces(&all, lens, piece);
+        Ok(())
+    }
+
     /// Bytes `[start, start + buf.len())` of the object, read into `buf` (handed back): the bulk
     /// path (export, import's comparison) that reuses one buffer instead of allocating per request.
     /// A range that is not entirely inside the object is an error ([`StoreError::Io`] with
@@ -147,6 +165,25 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// ones, and stores what differs).
     fn read_now(&self, _key: &str, _start: u64, _end: u64) -> Option<Bytes> {
         None
+    }
+}
+
+/// Bytes of consecutive pieces of `lens` bytes.
+pub fn span(lens: &[u32]) -> u64 {
+    lens.iter().map(|&l| u64::from(l)).sum()
+}
+
+/// Hands `all` to `piece` cut into consecutive pieces of `lens` bytes, as far as it holds whole
+/// ones (for [`ObjectStore::get_range_pieces`] of a store that reads a range at once).
+pub fn cut_pieces(all: &Bytes, lens: &[u32], piece: &mut (dyn FnMut(usize, Bytes) + Send)) {
+    let mut at = 0usize;
+    for (i, &l) in lens.iter().enumerate() {
+        let end = at + l as usize;
+        if end > all.len() {
+            break;
+        }
+        piece(i, all.slice(at..end));
+        at = end;
     }
 }
 
@@ -199,6 +236,7 @@ pub mod testsuite {
         round_trip_and_no_overwrite(&store, &k("a")).await;
         missing(&store, &k("missing")).await;
         ranges(&store, &k("range")).await;
+        pieces(&store, &k("pieces")).await;
         empty_object(&store, &k("empty")).await;
         put_file(&store, &k("file"), &k("a")).await;
         listing(&store, &prefix).await;
@@ -282,6 +320,51 @@ pub mod testsuite {
                 .await,
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    /// `get_range_pieces`: consecutive pieces in order, byte for byte, over an object big enough
+    /// to come in many network reads; where the object ends first, the whole pieces before it.
+    async fn pieces(store: &DynStore, key: &str) {
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        store
+            .put(key, Bytes::from(data.clone()))
+            .await
+            .expect("put");
+        let lens = [1u32, 70_000, 0, 262_144, 5, 1_048_576, 900_000, 700_000];
+        for start in [0usize, 12_345, 2_900_000, 3_000_000, 4_000_000] {
+            let mut got = Vec::new();
+            store
+                .get_range_pieces(key, start as u64, &lens, &mut |i, b| got.push((i, b)))
+                .await
+                .expect("get_range_pieces");
+            let mut at = start;
+            let mut want = Vec::new();
+            for (i, &l) in lens.iter().enumerate() {
+                let end = at + l as usize;
+                if end > data.len() {
+                    break;
+                }
+                want.push((i, &data[at..end]));
+                at = end;
+            }
+            let got: Vec<(usize, &[u8])> = got.iter().map(|(i, b)| (*i, &b[..])).collect();
+            assert!(
+                got == want,
+                "pieces from {start}: {} of {}",
+                got.len(),
+                want.len()
+            );
+        }
+        let mut none = 0;
+        assert!(matches!(
+            store
+                .get_range_pieces(&format!("{key}-missing"), 0, &[4], &mut |_, _| none += 1)
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(none, 0);
     }
 
     async fn empty_object(store: &DynStore, key: &str) {

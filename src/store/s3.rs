@@ -1025,45 +1025,23 @@ impl S3Store {
         key: &str,
         range: Option<String>,
     ) -> Result<Option<(Bytes, bool)>, StoreError> {
-        let full = self.full_key(key);
         let what = format!("GET {}/{key}", self.loc.url());
-        let budget = self.opts.retry_timeout.max(MIN_ATTEMPT_TIME);
         self.retry(&what, None, |_| {
-            let (full, range) = (full.clone(), range.clone());
+            let range = range.clone();
             async move {
-                let sent = self
-                    .client
-                    .get_object()
-                    .bucket(&self.loc.bucket)
-                    .key(full)
-                    .set_range(range)
-                    .send();
-                let out = match tokio::time::timeout(budget, sent).await {
-                    Err(_) => return Err(Fail::Transient(format!("no answer within {budget:?}"))),
-                    Ok(Ok(out)) => out,
-                    Ok(Err(e)) => {
-                        let f = Failure::from_sdk(&e);
-                        if f.status == Some(416) || f.is("InvalidRange") {
-                            return Ok(None);
-                        }
-                        return Err(self.fail("GET", key, f));
-                    }
+                let Some(out) = self.send_get(key, range).await? else {
+                    return Ok(None);
                 };
                 let ranged = out.content_range().is_some();
                 let len = out.content_length().unwrap_or(0).max(0) as u64;
-                let limit = budget + size_allowance(len);
+                let limit = self.body_time(len);
                 let body = match tokio::time::timeout(limit, out.body.collect()).await {
                     Err(_) => {
                         return Err(Fail::Transient(format!(
                             "body of {len} bytes not received within {limit:?}"
                         )))
                     }
-                    Ok(Err(e)) => {
-                        return Err(Fail::Transient(format!(
-                            "reading the body: {}",
-                            error_chain(&e)
-                        )))
-                    }
+                    Ok(Err(e)) => return Err(body_error(&e)),
                     Ok(Ok(body)) => body.into_bytes(),
                 };
                 // A Content-Length of 0 may mean "not sent": only a positive one is checked.
@@ -1078,6 +1056,132 @@ impl S3Store {
         })
         .await
     }
+
+    /// One GET of `key` (a `range` of it), its body not read yet; `None` for 416 (the range
+    /// starts past the end).
+    async fn send_get(
+        &self,
+        key: &str,
+        range: Option<String>,
+    ) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, Fail> {
+        let budget = self.opts.retry_timeout.max(MIN_ATTEMPT_TIME);
+        let sent = self
+            .client
+            .get_object()
+            .bucket(&self.loc.bucket)
+            .key(self.full_key(key))
+            .set_range(range)
+            .send();
+        match tokio::time::timeout(budget, sent).await {
+            Err(_) => Err(Fail::Transient(format!("no answer within {budget:?}"))),
+            Ok(Ok(out)) => Ok(Some(out)),
+            Ok(Err(e)) => {
+                let f = Failure::from_sdk(&e);
+                if f.status == Some(416) || f.is("InvalidRange") {
+                    return Ok(None);
+                }
+                Err(self.fail("GET", key, f))
+            }
+        }
+    }
+
+    /// How long a body of `len` bytes may take to arrive.
+    fn body_time(&self, len: u64) -> Duration {
+        self.opts.retry_timeout.max(MIN_ATTEMPT_TIME) + size_allowance(len)
+    }
+
+    /// [`ObjectStore::get_range_pieces`]: each piece is handed over as soon as the body has
+    /// brought its bytes (cut from one buffer, no copy beyond reading the body into it). A failed
+    /// attempt is retried from the first piece not handed over yet.
+    async fn fetch_pieces(
+        &self,
+        key: &str,
+        start: u64,
+        lens: &[u32],
+        piece: &mut (dyn FnMut(usize, Bytes) + Send),
+    ) -> Result<(), StoreError> {
+        let what = format!("GET {}/{key}", self.loc.url());
+        // The next piece to hand over and where it starts, kept across attempts.
+        let next = std::sync::Mutex::new((0usize, start, piece));
+        let next = &next;
+        let lock = || next.lock().unwrap_or_else(|p| p.into_inner());
+        self.retry(&what, None, |_| async move {
+            let (first, from) = {
+                let n = lock();
+                (n.0, n.1)
+            };
+            let want = super::span(&lens[first.min(lens.len())..]);
+            if want == 0 {
+                return Ok(());
+            }
+            let end = from + want;
+            // Servers parse positions as signed 64-bit numbers: ask for "to the end" past that.
+            let range = if end > i64::MAX as u64 {
+                format!("bytes={from}-")
+            } else {
+                format!("bytes={from}-{}", end - 1)
+            };
+            let Some(out) = self.send_get(key, Some(range)).await? else {
+                return Ok(());
+            };
+            // A server that ignored the range sends the whole object: its head is skipped.
+            let mut skip = if out.content_range().is_some() {
+                0
+            } else {
+                from
+            };
+            let len = out.content_length().unwrap_or(0).max(0) as u64;
+            let limit = self.body_time(len.min(want));
+            let mut body = out.body;
+            let mut buf = bytes::BytesMut::with_capacity(want.min(MAX_PIECES_BUFFER) as usize);
+            let mut got = 0u64;
+            let read = async {
+                while let Some(chunk) = body.try_next().await.map_err(|e| body_error(&e))? {
+                    got += chunk.len() as u64;
+                    let cut = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
+                    skip -= cut as u64;
+                    buf.extend_from_slice(&chunk[cut..]);
+                    let mut n = lock();
+                    while let Some(&l) = lens.get(n.0) {
+                        if buf.len() < l as usize {
+                            break;
+                        }
+                        let bytes = buf.split_to(l as usize).freeze();
+                        let i = n.0;
+                        (n.2)(i, bytes);
+                        n.0 += 1;
+                        n.1 += u64::from(l);
+                    }
+                    if n.0 == lens.len() {
+                        // (All handed over: whatever more a server sends is not read.)
+                        return Ok(());
+                    }
+                }
+                // A Content-Length of 0 may mean "not sent": only a positive one is checked.
+                if len > 0 && got != len {
+                    return Err(Fail::Transient(format!(
+                        "body truncated: {got} of {len} bytes"
+                    )));
+                }
+                Ok(())
+            };
+            match tokio::time::timeout(limit, read).await {
+                Err(_) => Err(Fail::Transient(format!(
+                    "body of {len} bytes not received within {limit:?}"
+                ))),
+                Ok(r) => r,
+            }
+        })
+        .await
+    }
+}
+
+/// Most bytes [`S3Store::fetch_pieces`] reserves up front (a longer range grows its buffer).
+const MAX_PIECES_BUFFER: u64 = 64 * 1024 * 1024;
+
+/// A body that could not be read to its end: transient.
+fn body_error(e: &(dyn std::error::Error + 'static)) -> Fail {
+    Fail::Transient(format!("reading the body: {}", error_chain(e)))
 }
 
 fn io_error(e: impl std::error::Error + Send + Sync + 'static) -> std::io::Error {
@@ -1222,6 +1326,17 @@ impl ObjectStore for S3Store {
                 Ok(body.slice(s..e))
             }
         }
+    }
+
+    async fn get_range_pieces(
+        &self,
+        key: &str,
+        start: u64,
+        lens: &[u32],
+        piece: &mut (dyn FnMut(usize, Bytes) + Send),
+    ) -> Result<(), StoreError> {
+        validate_key(key)?;
+        self.fetch_pieces(key, start, lens, piece).await
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
