@@ -1,9 +1,11 @@
 """A TCP proxy on 127.0.0.1 that adds latency: every chunk of bytes is forwarded DELAY_MS / 2
 after it arrived, in each direction, so a request/response round trip takes DELAY_MS longer while
 throughput is kept (chunks are pipelined, not serialized). Models a distant object store for the
-benchmarks without traffic to any other address.
+benchmarks without traffic to any other address. With RATE_MB_S, each connection also carries
+at most that many MB (10^6 bytes) per second in each direction (an object store serves one
+connection at tens of MB/s, not at the speed of a loopback).
 
-usage: delay_proxy.py LISTEN_PORT TARGET_PORT DELAY_MS
+usage: delay_proxy.py LISTEN_PORT TARGET_PORT DELAY_MS [RATE_MB_S]
 Prints "ready" once listening.
 """
 import asyncio
@@ -11,17 +13,22 @@ import sys
 import time
 
 LISTEN, TARGET, DELAY = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 2000.0
+RATE = float(sys.argv[4]) * 1e6 if len(sys.argv) > 4 and float(sys.argv[4]) > 0 else None
 
 
 async def pipe(reader, writer):
     queue = asyncio.Queue()
 
     async def pump():
+        free = 0.0  # when the connection has sent what went before, at RATE
         while True:
             item = await queue.get()
             if item is None:
                 break
             due, data = item
+            if RATE:
+                due = max(due, free) + len(data) / RATE
+                free = due
             wait = due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)

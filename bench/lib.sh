@@ -366,12 +366,13 @@ start_services() { # DURABLE
 # A free TCP port on 127.0.0.1.
 free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Puts bench/delay_proxy.py in front of the services' S3, adding DELAY_MS per round trip; sets
-# PROXY_PORT and PROXY_PID (cleanup_proxy stops it).
+# Puts bench/delay_proxy.py in front of the services' S3, adding DELAY_MS per round trip (and
+# with RATE_MB_S, at most that many MB/s per connection); sets PROXY_PORT and PROXY_PID
+# (cleanup_proxy stops it).
 PROXY_PID=
-start_delay_proxy() { # DELAY_MS
+start_delay_proxy() { # DELAY_MS [RATE_MB_S]
     PROXY_PORT=$(free_port)
-    "$PYTHON" "$BENCH_ROOT/bench/delay_proxy.py" "$PROXY_PORT" "$QUACKFS_SERVICES_S3_PORT" "$1" >"$WORK/proxy.log" 2>&1 &
+    "$PYTHON" "$BENCH_ROOT/bench/delay_proxy.py" "$PROXY_PORT" "$QUACKFS_SERVICES_S3_PORT" "$1" "${2:-0}" >"$WORK/proxy.log" 2>&1 &
     PROXY_PID=$!
     for _ in $(seq 100); do grep -q ready "$WORK/proxy.log" 2>/dev/null && break; sleep 0.05; done
     log "S3 through a proxy adding $1 ms per round trip: http://127.0.0.1:$PROXY_PORT"

@@ -256,7 +256,7 @@ impl LayerCache {
         // Fetches ahead (if the reads go forward) and behind start before this one is awaited.
         self.read_ahead(key, data_off, Some(demand_end));
         self.read_behind(key, data_off);
-        // The whole run is fetched in the background (holding the claim until it is in); the
+        // The whole run is fetched in a task of its own (holding the claim until it is in); the
         // extent asked for is answered as soon as its bytes are.
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (store, disk, extents) = (self.store.clone(), self.disk.clone(), self.extents.clone());
@@ -283,9 +283,10 @@ impl LayerCache {
             }
             drop(fetching);
         };
+        // (A local store reads the whole window at once: no task of its own.)
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn(fetch)),
-            Err(_) => fetch.await,
+            Ok(rt) if self.store.as_local().is_none() => drop(rt.spawn(fetch)),
+            _ => fetch.await,
         }
         rx.await.unwrap_or_else(|_| {
             Err(Error::Corrupt(format!(
