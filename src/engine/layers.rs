@@ -547,7 +547,9 @@ async fn fetch_run(
     let mut first_in = false;
     let got = store
         .get_range_pieces(key, data_off, &lens, &mut |i, bytes| {
-            let (off, l, c) = run[i];
+            let Some(&(off, l, c)) = run.get(i) else {
+                return;
+            };
             let entry = layer::ExtentEntry {
                 offset: 0,
                 len: l,

@@ -357,6 +357,16 @@ pub mod testsuite {
                 want.len()
             );
         }
+        // Empty pieces where the object ends are whole pieces too.
+        let mut got = Vec::new();
+        store
+            .get_range_pieces(key, 2_999_999, &[1, 0, 1], &mut |i, b| got.push((i, b)))
+            .await
+            .expect("pieces at the end");
+        assert_eq!(
+            got,
+            vec![(0, Bytes::from(vec![data[2_999_999]])), (1, Bytes::new())]
+        );
         let mut none = 0;
         assert!(matches!(
             store
