@@ -14,9 +14,11 @@ const TAIL_GUESS: u64 = 64 * 1024;
 /// On a miss, following extents stored contiguously in the same object are fetched in the same
 /// request, up to this many bytes (readahead and request coalescing for sequential reads); a
 /// remote store pays a round trip per request, so it gets a wider window (QUACKFS_FETCH_WINDOW
-/// overrides both).
+/// overrides both). The miss is answered as soon as its own extent is in, so a wider window
+/// costs it nothing; on S3 16 MiB made a second host's cold TPC-H queries 10% faster than
+/// 8 MiB (fewer requests for the same bytes), with or without a cap on a connection's rate.
 const FETCH_WINDOW: u64 = 1024 * 1024;
-const REMOTE_FETCH_WINDOW: u64 = 8 * 1024 * 1024;
+const REMOTE_FETCH_WINDOW: u64 = 16 * 1024 * 1024;
 
 fn fetch_window(local: bool) -> u64 {
     crate::tuning::size("QUACKFS_FETCH_WINDOW")
