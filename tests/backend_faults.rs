@@ -614,6 +614,109 @@ fn small_commits_go_on_while_s3_is_down() {
     m2.unmount();
 }
 
+/// A query on a second host (cold caches, read-only mount) while S3 is down: it fails in
+/// bounded time with DuckDB's error, never hangs and never answers wrong rows; the mount lives
+/// on, and once S3 is back the same mount answers right. S3 goes away before a query, then at a
+/// random moment of one (while windows of the table are on their way from S3).
+#[test]
+fn cold_reads_while_s3_is_down_fail_in_bounded_time_and_recover() {
+    let test = "s3_down_cold_reads";
+    let Some(mut svc) = Services::up(test) else {
+        return;
+    };
+    const ROWS: u64 = 3_000_000;
+    const QUERY: &str = "SELECT count(*), sum(k), count(DISTINCT payload) FROM t";
+    let right = format!("{ROWS},{},{ROWS}", ROWS * (ROWS - 1) / 2);
+    let retry = [("QUACKFS_S3_RETRY_TIMEOUT", "5s")];
+    let a = Env::new();
+    let qa = Qfs::new(&a, &svc, &retry);
+    qa.ok(&["init", "shop"]);
+    let ma = qa.mount("shop@main", &a.path("mnt"), &[]);
+    duckdb(
+        &ma.dir.join("shop.duckdb"),
+        &format!(
+            "CREATE TABLE t AS SELECT range AS k, md5(range::VARCHAR) AS payload \
+             FROM range({ROWS}); CHECKPOINT"
+        ),
+    );
+    ma.unmount();
+
+    // The query by a one-shot duckdb CLI, bounded: Ok(rows) or Err(DuckDB's error).
+    let query = |db: &Path| {
+        let (tx, rx) = mpsc::channel();
+        let db = db.to_path_buf();
+        let started = Instant::now();
+        std::thread::spawn(move || {
+            let _ = tx.send(common::duckdb_raw(&db, QUERY, &["-readonly"]));
+        });
+        let out = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the query neither answered nor failed within 60 s");
+        let took = started.elapsed();
+        let r = if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        };
+        (r, took)
+    };
+
+    for (round, delay) in [
+        ("S3 down before the query", None),
+        (
+            "S3 down during the query",
+            Some(Duration::from_millis(
+                u64::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .subsec_nanos(),
+                ) % 400,
+            )),
+        ),
+    ] {
+        let b = Env::new();
+        let qb = Qfs::new(&b, &svc, &retry);
+        let mut mb = qb.mount("shop@main", &b.path("mnt"), &["--read-only"]);
+        let db = mb.dir.join("shop.duckdb");
+        let (r, took) = match delay {
+            None => {
+                svc.kill_weed();
+                query(&db)
+            }
+            Some(d) => {
+                let (tx, rx) = mpsc::channel();
+                let db2 = db.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.send(query(&db2));
+                });
+                std::thread::sleep(d);
+                svc.kill_weed();
+                rx.recv().expect("the query thread")
+            }
+        };
+        eprintln!("{test}: {round} ({delay:?}): {r:?} after {took:.1?}");
+        match &r {
+            Ok(rows) => assert!(
+                delay.is_some() && *rows == right,
+                "{round}: answered {rows}, expected an error or {right}"
+            ),
+            Err(e) => assert!(e.contains("Error"), "{round}: {e}"),
+        }
+        // (Here about 15 s: a few reads in a row, each given up after the 5 s retry timeout.)
+        assert!(took < Duration::from_secs(40), "{round}: took {took:?}");
+        assert_alive(&mut mb, &b, round);
+        svc.restart();
+        let (again, _) = query(&db);
+        assert_eq!(
+            again.as_deref(),
+            Ok(right.as_str()),
+            "{round}: once S3 is back"
+        );
+        mb.unmount();
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // 2. PostgreSQL restarts under a mount.
 
