@@ -242,7 +242,7 @@ impl ObjectStore for InlineStore {
     ) -> Result<(), StoreError> {
         match inline_id(key) {
             Some(id) => {
-                let end = start + crate::store::span(lens);
+                let end = start.saturating_add(crate::store::span(lens));
                 let all = slice(&self.object(id).await?, start, end);
                 crate::store::cut_pieces(&all, lens, piece);
                 Ok(())

@@ -115,7 +115,9 @@ pub trait ObjectStore: Send + Sync + 'static {
         lens: &[u32],
         piece: &mut (dyn FnMut(usize, Bytes) + Send),
     ) -> Result<(), StoreError> {
-        let all = self.get_range(key, start, start + span(lens)).await?;
+        let all = self
+            .get_range(key, start, start.saturating_add(span(lens)))
+            .await?;
         cut_pieces(&all, lens, piece);
         Ok(())
     }

@@ -1121,13 +1121,7 @@ impl S3Store {
                 }
                 return Ok(());
             }
-            let end = from + want;
-            // Servers parse positions as signed 64-bit numbers: ask for "to the end" past that.
-            let range = if end > i64::MAX as u64 {
-                format!("bytes={from}-")
-            } else {
-                format!("bytes={from}-{}", end - 1)
-            };
+            let range = range_header(from, from.saturating_add(want));
             let Some(out) = self.send_get(key, Some(range)).await? else {
                 return Ok(());
             };
@@ -1180,6 +1174,16 @@ impl S3Store {
             }
         })
         .await
+    }
+}
+
+/// The `Range` header for bytes `[start, end)` (`end > start`).
+fn range_header(start: u64, end: u64) -> String {
+    // Servers parse positions as signed 64-bit numbers: ask for "to the end" past that.
+    if end > i64::MAX as u64 {
+        format!("bytes={start}-")
+    } else {
+        format!("bytes={start}-{}", end - 1)
     }
 }
 
@@ -1313,13 +1317,7 @@ impl ObjectStore for S3Store {
         if end <= start {
             return Ok(Bytes::new());
         }
-        // Servers parse positions as signed 64-bit numbers: ask for "to the end" past that.
-        let range = if end > i64::MAX as u64 {
-            format!("bytes={start}-")
-        } else {
-            format!("bytes={start}-{}", end - 1)
-        };
-        match self.fetch(key, Some(range)).await? {
+        match self.fetch(key, Some(range_header(start, end))).await? {
             None => Ok(Bytes::new()),
             Some((body, true)) => {
                 // Never more than asked for, whatever the server sent.
