@@ -799,12 +799,41 @@ impl Stalled {
         self.child.id()
     }
 
-    fn kill(&mut self) {
+    /// SIGKILL to the command alone.
+    fn kill_command(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    fn kill(&mut self) {
+        self.kill_command();
         let _ = std::process::Command::new("kill")
             .args(["-9", &self.sleeper])
             .status();
+    }
+
+    /// Whether its DuckDB (the sleeper) has ended, waiting up to 10 s for it.
+    fn duckdb_ended(&self) -> bool {
+        let stat = format!("/proc/{}/stat", self.sleeper);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            // Gone, or a zombie nobody has reaped yet.
+            match std::fs::read_to_string(&stat) {
+                Err(_) => return true,
+                Ok(s)
+                    if s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z')) =>
+                {
+                    return true
+                }
+                Ok(_) => {}
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 
@@ -905,7 +934,12 @@ fn what_a_killed_apply_leaves_is_cleared_by_the_next_command() {
             .filter(|n| n.contains(&format!("-{pid}-")))
             .count()
     };
-    killed.kill();
+    killed.kill_command();
+    assert!(
+        killed.duckdb_ended(),
+        "the killed apply's DuckDB runs on (pid {})",
+        killed.sleeper
+    );
     // (Dead, nobody serves them; a root may still answer stat from the kernel's attribute cache.)
     let left = mounts_under(&tmp);
     assert_eq!(left.len(), 3, "base, ours and theirs mounted: {left:?}");

@@ -26,12 +26,32 @@ pub fn ident(s: &str) -> String {
 /// result of every statement that prints rows, in order.
 pub async fn run(script: &str) -> Result<Vec<Vec<Row>>> {
     let bin = binary();
-    let out = tokio::process::Command::new(&bin)
-        .args(["-json", "-bail", "-batch", ":memory:"])
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.args(["-json", "-bail", "-batch", ":memory:"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    // DuckDB ends with this process however it ends: `kill_on_drop` covers every way but a
+    // SIGKILL (the OOM killer, `kill -9`), which left it running on its own. The kernel's
+    // parent-death signal goes when the thread that started the child ends: commands run their
+    // work on the main thread (`block_on`), which ends with the process.
+    let parent = std::process::id();
+    // SAFETY: between fork and exec the closure calls only prctl and getppid, which are
+    // async-signal-safe, and allocates nothing on success.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // (This process may have died before the signal was asked for.)
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let out = cmd
         .spawn()
         .map_err(|e| {
             Error::Invalid(format!(
