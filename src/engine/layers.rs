@@ -47,7 +47,13 @@ pub struct LayerCache {
     window: u64,
     /// Sequential-read detection and background fetches ahead of it (remote stores).
     ahead: Readahead,
+    /// Bounds the windows of misses still on their way after their reader was answered.
+    windows: Arc<tokio::sync::Semaphore>,
 }
+
+/// Windows of misses on their way at once (each up to the fetch window of memory, and a
+/// connection): a miss while as many are on their way fetches its own extent alone.
+const MISS_WINDOWS: usize = 8;
 
 /// Footer indexes (and extent offset tables) kept in memory: objects beyond it are read again
 /// from their footer when needed (one ranged read), so memory does not grow with history.
@@ -68,6 +74,7 @@ impl LayerCache {
             extents: Arc::new(Mutex::new(Lru::new(extent_bytes))),
             window: fetch_window(store.as_local().is_some()),
             ahead: Readahead::new(readahead_windows(store.as_local().is_some())),
+            windows: Arc::new(tokio::sync::Semaphore::new(MISS_WINDOWS)),
             store,
         }
     }
@@ -216,9 +223,20 @@ impl LayerCache {
         if let Some(b) = self.memory_hit(&cache_key) {
             return Ok(b);
         }
-        // The extent, and the ones right after it in the object while they fit the window.
+        // The extent, and the ones right after it in the object while they fit the window
+        // (a remote store's window goes on after the reader is answered: while as many as
+        // allowed are on their way, the extent alone).
         let window = self.window_bytes();
-        let offsets = lock(&self.by_offset).get(key).cloned();
+        let local = self.store.as_local().is_some();
+        let slot = if local {
+            None
+        } else {
+            self.windows.clone().try_acquire_owned().ok()
+        };
+        let offsets = lock(&self.by_offset)
+            .get(key)
+            .cloned()
+            .filter(|_| local || slot.is_some());
         let mut run = match offsets {
             Some(offsets) => window_run(&offsets, (data_off, len, crc), window),
             None => vec![(data_off, len, crc)],
@@ -278,6 +296,7 @@ impl LayerCache {
             })
             .await;
             drop(tell);
+            drop(slot);
             match (fetched, tx) {
                 (Err(e), Some(tx)) => {
                     let _ = tx.send(Err(e));
@@ -291,7 +310,7 @@ impl LayerCache {
         };
         // (A local store reads the whole window at once: no task of its own.)
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) if self.store.as_local().is_none() => drop(rt.spawn(fetch)),
+            Ok(rt) if !local => drop(rt.spawn(fetch)),
             _ => fetch.await,
         }
         rx.await.unwrap_or_else(|_| {
@@ -1278,6 +1297,50 @@ mod tests {
             assert_eq!(read(&cache, &index, i).await.unwrap(), extent_data(i));
         }
         assert_eq!(inner.count(Op::GetRange) - before, 1, "one request");
+    }
+
+    /// While as many windows of misses as allowed are still on their way, a miss fetches its
+    /// own extent alone: memory and connections stay bounded under many scattered misses.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn windows_of_misses_on_their_way_are_bounded() {
+        let (inner, size, index) = layer_store(None).await;
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let store = Arc::new(Trickle {
+            inner: inner.clone(),
+            gate: gate.clone(),
+        });
+        let cache = LayerCache::tuned(store, 64 << 20, 4 * EXT as u64, 0);
+        cache.index("l", size).await.unwrap();
+        let ext = |i: usize| &index.files[0].extents[i];
+        // Misses in MISS_WINDOWS windows, each answered with the rest of its window held back.
+        for w in 0..MISS_WINDOWS {
+            let i = 4 * w;
+            assert_eq!(read(&cache, &index, i).await.unwrap(), extent_data(i));
+        }
+        let before = inner.range_bytes();
+        let i = 4 * MISS_WINDOWS;
+        assert_eq!(read(&cache, &index, i).await.unwrap(), extent_data(i));
+        assert_eq!(
+            inner.range_bytes() - before,
+            u64::from(ext(i).len),
+            "the extent alone"
+        );
+        // Once they are in, a miss fetches its window again.
+        gate.add_permits(1 << 20);
+        cache.read_ahead_idle().await;
+        let before = inner.range_bytes();
+        let i = 4 * MISS_WINDOWS + 8;
+        assert_eq!(read(&cache, &index, i).await.unwrap(), extent_data(i));
+        cache.read_ahead_idle().await;
+        let window: u64 = (i..i + 4).map(|j| u64::from(ext(j).len)).sum();
+        assert_eq!(inner.range_bytes() - before, window);
+        for i in 0..N {
+            assert_eq!(
+                read(&cache, &index, i).await.unwrap(),
+                extent_data(i),
+                "{i}"
+            );
+        }
     }
 
     #[test]
