@@ -668,18 +668,11 @@ async fn s3_pieces_resume_after_a_cut_body() {
             .await;
         (r, got)
     };
-    let expect = |start: usize| {
-        let mut at = start;
-        let mut out = Vec::new();
-        for (i, &l) in lens.iter().enumerate() {
-            let end = at + l as usize;
-            if end > data.len() {
-                break;
-            }
-            out.push((i, data[at..end].to_vec()));
-            at = end;
-        }
-        out
+    let expect = |start: usize| -> Vec<(usize, Vec<u8>)> {
+        testsuite::expected_pieces(data, start, &lens)
+            .into_iter()
+            .map(|(i, b)| (i, b.to_vec()))
+            .collect()
     };
 
     // Cut after 250 bytes: pieces 0 and 1 (300 bytes) are not all in; piece 0 is handed over,

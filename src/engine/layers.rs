@@ -895,7 +895,7 @@ mod tests {
     use crate::layer::{LayerKind, LayerWriter};
     use crate::store::faulty::{FaultyStore, Op};
     use crate::store::memory::MemoryStore;
-    use crate::store::{ObjectStore, StoreError};
+    use crate::store::ObjectStore;
 
     const EXT: usize = 64 * 1024;
     const N: usize = 64;
@@ -1179,73 +1179,24 @@ mod tests {
         }
     }
 
-    /// A store that hands over the first piece of a ranged read at once and each further one
-    /// only when the test lets it (`gate`): a body on its way.
-    struct Trickle {
-        inner: Arc<FaultyStore>,
-        gate: Arc<tokio::sync::Semaphore>,
-    }
-
-    #[async_trait::async_trait]
-    impl ObjectStore for Trickle {
-        async fn put(&self, key: &str, data: Bytes) -> std::result::Result<(), StoreError> {
-            self.inner.put(key, data).await
-        }
-        async fn put_file(
-            &self,
-            key: &str,
-            path: &std::path::Path,
-        ) -> std::result::Result<(), StoreError> {
-            self.inner.put_file(key, path).await
-        }
-        async fn get(&self, key: &str) -> std::result::Result<Bytes, StoreError> {
-            self.inner.get(key).await
-        }
-        async fn get_range(
-            &self,
-            key: &str,
-            start: u64,
-            end: u64,
-        ) -> std::result::Result<Bytes, StoreError> {
-            self.inner.get_range(key, start, end).await
-        }
-        async fn get_range_pieces(
-            &self,
-            key: &str,
-            start: u64,
-            lens: &[u32],
-            piece: &mut (dyn FnMut(usize, Bytes) + Send),
-        ) -> std::result::Result<(), StoreError> {
-            let end = start + crate::store::span(lens);
-            let all = self.inner.get_range(key, start, end).await?;
-            let mut at = 0;
-            for (i, &l) in lens.iter().enumerate() {
-                if i > 0 {
-                    self.gate.acquire().await.expect("gate").forget();
-                }
-                piece(i, all.slice(at..at + l as usize));
-                at += l as usize;
-            }
-            Ok(())
-        }
-        async fn head(
-            &self,
-            key: &str,
-        ) -> std::result::Result<crate::store::ObjectMeta, StoreError> {
-            self.inner.head(key).await
-        }
-        async fn delete(&self, key: &str) -> std::result::Result<(), StoreError> {
-            self.inner.delete(key).await
-        }
-        async fn list(
-            &self,
-            prefix: &str,
-        ) -> std::result::Result<Vec<crate::store::ObjectMeta>, StoreError> {
-            self.inner.list(prefix).await
-        }
-        fn describe(&self) -> String {
-            "trickle".into()
-        }
+    /// A cache over a store whose reads in pieces are held back after the first piece (a
+    /// window of 4 extents, no reading ahead), with the layer's index loaded, and the gate.
+    async fn held_back() -> (
+        Arc<FaultyStore>,
+        Arc<tokio::sync::Semaphore>,
+        Arc<LayerCache>,
+        Arc<LayerIndex>,
+    ) {
+        let (store, size, index) = layer_store(None).await;
+        let gate = store.hold_pieces();
+        let cache = Arc::new(LayerCache::tuned(
+            store.clone(),
+            64 << 20,
+            4 * EXT as u64,
+            0,
+        ));
+        cache.index("l", size).await.unwrap();
+        (store, gate, cache, index)
     }
 
     /// A miss is answered as soon as its extent is in, not when the whole window is; a reader
@@ -1254,15 +1205,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn readers_go_on_as_their_extents_arrive() {
         use std::time::Duration;
-        let (inner, size, index) = layer_store(None).await;
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let store = Arc::new(Trickle {
-            inner: inner.clone(),
-            gate: gate.clone(),
-        });
-        let cache = Arc::new(LayerCache::tuned(store, 64 << 20, 4 * EXT as u64, 0));
-        cache.index("l", size).await.unwrap();
-        let index = Arc::new(index);
+        let (inner, gate, cache, index) = held_back().await;
         let before = inner.count(Op::GetRange);
         let soon = Duration::from_secs(5);
         // Extent 0 comes while 1..4 are held back.
@@ -1303,14 +1246,7 @@ mod tests {
     /// own extent alone: memory and connections stay bounded under many scattered misses.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn windows_of_misses_on_their_way_are_bounded() {
-        let (inner, size, index) = layer_store(None).await;
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let store = Arc::new(Trickle {
-            inner: inner.clone(),
-            gate: gate.clone(),
-        });
-        let cache = LayerCache::tuned(store, 64 << 20, 4 * EXT as u64, 0);
-        cache.index("l", size).await.unwrap();
+        let (inner, gate, cache, index) = held_back().await;
         let ext = |i: usize| &index.files[0].extents[i];
         // Misses in MISS_WINDOWS windows, each answered with the rest of its window held back.
         for w in 0..MISS_WINDOWS {

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -40,6 +41,8 @@ pub struct FaultyStore {
     read_latency_ms: AtomicU64,
     /// Bytes asked for by ranged reads so far.
     range_bytes: AtomicU64,
+    /// Set: reads in pieces hand over each piece after the first only when this lets them.
+    pieces_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 impl FaultyStore {
@@ -55,7 +58,16 @@ impl FaultyStore {
             puts_allowed: AtomicU64::new(u64::MAX),
             read_latency_ms: AtomicU64::new(0),
             range_bytes: AtomicU64::new(0),
+            pieces_gate: Mutex::new(None),
         }
+    }
+
+    /// From now on a read in pieces (`get_range_pieces`) hands over its first piece at once and
+    /// each further one only for a permit of the returned gate (a body on its way).
+    pub fn hold_pieces(&self) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *self.pieces_gate.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate.clone());
+        gate
     }
 
     /// Every ranged read from now on waits `ms` milliseconds before it is answered.
@@ -159,6 +171,43 @@ impl ObjectStore for FaultyStore {
         self.range_bytes
             .fetch_add(end.saturating_sub(start), Ordering::SeqCst);
         self.inner.get_range(key, start, end).await
+    }
+
+    async fn get_range_pieces(
+        &self,
+        key: &str,
+        start: u64,
+        lens: &[u32],
+        piece: &mut (dyn FnMut(usize, Bytes) + Send),
+    ) -> Result<(), StoreError> {
+        let all = self
+            .get_range(key, start, start.saturating_add(super::span(lens)))
+            .await?;
+        let gate = self
+            .pieces_gate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(gate) = gate else {
+            super::cut_pieces(&all, lens, piece);
+            return Ok(());
+        };
+        let mut at = 0;
+        for (i, &l) in lens.iter().enumerate() {
+            let end = at + l as usize;
+            if end > all.len() {
+                break;
+            }
+            if i > 0 {
+                gate.acquire()
+                    .await
+                    .map_err(|_| StoreError::Injected("the pieces' gate closed".into()))?
+                    .forget();
+            }
+            piece(i, all.slice(at..end));
+            at = end;
+        }
+        Ok(())
     }
 
     async fn read_into(&self, key: &str, start: u64, buf: Vec<u8>) -> Result<Vec<u8>, StoreError> {

@@ -324,6 +324,27 @@ pub mod testsuite {
         ));
     }
 
+    /// The pieces `get_range_pieces(start, lens)` hands over from an object holding `data`: each
+    /// with its index, as far as whole ones fit (a reference for tests, written apart from the
+    /// stores' own cutting).
+    pub fn expected_pieces<'a>(
+        data: &'a [u8],
+        start: usize,
+        lens: &[u32],
+    ) -> Vec<(usize, &'a [u8])> {
+        let mut at = start;
+        let mut out = Vec::new();
+        for (i, &l) in lens.iter().enumerate() {
+            let end = at + l as usize;
+            if end > data.len() {
+                break;
+            }
+            out.push((i, &data[at..end]));
+            at = end;
+        }
+        out
+    }
+
     /// `get_range_pieces`: consecutive pieces in order, byte for byte, over an object big enough
     /// to come in many network reads; where the object ends first, the whole pieces before it.
     async fn pieces(store: &DynStore, key: &str) {
@@ -343,16 +364,7 @@ pub mod testsuite {
                 .get_range_pieces(key, start as u64, &lens, &mut |i, b| got.push((i, b)))
                 .await
                 .expect("get_range_pieces");
-            let mut at = start;
-            let mut want = Vec::new();
-            for (i, &l) in lens.iter().enumerate() {
-                let end = at + l as usize;
-                if end > data.len() {
-                    break;
-                }
-                want.push((i, &data[at..end]));
-                at = end;
-            }
+            let want = expected_pieces(&data, start, &lens);
             let got: Vec<(usize, &[u8])> = got.iter().map(|(i, b)| (*i, &b[..])).collect();
             assert!(
                 got == want,

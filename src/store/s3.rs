@@ -1089,92 +1089,6 @@ impl S3Store {
     fn body_time(&self, len: u64) -> Duration {
         self.opts.retry_timeout.max(MIN_ATTEMPT_TIME) + size_allowance(len)
     }
-
-    /// [`ObjectStore::get_range_pieces`]: each piece is handed over as soon as the body has
-    /// brought its bytes (cut from one buffer, no copy beyond reading the body into it). A failed
-    /// attempt is retried from the first piece not handed over yet.
-    async fn fetch_pieces(
-        &self,
-        key: &str,
-        start: u64,
-        lens: &[u32],
-        piece: &mut (dyn FnMut(usize, Bytes) + Send),
-    ) -> Result<(), StoreError> {
-        let what = format!("GET {}/{key}", self.loc.url());
-        // The next piece to hand over and where it starts, kept across attempts.
-        let next = std::sync::Mutex::new((0usize, start, piece));
-        let next = &next;
-        let lock = || next.lock().unwrap_or_else(|p| p.into_inner());
-        self.retry(&what, None, |_| async move {
-            let (first, from) = {
-                let n = lock();
-                (n.0, n.1)
-            };
-            let want = super::span(&lens[first.min(lens.len())..]);
-            if want == 0 {
-                // (Empty pieces are all that is left.)
-                let mut n = lock();
-                while n.0 < lens.len() {
-                    let i = n.0;
-                    (n.2)(i, Bytes::new());
-                    n.0 += 1;
-                }
-                return Ok(());
-            }
-            let range = range_header(from, from.saturating_add(want));
-            let Some(out) = self.send_get(key, Some(range)).await? else {
-                return Ok(());
-            };
-            // A server that ignored the range sends the whole object: its head is skipped.
-            let mut skip = if out.content_range().is_some() {
-                0
-            } else {
-                from
-            };
-            let len = out.content_length().unwrap_or(0).max(0) as u64;
-            let limit = self.body_time(len.min(want));
-            let mut body = out.body;
-            let mut buf = bytes::BytesMut::with_capacity(want.min(MAX_PIECES_BUFFER) as usize);
-            let mut got = 0u64;
-            let read = async {
-                while let Some(chunk) = body.try_next().await.map_err(|e| body_error(&e))? {
-                    got += chunk.len() as u64;
-                    let cut = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
-                    skip -= cut as u64;
-                    buf.extend_from_slice(&chunk[cut..]);
-                    let mut n = lock();
-                    while let Some(&l) = lens.get(n.0) {
-                        if buf.len() < l as usize {
-                            break;
-                        }
-                        let bytes = buf.split_to(l as usize).freeze();
-                        let i = n.0;
-                        (n.2)(i, bytes);
-                        n.0 += 1;
-                        n.1 += u64::from(l);
-                    }
-                    if n.0 == lens.len() {
-                        // (All handed over: whatever more a server sends is not read.)
-                        return Ok(());
-                    }
-                }
-                // A Content-Length of 0 may mean "not sent": only a positive one is checked.
-                if len > 0 && got != len {
-                    return Err(Fail::Transient(format!(
-                        "body truncated: {got} of {len} bytes"
-                    )));
-                }
-                Ok(())
-            };
-            match tokio::time::timeout(limit, read).await {
-                Err(_) => Err(Fail::Transient(format!(
-                    "body of {len} bytes not received within {limit:?}"
-                ))),
-                Ok(r) => r,
-            }
-        })
-        .await
-    }
 }
 
 /// The `Range` header for bytes `[start, end)` (`end > start`).
@@ -1187,7 +1101,7 @@ fn range_header(start: u64, end: u64) -> String {
     }
 }
 
-/// Most bytes [`S3Store::fetch_pieces`] reserves up front (a longer range grows its buffer).
+/// Most bytes `get_range_pieces` reserves up front (a longer range grows its buffer).
 const MAX_PIECES_BUFFER: u64 = 64 * 1024 * 1024;
 
 /// A body that could not be read to its end: transient.
@@ -1341,7 +1255,83 @@ impl ObjectStore for S3Store {
         piece: &mut (dyn FnMut(usize, Bytes) + Send),
     ) -> Result<(), StoreError> {
         validate_key(key)?;
-        self.fetch_pieces(key, start, lens, piece).await
+        // Each piece is handed over as soon as the body has brought its bytes (cut from one
+        // buffer, no copy beyond reading the body into it). A failed attempt is retried from the
+        // first piece not handed over yet.
+        let what = format!("GET {}/{key}", self.loc.url());
+        // The next piece to hand over and where it starts, kept across attempts.
+        let next = std::sync::Mutex::new((0usize, start, piece));
+        let next = &next;
+        let lock = || next.lock().unwrap_or_else(|p| p.into_inner());
+        self.retry(&what, None, |_| async move {
+            let (first, from) = {
+                let n = lock();
+                (n.0, n.1)
+            };
+            let want = super::span(&lens[first.min(lens.len())..]);
+            if want == 0 {
+                // (Empty pieces are all that is left.)
+                let mut n = lock();
+                while n.0 < lens.len() {
+                    let i = n.0;
+                    (n.2)(i, Bytes::new());
+                    n.0 += 1;
+                }
+                return Ok(());
+            }
+            let range = range_header(from, from.saturating_add(want));
+            let Some(out) = self.send_get(key, Some(range)).await? else {
+                return Ok(());
+            };
+            // A server that ignored the range sends the whole object: its head is skipped.
+            let mut skip = if out.content_range().is_some() {
+                0
+            } else {
+                from
+            };
+            let len = out.content_length().unwrap_or(0).max(0) as u64;
+            let limit = self.body_time(len.min(want));
+            let mut body = out.body;
+            let mut buf = bytes::BytesMut::with_capacity(want.min(MAX_PIECES_BUFFER) as usize);
+            let mut got = 0u64;
+            let read = async {
+                while let Some(chunk) = body.try_next().await.map_err(|e| body_error(&e))? {
+                    got += chunk.len() as u64;
+                    let cut = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
+                    skip -= cut as u64;
+                    buf.extend_from_slice(&chunk[cut..]);
+                    let mut n = lock();
+                    while let Some(&l) = lens.get(n.0) {
+                        if buf.len() < l as usize {
+                            break;
+                        }
+                        let bytes = buf.split_to(l as usize).freeze();
+                        let i = n.0;
+                        (n.2)(i, bytes);
+                        n.0 += 1;
+                        n.1 += u64::from(l);
+                    }
+                    if n.0 == lens.len() {
+                        // (All handed over: whatever more a server sends is not read.)
+                        return Ok(());
+                    }
+                }
+                // A Content-Length of 0 may mean "not sent": only a positive one is checked.
+                if len > 0 && got != len {
+                    return Err(Fail::Transient(format!(
+                        "body truncated: {got} of {len} bytes"
+                    )));
+                }
+                Ok(())
+            };
+            match tokio::time::timeout(limit, read).await {
+                Err(_) => Err(Fail::Transient(format!(
+                    "body of {len} bytes not received within {limit:?}"
+                ))),
+                Ok(r) => r,
+            }
+        })
+        .await
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
