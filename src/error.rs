@@ -237,7 +237,7 @@ impl Error {
                 CatalogError::Db { error, .. } | CatalogError::Unreachable { error, .. } => {
                     db_exit_code(error)
                 }
-                CatalogError::Migrate { .. } => exit::ERROR,
+                CatalogError::Migrate { .. } | CatalogError::Sqlite { .. } => exit::ERROR,
             },
             Error::Store(e) => match e {
                 StoreError::NotFound(_) => exit::CORRUPT,

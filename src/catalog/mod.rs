@@ -46,6 +46,10 @@ pub enum CatalogError {
         waited: std::time::Duration,
         error: sqlx::Error,
     },
+    /// An error of the SQLite catalog's sync connection (`SqliteCatalog::register_sync_impl`,
+    /// which runs on rusqlite, not sqlx).
+    #[error("catalog {url}: {error}")]
+    Sqlite { url: String, error: rusqlite::Error },
     #[error("catalog {url}: migration failed: {source}")]
     Migrate {
         url: String,
@@ -99,8 +103,12 @@ impl CatalogError {
     /// (53100), or an I/O error ENOSPC/EDQUOT. Reported as ENOSPC through a mount, with its own
     /// hint, not as "is the server up".
     pub fn is_no_space(&self) -> bool {
-        let CatalogError::Db { error: source, .. } = self else {
-            return false;
+        let source = match self {
+            CatalogError::Db { error, .. } => error,
+            CatalogError::Sqlite { error, .. } => {
+                return matches!(error, rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DiskFull);
+            }
+            _ => return false,
         };
         match source {
             sqlx::Error::Database(db) => {

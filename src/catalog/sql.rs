@@ -42,6 +42,10 @@ pub struct SqliteCatalog {
     /// transaction, so writes that follow each other (every sync of a mount) find their pages
     /// in memory instead of reading them again.
     writer: SqlitePool,
+    /// The connection of the sync path (see [`register_sync_impl`](Self::register_sync_impl)),
+    /// opened on first use; the catalog's file is `path`.
+    sync_conn: std::sync::Mutex<Option<rusqlite::Connection>>,
+    path: String,
     url: String,
 }
 
@@ -65,24 +69,73 @@ impl SqliteCatalog {
         None
     }
 
-    /// The hot path of every DuckDB commit on a mount, in one hand-off to the connection's
-    /// worker thread: `BEGIN IMMEDIATE`, the statements of [`sync_batch`](Self::sync_batch)
-    /// (each fenced by the lease generation: a fenced sync writes nothing), its closing query of
-    /// the branch's next sequence number, `COMMIT`, sent as one query. PostgreSQL makes the same
-    /// steps in one call of `quackfs_register_sync` (migrations/postgres/0009_one_trip_sync.sql).
+    /// The hot path of every DuckDB commit on a mount: `BEGIN IMMEDIATE`, the statements of
+    /// [`sync_batch`](Self::sync_batch) (each fenced by the lease generation: a fenced sync
+    /// writes nothing), its closing query of the branch's next sequence number, `COMMIT`, run
+    /// on the calling thread on a connection of its own (rusqlite, prepared statements kept),
+    /// not handed to sqlx's worker thread: per sync that saves ~10 thread switches and a
+    /// quarter of the mount's CPU (docs/architecture.md). PostgreSQL makes the same steps in
+    /// one call of `quackfs_register_sync` (migrations/postgres/0009_one_trip_sync.sql).
     async fn register_sync_impl(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
-        let mut conn = self.writer.acquire().await.map_err(|e| self.db(e))?;
         let branch = req.branch.clone();
-        let (mut batch, layers) = Self::sync_batch(req);
+        let (mut batch, mut layers) = Self::sync_batch(req);
         batch.in_transaction();
-        let rows = match batch.fetch(&mut conn).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                rollback(&mut conn).await;
-                return Err(self.db(e));
-            }
+        let next = blocking(|| self.on_sync_conn(|conn| batch.run_sync(conn)))?;
+        let Some(next) = next else {
+            return Err(CatalogError::Fenced(branch));
         };
-        self.synced(rows, layers, &branch)
+        let first = next - layers.len() as i64;
+        for (i, l) in layers.iter_mut().enumerate() {
+            l.seq = first + i as i64;
+        }
+        Ok(layers)
+    }
+
+    /// Runs `f` on the connection of the sync path, opening it first if needed. A failed `f`
+    /// leaves no transaction open: it is rolled back, or the connection closed if that fails.
+    fn on_sync_conn<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, CatalogError> {
+        let mut held = self
+            .sync_conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let conn: &rusqlite::Connection = match &mut *held {
+            Some(conn) => conn,
+            slot @ None => slot.insert(self.open_sync_conn().map_err(|e| self.sqlite(e))?),
+        };
+        let out = f(conn);
+        let mut close = false;
+        if out.is_err() && !conn.is_autocommit() {
+            if let Err(e) = conn.execute_batch("ROLLBACK") {
+                tracing::warn!("rolling back a failed catalog write: {e}; closing its connection");
+                close = true;
+            }
+        }
+        if close {
+            *held = None;
+        }
+        out.map_err(|e| self.sqlite(e))
+    }
+
+    /// The sync path's connection, set as sqlx sets its own (`open`): WAL (the file's
+    /// already), `synchronous=FULL`, foreign keys, a 30 s busy timeout.
+    fn open_sync_conn(&self) -> rusqlite::Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(&self.path)?;
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        // A sync of L layers and F files has its own statement texts (placeholders are numbered
+        // across the batch): room for the shapes group commits make.
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    fn sqlite(&self, error: rusqlite::Error) -> CatalogError {
+        CatalogError::Sqlite {
+            url: self.url.clone(),
+            error,
+        }
     }
 
     /// A sync and the checkpoint commit it completes in one write transaction (see
@@ -278,7 +331,13 @@ impl SqliteCatalog {
             })?;
         // (Opened after the migrations, which may create the file's schema.)
         let writer = pool_of(1).connect_with(opts).await.map_err(db)?;
-        Ok(SqliteCatalog { pool, writer, url })
+        Ok(SqliteCatalog {
+            pool,
+            writer,
+            sync_conn: std::sync::Mutex::new(None),
+            path: path.to_string(),
+            url,
+        })
     }
 
     /// SQLite connections are not lost to a server going away.
@@ -292,20 +351,57 @@ impl SqliteCatalog {
 }
 
 /// Statements of one SQLite write transaction sent as one query (one hand-off to the
-/// connection's worker thread instead of one per statement). sqlx binds `$N` by its number
+/// connection's worker thread instead of one per statement; the sync path runs them on its own
+/// connection, [`Batch::run_sync`]). sqlx binds `$N` by its number
 /// across all the statements of a query: `$1` is the repository, `$2` the branch, `$3` the time
 /// and, in a fenced batch, `$4` the writer's lease generation. A batch of very many values
 /// becomes several queries (SQLite allows 32,766 in one).
 struct Batch {
-    done: Vec<(String, sqlx::sqlite::SqliteArguments)>,
+    done: Vec<(String, Vec<Value>)>,
     sql: String,
-    args: sqlx::sqlite::SqliteArguments,
-    /// The first value that failed to encode (reported by `execute`).
-    failed: Option<sqlx::error::BoxDynError>,
+    args: Vec<Value>,
     next: usize,
     common: (i64, String, Millis, Option<i64>),
     /// Whether the batch opens and closes its own transaction (`in_transaction`).
     own_transaction: bool,
+}
+
+/// A value bound to a placeholder of a [`Batch`].
+enum Value {
+    Int(i64),
+    Text(String),
+    Blob(Vec<u8>),
+    Null,
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_string())
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Blob(v)
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Self {
+        v.map_or(Value::Null, Value::Text)
+    }
 }
 
 /// The condition of every statement of a fenced batch: the writer still holds the lease.
@@ -315,15 +411,12 @@ macro_rules! lease_held {
     };
 }
 
-/// Rolls back whatever transaction a failed batch left open on `conn`; a connection that cannot
-/// say is closed rather than handed out again.
-async fn rollback(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
-    if let Err(e) = sqlx::query("ROLLBACK").execute(&mut **conn).await {
-        // SQLite rolled it back itself (or it never began): nothing to do.
-        if !e.to_string().contains("no transaction is active") {
-            tracing::warn!("rolling back a failed catalog write: {e}; closing its connection");
-            conn.close_on_drop();
-        }
+/// Runs `f`, which blocks its thread (a catalog write on SQLite), on the calling task's thread:
+/// on a multi-threaded runtime the thread's other tasks move to another thread first.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -344,8 +437,7 @@ impl Batch {
         let mut b = Batch {
             done: Vec::new(),
             sql: String::new(),
-            args: Default::default(),
-            failed: None,
+            args: Vec::new(),
             next: 1,
             common: (repo_id, branch.to_string(), now, generation),
             own_transaction: false,
@@ -393,14 +485,8 @@ impl Batch {
     }
 
     /// Adds a value; returns its placeholder.
-    fn arg<'t, T>(&mut self, v: T) -> String
-    where
-        T: sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-    {
-        use sqlx::Arguments;
-        if let Err(e) = self.args.add(v) {
-            self.failed.get_or_insert(e);
-        }
+    fn arg(&mut self, v: impl Into<Value>) -> String {
+        self.args.push(v.into());
         let p = format!("${}", self.next);
         self.next += 1;
         p
@@ -531,14 +617,9 @@ impl Batch {
         ));
     }
 
-    /// Runs the batch; the rows its queries return, in order.
-    async fn fetch(
-        mut self,
-        conn: &mut sqlx::SqliteConnection,
-    ) -> Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error> {
-        if let Some(e) = self.failed {
-            return Err(sqlx::Error::Encode(e));
-        }
+    /// The batch's queries with their values, in order (with `BEGIN IMMEDIATE` and `COMMIT`
+    /// around them when it is its own transaction).
+    fn queries(mut self) -> Vec<(String, Vec<Value>)> {
         self.done.push((self.sql, self.args));
         if self.own_transaction {
             if let Some(first) = self.done.first_mut() {
@@ -548,17 +629,69 @@ impl Batch {
                 last.0.push_str("COMMIT;\n");
             }
         }
+        self.done.retain(|(sql, _)| !sql.is_empty());
+        self.done
+    }
+
+    /// Runs the batch; the rows its queries return, in order.
+    async fn fetch(
+        self,
+        conn: &mut sqlx::SqliteConnection,
+    ) -> Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error> {
+        use sqlx::Arguments;
         let mut rows = Vec::new();
-        for (sql, args) in self.done {
-            if !sql.is_empty() {
-                rows.extend(
-                    sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-                        .fetch_all(&mut *conn)
-                        .await?,
-                );
+        for (sql, values) in self.queries() {
+            let mut args = sqlx::sqlite::SqliteArguments::default();
+            for v in values {
+                match v {
+                    Value::Int(i) => args.add(i),
+                    Value::Text(s) => args.add(s),
+                    Value::Blob(b) => args.add(b),
+                    Value::Null => args.add(Option::<i64>::None),
+                }
+                .map_err(sqlx::Error::Encode)?;
             }
+            rows.extend(
+                sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                    .fetch_all(&mut *conn)
+                    .await?,
+            );
         }
         Ok(rows)
+    }
+
+    /// Runs the batch on the sync path's connection
+    /// ([`SqliteCatalog::register_sync_impl`]); the first column of the last row its queries
+    /// return, if any. Each statement is prepared once (rusqlite's cache) and bound by its
+    /// placeholders' numbers; statements are split at `;` + newline, which ends every statement
+    /// a batch writes and occurs in no SQL text of one (values are bound, never spliced in).
+    fn run_sync(self, conn: &rusqlite::Connection) -> rusqlite::Result<Option<i64>> {
+        let mut last = None;
+        for (sql, values) in self.queries() {
+            for one in sql.split_inclusive(";\n") {
+                let mut stmt = conn.prepare_cached(one)?;
+                for i in 1..=stmt.parameter_count() {
+                    let v = stmt
+                        .parameter_name(i)
+                        .and_then(|n| n.strip_prefix('$'))
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .and_then(|n| values.get(n.wrapping_sub(1)))
+                        .ok_or(rusqlite::Error::InvalidParameterCount(i, values.len()))?;
+                    match v {
+                        Value::Int(x) => stmt.raw_bind_parameter(i, x)?,
+                        Value::Text(x) => stmt.raw_bind_parameter(i, x)?,
+                        Value::Blob(x) => stmt.raw_bind_parameter(i, x)?,
+                        Value::Null => stmt.raw_bind_parameter(i, rusqlite::types::Null)?,
+                    }
+                }
+                let mut rows = stmt.raw_query();
+                while let Some(row) = rows.next()? {
+                    last = Some(row.get::<_, i64>(0)?);
+                }
+                drop(rows);
+            }
+        }
+        Ok(last)
     }
 
     async fn execute(
