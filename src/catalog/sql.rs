@@ -78,17 +78,10 @@ impl SqliteCatalog {
     /// one call of `quackfs_register_sync` (migrations/postgres/0009_one_trip_sync.sql).
     async fn register_sync_impl(&self, req: SyncRequest) -> Result<Vec<LayerRow>, CatalogError> {
         let branch = req.branch.clone();
-        let (mut batch, mut layers) = Self::sync_batch(req);
+        let (mut batch, layers) = Self::sync_batch(req);
         batch.in_transaction();
         let next = blocking(|| self.on_sync_conn(|conn| batch.run_sync(conn)))?;
-        let Some(next) = next else {
-            return Err(CatalogError::Fenced(branch));
-        };
-        let first = next - layers.len() as i64;
-        for (i, l) in layers.iter_mut().enumerate() {
-            l.seq = first + i as i64;
-        }
-        Ok(layers)
+        number_synced(next, layers, &branch)
     }
 
     /// Runs `f` on the connection of the sync path, opening it first if needed. A failed `f`
@@ -180,23 +173,19 @@ impl SqliteCatalog {
         (batch, layers)
     }
 
-    /// Numbers the layers of a sync from the rows of its batch (the closing query's next
-    /// sequence number); no row: the writer was fenced.
+    /// Numbers the layers of a sync from the rows of its batch (see [`number_synced`]).
     fn synced(
         &self,
         rows: Vec<sqlx::sqlite::SqliteRow>,
-        mut layers: Vec<LayerRow>,
+        layers: Vec<LayerRow>,
         branch: &str,
     ) -> Result<Vec<LayerRow>, CatalogError> {
-        let Some(row) = rows.last() else {
-            return Err(CatalogError::Fenced(branch.to_string()));
-        };
-        let next = row.try_get::<i64, _>("next_seq").map_err(|e| self.db(e))?;
-        let first = next - layers.len() as i64;
-        for (i, l) in layers.iter_mut().enumerate() {
-            l.seq = first + i as i64;
-        }
-        Ok(layers)
+        let next = rows
+            .last()
+            .map(|row| row.try_get::<i64, _>("next_seq"))
+            .transpose()
+            .map_err(|e| self.db(e))?;
+        number_synced(next, layers, branch)
     }
 
     /// A checkpoint or `quackfs commit`, in four hand-offs as [`register_sync_impl`]
@@ -409,6 +398,23 @@ macro_rules! lease_held {
     () => {
         "EXISTS (SELECT 1 FROM leases WHERE repo_id = $1 AND branch = $2 AND generation = $4 AND released = 0)"
     };
+}
+
+/// Numbers the layers of a sync from the branch's next sequence number after it (its batch's
+/// closing query); none: the writer was fenced and nothing was written.
+fn number_synced(
+    next: Option<i64>,
+    mut layers: Vec<LayerRow>,
+    branch: &str,
+) -> Result<Vec<LayerRow>, CatalogError> {
+    let Some(next) = next else {
+        return Err(CatalogError::Fenced(branch.to_string()));
+    };
+    let first = next - layers.len() as i64;
+    for (i, l) in layers.iter_mut().enumerate() {
+        l.seq = first + i as i64;
+    }
+    Ok(layers)
 }
 
 /// Runs `f`, which blocks its thread (a catalog write on SQLite), on the calling task's thread:
