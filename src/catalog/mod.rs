@@ -789,6 +789,98 @@ mod sqlite_suite {
         super::testsuite::follower_moves(cat, "gggg").await;
     }
 
+    /// A sync meets another writer (a command in another process) holding SQLite's write lock:
+    /// it waits for it, blocking its own thread only (the runtime's other tasks go on), and
+    /// then registers; it is never refused with "database is locked".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn sqlite_sync_waits_for_another_writer() {
+        use super::*;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let cat = open(&format!("sqlite://{}", path.display())).await.unwrap();
+        let root = NewCommit {
+            id: "root".into(),
+            kind: CommitKind::Manual,
+            message: "root".into(),
+            author: "tester".into(),
+            time: 1_000,
+            merge_parent: None,
+        };
+        let (repo, _) = cat.create_repo("waits", root).await.unwrap();
+        let lease = cat
+            .acquire_lease(repo.id, "main", "test", 60_000)
+            .await
+            .unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let held = std::time::Duration::from_millis(1500);
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(held);
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        let id = "waits-s0";
+        let started = std::time::Instant::now();
+        // (On the runtime's one worker thread, as a mount's syncs run: the test's own body
+        // runs on a thread of its own.)
+        let sync = cat.clone();
+        let synced = tokio::spawn(async move {
+            sync.register_sync(SyncRequest {
+                repo_id: repo.id,
+                branch: "main".into(),
+                generation: lease.generation,
+                layers: vec![SyncLayer {
+                    row: LayerRow {
+                        id: id.into(),
+                        repo_id: repo.id,
+                        commit_id: None,
+                        seq: 0,
+                        kind: crate::layer::LayerKind::Delta,
+                        object_key: format!("{INLINE_PREFIX}{id}"),
+                        size_bytes: 3,
+                        min_time: 1,
+                        max_time: 2,
+                        created_at: 3,
+                    },
+                    inline: Some(b"abc".to_vec()),
+                }],
+                files: vec![],
+                now: 2_000,
+                session_id: None,
+            })
+            .await
+        })
+        .await
+        .unwrap();
+        let waited = started.elapsed();
+        let ticked = ticks.load(std::sync::atomic::Ordering::SeqCst);
+        ticker.abort();
+        release.join().unwrap();
+        let layers = synced.unwrap();
+        assert_eq!(layers.len(), 1);
+        assert!(
+            waited >= held - std::time::Duration::from_millis(100),
+            "{waited:?}"
+        );
+        assert!(
+            ticked >= 10,
+            "the runtime stood still while the sync waited: {ticked} ticks"
+        );
+        assert_eq!(
+            cat.inline_object(id).await.unwrap().as_deref(),
+            Some(&b"abc"[..])
+        );
+    }
+
     #[tokio::test]
     async fn sqlite_binding_and_missing_files() {
         let dir = tempfile::tempdir().unwrap();
