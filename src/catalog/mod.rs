@@ -798,15 +798,10 @@ mod sqlite_suite {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.sqlite");
         let cat = open(&format!("sqlite://{}", path.display())).await.unwrap();
-        let root = NewCommit {
-            id: "root".into(),
-            kind: CommitKind::Manual,
-            message: "root".into(),
-            author: "tester".into(),
-            time: 1_000,
-            merge_parent: None,
-        };
-        let (repo, _) = cat.create_repo("waits", root).await.unwrap();
+        let (repo, _) = cat
+            .create_repo("waits", testsuite::commit("root", 1_000))
+            .await
+            .unwrap();
         let lease = cat
             .acquire_lease(repo.id, "main", "test", 60_000)
             .await
@@ -840,16 +835,8 @@ mod sqlite_suite {
                 generation: lease.generation,
                 layers: vec![SyncLayer {
                     row: LayerRow {
-                        id: id.into(),
-                        repo_id: repo.id,
-                        commit_id: None,
-                        seq: 0,
-                        kind: crate::layer::LayerKind::Delta,
                         object_key: format!("{INLINE_PREFIX}{id}"),
-                        size_bytes: 3,
-                        min_time: 1,
-                        max_time: 2,
-                        created_at: 3,
+                        ..testsuite::layer(id, 0, repo.id)
                     },
                     inline: Some(b"abc".to_vec()),
                 }],

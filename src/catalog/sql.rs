@@ -99,15 +99,11 @@ impl SqliteCatalog {
             slot @ None => slot.insert(self.open_sync_conn().map_err(|e| self.sqlite(e))?),
         };
         let out = f(conn);
-        let mut close = false;
         if out.is_err() && !conn.is_autocommit() {
             if let Err(e) = conn.execute_batch("ROLLBACK") {
                 tracing::warn!("rolling back a failed catalog write: {e}; closing its connection");
-                close = true;
+                *held = None;
             }
-        }
-        if close {
-            *held = None;
         }
         out.map_err(|e| self.sqlite(e))
     }

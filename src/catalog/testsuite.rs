@@ -6,7 +6,8 @@
 use super::*;
 use crate::layer::LayerKind;
 
-fn commit(id: &str, t: Millis) -> NewCommit {
+/// A manual commit `id` at time `t` (for tests of the catalog).
+pub(crate) fn commit(id: &str, t: Millis) -> NewCommit {
     NewCommit {
         id: id.into(),
         kind: CommitKind::Manual,
@@ -17,7 +18,8 @@ fn commit(id: &str, t: Millis) -> NewCommit {
     }
 }
 
-fn layer(id: &str, seq: i64, repo_id: i64) -> LayerRow {
+/// A delta layer row `layers/ID` (for tests of the catalog).
+pub(crate) fn layer(id: &str, seq: i64, repo_id: i64) -> LayerRow {
     LayerRow {
         id: id.into(),
         repo_id,

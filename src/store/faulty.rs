@@ -188,24 +188,16 @@ impl ObjectStore for FaultyStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let Some(gate) = gate else {
-            super::cut_pieces(&all, lens, piece);
-            return Ok(());
-        };
-        let mut at = 0;
-        for (i, &l) in lens.iter().enumerate() {
-            let end = at + l as usize;
-            if end > all.len() {
-                break;
-            }
-            if i > 0 {
+        let mut pieces = Vec::with_capacity(lens.len());
+        super::cut_pieces(&all, lens, &mut |i, b| pieces.push((i, b)));
+        for (i, b) in pieces {
+            if let Some(gate) = gate.as_ref().filter(|_| i > 0) {
                 gate.acquire()
                     .await
                     .map_err(|_| StoreError::Injected("the pieces' gate closed".into()))?
                     .forget();
             }
-            piece(i, all.slice(at..end));
-            at = end;
+            piece(i, b);
         }
         Ok(())
     }
