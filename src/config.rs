@@ -194,8 +194,6 @@ impl LocalState {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
         }
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, text).map_err(|e| Error::file(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::file(path, e))
+        crate::tmpfiles::write_whole(path, text).map_err(|e| Error::file(path, e))
     }
 }

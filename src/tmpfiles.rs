@@ -14,6 +14,16 @@ use std::time::{Duration, SystemTime};
 /// Leftovers named by earlier versions (no owner in the name) older than this are removed.
 pub const LEGACY_AGE: Duration = Duration::from_secs(24 * 3600);
 
+/// Writes `contents` to `path` so that a reader sees the old file or the whole new one, never a
+/// part: into `PATH.tmp` first, then renamed over `path`.
+pub fn write_whole(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// A temporary file removed when dropped, unless [`keep`](TempFile::keep) says it was handed
 /// over (moved into the store, renamed into place).
 #[derive(Debug)]
@@ -142,6 +152,35 @@ mod tests {
     use super::*;
 
     const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    /// A reader polling a file that `write_whole` keeps rewriting (as `mount --daemon` polls
+    /// its mount process's ready file) finds it missing or whole, never empty or cut short.
+    #[test]
+    fn a_file_written_whole_is_never_read_in_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ready");
+        let whole = vec![b'x'; 256 * 1024];
+        let writer = {
+            let (path, whole) = (path.clone(), whole.clone());
+            std::thread::spawn(move || {
+                for _ in 0..300 {
+                    write_whole(&path, &whole).unwrap();
+                }
+            })
+        };
+        let mut reads = 0;
+        while !writer.is_finished() {
+            match std::fs::read(&path) {
+                Ok(got) => {
+                    assert!(got == whole, "read {} of {} bytes", got.len(), whole.len());
+                    reads += 1;
+                }
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+            }
+        }
+        writer.join().unwrap();
+        assert!(reads > 0, "the reader never saw the file");
+    }
 
     #[test]
     fn owners_from_names() {

@@ -221,7 +221,7 @@ pub async fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
     }
     let result = serve(ctx, &a).await;
     if let (Err(e), Some(ready)) = (&result, &a.ready_file) {
-        let _ = std::fs::write(ready, format!("error: {}", super::one_line(e)));
+        let _ = quackfs::tmpfiles::write_whole(ready, format!("error: {}", super::one_line(e)));
     }
     result
 }
@@ -417,7 +417,9 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         dir.display()
     ));
     if let Some(ready) = &a.ready_file {
-        let _ = std::fs::write(ready, "ok");
+        // Whole or not at all: `daemonize` polls for it, and a file caught empty would read as
+        // a failed mount.
+        let _ = quackfs::tmpfiles::write_whole(ready, "ok");
     }
 
     let ended_by_itself = tokio::select! {
@@ -757,10 +759,7 @@ async fn report_metrics(
     loop {
         let snap = metrics_now(&fs, &engine, repo_id, branch.as_deref()).await;
         if let Ok(json) = serde_json::to_vec(&snap) {
-            let tmp = file.with_extension("tmp");
-            if std::fs::write(&tmp, json).is_ok() {
-                let _ = std::fs::rename(&tmp, &file);
-            }
+            let _ = quackfs::tmpfiles::write_whole(&file, json);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
