@@ -1,9 +1,11 @@
 //! End to end with real FUSE and the real duckdb CLI: a database created and changed on a mount,
 //! commits made from another process while it runs, every commit mounted read-only and queried;
-//! crash safety (kill -9 right after a transaction returned); DuckDB spilling to `<db>.tmp/`.
+//! crash safety (kill -9 right after a transaction returned); DuckDB spilling to `<db>.tmp/`;
+//! DuckDB's file lock keeping a second process out of a mounted database, as on local disk.
 
 mod common;
 use common::{duckdb, duckdb_raw, Env};
+use std::io::{BufRead, BufReader, Write};
 
 const Q: &str = "SELECT count(*), sum(v), sum(length(s)) FROM t";
 
@@ -151,6 +153,115 @@ fn duckdb_spills_to_local_scratch(env: Env) {
         .map(|f| f["name"].as_str().unwrap())
         .collect();
     assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+}
+
+/// A Python duckdb connection to `db` held open by a process of its own (writable: it has inserted
+/// one row and checkpointed; read-only: it has counted the rows) until dropped.
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn open(db: &std::path::Path, read_only: bool) -> Holder {
+        let script = r#"
+import sys, duckdb
+ro = sys.argv[2] == "ro"
+con = duckdb.connect(sys.argv[1], read_only=ro)
+con.execute("SELECT count(*) FROM t" if ro else "INSERT INTO t VALUES (-1)")
+if not ro:
+    # (A checkpoint: the mount makes a commit while the file is open and locked.)
+    con.execute("CHECKPOINT")
+print("open", flush=True)
+sys.stdin.readline()
+con.close()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(db)
+            .arg(if read_only { "ro" } else { "rw" })
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start python3 (scripts/install-deps.sh installs the duckdb module)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "open",
+            "python could not open {}",
+            db.display()
+        );
+        Holder(child)
+    }
+
+    /// Closes the connection and waits for the process.
+    fn close(mut self) {
+        let mut stdin = self.0.stdin.take().unwrap();
+        writeln!(stdin).unwrap();
+        drop(stdin);
+        assert!(self.0.wait().unwrap().success());
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What a DuckDB process meets opening `db` (`flags`: `-readonly` or none): Ok(count of t), or
+/// the error line.
+fn try_count(db: &std::path::Path, flags: &[&str]) -> Result<String, String> {
+    let out = duckdb_raw(db, "SELECT count(*) FROM t", flags);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Two processes never write one mounted database at once: DuckDB's own file lock (F_SETLK,
+/// handled by the kernel for the mount) refuses a second process while one has it open for
+/// writing (also after its checkpoint made a commit: the file keeps its identity), and lets
+/// readers share it, exactly as on local disk.
+fn a_second_process_is_kept_out_by_duckdbs_lock(env: Env) {
+    env.ok(&["init", "locks"]);
+    let mnt = env.path("mnt");
+    let m = env.mount("locks", &mnt, &[]);
+    let db = mnt.join("locks.duckdb");
+    duckdb(&db, "CREATE TABLE t AS SELECT i FROM range(1000) r(i)");
+
+    let writer = Holder::open(&db, false);
+    let log: serde_json::Value =
+        serde_json::from_str(&env.ok(&["log", "--json", "-n", "1"])).unwrap();
+    assert_eq!(log[0]["kind"], "checkpoint", "{log}");
+    for flags in [&[][..], &["-readonly"][..]] {
+        let e = try_count(&db, flags).expect_err("a second process got in while one writes");
+        assert!(e.contains("Could not set lock on file"), "{flags:?}: {e}");
+    }
+    writer.close();
+    assert_eq!(try_count(&db, &[]).as_deref(), Ok("1001"));
+
+    // Readers share the file; a writer waits for them all to close it.
+    let reader = Holder::open(&db, true);
+    assert_eq!(try_count(&db, &["-readonly"]).as_deref(), Ok("1001"));
+    let e = try_count(&db, &[]).expect_err("a writer got in while another process reads");
+    assert!(e.contains("Could not set lock on file"), "{e}");
+    reader.close();
+    duckdb(&db, "INSERT INTO t VALUES (-2); CHECKPOINT");
+    m.unmount();
+    let out = env.path("out");
+    env.ok(&["export", "locks@main", out.to_str().unwrap()]);
+    assert_eq!(
+        duckdb(&out.join("locks.duckdb"), "SELECT count(*), min(i) FROM t"),
+        "1002,-2"
+    );
+}
+
+#[test]
+fn a_second_process_is_kept_out_by_duckdbs_lock_embedded() {
+    a_second_process_is_kept_out_by_duckdbs_lock(Env::new());
 }
 
 on_both_backends!(
