@@ -375,7 +375,8 @@ fn umount_reports_a_failed_final_sync() {
 
 /// `commit` seals what is synced. Asked while the branch's mount holds bytes written but not
 /// synced (a file written by anything but DuckDB, say), its "nothing to commit" says so and how to
-/// sync them; once synced they commit, and the next "nothing to commit" says nothing of a mount.
+/// sync them, and a commit of other, synced bytes notes what it left out; once synced they commit,
+/// and the next "nothing to commit" says nothing of a mount.
 #[test]
 fn commit_says_when_the_mount_holds_unsynced_writes() {
     let env = Env::new();
@@ -400,7 +401,50 @@ fn commit_says_when_the_mount_holds_unsynced_writes() {
         .unwrap()
         .sync_all()
         .unwrap();
-    env.ok(&["commit", "-m", "export"]);
+    // A commit of what is synced, while another file is held unsynced: it says what it left out.
+    write_unsynced(&dir, "later.csv", &vec![b'y'; 100 << 10]);
+    // (Once the mount's figures, reported each second, show it.)
+    let mut status = String::new();
+    for _ in 0..50 {
+        status = env.ok(&["status"]);
+        if status.contains("; 100.0 KiB written, not synced yet)") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        status.contains("; 100.0 KiB written, not synced yet)"),
+        "{status}"
+    );
+    let out = env
+        .std_cmd()
+        .args(["commit", "-m", "export"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    let left_out = format!(
+        "note: not in this commit: the mount at {} holds 100.0 KiB written but not synced",
+        dir.display()
+    );
+    assert!(e.contains(&left_out), "{e}");
+    let show = env.ok(&["show", "main"]);
+    assert!(
+        show.contains("export.csv") && !show.contains("later.csv"),
+        "{show}"
+    );
+    std::fs::File::open(dir.join("later.csv"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    let out = env
+        .std_cmd()
+        .args(["commit", "-m", "later"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    assert!(!e.contains("not in this commit"), "{e}");
     let e = env.fails_with(4, &["commit", "-m", "again"]);
     assert!(e.contains("hint: use --allow-empty"), "{e}");
     assert!(!e.contains("not synced"), "{e}");

@@ -43,32 +43,48 @@ pub async fn run(ctx: &Ctx, a: CommitArgs) -> Result<()> {
         .await;
     let c = match pending {
         Err(quackfs::catalog::CatalogError::NothingPending) => {
-            let unsynced = unsynced_on_mount(ctx, &engine, repo.id, &branch, asked).await;
+            let unsynced = unsynced_on_mount(ctx, &engine, repo.id, &branch, asked, false).await;
             return Err(Error::NothingToCommit(unsynced));
         }
         c => c?,
     };
+    // Bytes the mount holds unsynced (a file another program wrote and closed without fsync,
+    // DuckDB's `COPY ... TO` into the mount) are not in the commit: say so.
+    let left_out = unsynced_on_mount(ctx, &engine, repo.id, &branch, asked, true).await;
     if ctx.json {
-        return super::output::print_json(&c);
+        super::output::print_json(&c)?;
+    } else {
+        ctx.note(format!("committed {} on {name}@{branch}", short(&c.id)));
+        outln!("{}", c.id);
     }
-    ctx.note(format!("committed {} on {name}@{branch}", short(&c.id)));
-    outln!("{}", c.id);
+    if let Some(unsynced) = left_out {
+        ctx.note(format!(
+            "note: not in this commit: {unsynced} (a file's bytes are committed once synced: fsync, `sync FILE`, or unmounting)"
+        ));
+    }
     Ok(())
 }
 
 /// What the writable mount of `branch`, if it is a mount of this data directory, held written but
 /// not synced after the commit was asked for (`asked`; the mount writes its figures every
-/// second), as a sentence.
+/// second), as a sentence. With `if_seen`, only if its last figures (of up to a second ago)
+/// showed such bytes already: no wait for its next report otherwise.
 async fn unsynced_on_mount(
     ctx: &Ctx,
     engine: &quackfs::engine::Engine,
     repo_id: i64,
     branch: &str,
     asked: std::time::SystemTime,
+    if_seen: bool,
 ) -> Option<String> {
     let leases = engine.catalog.leases(repo_id).await.ok()?;
     let lease = leases.into_iter().find(|l| l.branch == branch)?;
     let dir = quackfs::process::holder_dir(&lease.holder)?;
+    let dirty = |m: &serde_json::Value| m["dirty_bytes"].as_u64().is_some_and(|b| b > 0);
+    if if_seen && !super::mount::latest_metrics(&ctx.cfg.run_dir(), dir).is_some_and(|m| dirty(&m))
+    {
+        return None;
+    }
     let metrics = super::mount::fresh_metrics(&ctx.cfg.run_dir(), dir, asked).await?;
     let bytes = metrics["dirty_bytes"].as_u64().filter(|&b| b > 0)?;
     Some(format!(
