@@ -81,8 +81,7 @@ async fn unsynced_on_mount(
     let lease = leases.into_iter().find(|l| l.branch == branch)?;
     let dir = quackfs::process::holder_dir(&lease.holder)?;
     let dirty = |m: &serde_json::Value| m["dirty_bytes"].as_u64().is_some_and(|b| b > 0);
-    if if_seen && !super::mount::latest_metrics(&ctx.cfg.run_dir(), dir).is_some_and(|m| dirty(&m))
-    {
+    if if_seen && !super::mount::metrics_of(&ctx.cfg.run_dir(), dir).is_some_and(|m| dirty(&m)) {
         return None;
     }
     let metrics = super::mount::fresh_metrics(&ctx.cfg.run_dir(), dir, asked).await?;

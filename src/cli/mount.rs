@@ -679,14 +679,6 @@ fn metrics_since(file: &Path, since: SystemTime) -> Option<serde_json::Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// The last figures the mount at `dir` reported (each second), if any.
-pub fn latest_metrics(run_dir: &Path, dir: &str) -> Option<serde_json::Value> {
-    metrics_since(
-        &metrics_file(&runfile(run_dir, Path::new(dir))),
-        SystemTime::UNIX_EPOCH,
-    )
-}
-
 /// The figures of the mount at `dir` written after `since`, waiting for its next report (at most
 /// a few seconds); None if the mount does not report.
 pub async fn fresh_metrics(
