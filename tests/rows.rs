@@ -364,6 +364,54 @@ on_both_backends!(
     apply_merges_rows_like_doing_both_by_hand
 );
 
+/// Many conflicts: the first 100 by key are listed (the same ones each time, whatever order
+/// DuckDB's parallel joins find them in), and a line says how many more there are.
+#[test]
+fn many_conflicts_list_the_first_by_key_and_count_the_rest() {
+    let env = Env::new();
+    env.ok(&["init", "db"]);
+    write(
+        &env,
+        "db@main",
+        "CREATE TABLE t(id BIGINT PRIMARY KEY, v VARCHAR); INSERT INTO t SELECT range, 'v' || range FROM range(600000)",
+    );
+    env.ok(&["branch", "feat"]);
+    write(
+        &env,
+        "db@feat",
+        "UPDATE t SET v = 'theirs' WHERE id % 3 = 0",
+    );
+    write(&env, "db@main", "UPDATE t SET v = 'ours' WHERE id % 3 = 0");
+    let out = env
+        .cmd()
+        .args(["--json", "apply", "feat"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["files"][0]["tables"][0]["conflicts"], 200000);
+    let keys: Vec<i64> = report["files"][0]["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(keys, (0..100).map(|i| i * 3).collect::<Vec<i64>>());
+    let text = env
+        .cmd()
+        .args(["apply", "feat", "--dry-run"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(listed.matches("conflict in t at").count(), 100, "{listed}");
+    assert!(
+        listed.contains(
+            "... and 199900 more conflicting row(s) in db.duckdb (the first 100 by key are listed)"
+        ),
+        "{listed}"
+    );
+}
+
 #[test]
 fn conflicting_changes_are_listed_and_nothing_is_committed() {
     let env = Env::new();

@@ -325,6 +325,15 @@ fn report(ctx: &Ctx, merges: &[FileMerge], dry_run: bool, resolve: Resolve) -> R
                 c.theirs
             );
         }
+        let total: u64 = m.tables.iter().map(|t| t.conflicts as u64).sum();
+        if total > m.conflicts.len() as u64 {
+            outln!(
+                "... and {} more conflicting row(s) in {} (the first {} by key are listed)",
+                total - m.conflicts.len() as u64,
+                m.file,
+                m.conflicts.len()
+            );
+        }
     }
     Ok(())
 }

@@ -78,7 +78,8 @@ pub struct Conflict {
 pub struct FileMerge {
     pub file: String,
     pub tables: Vec<TableMerge>,
-    /// Up to [`CONFLICTS_SHOWN`] conflicting rows.
+    /// Up to [`CONFLICTS_SHOWN`] conflicting rows, the first by their keys (each table's count is
+    /// in `tables`).
     pub conflicts: Vec<Conflict>,
     /// Schema changes made differently on both sides, or that apply cannot bring over (the
     /// merge is refused).
@@ -725,13 +726,15 @@ fn table_deltas(i: usize, p: &Plan, schema_conflicts: &mut Vec<String>) -> Optio
                  (SELECT count(*) FROM {cf}) AS cf;\n"
             ));
             sql.push_str(&format!(
-                "SELECT __d.*, {}, {}, {} FROM {cf} __d LEFT JOIN {rb} __x ON {dx} LEFT JOIN {ro} __z ON {dz} LEFT JOIN {rt} __y ON {dy} LIMIT {CONFLICTS_SHOWN};\n",
+                "SELECT __d.*, {}, {}, {} FROM {cf} __d LEFT JOIN {rb} __x ON {dx} LEFT JOIN {ro} __z ON {dz} LEFT JOIN {rt} __y ON {dy} ORDER BY {order} LIMIT {CONFLICTS_SHOWN};\n",
                 duck::tagged("__x", "base", &cols),
                 duck::tagged("__z", "ours", &cols),
                 duck::tagged("__y", "theirs", &cols),
                 dx = key_match("__d", "__x", key),
                 dz = key_match("__d", "__z", key),
                 dy = key_match("__d", "__y", key),
+                // (The same rows listed each time, in the order of their keys.)
+                order = kc.iter().map(|k| format!("__d.{k}")).collect::<Vec<_>>().join(", "),
             ));
             // Keys to take from the source: changed only there (and, with --theirs, the
             // conflicting ones).
