@@ -284,8 +284,9 @@ start_weed() {
     log "starting SeaweedFS S3 on 127.0.0.1:$S3_PORT"
     # Every listening port is set explicitly so several instances can run side by side;
     # WebDAV, the admin UI, Iceberg and Lance endpoints and telemetry are off.
-    # The admin server still listens (with the UI off), hence its ports too.
-    AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET nohup weed mini \
+    # The admin server still listens (with the UI off), hence its ports too. Its own log files
+    # go to $DIR (weed writes them to /tmp otherwise, and they would outlive the services).
+    AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET nohup weed -logdir="$DIR" mini \
         -dir="$DIR/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -bucket="$S3_BUCKET" \
         -s3.port="$S3_PORT" -s3.port.grpc=$((S3_PORT + GRPC_OFFSET)) \
