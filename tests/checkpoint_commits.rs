@@ -10,11 +10,10 @@
 //! completed checkpoint raises it by one). Every commit is then mounted read-only and queried.
 
 mod common;
-use common::{duckdb, duckdb_bin, duckdb_raw, Env};
+use common::{duckdb, duckdb_bin, duckdb_raw, Env, Python};
 use quackfs::engine::duckdb_file;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 
 const FINGERPRINT: &str =
     "SELECT count(*), coalesce(sum(id), 0), coalesce(sum(length(h)), 0), coalesce(bit_xor(hash(h)), 0) FROM t";
@@ -66,60 +65,6 @@ impl Client for Cli {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-/// The Python module, through tests/py/duckdb_driver.py: connections stay open across steps.
-struct Python {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Python {
-    fn start() -> Python {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/duckdb_driver.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start python3 (scripts/install-deps.sh installs the duckdb module)");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut p = Python {
-            child,
-            stdin,
-            stdout,
-        };
-        let v = p.request(serde_json::json!({"op": "version"}));
-        assert_eq!(
-            v[0][0], "1.4.4",
-            "the tests use the duckdb Python module 1.4.4 (scripts/install-deps.sh)"
-        );
-        p
-    }
-
-    fn request(&mut self, req: serde_json::Value) -> serde_json::Value {
-        writeln!(self.stdin, "{req}").unwrap();
-        self.stdin.flush().unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("driver answered {line:?}: {e}"));
-        assert_eq!(
-            v["ok"], true,
-            "python duckdb failed on {req}: {}",
-            v["error"]
-        );
-        v["rows"].clone()
-    }
-}
-
-impl Drop for Python {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

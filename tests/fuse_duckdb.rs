@@ -4,8 +4,7 @@
 //! DuckDB's file lock keeping a second process out of a mounted database, as on local disk.
 
 mod common;
-use common::{duckdb, duckdb_raw, Env};
-use std::io::{BufRead, BufReader, Write};
+use common::{duckdb, duckdb_raw, Env, Python};
 
 const Q: &str = "SELECT count(*), sum(v), sum(length(s)) FROM t";
 
@@ -155,61 +154,6 @@ fn duckdb_spills_to_local_scratch(env: Env) {
     assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
 }
 
-/// A Python duckdb connection to `db` held open by a process of its own (writable: it has inserted
-/// one row and checkpointed; read-only: it has counted the rows) until dropped.
-struct Holder(std::process::Child);
-
-impl Holder {
-    fn open(db: &std::path::Path, read_only: bool) -> Holder {
-        let script = r#"
-import sys, duckdb
-ro = sys.argv[2] == "ro"
-con = duckdb.connect(sys.argv[1], read_only=ro)
-con.execute("SELECT count(*) FROM t" if ro else "INSERT INTO t VALUES (-1)")
-if not ro:
-    # (A checkpoint: the mount makes a commit while the file is open and locked.)
-    con.execute("CHECKPOINT")
-print("open", flush=True)
-sys.stdin.readline()
-con.close()
-"#;
-        let mut child = std::process::Command::new("python3")
-            .args(["-c", script])
-            .arg(db)
-            .arg(if read_only { "ro" } else { "rw" })
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("start python3 (scripts/install-deps.sh installs the duckdb module)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(
-            line.trim(),
-            "open",
-            "python could not open {}",
-            db.display()
-        );
-        Holder(child)
-    }
-
-    /// Closes the connection and waits for the process.
-    fn close(mut self) {
-        let mut stdin = self.0.stdin.take().unwrap();
-        writeln!(stdin).unwrap();
-        drop(stdin);
-        assert!(self.0.wait().unwrap().success());
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// What a DuckDB process meets opening `db` (`flags`: `-readonly` or none): Ok(count of t), or
 /// the error line.
 fn try_count(db: &std::path::Path, flags: &[&str]) -> Result<String, String> {
@@ -232,7 +176,12 @@ fn a_second_process_is_kept_out_by_duckdbs_lock(env: Env) {
     let db = mnt.join("locks.duckdb");
     duckdb(&db, "CREATE TABLE t AS SELECT i FROM range(1000) r(i)");
 
-    let writer = Holder::open(&db, false);
+    // A Python connection holds the file open for writing; its checkpoint makes a commit.
+    let path = db.display().to_string();
+    let mut writer = Python::start();
+    for sql in ["INSERT INTO t VALUES (-1)", "CHECKPOINT"] {
+        writer.request(serde_json::json!({"op": "sql", "db": path, "sql": sql}));
+    }
     let log: serde_json::Value =
         serde_json::from_str(&env.ok(&["log", "--json", "-n", "1"])).unwrap();
     assert_eq!(log[0]["kind"], "checkpoint", "{log}");
@@ -240,15 +189,17 @@ fn a_second_process_is_kept_out_by_duckdbs_lock(env: Env) {
         let e = try_count(&db, flags).expect_err("a second process got in while one writes");
         assert!(e.contains("Could not set lock on file"), "{flags:?}: {e}");
     }
-    writer.close();
+    writer.request(serde_json::json!({"op": "close", "db": path}));
     assert_eq!(try_count(&db, &[]).as_deref(), Ok("1001"));
 
     // Readers share the file; a writer waits for them all to close it.
-    let reader = Holder::open(&db, true);
+    let mut reader = Python::start();
+    reader.request(serde_json::json!({"op": "open", "db": path, "read_only": true}));
+    reader.request(serde_json::json!({"op": "sql", "db": path, "sql": "SELECT count(*) FROM t"}));
     assert_eq!(try_count(&db, &["-readonly"]).as_deref(), Ok("1001"));
     let e = try_count(&db, &[]).expect_err("a writer got in while another process reads");
     assert!(e.contains("Could not set lock on file"), "{e}");
-    reader.close();
+    reader.request(serde_json::json!({"op": "close", "db": path}));
     duckdb(&db, "INSERT INTO t VALUES (-2); CHECKPOINT");
     m.unmount();
     let out = env.path("out");

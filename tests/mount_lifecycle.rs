@@ -416,13 +416,14 @@ fn commit_says_when_the_mount_holds_unsynced_writes() {
         status.contains("; 100.0 KiB written, not synced yet)"),
         "{status}"
     );
-    let out = env
-        .std_cmd()
-        .args(["commit", "-m", "export"])
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{e}");
+    // (A commit that succeeds: its stderr.)
+    let commit = |msg: &str| {
+        let out = env.std_cmd().args(["commit", "-m", msg]).output().unwrap();
+        let e = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{e}");
+        e
+    };
+    let e = commit("export");
     let left_out = format!(
         "note: not in this commit: the mount at {} holds 100.0 KiB written but not synced",
         dir.display()
@@ -437,13 +438,7 @@ fn commit_says_when_the_mount_holds_unsynced_writes() {
         .unwrap()
         .sync_all()
         .unwrap();
-    let out = env
-        .std_cmd()
-        .args(["commit", "-m", "later"])
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{e}");
+    let e = commit("later");
     assert!(!e.contains("not in this commit"), "{e}");
     let e = env.fails_with(4, &["commit", "-m", "again"]);
     assert!(e.contains("hint: use --allow-empty"), "{e}");

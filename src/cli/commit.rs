@@ -80,12 +80,15 @@ async fn unsynced_on_mount(
     let leases = engine.catalog.leases(repo_id).await.ok()?;
     let lease = leases.into_iter().find(|l| l.branch == branch)?;
     let dir = quackfs::process::holder_dir(&lease.holder)?;
-    let dirty = |m: &serde_json::Value| m["dirty_bytes"].as_u64().is_some_and(|b| b > 0);
-    if if_seen && !super::mount::metrics_of(&ctx.cfg.run_dir(), dir).is_some_and(|m| dirty(&m)) {
+    let dirty = |m: serde_json::Value| m["dirty_bytes"].as_u64().filter(|&b| b > 0);
+    if if_seen
+        && super::mount::metrics_of(&ctx.cfg.run_dir(), dir)
+            .and_then(dirty)
+            .is_none()
+    {
         return None;
     }
-    let metrics = super::mount::fresh_metrics(&ctx.cfg.run_dir(), dir, asked).await?;
-    let bytes = metrics["dirty_bytes"].as_u64().filter(|&b| b > 0)?;
+    let bytes = dirty(super::mount::fresh_metrics(&ctx.cfg.run_dir(), dir, asked).await?)?;
     Some(format!(
         "the mount at {dir} holds {} written but not synced",
         super::output::size(bytes as i64)

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use assert_cmd::Command;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -472,4 +473,60 @@ pub fn listing(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// The Python duckdb module (1.4.4) in a process of its own, through tests/py/duckdb_driver.py:
+/// its connections stay open across requests until closed (or the process is dropped).
+pub struct Python {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Python {
+    pub fn start() -> Python {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/duckdb_driver.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start python3 (scripts/install-deps.sh installs the duckdb module)");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut p = Python {
+            child,
+            stdin,
+            stdout,
+        };
+        let v = p.request(serde_json::json!({"op": "version"}));
+        assert_eq!(
+            v[0][0], "1.4.4",
+            "the tests use the duckdb Python module 1.4.4 (scripts/install-deps.sh)"
+        );
+        p
+    }
+
+    /// One request (see the driver's docstring); its rows. A failed request fails the test.
+    pub fn request(&mut self, req: serde_json::Value) -> serde_json::Value {
+        writeln!(self.stdin, "{req}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("driver answered {line:?}: {e}"));
+        assert_eq!(
+            v["ok"], true,
+            "python duckdb failed on {req}: {}",
+            v["error"]
+        );
+        v["rows"].clone()
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
