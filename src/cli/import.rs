@@ -23,6 +23,7 @@ pub struct ImportArgs {
 }
 
 pub async fn run(ctx: &Ctx, a: ImportArgs) -> Result<()> {
+    quackfs::engine::import::prefetch(&a.files);
     let engine = ctx.engine().await?;
     let name = ctx.require_repo()?;
     let repo = engine.repo(&name).await?;

@@ -25,6 +25,7 @@ pub async fn run(ctx: &Ctx, a: InitArgs) -> Result<()> {
     // Files that cannot be imported are refused before the database exists.
     if !a.import.is_empty() {
         check_import(&a.import)?;
+        quackfs::engine::import::prefetch(&a.import);
     }
     let (engine, repo, root) = super::interruptible(async {
         let engine = ctx.engine().await?;
