@@ -58,9 +58,13 @@ pub enum Error {
     #[error("{0} already exists")]
     TargetExists(String),
     /// Nothing synced since the head; with what a live mount of the branch holds unsynced (a
-    /// sentence for the hint), if anything.
+    /// sentence for the hint), if anything, and the head itself when a DuckDB checkpoint made it
+    /// (its short id and message: a user's changes are often already there).
     #[error("nothing to commit")]
-    NothingToCommit(Option<String>),
+    NothingToCommit {
+        unsynced: Option<String>,
+        checkpoint_head: Option<String>,
+    },
     /// A mount ended but its last writes could not be made durable.
     #[error("{0}")]
     LostWrites(String),
@@ -214,7 +218,7 @@ impl Error {
             | Error::Conflict(_)
             | Error::MergeConflict(_)
             | Error::Refused(_) => exit::REFUSED,
-            Error::NothingToCommit(_) => exit::NOTHING_TO_COMMIT,
+            Error::NothingToCommit { .. } => exit::NOTHING_TO_COMMIT,
             Error::Expired(_) => exit::EXPIRED,
             Error::Corrupt(_) | Error::Damaged(_) => exit::CORRUPT,
             Error::Layer(LayerError::Io(_) | LayerError::Invalid(_)) => exit::ERROR,
@@ -274,10 +278,13 @@ impl Error {
             Error::MergeConflict(_) => Some(
                 "the conflicts are listed above; resolve them with --ours or --theirs, or change one side and apply again".into(),
             ),
-            Error::NothingToCommit(None) => Some("use --allow-empty to record a commit anyway".into()),
-            Error::NothingToCommit(Some(unsynced)) => Some(format!(
+            Error::NothingToCommit { unsynced: Some(unsynced), .. } => Some(format!(
                 "{unsynced}: a file's bytes are committed once they are synced (fsync, `sync FILE`, or unmounting); DuckDB syncs its own at each commit"
             )),
+            Error::NothingToCommit { checkpoint_head: Some(head), .. } => Some(format!(
+                "the head, {head}, already has every synced byte: a DuckDB checkpoint on a mount is committed by itself; use --allow-empty to record a commit anyway"
+            )),
+            Error::NothingToCommit { .. } => Some("use --allow-empty to record a commit anyway".into()),
             Error::BadTime(..) => Some(
                 "use RFC 3339 (2024-05-01T12:00:00Z), YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' or 'N hours ago'".into(),
             ),

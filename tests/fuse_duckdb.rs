@@ -25,8 +25,15 @@ fn duckdb_on_a_mount_and_every_commit_read_only(env: Env) {
     let log: serde_json::Value =
         serde_json::from_str(&env.ok(&["log", "--json", "-n", "1"])).unwrap();
     assert_eq!(log[0]["kind"], "checkpoint", "{log}");
-    let e = env.fails(&["commit", "-m", "nothing new"]);
+    let e = env.fails_with(4, &["commit", "-m", "nothing new"]);
     assert!(e.contains("nothing to commit"), "{e}");
+    // The hint says where the changes went.
+    let head = log[0]["id"].as_str().unwrap();
+    let hint = format!(
+        "hint: the head, {} (checkpoint of e2e.duckdb), already has every synced byte",
+        &head[..12]
+    );
+    assert!(e.contains(&hint), "{e}");
     expected.push((log[0]["id"].as_str().unwrap().to_string(), r1));
 
     // More changes, left in the WAL (no checkpoint), then a manual commit from another process.
