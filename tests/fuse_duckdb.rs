@@ -66,6 +66,17 @@ fn duckdb_on_a_mount_and_every_commit_read_only(env: Env) {
         // Read-only: writing is refused.
         let err = std::fs::write(dir.join("x"), b"x").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+        if i == 0 {
+            // So is DuckDB opening it for writing, its default; the mount said how to open it.
+            let out = duckdb_raw(&dir.join("e2e.duckdb"), Q, &[]);
+            let e = String::from_utf8_lossy(&out.stderr);
+            assert!(e.contains("Read-only file system"), "{e}");
+            let log = std::fs::read_to_string(env.mount_log(&dir)).unwrap();
+            assert!(
+                log.contains("hint: open its databases read-only: `duckdb -readonly "),
+                "{log}"
+            );
+        }
         ro.unmount();
     }
     assert_eq!(duckdb(&db, Q), r3, "the writer still sees its latest state");

@@ -416,6 +416,14 @@ async fn serve(ctx: &Ctx, a: &MountArgs) -> Result<()> {
         dir.display(),
         dir.display()
     ));
+    if writer.is_none() {
+        // DuckDB opens a file for writing unless told otherwise, and a read-only mount
+        // refuses that with "Read-only file system".
+        ctx.note(format!(
+            "hint: open its databases read-only: `duckdb -readonly {}/FILE`, or duckdb.connect(FILE, read_only=True) in Python",
+            dir.display()
+        ));
+    }
     if let Some(ready) = &a.ready_file {
         // Whole or not at all: `daemonize` polls for it, and a file caught empty would read as
         // a failed mount.
