@@ -307,13 +307,32 @@ impl SqliteCatalog {
                 .after_release(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
         };
         let pool = pool_of(4).connect_with(opts.clone()).await.map_err(db)?;
-        sqlx::migrate!("migrations/sqlite")
-            .run(&pool)
+        // The migrations commit with synchronous=NORMAL: a new catalog's schema is some twenty
+        // transactions, and with FULL each one waits for an fsync (tens of milliseconds in
+        // all). In WAL mode NORMAL cannot corrupt the file; a power cut can only lose the
+        // last migrations, which the next open applies again (each one is recorded in the
+        // transaction that applies it). The first write with FULL, by this process or
+        // another, syncs the WAL and them with it, so nothing durable ever rests on a
+        // migration that is not.
+        let mut conn = pool.acquire().await.map_err(db)?;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
             .await
-            .map_err(|source| CatalogError::Migrate {
-                url: url.clone(),
-                source,
-            })?;
+            .map_err(db)?;
+        let migrated = sqlx::migrate!("migrations/sqlite").run(&mut *conn).await;
+        // Back to FULL before the connection serves anything else (or closed, if that fails).
+        if let Err(e) = sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await
+        {
+            conn.detach();
+            return Err(db(e));
+        }
+        drop(conn);
+        migrated.map_err(|source| CatalogError::Migrate {
+            url: url.clone(),
+            source,
+        })?;
         // (Opened after the migrations, which may create the file's schema.)
         let writer = pool_of(1).connect_with(opts).await.map_err(db)?;
         Ok(SqliteCatalog {
@@ -2857,3 +2876,38 @@ impl_catalog!(
     "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
     true
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The migrations commit with synchronous=NORMAL; every connection the catalog then serves
+    /// commits with FULL.
+    #[tokio::test]
+    async fn a_new_sqlite_catalog_serves_only_full_synchronous_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let cat = SqliteCatalog::open(path.to_str().unwrap()).await.unwrap();
+        // All the pool's connections at once, so the one that ran the migrations is among them.
+        let mut conns = Vec::new();
+        for _ in 0..4 {
+            conns.push(cat.pool.acquire().await.unwrap());
+        }
+        conns.push(cat.writer.acquire().await.unwrap());
+        for c in &mut conns {
+            let (mode,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+                .fetch_one(&mut **c)
+                .await
+                .unwrap();
+            assert_eq!(mode, 2, "synchronous=FULL is 2");
+        }
+        let (applied,): (i64,) = sqlx::query_as("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(&mut *conns[0])
+            .await
+            .unwrap();
+        assert_eq!(
+            applied as usize,
+            sqlx::migrate!("migrations/sqlite").iter().count()
+        );
+    }
+}
