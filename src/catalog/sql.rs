@@ -307,9 +307,8 @@ impl SqliteCatalog {
                 .after_release(|c, _| Box::pin(async move { Ok(!c.is_in_transaction()) }))
         };
         let pool = pool_of(4).connect_with(opts.clone()).await.map_err(db)?;
-        // The migrations commit with synchronous=NORMAL: a new catalog's schema is some twenty
-        // transactions, and with FULL each one waits for an fsync (tens of milliseconds in
-        // all). In WAL mode NORMAL cannot corrupt the file; a power cut can only lose the
+        // The migrations commit with synchronous=NORMAL: a new catalog's schema is ten
+        // transactions (one per migration), and with FULL each one waits for its fsyncs. In WAL mode NORMAL cannot corrupt the file; a power cut can only lose the
         // last migrations, which the next open applies again (each one is recorded in the
         // transaction that applies it). The first write with FULL, by this process or
         // another, syncs the WAL and them with it, so nothing durable ever rests on a

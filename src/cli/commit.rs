@@ -44,13 +44,17 @@ pub async fn run(ctx: &Ctx, a: CommitArgs) -> Result<()> {
     let c = match pending {
         Err(quackfs::catalog::CatalogError::NothingPending) => {
             let unsynced = unsynced_on_mount(ctx, &engine, repo.id, &branch, asked, false).await;
-            // The head now: a checkpoint commit made meanwhile took what was synced.
-            let checkpoint_head = engine
-                .branch_head(&repo, &branch)
-                .await
-                .ok()
-                .filter(|h| h.kind == quackfs::catalog::CommitKind::Checkpoint)
-                .map(|h| format!("{} ({})", short(&h.id), h.message));
+            // Else the head now, if a checkpoint made it (one made meanwhile took what was
+            // synced); the hint names only one of the two.
+            let checkpoint_head = match unsynced {
+                Some(_) => None,
+                None => engine
+                    .branch_head(&repo, &branch)
+                    .await
+                    .ok()
+                    .filter(|h| h.kind == quackfs::catalog::CommitKind::Checkpoint)
+                    .map(|h| format!("{} ({})", short(&h.id), h.message)),
+            };
             return Err(Error::NothingToCommit {
                 unsynced,
                 checkpoint_head,
