@@ -975,6 +975,70 @@ fn pending_layers_are_compacted() {
     });
 }
 
+/// A burst of tiny syncs, as DuckDB's single-row commits append to its WAL, comes faster than
+/// compactions: the runs they leave are all merged in the end, none is stranded below a bigger
+/// layer, and the file reads back exactly, live and on a fresh mount.
+#[test]
+fn a_burst_of_tiny_syncs_leaves_few_pending_layers() {
+    small_inline_limit();
+    let rt = runtime(4);
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, url, tmp, store) = memory_engine(dir.path()).await;
+        let (repo, _) = engine.init("burst").await.unwrap();
+        let fs = open_fs(engine.clone(), &repo, dir.path()).await;
+        let (a, fh) = fs
+            .create(ROOT, "db.duckdb.wal", 0o644, libc::O_RDWR | libc::O_CREAT)
+            .await
+            .unwrap();
+        let mut model = Vec::new();
+        for i in 0..3000u64 {
+            let data = pattern(i as u8, model.len() as u64, 125);
+            fs.write(a.ino, fh, model.len() as u64, &data, false)
+                .unwrap();
+            model.extend_from_slice(&data);
+            fs.fsync(a.ino).await.unwrap();
+        }
+        let pending = || async {
+            engine
+                .catalog
+                .pending(repo.id, "main")
+                .await
+                .unwrap()
+                .map_or(0, |p| p.layers.len())
+        };
+        // 3000 x 125 bytes: some 6 layers of 64 KiB, and fewer than 32 small ones above them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let n = pending().await;
+            if n <= 40 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} pending layers a minute after the burst"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let got = fs
+            .read(a.ino, fh, 0, model.len() as u32 + 10)
+            .await
+            .unwrap();
+        assert!(got == model, "the live mount reads other bytes");
+        let fs2 = remount(fs, &url, store, tmp, &repo, dir.path()).await;
+        let a2 = fs2.lookup(ROOT, "db.duckdb.wal").unwrap();
+        let fh2 = fs2.open(a2.ino, libc::O_RDONLY).await.unwrap();
+        let got = fs2
+            .read(a2.ino, fh2, 0, model.len() as u32 + 10)
+            .await
+            .unwrap();
+        assert!(
+            got == model,
+            "a fresh mount reads other bytes after compaction"
+        );
+    });
+}
+
 /// DuckDB rewrites whole blocks of which a few bytes changed: only the changed stretches are
 /// stored (the rest reads from the layers that hold it already), and the file reads exactly, live
 /// and after a remount. (Writes shorter than 64 KiB, such as a header, are stored whole.)

@@ -229,23 +229,35 @@ fn size_class(bytes: i64) -> u32 {
     class
 }
 
-/// The pending layers (in order) a compaction merges: the newest run of consecutive layers of one
-/// size class, if it has at least [`COMPACT_FAN_IN`] (its newest [`COMPACT_MAX`] at most).
-fn compaction_run(layers: &[LayerRow]) -> Vec<LayerRow> {
-    let Some(last) = layers.last() else {
-        return Vec::new();
-    };
-    let class = size_class(last.size_bytes);
-    let n = layers
-        .iter()
-        .rev()
-        .take_while(|l| l.kind == LayerKind::Delta && size_class(l.size_bytes) == class)
-        .take(COMPACT_MAX)
-        .count();
-    if n < compact_fan_in().max(2) {
-        return Vec::new();
+/// The pending layers (in order) a compaction merges: in the newest run of at least `fan_in`
+/// consecutive delta layers of one size class, its oldest [`COMPACT_MAX`]. Every run is looked
+/// at, not only the newest: when syncs come faster than compactions, a run outgrows what one
+/// compaction takes, and once a bigger layer lands above it, it is no longer the newest run.
+/// Taking a long run from its old end leaves the merged layer where the run begins, so the rest
+/// of the run stays in one piece and the next compaction takes it, merged layer first, until
+/// that layer moves up a size class. Nothing is left behind, whatever the pace of the syncs.
+fn compaction_run(layers: &[LayerRow], fan_in: usize) -> &[LayerRow] {
+    let fan_in = fan_in.max(2);
+    let mut end = layers.len();
+    while end > 0 {
+        let last = &layers[end - 1];
+        let class = size_class(last.size_bytes);
+        let n = if last.kind == LayerKind::Delta {
+            layers[..end]
+                .iter()
+                .rev()
+                .take_while(|l| l.kind == LayerKind::Delta && size_class(l.size_bytes) == class)
+                .count()
+        } else {
+            1
+        };
+        let start = end - n;
+        if n >= fan_in {
+            return &layers[start..start + n.min(COMPACT_MAX)];
+        }
+        end = start;
     }
-    layers[layers.len() - n..].to_vec()
+    &[]
 }
 
 impl BranchSession {
@@ -571,8 +583,8 @@ impl BranchSession {
         });
     }
 
-    /// Merges the newest run of at least [`COMPACT_FAN_IN`] consecutive pending segments of one
-    /// size class into one layer (size-tiered, as an LSM tree compacts, as Neon compacts its L0
+    /// Merges a run of at least [`COMPACT_FAN_IN`] consecutive pending segments of one size
+    /// class ([`compaction_run`]) into one layer (size-tiered, as an LSM tree compacts, as Neon compacts its L0
     /// deltas): whatever DuckDB's fsync pattern, a mount of the branch (or of the commit that
     /// adopts them) reads through few layers. Runs beside syncs; the catalog swaps the layers
     /// only if they are all still pending (else a commit adopted them: nothing changes). This
@@ -586,7 +598,11 @@ impl BranchSession {
         else {
             return Ok(false);
         };
-        let run = compaction_run(&pending.layers);
+        let fan_in = compact_fan_in();
+        if fan_in == 0 {
+            return Ok(false);
+        }
+        let run = compaction_run(&pending.layers, fan_in).to_vec();
         if run.is_empty() {
             return Ok(false);
         }
@@ -754,5 +770,96 @@ impl ReadSession {
     /// Ends the session (and so the pin).
     pub async fn release(self) {
         self.session.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pending delta layers of these sizes, in order (seq = position).
+    fn layers(sizes: &[i64]) -> Vec<LayerRow> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| LayerRow {
+                id: format!("l{i}"),
+                repo_id: 1,
+                commit_id: None,
+                seq: i as i64,
+                kind: LayerKind::Delta,
+                object_key: format!("inline/l{i}"),
+                size_bytes: size,
+                min_time: 0,
+                max_time: 0,
+                created_at: 0,
+            })
+            .collect()
+    }
+
+    fn seqs(run: &[LayerRow]) -> Vec<i64> {
+        run.iter().map(|l| l.seq).collect()
+    }
+
+    #[test]
+    fn a_short_newest_run_is_merged_whole() {
+        let mut sizes = vec![1 << 20];
+        sizes.extend([241; 40]);
+        let all = layers(&sizes);
+        assert_eq!(seqs(compaction_run(&all, 32)), (1..41).collect::<Vec<_>>());
+        assert!(
+            compaction_run(&all[..32], 32).is_empty(),
+            "31 small ones: not yet"
+        );
+    }
+
+    #[test]
+    fn a_long_run_is_taken_from_its_old_end() {
+        let all = layers(&[241; 200]);
+        assert_eq!(
+            seqs(compaction_run(&all, 32)),
+            (0..COMPACT_MAX as i64).collect::<Vec<_>>()
+        );
+    }
+
+    /// Syncs outran compaction: 300 small layers, then a bigger one and 10 small ones above
+    /// them. The newest run is too short; the one below the bigger layer is merged, not left.
+    #[test]
+    fn a_run_below_a_bigger_layer_is_not_left_behind() {
+        let mut sizes = vec![241; 300];
+        sizes.push(100_000);
+        sizes.extend([241; 10]);
+        let all = layers(&sizes);
+        assert_eq!(
+            seqs(compaction_run(&all, 32)),
+            (0..COMPACT_MAX as i64).collect::<Vec<_>>()
+        );
+        // Merging until nothing is left to merge ends with few layers.
+        let mut live = all;
+        loop {
+            let run = compaction_run(&live, 32);
+            let Some(first) = run.first() else { break };
+            let (at, n) = (
+                live.iter().position(|l| l.id == first.id).unwrap(),
+                run.len(),
+            );
+            let merged = LayerRow {
+                size_bytes: run.iter().map(|l| l.size_bytes).sum(),
+                ..first.clone()
+            };
+            live.splice(at..at + n, [merged]);
+        }
+        assert!(live.len() <= 14, "{} layers left", live.len());
+    }
+
+    #[test]
+    fn only_delta_layers_of_one_size_class_make_a_run() {
+        let mut all = layers(&[241; 40]);
+        all[20].kind = LayerKind::Image;
+        assert_eq!(seqs(compaction_run(&all, 16)), (21..40).collect::<Vec<_>>());
+        assert_eq!(seqs(compaction_run(&all, 20)), (0..20).collect::<Vec<_>>());
+        assert!(compaction_run(&all, 32).is_empty());
+        let all = layers(&[100_000; 40]);
+        assert_eq!(compaction_run(&all, 32).len(), 40);
     }
 }
