@@ -1007,17 +1007,25 @@ fn a_burst_of_tiny_syncs_leaves_few_pending_layers() {
                 .unwrap()
                 .map_or(0, |p| p.layers.len())
         };
-        // 3000 x 125 bytes: some 6 layers of 64 KiB, and fewer than 32 small ones above them.
+        // 3000 x 125 bytes: some 6-10 layers of 64 KiB, and fewer than 64 small ones above them (a
+        // compaction starts once 32 layers were registered since the last one started, so the
+        // newest run may hold up to twice that until the next sync). Stranded runs were 950.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             let n = pending().await;
-            if n <= 40 {
+            if n <= 80 {
                 break;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{n} pending layers a minute after the burst"
-            );
+            if std::time::Instant::now() >= deadline {
+                let sizes: Vec<i64> = engine
+                    .catalog
+                    .pending(repo.id, "main")
+                    .await
+                    .unwrap()
+                    .map(|p| p.layers.iter().map(|l| l.size_bytes).collect())
+                    .unwrap_or_default();
+                panic!("{n} pending layers a minute after the burst, of sizes {sizes:?}");
+            }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let got = fs

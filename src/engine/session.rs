@@ -561,25 +561,40 @@ impl BranchSession {
     /// Counts newly registered pending layers, and compacts them in the background once enough
     /// accumulated (see [`compact_pending`](Self::compact_pending)).
     pub fn registered_layers(self: &Arc<Self>, n: usize) {
-        let since = self.since_compaction.fetch_add(n, Ordering::SeqCst) + n;
+        self.since_compaction.fetch_add(n, Ordering::SeqCst);
+        self.maybe_compact();
+    }
+
+    /// Starts a compaction task unless one runs or fewer than the fan-in layers were registered
+    /// since the last one started. The task merges until nothing is left to merge, then looks
+    /// again: layers registered while it finished found it running and started nothing, and
+    /// with no sync after them (the end of a burst) they would wait for the next one. A failed
+    /// compaction waits for the fan-in's worth of new layers before it is tried again.
+    fn maybe_compact(self: &Arc<Self>) {
         let fan_in = compact_fan_in();
-        if fan_in == 0 || since < fan_in || self.compacting.swap(true, Ordering::SeqCst) {
+        if fan_in == 0
+            || self.since_compaction.load(Ordering::SeqCst) < fan_in
+            || self.compacting.swap(true, Ordering::SeqCst)
+        {
             return;
         }
         self.since_compaction.store(0, Ordering::SeqCst);
         let me = self.clone();
         tokio::spawn(async move {
-            loop {
+            let settled = loop {
                 match me.compact_pending().await {
                     Ok(true) => continue,
-                    Ok(false) => break,
+                    Ok(false) => break true,
                     Err(e) => {
                         tracing::warn!("compacting the pending layers failed (retried later): {e}");
-                        break;
+                        break false;
                     }
                 }
-            }
+            };
             me.compacting.store(false, Ordering::SeqCst);
+            if settled {
+                me.maybe_compact();
+            }
         });
     }
 
