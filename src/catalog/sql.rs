@@ -11,6 +11,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, Row};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 const COMMIT_COLS: &str =
@@ -45,6 +46,9 @@ pub struct SqliteCatalog {
     /// The connection of the sync path (see [`register_sync_impl`](Self::register_sync_impl)),
     /// opened on first use; the catalog's file is `path`.
     sync_conn: std::sync::Mutex<Option<rusqlite::Connection>>,
+    /// Taken by every write transaction of this catalog, on `writer` or `sync_conn`, before it
+    /// begins (see [`WriteTx`]).
+    write_gate: Arc<tokio::sync::Mutex<()>>,
     path: String,
     url: String,
 }
@@ -80,6 +84,7 @@ impl SqliteCatalog {
         let branch = req.branch.clone();
         let (mut batch, layers) = Self::sync_batch(req);
         batch.in_transaction();
+        let _gate = self.write_gate.lock().await;
         let next = blocking(|| self.on_sync_conn(|conn| batch.run_sync(conn)))?;
         number_synced(next, layers, &branch)
     }
@@ -205,7 +210,7 @@ impl SqliteCatalog {
 
     async fn commit_pending_in(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        tx: &mut WriteTx,
         repo_id: i64,
         branch: &str,
         commit: NewCommit,
@@ -308,8 +313,9 @@ impl SqliteCatalog {
         };
         let pool = pool_of(4).connect_with(opts.clone()).await.map_err(db)?;
         // The migrations commit with synchronous=NORMAL: a new catalog's schema is ten
-        // transactions (one per migration), and with FULL each one waits for its fsyncs. In WAL mode NORMAL cannot corrupt the file; a power cut can only lose the
-        // last migrations, which the next open applies again (each one is recorded in the
+        // transactions (one per migration), and with FULL each one waits for its fsyncs. In
+        // WAL mode NORMAL cannot corrupt the file; a power cut can only lose the last
+        // migrations, which the next open applies again (each one is recorded in the
         // transaction that applies it). The first write with FULL, by this process or
         // another, syncs the WAL and them with it, so nothing durable ever rests on a
         // migration that is not.
@@ -338,6 +344,7 @@ impl SqliteCatalog {
             pool,
             writer,
             sync_conn: std::sync::Mutex::new(None),
+            write_gate: Arc::new(tokio::sync::Mutex::new(())),
             path: path.to_string(),
             url,
         })
@@ -346,10 +353,48 @@ impl SqliteCatalog {
     /// SQLite connections are not lost to a server going away.
     fn saw_error(&self, _: &sqlx::Error) {}
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let gate = self.write_gate.clone().lock_owned().await;
         // IMMEDIATE takes the write lock up front, so a read-then-write transaction never fails
         // half-way with SQLITE_BUSY when another process writes.
-        self.writer.begin_with("BEGIN IMMEDIATE").await
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTx { tx, _gate: gate })
+    }
+}
+
+/// A write transaction of the SQLite catalog, begun by [`SqliteCatalog::begin_write`]: a
+/// transaction of its writer connection that holds the catalog's write gate until it ends.
+/// SQLite has one writer at a time; the sync path's connection and the writer connection queue
+/// at the gate instead of meeting on SQLite's lock, where the loser's busy handler sleeps 1 ms,
+/// then 2, then 5 before it looks again: a DuckDB commit on a mount waited that long behind a
+/// compaction's or a heartbeat's transaction of well under a millisecond. (Other processes
+/// still meet on SQLite's lock.) Derefs to the connection, as a `sqlx::Transaction` does.
+struct WriteTx {
+    // (Fields drop in order: the transaction before the gate.)
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _gate: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &sqlx::SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::SqliteConnection {
+        &mut self.tx
     }
 }
 
@@ -714,10 +759,7 @@ impl Batch {
         Ok(last)
     }
 
-    async fn execute(
-        self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    ) -> Result<(), sqlx::Error> {
+    async fn execute(self, tx: &mut WriteTx) -> Result<(), sqlx::Error> {
         self.fetch(tx).await.map(drop)
     }
 }
@@ -1252,7 +1294,7 @@ fn lock_order(ids: &[String]) -> Vec<&String> {
 }
 
 macro_rules! impl_catalog {
-    ($ty:ty, $row:ty, $db:ty, $lock:literal, $now:literal, $repeatable:literal) => {
+    ($ty:ty, $row:ty, $db:ty, $tx:ty, $lock:literal, $now:literal, $repeatable:literal) => {
         impl $ty {
             fn db(&self, error: sqlx::Error) -> CatalogError {
                 self.saw_error(&error);
@@ -1328,7 +1370,7 @@ macro_rules! impl_catalog {
                 g().map_err(|e| self.db(e))
             }
 
-            async fn commit_in(&self, tx: &mut sqlx::Transaction<'static, $db>, id: &str) -> Result<Option<Commit>, CatalogError> {
+            async fn commit_in(&self, tx: &mut $tx, id: &str) -> Result<Option<Commit>, CatalogError> {
                 let sql = format!("SELECT {COMMIT_COLS} FROM commits WHERE id = $1");
                 let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(id)
@@ -1340,7 +1382,7 @@ macro_rules! impl_catalog {
 
             /// Locks the branch row (PostgreSQL; SQLite holds the database write lock) and returns
             /// the commit it points at.
-            async fn lock_branch(&self, tx: &mut sqlx::Transaction<'static, $db>, repo_id: i64, branch: &str) -> Result<String, CatalogError> {
+            async fn lock_branch(&self, tx: &mut $tx, repo_id: i64, branch: &str) -> Result<String, CatalogError> {
                 let sql = concat!("SELECT commit_id FROM refs WHERE repo_id = $1 AND name = $2 AND kind = 'branch'", $lock);
                 let row = sqlx::query(sql)
                     .bind(repo_id)
@@ -1356,7 +1398,7 @@ macro_rules! impl_catalog {
 
             /// Locks the layer rows `ids` (at most a thousand, in [`lock_order`]) in id order
             /// (PostgreSQL; SQLite holds the database write lock) and returns those that exist.
-            async fn lock_layers(&self, tx: &mut sqlx::Transaction<'static, $db>, ids: &[&String]) -> Result<std::collections::HashSet<String>, CatalogError> {
+            async fn lock_layers(&self, tx: &mut $tx, ids: &[&String]) -> Result<std::collections::HashSet<String>, CatalogError> {
                 let list = placeholders(1, ids.len());
                 let sql = format!(concat!("SELECT id FROM layers WHERE id IN ({}) ORDER BY id", $lock), list);
                 let q = bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), ids);
@@ -1368,7 +1410,7 @@ macro_rules! impl_catalog {
             /// [`Catalog::register_session_layers`]). Three statements per thousand layers,
             /// where there were two per layer: a mount of a long history registers every layer
             /// it reads. In id order, as every call that changes several layer rows.
-            async fn register_layers_in(&self, tx: &mut sqlx::Transaction<'static, $db>, session_id: &str, layer_ids: &[String]) -> Result<(), CatalogError> {
+            async fn register_layers_in(&self, tx: &mut $tx, session_id: &str, layer_ids: &[String]) -> Result<(), CatalogError> {
                 let mut ids = lock_order(layer_ids);
                 ids.dedup();
                 for chunk in ids.chunks(1_000) {
@@ -1396,7 +1438,7 @@ macro_rules! impl_catalog {
             /// (PostgreSQL: a registration racing with this transaction either committed before
             /// the lock was granted, and this later statement sees it, or runs after and finds
             /// the doom mark to clear, or the row gone).
-            async fn registered_by_session(&self, tx: &mut sqlx::Transaction<'static, $db>, id: &str) -> Result<bool, CatalogError> {
+            async fn registered_by_session(&self, tx: &mut $tx, id: &str) -> Result<bool, CatalogError> {
                 sqlx::query(concat!("SELECT id FROM layers WHERE id = $1", $lock))
                     .bind(id)
                     .fetch_optional(&mut **tx)
@@ -1415,7 +1457,7 @@ macro_rules! impl_catalog {
             }
 
             /// Checks the writer's fencing generation inside a transaction.
-            async fn check_fence(&self, tx: &mut sqlx::Transaction<'static, $db>, repo_id: i64, branch: &str, generation: i64) -> Result<(), CatalogError> {
+            async fn check_fence(&self, tx: &mut $tx, repo_id: i64, branch: &str, generation: i64) -> Result<(), CatalogError> {
                 let row = sqlx::query("SELECT generation, released FROM leases WHERE repo_id = $1 AND branch = $2")
                     .bind(repo_id)
                     .bind(branch)
@@ -1435,7 +1477,7 @@ macro_rules! impl_catalog {
 
             /// The catalog server's clock, in milliseconds since the epoch: lease and pin freshness
             /// is judged by it, never by each host's own clock.
-            async fn server_now(&self, tx: &mut sqlx::Transaction<'static, $db>) -> Result<Millis, CatalogError> {
+            async fn server_now(&self, tx: &mut $tx) -> Result<Millis, CatalogError> {
                 let row = sqlx::query(concat!("SELECT ", $now, " AS now"))
                     .fetch_one(&mut **tx)
                     .await
@@ -1448,7 +1490,7 @@ macro_rules! impl_catalog {
             /// lease is fresh, or while the branch has synced-but-uncommitted changes. A lease
             /// whose heartbeat went stale is released here, in the same transaction, which fences
             /// its holder should it wake up.
-            async fn guard_branch(&self, tx: &mut sqlx::Transaction<'static, $db>, repo_id: i64, branch: &str) -> Result<(), CatalogError> {
+            async fn guard_branch(&self, tx: &mut $tx, repo_id: i64, branch: &str) -> Result<(), CatalogError> {
                 let now = self.server_now(tx).await?;
                 let lease = sqlx::query("SELECT generation, holder, heartbeat_at FROM leases WHERE repo_id = $1 AND branch = $2 AND released = 0")
                     .bind(repo_id)
@@ -1493,7 +1535,7 @@ macro_rules! impl_catalog {
             #[allow(clippy::too_many_arguments)]
             async fn write_commit(
                 &self,
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut $tx,
                 repo_id: i64,
                 branch: &str,
                 parent: &Commit,
@@ -1630,7 +1672,7 @@ macro_rules! impl_catalog {
 
             async fn insert_layer(
                 &self,
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut $tx,
                 repo_id: i64,
                 commit_id: Option<&str>,
                 branch: Option<&str>,
@@ -2863,6 +2905,7 @@ impl_catalog!(
     SqliteCatalog,
     sqlx::sqlite::SqliteRow,
     sqlx::Sqlite,
+    WriteTx,
     "",
     "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
     false
@@ -2871,6 +2914,7 @@ impl_catalog!(
     PgCatalog,
     sqlx::postgres::PgRow,
     sqlx::Postgres,
+    sqlx::Transaction<'static, sqlx::Postgres>,
     " FOR UPDATE",
     "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
     true
