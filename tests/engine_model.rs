@@ -912,6 +912,65 @@ fn concurrent_fsyncs_share_registrations() {
     });
 }
 
+/// Waits up to a minute for background compaction to leave `main` of `repo` at most `most`
+/// pending layers; fails with their sizes if it does not.
+async fn settle_pending(engine: &Engine, repo: &catalog::Repo, most: usize) {
+    let sizes = || async {
+        engine
+            .catalog
+            .pending(repo.id, "main")
+            .await
+            .unwrap()
+            .map(|p| p.layers.iter().map(|l| l.size_bytes).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let now = sizes().await;
+        if now.len() <= most {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!(
+                "{} pending layers after a minute (at most {most} expected), of sizes {now:?}",
+                now.len()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks that file `name` (inode `ino`, open as `fh` on `fs`) reads exactly `model` on the live
+/// mount, then on a fresh mount of the same catalog and store.
+async fn reads_back(
+    fs: Arc<QuackFs>,
+    ino: u64,
+    fh: u64,
+    name: &str,
+    model: &[u8],
+    (url, store, tmp, repo, dir): (
+        &str,
+        DynStore,
+        std::path::PathBuf,
+        &catalog::Repo,
+        &std::path::Path,
+    ),
+) {
+    let got = fs.read(ino, fh, 0, model.len() as u32 + 10).await.unwrap();
+    assert!(got == model, "the live mount reads other bytes");
+    let fs2 = remount(fs, url, store, tmp, repo, dir).await;
+    let a2 = fs2.lookup(ROOT, name).unwrap();
+    let fh2 = fs2.open(a2.ino, libc::O_RDONLY).await.unwrap();
+    let got = fs2
+        .read(a2.ino, fh2, 0, model.len() as u32 + 10)
+        .await
+        .unwrap();
+    assert!(
+        got == model,
+        "a fresh mount reads other bytes after compaction"
+    );
+}
+
 /// Many small syncs of one file are compacted into few pending layers in the background; the
 /// live mount and a fresh one read the same bytes, and a commit of the compacted state too.
 #[test]
@@ -942,36 +1001,16 @@ fn pending_layers_are_compacted() {
             }
             fs.fsync(a.ino).await.unwrap();
         }
-        let pending = || async {
-            engine
-                .catalog
-                .pending(repo.id, "main")
-                .await
-                .unwrap()
-                .map_or(0, |p| p.layers.len())
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while pending().await > 40 - 15 {
-            assert!(std::time::Instant::now() < deadline, "no compaction");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let got = fs
-            .read(a.ino, fh, 0, model.len() as u32 + 10)
-            .await
-            .unwrap();
-        assert!(got == model, "the live mount reads other bytes");
-        // A fresh mount reads the compacted state.
-        let fs2 = remount(fs, &url, store, tmp, &repo, dir.path()).await;
-        let a2 = fs2.lookup(ROOT, "f").unwrap();
-        let fh2 = fs2.open(a2.ino, libc::O_RDONLY).await.unwrap();
-        let got = fs2
-            .read(a2.ino, fh2, 0, model.len() as u32 + 10)
-            .await
-            .unwrap();
-        assert!(
-            got == model,
-            "a fresh mount reads other bytes after compaction"
-        );
+        settle_pending(&engine, &repo, 40 - 15).await;
+        reads_back(
+            fs,
+            a.ino,
+            fh,
+            "f",
+            &model,
+            (&url, store, tmp, &repo, dir.path()),
+        )
+        .await;
     });
 }
 
@@ -999,51 +1038,20 @@ fn a_burst_of_tiny_syncs_leaves_few_pending_layers() {
             model.extend_from_slice(&data);
             fs.fsync(a.ino).await.unwrap();
         }
-        let pending = || async {
-            engine
-                .catalog
-                .pending(repo.id, "main")
-                .await
-                .unwrap()
-                .map_or(0, |p| p.layers.len())
-        };
         // 3000 x 125 bytes: some 6-10 layers of 64 KiB, and fewer than 64 small ones above them (a
         // compaction starts once 32 layers were registered since the last one started, so the
         // newest run may hold up to twice that until the next sync). Stranded runs were 950.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let n = pending().await;
-            if n <= 80 {
-                break;
-            }
-            if std::time::Instant::now() >= deadline {
-                let sizes: Vec<i64> = engine
-                    .catalog
-                    .pending(repo.id, "main")
-                    .await
-                    .unwrap()
-                    .map(|p| p.layers.iter().map(|l| l.size_bytes).collect())
-                    .unwrap_or_default();
-                panic!("{n} pending layers a minute after the burst, of sizes {sizes:?}");
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let got = fs
-            .read(a.ino, fh, 0, model.len() as u32 + 10)
-            .await
-            .unwrap();
-        assert!(got == model, "the live mount reads other bytes");
-        let fs2 = remount(fs, &url, store, tmp, &repo, dir.path()).await;
-        let a2 = fs2.lookup(ROOT, "db.duckdb.wal").unwrap();
-        let fh2 = fs2.open(a2.ino, libc::O_RDONLY).await.unwrap();
-        let got = fs2
-            .read(a2.ino, fh2, 0, model.len() as u32 + 10)
-            .await
-            .unwrap();
-        assert!(
-            got == model,
-            "a fresh mount reads other bytes after compaction"
-        );
+        settle_pending(&engine, &repo, 80).await;
+        let name = "db.duckdb.wal";
+        reads_back(
+            fs,
+            a.ino,
+            fh,
+            name,
+            &model,
+            (&url, store, tmp, &repo, dir.path()),
+        )
+        .await;
     });
 }
 

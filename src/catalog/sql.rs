@@ -353,6 +353,16 @@ impl SqliteCatalog {
     /// SQLite connections are not lost to a server going away.
     fn saw_error(&self, _: &sqlx::Error) {}
 
+    /// A write statement on its own (autocommit, such as a heartbeat), on the writer
+    /// connection through the write gate (see [`WriteTx`]).
+    async fn write_one(
+        &self,
+        q: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error> {
+        let _gate = self.write_gate.lock().await;
+        q.execute(&self.writer).await
+    }
+
     async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
         let gate = self.write_gate.clone().lock_owned().await;
         // IMMEDIATE takes the write lock up front, so a read-then-write transaction never fails
@@ -965,6 +975,14 @@ impl PgCatalog {
                 None
             }
         }
+    }
+
+    /// A write statement on its own (autocommit), on a pooled connection.
+    async fn write_one(
+        &self,
+        q: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+        q.execute(&self.pool).await
     }
 
     /// BEGIN has no effect of its own, so one that failed on a lost connection is retried on
@@ -1803,10 +1821,8 @@ macro_rules! impl_catalog {
             }
 
             async fn confirm_bound(&self) -> Result<(), CatalogError> {
-                sqlx::query("UPDATE catalog_meta SET value = '1' WHERE key = 'store_bound'")
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| self.db(e))?;
+                let q = sqlx::query("UPDATE catalog_meta SET value = '1' WHERE key = 'store_bound'");
+                self.write_one(q).await.map_err(|e| self.db(e))?;
                 Ok(())
             }
 
@@ -2273,26 +2289,22 @@ macro_rules! impl_catalog {
             }
 
             async fn heartbeat(&self, repo_id: i64, branch: &str, generation: i64) -> Result<(), CatalogError> {
-                let r = sqlx::query(concat!(
+                let q = sqlx::query(concat!(
                     "UPDATE leases SET heartbeat_at = ", $now, " WHERE repo_id = $1 AND branch = $2 AND generation = $3 AND released = 0",
                 ))
                 .bind(repo_id)
                 .bind(branch)
-                .bind(generation)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| self.db(e))?;
+                .bind(generation);
+                let r = self.write_one(q).await.map_err(|e| self.db(e))?;
                 if r.rows_affected() == 1 { Ok(()) } else { Err(CatalogError::Fenced(branch.to_string())) }
             }
 
             async fn release_lease(&self, repo_id: i64, branch: &str, generation: i64) -> Result<(), CatalogError> {
-                sqlx::query("UPDATE leases SET released = 1 WHERE repo_id = $1 AND branch = $2 AND generation = $3")
+                let q = sqlx::query("UPDATE leases SET released = 1 WHERE repo_id = $1 AND branch = $2 AND generation = $3")
                     .bind(repo_id)
                     .bind(branch)
-                    .bind(generation)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| self.db(e))?;
+                    .bind(generation);
+                self.write_one(q).await.map_err(|e| self.db(e))?;
                 Ok(())
             }
 
@@ -2306,13 +2318,11 @@ macro_rules! impl_catalog {
             }
 
             async fn break_lease(&self, repo_id: i64, branch: &str, generation: i64) -> Result<bool, CatalogError> {
-                let r = sqlx::query("UPDATE leases SET released = 1 WHERE repo_id = $1 AND branch = $2 AND generation = $3 AND released = 0")
+                let q = sqlx::query("UPDATE leases SET released = 1 WHERE repo_id = $1 AND branch = $2 AND generation = $3 AND released = 0")
                     .bind(repo_id)
                     .bind(branch)
-                    .bind(generation)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| self.db(e))?;
+                    .bind(generation);
+                let r = self.write_one(q).await.map_err(|e| self.db(e))?;
                 Ok(r.rows_affected() == 1)
             }
 
@@ -2810,24 +2820,20 @@ macro_rules! impl_catalog {
             }
 
             async fn open_session(&self, id: &str, repo_id: i64, kind: &str, holder: &str, commit_id: Option<&str>) -> Result<(), CatalogError> {
-                sqlx::query(concat!("INSERT INTO sessions (id, repo_id, kind, holder, created_at, heartbeat_at, commit_id) VALUES ($1, $2, $3, $4, ", $now, ", ", $now, ", $5)"))
+                let q = sqlx::query(concat!("INSERT INTO sessions (id, repo_id, kind, holder, created_at, heartbeat_at, commit_id) VALUES ($1, $2, $3, $4, ", $now, ", ", $now, ", $5)"))
                     .bind(id)
                     .bind(repo_id)
                     .bind(kind)
                     .bind(holder)
-                    .bind(commit_id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| self.db(e))?;
+                    .bind(commit_id);
+                self.write_one(q).await.map_err(|e| self.db(e))?;
                 Ok(())
             }
 
             async fn heartbeat_session(&self, id: &str) -> Result<(), CatalogError> {
-                sqlx::query(concat!("UPDATE sessions SET heartbeat_at = ", $now, " WHERE id = $1"))
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| self.db(e))?;
+                let q = sqlx::query(concat!("UPDATE sessions SET heartbeat_at = ", $now, " WHERE id = $1"))
+                    .bind(id);
+                self.write_one(q).await.map_err(|e| self.db(e))?;
                 Ok(())
             }
 
