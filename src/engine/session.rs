@@ -237,27 +237,12 @@ fn size_class(bytes: i64) -> u32 {
 /// of the run stays in one piece and the next compaction takes it, merged layer first, until
 /// that layer moves up a size class. Nothing is left behind, whatever the pace of the syncs.
 fn compaction_run(layers: &[LayerRow], fan_in: usize) -> &[LayerRow] {
-    let fan_in = fan_in.max(2);
-    let mut end = layers.len();
-    while end > 0 {
-        let last = &layers[end - 1];
-        let class = size_class(last.size_bytes);
-        let n = if last.kind == LayerKind::Delta {
-            layers[..end]
-                .iter()
-                .rev()
-                .take_while(|l| l.kind == LayerKind::Delta && size_class(l.size_bytes) == class)
-                .count()
-        } else {
-            1
-        };
-        let start = end - n;
-        if n >= fan_in {
-            return &layers[start..start + n.min(COMPACT_MAX)];
-        }
-        end = start;
-    }
-    &[]
+    let delta_class = |l: &LayerRow| (l.kind == LayerKind::Delta).then(|| size_class(l.size_bytes));
+    layers
+        .chunk_by(|a, b| delta_class(a).is_some() && delta_class(a) == delta_class(b))
+        .rev()
+        .find(|run| delta_class(&run[0]).is_some() && run.len() >= fan_in.max(2))
+        .map_or(&[], |run| &run[..run.len().min(COMPACT_MAX)])
 }
 
 impl BranchSession {
@@ -582,7 +567,7 @@ impl BranchSession {
         let me = self.clone();
         tokio::spawn(async move {
             let settled = loop {
-                match me.compact_pending().await {
+                match me.compact_pending(fan_in).await {
                     Ok(true) => continue,
                     Ok(false) => break true,
                     Err(e) => {
@@ -598,13 +583,13 @@ impl BranchSession {
         });
     }
 
-    /// Merges a run of at least [`COMPACT_FAN_IN`] consecutive pending segments of one size
-    /// class ([`compaction_run`]) into one layer (size-tiered, as an LSM tree compacts, as Neon compacts its L0
-    /// deltas): whatever DuckDB's fsync pattern, a mount of the branch (or of the commit that
-    /// adopts them) reads through few layers. Runs beside syncs; the catalog swaps the layers
-    /// only if they are all still pending (else a commit adopted them: nothing changes). This
-    /// mount keeps reading the old layers (it registered them). True if it merged something.
-    pub async fn compact_pending(&self) -> Result<bool> {
+    /// Merges a run of at least `fan_in` consecutive pending segments of one size class
+    /// ([`compaction_run`]) into one layer (size-tiered, as an LSM tree compacts, as Neon compacts
+    /// its L0 deltas): whatever DuckDB's fsync pattern, a mount of the branch (or of the commit
+    /// that adopts them) reads through few layers. Runs beside syncs; the catalog swaps the layers
+    /// only if they are all still pending (else a commit adopted them: nothing changes). This mount
+    /// keeps reading the old layers (it registered them). True if it merged something.
+    pub async fn compact_pending(&self, fan_in: usize) -> Result<bool> {
         let Some(pending) = self
             .engine
             .catalog
@@ -613,10 +598,6 @@ impl BranchSession {
         else {
             return Ok(false);
         };
-        let fan_in = compact_fan_in();
-        if fan_in == 0 {
-            return Ok(false);
-        }
         let run = compaction_run(&pending.layers, fan_in).to_vec();
         if run.is_empty() {
             return Ok(false);
